@@ -1,0 +1,73 @@
+// Package link defines the frame link: anything that carries whole Ethernet
+// frames — a TAP device, the ExeUnit's data endpoint, the host–payload bridge —
+// and the framings that turn sockets into links (one frame per datagram, or a
+// length prefix on a byte stream).
+//
+// The interface is batch-shaped, like wireguard-go's tun.Device: callers pass
+// slices of buffers with headroom in front of each frame, so fast paths
+// (recvmmsg/sendmmsg, writev, prefix written in place) fit without copies and
+// without changing callers.
+package link
+
+import (
+	"errors"
+	"net"
+)
+
+// Headroom is the number of bytes a caller reserves in front of every frame
+// buffer it passes to Read or Write. Links may use it as scratch space (a
+// stream link writes its length prefix there), so it must be at least as large
+// as the largest prefix a link in this module uses.
+const Headroom = 16
+
+// MaxFrame is the largest Ethernet frame (header included) any link in this
+// module carries. It is the limit of the ExeUnit's unix_stream framing (u16
+// length) and comfortably above every VPN MTU.
+const MaxFrame = 65535
+
+// BufSize is the size of a frame buffer that can hold any frame plus headroom.
+const BufSize = Headroom + MaxFrame
+
+// ErrClosed is returned (wrapped) by Read and Write after Close. It is
+// net.ErrClosed so that callers can test for it with errors.Is whichever
+// kind of link they hold.
+var ErrClosed = net.ErrClosed
+
+// Link carries whole Ethernet frames, one frame per buffer.
+//
+// Read and Write may be called concurrently with each other (one reader and
+// one writer), but not with themselves. Close may be called at any time, from
+// any goroutine, any number of times.
+type Link interface {
+	// Read reads up to len(bufs) frames. Frame i is stored in
+	// bufs[i][offset:] and its length in sizes[i]. It blocks until at least
+	// one frame is available and returns how many were read.
+	//
+	// A frame larger than len(bufs[i])-offset is not an error: the link
+	// discards its bytes and reports its real length in sizes[i], so that
+	// sizes[i] > len(bufs[i])-offset tells the caller to drop it as oversize.
+	// Framing faults that leave the link unusable (a stream that ended mid
+	// frame) are errors.
+	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
+
+	// Write writes bufs[i][offset:] as one frame each, in order, and returns
+	// how many frames were written. bufs[i][:offset] is scratch space the link
+	// may overwrite. Empty frames are never sent: a link skips them (they
+	// count as written), because an empty datagram stops the ExeUnit's VPN.
+	Write(bufs [][]byte, offset int) (int, error)
+
+	// BatchSize is the largest number of frames Read returns and the number
+	// Write handles in one call efficiently. It does not change over the
+	// link's life.
+	BatchSize() int
+
+	// Close releases the link and unblocks pending Read and Write calls,
+	// which then return an error wrapping ErrClosed. It is idempotent.
+	Close() error
+}
+
+// IsClosed reports whether err means the link (or its peer) is gone, as
+// opposed to a fault in one frame.
+func IsClosed(err error) bool {
+	return errors.Is(err, ErrClosed)
+}

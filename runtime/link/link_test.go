@@ -1,0 +1,391 @@
+package link
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// socketPair returns the two ends of a connected unix stream socket pair,
+// the carrier the runtime and agent use for the bridge.
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := conn(fds[0]), conn(fds[1])
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func newBufs(n int) ([][]byte, []int) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, BufSize)
+	}
+	return bufs, make([]int, n)
+}
+
+// withHeadroom returns frame copied behind Headroom bytes, as callers pass
+// frames to Write.
+func withHeadroom(frame []byte) []byte {
+	return append(make([]byte, Headroom), frame...)
+}
+
+func testFrame(i, size int) []byte {
+	f := make([]byte, size)
+	for j := range f {
+		f[j] = byte(i + j)
+	}
+	return f
+}
+
+func TestStreamWireFormat(t *testing.T) {
+	for _, tc := range []struct {
+		prefix Prefix
+		want   []byte
+	}{
+		// unix_stream: u16 native endian (little-endian on amd64/arm64).
+		{PrefixU16NE, []byte{0x03, 0x00, 0xaa, 0xbb, 0xcc}},
+		// tcp_stream and the bridge: u32 big endian.
+		{PrefixU32BE, []byte{0x00, 0x00, 0x00, 0x03, 0xaa, 0xbb, 0xcc}},
+	} {
+		t.Run(tc.prefix.String(), func(t *testing.T) {
+			if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+				t.Skip("the golden bytes are for little-endian hosts")
+			}
+			a, b := socketPair(t)
+			s := NewStream(a, tc.prefix)
+			if _, err := s.Write([][]byte{withHeadroom([]byte{0xaa, 0xbb, 0xcc})}, Headroom); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(tc.want))
+			if _, err := io.ReadFull(b, got); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tc.want) {
+				t.Fatalf("wire bytes % x, want % x", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStreamRoundTripChunked(t *testing.T) {
+	for _, p := range []Prefix{PrefixU16NE, PrefixU32BE} {
+		t.Run(p.String(), func(t *testing.T) {
+			a, b := socketPair(t)
+			var frames [][]byte
+			var wire []byte
+			for i, size := range []int{14, 60, 1234, 1, 9000, 65535, 42} {
+				f := testFrame(i, size)
+				frames = append(frames, f)
+				var hdr [4]byte
+				p.put(hdr[:], size)
+				wire = append(wire, hdr[:p.Size()]...)
+				wire = append(wire, f...)
+			}
+			// Dribble the bytes in odd chunks so frames and prefixes
+			// are split across reads.
+			go func() {
+				for i := 0; i < len(wire); i += 7 {
+					a.Write(wire[i:min(i+7, len(wire))])
+				}
+				a.Close()
+			}()
+			s := NewStream(b, p)
+			bufs, sizes := newBufs(3)
+			var got [][]byte
+			for {
+				n, err := s.Read(bufs, sizes, Headroom)
+				for i := range n {
+					got = append(got, bytes.Clone(bufs[i][Headroom:Headroom+sizes[i]]))
+				}
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(got) != len(frames) {
+				t.Fatalf("got %d frames, want %d", len(got), len(frames))
+			}
+			for i := range frames {
+				if !bytes.Equal(got[i], frames[i]) {
+					t.Fatalf("frame %d differs (len %d vs %d)", i, len(got[i]), len(frames[i]))
+				}
+			}
+		})
+	}
+}
+
+func TestStreamOversizeIsSkippedAndReported(t *testing.T) {
+	a, b := socketPair(t)
+	s := NewStream(b, PrefixU32BE)
+	w := NewStream(a, PrefixU32BE)
+	big, small := testFrame(1, 3000), testFrame(2, 100)
+	go w.Write([][]byte{withHeadroom(big), withHeadroom(small)}, Headroom)
+
+	bufs := [][]byte{make([]byte, Headroom+1500)}
+	sizes := []int{0}
+	if n, err := s.Read(bufs, sizes, Headroom); err != nil || n != 1 || sizes[0] != 3000 {
+		t.Fatalf("Read = %d, %v, size %d; want the oversize frame reported with its size 3000", n, err, sizes[0])
+	}
+	if n, err := s.Read(bufs, sizes, Headroom); err != nil || n != 1 || !bytes.Equal(bufs[0][Headroom:Headroom+sizes[0]], small) {
+		t.Fatalf("frame after the oversize one: n=%d err=%v size=%d", n, err, sizes[0])
+	}
+}
+
+func TestStreamEndings(t *testing.T) {
+	tests := []struct {
+		name string
+		wire []byte
+		want error
+	}{
+		{"eof between frames", []byte{0, 0, 0, 2, 1, 2}, io.EOF},
+		{"eof inside prefix", []byte{0, 0, 0, 2, 1, 2, 0, 0}, io.ErrUnexpectedEOF},
+		{"eof inside frame", []byte{0, 0, 0, 9, 1, 2}, io.ErrUnexpectedEOF},
+		{"eof inside skipped frame", []byte{0, 0, 0xff, 0xff, 1}, io.ErrUnexpectedEOF},
+		{"length beyond any frame", []byte{0xff, 0xff, 0xff, 0xff}, ErrDesync},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := socketPair(t)
+			a.Write(tc.wire)
+			a.Close()
+			s := NewStream(b, PrefixU32BE)
+			bufs, sizes := newBufs(4)
+			var err error
+			for range 10 {
+				if _, err = s.Read(bufs, sizes, Headroom); err != nil {
+					break
+				}
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestStreamWriteSkipsEmptyAndUnsizable(t *testing.T) {
+	a, b := socketPair(t)
+	w := NewStream(a, PrefixU16NE)
+	n, err := w.Write([][]byte{withHeadroom(nil), withHeadroom(testFrame(0, 70000)), withHeadroom([]byte{7})}, Headroom)
+	if err != nil || n != 3 {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(b, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, []byte{1, 0, 7}) {
+		t.Fatalf("wire % x: only the 1-byte frame should have been sent", got)
+	}
+}
+
+func TestStreamCloseUnblocksRead(t *testing.T) {
+	_, b := socketPair(t)
+	s := NewStream(b, PrefixU32BE)
+	errc := make(chan error, 1)
+	go func() {
+		bufs, sizes := newBufs(1)
+		_, err := s.Read(bufs, sizes, Headroom)
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	s.Close()
+	s.Close()
+	select {
+	case err := <-errc:
+		if !IsClosed(err) {
+			t.Fatalf("Read after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read still blocked 5 s after Close")
+	}
+	if _, err := s.Write([][]byte{withHeadroom([]byte{1})}, Headroom); !IsClosed(err) {
+		t.Fatalf("Write after Close: %v", err)
+	}
+}
+
+func TestStreamNoAllocs(t *testing.T) {
+	a, b := socketPair(t)
+	w, r := NewStream(a, PrefixU32BE), NewStream(b, PrefixU32BE)
+	out := [][]byte{withHeadroom(testFrame(1, 1234)), withHeadroom(testFrame(2, 60))}
+	bufs, sizes := newBufs(4)
+	allocs := testing.AllocsPerRun(200, func() {
+		w.Write(out, Headroom)
+		got := 0
+		for got < 2 {
+			n, err := r.Read(bufs, sizes, Headroom)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per write+read of 2 frames, want 0", allocs)
+	}
+}
+
+func udpPair(t testing.TB) (*Datagram, *Datagram) {
+	t.Helper()
+	ca, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewDatagram(ca, cb.LocalAddr().(*net.UDPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewDatagram(cb, ca.LocalAddr().(*net.UDPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func TestDatagramRoundTripBatch(t *testing.T) {
+	a, b := udpPair(t)
+	var out [][]byte
+	for i := range 100 {
+		out = append(out, withHeadroom(testFrame(i, 60+i*10)))
+	}
+	out[5] = withHeadroom(nil) // never sent: an empty datagram stops the ExeUnit's VPN
+	if n, err := a.Write(out, Headroom); err != nil || n != len(out) {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	bufs, sizes := newBufs(32)
+	var got [][]byte
+	for len(got) < 99 {
+		n, err := b.Read(bufs, sizes, Headroom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			got = append(got, bytes.Clone(bufs[i][Headroom:Headroom+sizes[i]]))
+		}
+	}
+	j := 0
+	for i := range 100 {
+		if i == 5 {
+			continue
+		}
+		if !bytes.Equal(got[j], out[i][Headroom:]) {
+			t.Fatalf("datagram %d differs or arrived out of order", i)
+		}
+		j++
+	}
+}
+
+func TestDatagramDropsForeignSourceAndReportsTruncation(t *testing.T) {
+	a, b := udpPair(t)
+	intruder, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(a.LocalAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer intruder.Close()
+	intruder.Write(testFrame(9, 100))
+	time.Sleep(20 * time.Millisecond) // the intruder's datagram is queued first
+	b.Write([][]byte{withHeadroom(testFrame(1, 3000))}, Headroom)
+
+	bufs := [][]byte{make([]byte, Headroom+1500)}
+	sizes := []int{0}
+	n, err := a.Read(bufs, sizes, Headroom)
+	if err != nil || n != 1 {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	if sizes[0] <= 1500 {
+		t.Fatalf("truncated datagram reported with size %d, want > buffer (1500)", sizes[0])
+	}
+	if a.Foreign() != 1 {
+		t.Fatalf("Foreign() = %d, want 1", a.Foreign())
+	}
+}
+
+func TestDatagramCloseUnblocksRead(t *testing.T) {
+	a, _ := udpPair(t)
+	errc := make(chan error, 1)
+	go func() {
+		bufs, sizes := newBufs(2)
+		_, err := a.Read(bufs, sizes, Headroom)
+		errc <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	a.Close()
+	a.Close()
+	select {
+	case err := <-errc:
+		if !IsClosed(err) {
+			t.Fatalf("Read after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read still blocked 5 s after Close")
+	}
+}
+
+func TestDatagramSendToAbsentPeerIsNotFatal(t *testing.T) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDatagram(c, netip.MustParseAddrPort("127.0.0.1:9")) // discard port: nobody listens
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for range 3 {
+		if _, err := d.Write([][]byte{withHeadroom(testFrame(1, 100))}, Headroom); err != nil {
+			t.Fatalf("Write to an absent peer: %v (UDP loss must not stop the pump)", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDatagramNoAllocs(t *testing.T) {
+	a, b := udpPair(t)
+	out := [][]byte{withHeadroom(testFrame(1, 1234)), withHeadroom(testFrame(2, 60))}
+	bufs, sizes := newBufs(4)
+	allocs := testing.AllocsPerRun(200, func() {
+		a.Write(out, Headroom)
+		got := 0
+		for got < 2 {
+			n, err := b.Read(bufs, sizes, Headroom)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per write+read of 2 frames, want 0", allocs)
+	}
+}

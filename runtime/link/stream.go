@@ -1,0 +1,223 @@
+package link
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// Prefix is the length prefix a stream link puts in front of every frame.
+// The length counts only the frame bytes, never the prefix itself.
+type Prefix int
+
+const (
+	// PrefixU16NE is a 2-byte length in native byte order (little-endian on
+	// every platform gvpn builds for): the ExeUnit's unix_stream endpoint.
+	PrefixU16NE Prefix = iota + 1
+	// PrefixU32BE is a 4-byte big-endian length: the ExeUnit's tcp_stream
+	// endpoint, the gvpn bridge, and QEMU's -netdev stream.
+	PrefixU32BE
+)
+
+// Size is the number of bytes the prefix takes on the wire.
+func (p Prefix) Size() int {
+	if p == PrefixU16NE {
+		return 2
+	}
+	return 4
+}
+
+// Max is the largest frame length the prefix can express.
+func (p Prefix) Max() int {
+	if p == PrefixU16NE {
+		return 0xffff
+	}
+	return MaxDeclared
+}
+
+func (p Prefix) String() string {
+	switch p {
+	case PrefixU16NE:
+		return "u16-ne"
+	case PrefixU32BE:
+		return "u32-be"
+	}
+	return fmt.Sprintf("Prefix(%d)", int(p))
+}
+
+func (p Prefix) put(b []byte, n int) {
+	if p == PrefixU16NE {
+		binary.NativeEndian.PutUint16(b, uint16(n))
+		return
+	}
+	binary.BigEndian.PutUint32(b, uint32(n))
+}
+
+func (p Prefix) get(b []byte) int {
+	if p == PrefixU16NE {
+		return int(binary.NativeEndian.Uint16(b))
+	}
+	return int(binary.BigEndian.Uint32(b))
+}
+
+// MaxDeclared is the largest length a stream link accepts in a prefix.
+// Longer frames than a reader's buffer are skipped (and reported as
+// oversize), but a length beyond MaxDeclared cannot be a frame at all: the
+// stream has lost its framing, and reading on would only swallow garbage.
+const MaxDeclared = 1 << 20
+
+// ErrDesync reports a length prefix beyond MaxDeclared. The stream cannot be
+// resynchronised; the link must be closed.
+var ErrDesync = errors.New("link: stream lost framing (declared frame length too large)")
+
+// streamBatch is how many frames Write copies into one write(2) and Read
+// returns from data already buffered.
+const streamBatch = 64
+
+// readBufSize is large so that one read(2) usually brings many frames: a
+// stream link pays one syscall per chunk, not two per frame.
+const readBufSize = 256 << 10
+
+// Stream is a Link over a byte stream (unix, TCP or vsock connection): each
+// frame travels as a length prefix followed by the frame bytes.
+type Stream struct {
+	conn   net.Conn
+	prefix Prefix
+	r      *bufio.Reader
+
+	wmu  sync.Mutex
+	wbuf []byte
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewStream returns a Stream link over conn. The link owns conn: Close
+// closes it.
+func NewStream(conn net.Conn, p Prefix) *Stream {
+	return &Stream{
+		conn:   conn,
+		prefix: p,
+		r:      bufio.NewReaderSize(conn, readBufSize),
+		wbuf:   make([]byte, 0, streamBatch*(4+1514)),
+	}
+}
+
+// Conn returns the underlying connection.
+func (s *Stream) Conn() net.Conn { return s.conn }
+
+// BatchSize implements Link.
+func (s *Stream) BatchSize() int { return streamBatch }
+
+// Read implements Link. It blocks for the first frame only; further frames
+// are returned while they are already complete in the read buffer. A clean
+// end of the stream between frames is io.EOF; an end inside a frame is
+// io.ErrUnexpectedEOF.
+func (s *Stream) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	psize := s.prefix.Size()
+	n := 0
+	for n < len(bufs) {
+		if n > 0 && !s.frameBuffered(psize) {
+			break
+		}
+		size, err := s.readFrame(bufs[n][offset:], psize)
+		if err != nil {
+			if n > 0 && errors.Is(err, io.EOF) {
+				break // report the frames we have; EOF comes on the next call
+			}
+			return n, s.wrapErr(err)
+		}
+		sizes[n] = size
+		n++
+	}
+	return n, nil
+}
+
+// frameBuffered reports whether a whole frame is in the read buffer, so that
+// reading it cannot block.
+func (s *Stream) frameBuffered(psize int) bool {
+	if s.r.Buffered() < psize {
+		return false
+	}
+	hdr, _ := s.r.Peek(psize)
+	return s.r.Buffered() >= psize+s.prefix.get(hdr)
+}
+
+func (s *Stream) readFrame(dst []byte, psize int) (int, error) {
+	hdr, err := s.r.Peek(psize)
+	if err != nil {
+		if len(hdr) > 0 && errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	size := s.prefix.get(hdr)
+	if size > MaxDeclared {
+		return 0, fmt.Errorf("%w: %d bytes", ErrDesync, size)
+	}
+	s.r.Discard(psize)
+	if size > len(dst) {
+		// Skip the frame; the caller sees its real size and drops it.
+		if _, err := s.r.Discard(size); err != nil {
+			return 0, eofInFrame(err)
+		}
+		return size, nil
+	}
+	if _, err := io.ReadFull(s.r, dst[:size]); err != nil {
+		return 0, eofInFrame(err)
+	}
+	return size, nil
+}
+
+func eofInFrame(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Write implements Link. Frames are copied behind their prefixes into one
+// buffer and sent with a single write, because on a stream the syscall per
+// frame costs far more than the copy. Frames the prefix cannot express are
+// skipped.
+func (s *Stream) Write(bufs [][]byte, offset int) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	psize := s.prefix.Size()
+	max := s.prefix.Max()
+	w := s.wbuf[:0]
+	for _, b := range bufs {
+		frame := b[offset:]
+		if len(frame) == 0 || len(frame) > max {
+			continue
+		}
+		var hdr [4]byte
+		s.prefix.put(hdr[:], len(frame))
+		w = append(w, hdr[:psize]...)
+		w = append(w, frame...)
+	}
+	s.wbuf = w[:0]
+	if len(w) == 0 {
+		return len(bufs), nil
+	}
+	if _, err := s.conn.Write(w); err != nil {
+		return 0, s.wrapErr(err)
+	}
+	return len(bufs), nil
+}
+
+// Close implements Link.
+func (s *Stream) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.conn.Close()
+	})
+	return s.closeErr
+}
+
+func (s *Stream) wrapErr(err error) error {
+	return fmt.Errorf("stream link (%s): %w", s.prefix, err)
+}

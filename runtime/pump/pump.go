@@ -1,0 +1,195 @@
+// Package pump joins two frame links: it moves Ethernet frames both ways
+// between the payload's side (a TAP device or the bridge to an agent) and
+// the network's side (the ExeUnit's data endpoint, or the bridge to the
+// host), filters them, and counts frames, bytes and drops by reason.
+//
+// Each direction is one goroutine that reads a batch from one link and
+// writes the accepted frames of that batch to the other: no per-frame
+// hand-off between goroutines, no allocation per frame, order kept.
+package pump
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/runtime/link"
+)
+
+// Config says what a Pump joins.
+type Config struct {
+	// Payload is the payload's side: the TAP device or the bridge.
+	Payload link.Link
+	// Network is the Golem side: the ExeUnit's data endpoint (or, in the
+	// agent, the bridge to the host).
+	Network link.Link
+	// Egress checks frames from Payload to Network; nil passes all.
+	Egress Filter
+	// Ingress checks frames from Network to Payload; nil passes all.
+	Ingress Filter
+	// Log receives start/stop lines and rate-limited per-frame errors.
+	Log *logrus.Entry
+}
+
+// Pump moves frames between two links until Close or until a link fails.
+type Pump struct {
+	cfg      Config
+	log      *logrus.Entry
+	egress   dirStats
+	ingress  dirStats
+	wg       sync.WaitGroup
+	done     chan struct{}
+	errOnce  sync.Once
+	err      error
+	stopOnce sync.Once
+	closing  atomic.Bool
+}
+
+// Start starts moving frames. The pump owns both links from now on: it
+// closes them when it stops.
+func Start(cfg Config) *Pump {
+	log := cfg.Log
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	p := &Pump{cfg: cfg, log: log, done: make(chan struct{})}
+	p.wg.Add(2)
+	go p.run(DirEgress, cfg.Payload, cfg.Network, cfg.Egress, &p.egress)
+	go p.run(DirIngress, cfg.Network, cfg.Payload, cfg.Ingress, &p.ingress)
+	go func() {
+		p.wg.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+// Done is closed when both directions have stopped.
+func (p *Pump) Done() <-chan struct{} { return p.done }
+
+// Err returns why the pump stopped on its own: the first link failure. It is
+// nil while the pump runs and after a stop by Close.
+func (p *Pump) Err() error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+		return nil
+	}
+}
+
+// Close stops both directions, closes both links and waits until the
+// goroutines have returned. It is idempotent.
+func (p *Pump) Close() error {
+	p.closing.Store(true)
+	p.stop()
+	<-p.done
+	return nil
+}
+
+func (p *Pump) stop() {
+	p.stopOnce.Do(func() {
+		p.cfg.Payload.Close()
+		p.cfg.Network.Close()
+	})
+}
+
+func (p *Pump) fail(dir Direction, err error) {
+	if p.closing.Load() {
+		return
+	}
+	p.errOnce.Do(func() {
+		p.err = fmt.Errorf("pump %s: %w", dir, err)
+		p.log.WithError(err).WithField("dir", dir.String()).Warn("frame pump stopped: link failed")
+	})
+	p.stop()
+}
+
+func (p *Pump) run(dir Direction, src, dst link.Link, filter Filter, st *dirStats) {
+	defer p.wg.Done()
+	batch := src.BatchSize()
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, link.BufSize)
+	}
+	sizes := make([]int, batch)
+	out := make([][]byte, 0, batch)
+	limiter := logLimiter{every: 5 * time.Second}
+	var drops [NumReasons]uint64
+
+	for {
+		n, err := src.Read(bufs, sizes, link.Headroom)
+		out = out[:0]
+		var frames, bytes uint64
+		for i := range n {
+			size := sizes[i]
+			if size > len(bufs[i])-link.Headroom {
+				drops[Oversize]++
+				continue
+			}
+			f := bufs[i][link.Headroom : link.Headroom+size]
+			if filter != nil {
+				if r := filter.Check(f); r != Pass {
+					drops[r]++
+					continue
+				}
+			}
+			out = append(out, bufs[i][:link.Headroom+size])
+			frames++
+			bytes += uint64(size)
+		}
+		if len(out) > 0 {
+			written, werr := dst.Write(out, link.Headroom)
+			if werr != nil {
+				if isFatal(werr) {
+					st.add(frames, bytes, &drops)
+					p.fail(dir, fmt.Errorf("write: %w", werr))
+					return
+				}
+				lost := uint64(len(out) - written)
+				drops[WriteFailed] += lost
+				frames -= min(frames, lost)
+				if limiter.allow() {
+					p.log.WithError(werr).WithField("dir", dir.String()).Warn("frames lost: write failed")
+				}
+			}
+		}
+		st.add(frames, bytes, &drops)
+		if err != nil {
+			p.fail(dir, fmt.Errorf("read: %w", err))
+			return
+		}
+	}
+}
+
+// isFatal reports whether a write error means the link is gone for good, as
+// opposed to one refused frame.
+func isFatal(err error) bool {
+	return link.IsClosed(err) ||
+		errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrClosedPipe) ||
+		errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EBADF)
+}
+
+// logLimiter lets one log line through per period, so that a flood of bad
+// frames cannot flood the log.
+type logLimiter struct {
+	every time.Duration
+	last  time.Time
+}
+
+func (l *logLimiter) allow() bool {
+	now := time.Now()
+	if now.Sub(l.last) < l.every {
+		return false
+	}
+	l.last = now
+	return true
+}

@@ -1,0 +1,77 @@
+// Package privtest holds the helpers that privileged tests share: a skip with
+// a clear reason when the test cannot run here, and throwaway network
+// namespaces that are removed when the test ends.
+package privtest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// RequireRoot skips t unless the process can create TAP devices and network
+// namespaces: it must run as root and /dev/net/tun must exist.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create TAP devices and network namespaces; run `sudo make test`")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("skipped: /dev/net/tun is not available: %v", err)
+	}
+}
+
+// UniqueName returns prefix followed by 8 random hex digits. Names of test
+// namespaces and links are made with it so that parallel tests and leftover
+// objects from a crashed run never collide.
+func UniqueName(prefix string) string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// NewNetns creates a named network namespace (visible to `ip netns`) whose
+// name starts with prefix, and removes it when the test ends. The calling
+// goroutine's namespace is left as it was.
+func NewNetns(t testing.TB, prefix string) (name string, h netns.NsHandle) {
+	t.Helper()
+	RequireRoot(t)
+	name = UniqueName(prefix)
+	h, err := newNamed(name)
+	if err != nil {
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	return name, h
+}
+
+// newNamed creates the namespace on a locked thread and switches that thread
+// back, because netns.NewNamed moves the calling thread into the new
+// namespace.
+func newNamed(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return netns.None(), err
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name)
+	if serr := netns.Set(orig); serr != nil {
+		// The thread is stuck in the wrong namespace; never let it run
+		// other goroutines again.
+		panic("privtest: cannot restore network namespace: " + serr.Error())
+	}
+	return h, err
+}
