@@ -1,0 +1,312 @@
+package pump
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/frame"
+	"github.com/gvpn/gvpn/runtime/link"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	ownIP   = netip.MustParseAddr("192.168.0.2")
+	peerIP  = netip.MustParseAddr("192.168.0.3")
+	ownMAC  = frame.MAC{0x90, 0x13, 192, 168, 0, 2}
+	peerMAC = frame.MAC{0x90, 0x13, 192, 168, 0, 3}
+)
+
+const maxFrame = 1220 + frame.EthernetLen
+
+func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
+	t.Helper()
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ls...); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Clone(buf.Bytes())
+}
+
+func udpFrame(t testing.TB, srcMAC, dstMAC frame.MAC, src, dst netip.Addr, payload []byte) []byte {
+	eth := &layers.Ethernet{SrcMAC: srcMAC[:], DstMAC: dstMAC[:], EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	udp := &layers.UDP{SrcPort: 4000, DstPort: 5000}
+	udp.SetNetworkLayerForChecksum(ip)
+	return serialize(t, eth, ip, udp, gopacket.Payload(payload))
+}
+
+func arpFrame(t testing.TB, senderMAC frame.MAC, sender, target netip.Addr) []byte {
+	eth := &layers.Ethernet{SrcMAC: senderMAC[:], DstMAC: frame.Broadcast[:], EthernetType: layers.EthernetTypeARP}
+	arp := &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+		Operation: layers.ARPRequest, SourceHwAddress: senderMAC[:], SourceProtAddress: sender.AsSlice(),
+		DstHwAddress: make([]byte, 6), DstProtAddress: target.AsSlice()}
+	return serialize(t, eth, arp)
+}
+
+func ipv6Frame(t testing.TB) []byte {
+	eth := &layers.Ethernet{SrcMAC: ownMAC[:], DstMAC: []byte{0x33, 0x33, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, HopLimit: 255, NextHeader: layers.IPProtocolICMPv6,
+		SrcIP: net.ParseIP("fe80::1"), DstIP: net.ParseIP("ff02::2")}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeRouterSolicitation, 0)}
+	icmp.SetNetworkLayerForChecksum(ip)
+	return serialize(t, eth, ip, icmp, gopacket.Payload(make([]byte, 4)))
+}
+
+func TestPayloadFilter(t *testing.T) {
+	f := &PayloadFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame}
+	good := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("hello"))
+	truncatedIP := bytes.Clone(good[:frame.EthernetLen+10])
+	badLen := bytes.Clone(good)
+	binary.BigEndian.PutUint16(badLen[frame.EthernetLen+2:], 9000)
+	vlan := bytes.Clone(good)
+	binary.BigEndian.PutUint16(vlan[12:], 0x8100)
+	arpOtherProto := arpFrame(t, ownMAC, ownIP, peerIP)
+	binary.BigEndian.PutUint16(arpOtherProto[frame.EthernetLen+2:], 0x86dd)
+
+	tests := []struct {
+		name  string
+		frame []byte
+		want  Reason
+	}{
+		{"udp from us", good, Pass},
+		{"arp from us", arpFrame(t, ownMAC, ownIP, peerIP), Pass},
+		{"max size", udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, make([]byte, 1220-28)), Pass},
+		{"empty", nil, Short},
+		{"13 bytes", good[:13], Short},
+		{"oversize", udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, make([]byte, 1220-27)), Oversize},
+		{"ipv6", ipv6Frame(t), IPv6},
+		{"vlan", vlan, EtherType},
+		{"truncated ipv4", truncatedIP, Malformed},
+		{"ipv4 length beyond frame", badLen, Malformed},
+		{"arp for another protocol", arpOtherProto, Malformed},
+		{"spoofed source mac", udpFrame(t, peerMAC, ownMAC, ownIP, peerIP, nil), SpoofedMAC},
+		{"spoofed source ip", udpFrame(t, ownMAC, peerMAC, peerIP, ownIP, nil), SpoofedIP},
+		{"arp claiming another node", arpFrame(t, ownMAC, peerIP, ownIP), SpoofedIP},
+	}
+	for _, tc := range tests {
+		if got := f.Check(tc.frame); got != tc.want {
+			t.Errorf("%s: Check = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// The network side accepts other nodes' sources, but not what the
+	// ExeUnit could never have routed.
+	n := &NetworkFilter{MaxFrame: maxFrame}
+	if got := n.Check(udpFrame(t, peerMAC, ownMAC, peerIP, ownIP, nil)); got != Pass {
+		t.Errorf("network filter dropped a peer's frame: %v", got)
+	}
+	if got := n.Check(ipv6Frame(t)); got != IPv6 {
+		t.Errorf("network filter on IPv6: %v", got)
+	}
+}
+
+// streamLinkPair returns two Stream links joined by a unix socket pair.
+func streamLinkPair(t testing.TB) (link.Link, link.Link) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := link.NewStream(conn(fds[0]), link.PrefixU32BE)
+	b := link.NewStream(conn(fds[1]), link.PrefixU32BE)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// harness is a pump between two socket pairs: the test plays the payload on
+// one far end and the network on the other.
+type harness struct {
+	pump    *Pump
+	payload link.Link // the test's end of the payload side
+	network link.Link // the test's end of the network side
+}
+
+func newHarness(t testing.TB) *harness {
+	payloadNear, payloadFar := streamLinkPair(t)
+	networkNear, networkFar := streamLinkPair(t)
+	p := Start(Config{
+		Payload: payloadNear,
+		Network: networkNear,
+		Egress:  &PayloadFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame},
+		Ingress: &NetworkFilter{MaxFrame: maxFrame},
+	})
+	t.Cleanup(func() { p.Close() })
+	return &harness{pump: p, payload: payloadFar, network: networkFar}
+}
+
+func send(t testing.TB, l link.Link, frames ...[]byte) {
+	t.Helper()
+	bufs := make([][]byte, len(frames))
+	for i, f := range frames {
+		bufs[i] = append(make([]byte, link.Headroom), f...)
+	}
+	if _, err := l.Write(bufs, link.Headroom); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func recv(t testing.TB, l link.Link, want int) [][]byte {
+	t.Helper()
+	bufs := make([][]byte, l.BatchSize())
+	for i := range bufs {
+		bufs[i] = make([]byte, link.BufSize)
+	}
+	sizes := make([]int, len(bufs))
+	var got [][]byte
+	for len(got) < want {
+		n, err := l.Read(bufs, sizes, link.Headroom)
+		if err != nil {
+			t.Fatalf("after %d of %d frames: %v", len(got), want, err)
+		}
+		for i := range n {
+			got = append(got, bytes.Clone(bufs[i][link.Headroom:link.Headroom+sizes[i]]))
+		}
+	}
+	return got
+}
+
+func TestPumpBothWaysInOrder(t *testing.T) {
+	h := newHarness(t)
+	const n = 2000
+	var out, in [][]byte
+	for i := range n {
+		p := binary.BigEndian.AppendUint32(nil, uint32(i))
+		out = append(out, udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, p))
+		in = append(in, udpFrame(t, peerMAC, ownMAC, peerIP, ownIP, p))
+	}
+	go func() {
+		for i := 0; i < n; i += 100 {
+			send(t, h.payload, out[i:i+100]...)
+			send(t, h.network, in[i:i+100]...)
+		}
+	}()
+	gotOut := recv(t, h.network, n)
+	gotIn := recv(t, h.payload, n)
+	for i := range n {
+		if !bytes.Equal(gotOut[i], out[i]) || !bytes.Equal(gotIn[i], in[i]) {
+			t.Fatalf("frame %d changed or reordered", i)
+		}
+	}
+	st := h.pump.Stats()
+	if st.Egress.Frames != n || st.Ingress.Frames != n || st.Egress.Dropped() != 0 || st.Ingress.Dropped() != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if st.Egress.Bytes != uint64(n*len(out[0])) {
+		t.Fatalf("egress bytes %d, want %d", st.Egress.Bytes, n*len(out[0]))
+	}
+}
+
+func TestPumpDropsAndCountsBadFramesAndGoesOn(t *testing.T) {
+	h := newHarness(t)
+	bad := [][]byte{
+		{1, 2, 3},
+		udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, make([]byte, 1500)),
+		ipv6Frame(t),
+		udpFrame(t, peerMAC, ownMAC, ownIP, peerIP, nil), // another node's MAC
+		udpFrame(t, ownMAC, peerMAC, peerIP, ownIP, nil), // another node's IP
+		arpFrame(t, ownMAC, peerIP, ownIP),
+	}
+	good := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("after the garbage"))
+	send(t, h.payload, append(bad, good)...)
+	if got := recv(t, h.network, 1); !bytes.Equal(got[0], good) {
+		t.Fatal("the good frame after the bad ones did not arrive intact")
+	}
+	// Garbage from the network side never reaches the payload either.
+	send(t, h.network, []byte{0}, ipv6Frame(t), udpFrame(t, peerMAC, ownMAC, peerIP, ownIP, []byte("ok")))
+	if got := recv(t, h.payload, 1); len(got[0]) < 14 || frame.Src(got[0]) != peerMAC {
+		t.Fatal("the good ingress frame did not arrive")
+	}
+	st := h.pump.Stats()
+	want := map[Reason]uint64{Short: 1, Oversize: 1, IPv6: 1, SpoofedMAC: 1, SpoofedIP: 2}
+	for r, c := range want {
+		if st.Egress.Drops[r] != c {
+			t.Errorf("egress drops[%v] = %d, want %d (all: %v)", r, st.Egress.Drops[r], c, st.Egress.DropMap())
+		}
+	}
+	if st.Ingress.Drops[Short] != 1 || st.Ingress.Drops[IPv6] != 1 {
+		t.Errorf("ingress drops %v", st.Ingress.DropMap())
+	}
+}
+
+func TestPumpStopsWhenALinkFailsAndCloseIsIdempotent(t *testing.T) {
+	h := newHarness(t)
+	h.network.Close() // the ExeUnit went away
+	select {
+	case <-h.pump.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("pump did not stop after its network link failed")
+	}
+	if h.pump.Err() == nil {
+		t.Fatal("Err() = nil after a link failure")
+	}
+	h.pump.Close()
+	h.pump.Close()
+}
+
+func TestPumpCloseStopsCleanly(t *testing.T) {
+	h := newHarness(t)
+	if err := h.pump.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if h.pump.Err() != nil {
+		t.Fatalf("Err() after Close = %v, want nil", h.pump.Err())
+	}
+	h.pump.Close()
+}
+
+func TestPumpSteadyStateAllocations(t *testing.T) {
+	h := newHarness(t)
+	f := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, make([]byte, 1000))
+	batch := make([][]byte, 50)
+	for i := range batch {
+		batch[i] = append(make([]byte, link.Headroom), f...)
+	}
+	bufs := make([][]byte, 64)
+	for i := range bufs {
+		bufs[i] = make([]byte, link.BufSize)
+	}
+	sizes := make([]int, 64)
+	round := func() {
+		h.payload.Write(batch, link.Headroom)
+		for got := 0; got < len(batch); {
+			n, err := h.network.Read(bufs, sizes, link.Headroom)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	}
+	round() // warm up
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const rounds = 200
+	for range rounds {
+		round()
+	}
+	runtime.ReadMemStats(&after)
+	frames := rounds * len(batch)
+	if perFrame := float64(after.Mallocs-before.Mallocs) / float64(frames); perFrame > 0.01 {
+		t.Fatalf("%.3f allocations per frame in steady state, want 0", perFrame)
+	}
+}
