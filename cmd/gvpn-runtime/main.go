@@ -1,0 +1,17 @@
+// Command gvpn-runtime is the Golem VPN runtime plugin that yagna's ExeUnit
+// supervisor launches. See runtime/cli for the command line.
+package main
+
+import (
+	"os"
+
+	"github.com/gvpn/gvpn/runtime/cli"
+	"github.com/gvpn/gvpn/runtime/sandbox"
+)
+
+func main() {
+	// The sandbox re-executes this binary to enter a payload's namespaces
+	// before exec; that path must run before anything else.
+	sandbox.MaybeRunShim()
+	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

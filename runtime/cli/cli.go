@@ -1,0 +1,339 @@
+// Package cli is gvpn-runtime's command line: the exact shape the ExeUnit
+// uses to call a runtime (golem-protocol.md §2) — global kebab-case flags,
+// then one of offer-template, test, deploy, start, run — plus gvpn's own
+// flags for operators and debugging. stdout carries only what the ExeUnit
+// parses (JSON, or protobuf in service mode); every log line goes to stderr.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/runtime/endpoint"
+	"github.com/gvpn/gvpn/runtime/network"
+	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/service"
+)
+
+// Version is stamped at build time (-ldflags -X).
+var Version = "dev"
+
+// Options are the parsed global flags.
+type Options struct {
+	Workdir        string
+	TaskPackages   multiFlag
+	CPUCores       string
+	MemGiB         string
+	StorageGiB     string
+	VolumeOverride string
+	Hostname       string
+	VPNEndpoint    string
+	INETEndpoint   string
+
+	LogLevel      string
+	LogFormat     string
+	MTU           int
+	TapName       string
+	LocalEndpoint string
+	StatsInterval time.Duration
+	SandboxPrefix string
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+const usageHead = `gvpn-runtime — Golem VPN for Provider-side ExeUnit runtimes.
+
+The ExeUnit supervisor runs it as a runtime plugin:
+
+  gvpn-runtime [global flags] offer-template      print the offer template (JSON, lists the "vpn" capability)
+  gvpn-runtime [global flags] test                check that this host can run Golem VPN (exit 0 = yes)
+  gvpn-runtime --workdir W [flags] deploy --      validate W, remember deploy flags, print the deploy JSON
+  gvpn-runtime --workdir W [--vpn-endpoint udp://127.0.0.1:P] start [args]
+                                                  service mode: ya-runtime-api protobuf on stdin/stdout;
+                                                  payload processes run in a network namespace with a
+                                                  TAP device "vpn0" on the VPN
+  gvpn-runtime ... run --entrypoint X -- args     not supported (gvpn is a service runtime)
+
+Global flags (before the subcommand; "--flag value" and "--flag=value" both work):
+`
+
+const usageTail = `
+Examples:
+  # what yagna runs when the provider starts
+  gvpn-runtime test
+  # an activity, by hand: deploy, then talk protobuf on stdin/stdout
+  gvpn-runtime --workdir /tmp/act1 deploy --
+  gvpn-runtime --workdir /tmp/act1 --vpn-endpoint udp://127.0.0.1:40000 start
+  # two runtimes wired to each other without an ExeUnit (debugging)
+  gvpn-runtime -w /tmp/a --vpn-endpoint udp://127.0.0.1:7002 --debug-local-endpoint 127.0.0.1:7001 start
+  gvpn-runtime -w /tmp/b --vpn-endpoint udp://127.0.0.1:7001 --debug-local-endpoint 127.0.0.1:7002 start
+
+Logs go to stderr; send SIGUSR1 for the VPN counters. Docs: README.md, docs/.
+`
+
+func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
+	o := &Options{}
+	fs := flag.NewFlagSet("gvpn-runtime", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Workdir, "workdir", "", "activity working directory (required by deploy and start)")
+	fs.StringVar(&o.Workdir, "w", "", "short for --workdir")
+	fs.Var(&o.TaskPackages, "task-package", "path of the downloaded task package (accepted; gvpn runs no image)")
+	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU cores from the agreement (accepted, logged)")
+	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory from the agreement (accepted, logged)")
+	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage from the agreement (accepted, logged)")
+	fs.StringVar(&o.VolumeOverride, "volume-override", "", "Deploy volumes as JSON (accepted; the netns sandbox shares the host's files)")
+	fs.StringVar(&o.Hostname, "hostname", "", "hostname of the payload (deploy remembers it for start)")
+	fs.StringVar(&o.VPNEndpoint, "vpn-endpoint", "", "the ExeUnit's VPN data socket: udp://IP:PORT (what the ExeUnit passes),\nunix://PATH, tcp-connect://IP:PORT or tcp-listen://IP:PORT")
+	fs.StringVar(&o.INETEndpoint, "inet-endpoint", "", "the ExeUnit's outbound-internet socket (accepted; INET is not supported)")
+	fs.StringVar(&o.LogLevel, "log-level", envOr("GVPN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GVPN_LOG_LEVEL)")
+	fs.StringVar(&o.LogFormat, "log-format", envOr("GVPN_LOG_FORMAT", "text"), "log format on stderr: text or json (env GVPN_LOG_FORMAT)")
+	fs.IntVar(&o.MTU, "mtu", 1220, "MTU of the VPN interface; every node of a network must agree")
+	fs.StringVar(&o.TapName, "tap-name", "vpn0", "name of the VPN interface inside the sandbox")
+	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint address (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
+	fs.DurationVar(&o.StatsInterval, "stats-interval", 30*time.Second, "how often VPN counters go to the ExeUnit as a RuntimeStatus event (0 = never)")
+	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", sandbox.DefaultPrefix, "prefix of the sandbox network namespace names")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHead)
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, usageTail)
+	}
+	return fs, o
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs, o := newFlagSet(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	log, err := setupLog(o, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "gvpn-runtime:", err)
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, "gvpn-runtime: missing subcommand (offer-template, test, deploy, start, run); see --help")
+		return 2
+	}
+	cmd, cmdArgs := rest[0], rest[1:]
+	log = log.WithField("cmd", cmd)
+	switch cmd {
+	case "offer-template":
+		return offerTemplate(stdout)
+	case "test":
+		return selfTest(o, stderr, log)
+	case "deploy":
+		return deploy(o, stdout, log)
+	case "start":
+		return start(o, cmdArgs, stdin, stdout, log)
+	case "run":
+		log.Error("per-command mode is not supported: gvpn-runtime is a service runtime; deploy reports startMode \"blocking\", and the ExeUnit sends Run commands as RunProcess requests to `start`")
+		return 1
+	case "help":
+		fs.Usage()
+		return 0
+	}
+	fmt.Fprintf(stderr, "gvpn-runtime: unknown subcommand %q; see --help\n", cmd)
+	return 2
+}
+
+func setupLog(o *Options, stderr io.Writer) (*logrus.Entry, error) {
+	l := logrus.New()
+	l.SetOutput(stderr)
+	lvl, err := logrus.ParseLevel(o.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	l.SetLevel(lvl)
+	switch o.LogFormat {
+	case "text":
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("--log-format must be text or json, not %q", o.LogFormat)
+	}
+	// Packages that log through the standard logger go to stderr too.
+	logrus.SetOutput(stderr)
+	logrus.SetLevel(lvl)
+	logrus.SetFormatter(l.Formatter)
+	return logrus.NewEntry(l).WithField("runtime", "gvpn"), nil
+}
+
+// Capabilities is what the offer template advertises. Without "vpn" the
+// ExeUnit never passes --vpn-endpoint nor sends a VPN CreateNetwork.
+var Capabilities = []string{"vpn"}
+
+func offerTemplate(stdout io.Writer) int {
+	t := map[string]any{
+		"constraints": "",
+		"properties": map[string]any{
+			"golem.runtime.capabilities": Capabilities,
+		},
+	}
+	b, _ := json.Marshal(t)
+	fmt.Fprintln(stdout, string(b))
+	return 0
+}
+
+// deployment is what deploy leaves in the workdir for start: flags that the
+// ExeUnit passes only to deploy.
+type deployment struct {
+	Hostname string `json:"hostname,omitempty"`
+	Version  string `json:"version"`
+}
+
+const deploymentFile = "gvpn-deployment.json"
+
+type deployResult struct {
+	Valid     map[string]string `json:"valid"`
+	Vols      []any             `json:"vols"`
+	StartMode string            `json:"startMode"`
+}
+
+func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
+	fail := func(err error) int {
+		log.WithError(err).Error("deploy failed")
+		b, _ := json.Marshal(deployResult{Valid: map[string]string{"Err": err.Error()}, Vols: []any{}, StartMode: "blocking"})
+		stdout.Write(b)
+		return 1
+	}
+	if err := checkWorkdir(o.Workdir); err != nil {
+		return fail(err)
+	}
+	if o.Hostname != "" && !validHostname(o.Hostname) {
+		return fail(fmt.Errorf("--hostname %q is not a valid hostname", o.Hostname))
+	}
+	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Version: Version})
+	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
+		return fail(fmt.Errorf("write deployment: %w", err))
+	}
+	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname}).Info("deployed")
+	// Exactly one JSON object, nothing else: the ExeUnit parses stdout.
+	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: []any{}, StartMode: "blocking"})
+	stdout.Write(b)
+	return 0
+}
+
+func checkWorkdir(dir string) error {
+	if dir == "" {
+		return errors.New("--workdir is required")
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("workdir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("workdir %s is not a directory", dir)
+	}
+	probe, err := os.CreateTemp(dir, ".gvpn-probe-*")
+	if err != nil {
+		return fmt.Errorf("workdir %s is not writable: %w", dir, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	return nil
+}
+
+func validHostname(h string) bool {
+	if len(h) == 0 || len(h) > 63 {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func start(o *Options, args []string, stdin io.Reader, stdout io.Writer, log *logrus.Entry) int {
+	if err := checkWorkdir(o.Workdir); err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
+	}
+	hostname := o.Hostname
+	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {
+		var d deployment
+		if json.Unmarshal(b, &d) == nil && hostname == "" {
+			hostname = d.Hostname
+		}
+	} else {
+		log.Warn("no deployment in the workdir (was deploy run?); starting with defaults")
+	}
+	var vpn *endpoint.URL
+	if o.VPNEndpoint != "" {
+		u, err := endpoint.Parse(o.VPNEndpoint)
+		if err != nil {
+			log.WithError(err).Error("--vpn-endpoint")
+			return 2
+		}
+		vpn = &u
+	}
+	if o.INETEndpoint != "" {
+		log.Warn("--inet-endpoint given, but outbound internet (INET) is not supported; a CreateNetwork for INET will be refused")
+	}
+	log.WithFields(logrus.Fields{"workdir": o.Workdir, "vpn_endpoint": o.VPNEndpoint, "args": args,
+		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "version": Version}).Info("starting service")
+
+	sb, err := sandbox.Open(sandbox.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix})
+	if err != nil {
+		log.WithError(err).Error("cannot create the sandbox")
+		return 1
+	}
+	log.WithField("netns", sb.Name()).Info("sandbox ready")
+	mgr := network.New(network.Options{
+		VPN:      vpn,
+		Endpoint: endpoint.Options{Local: o.LocalEndpoint},
+		Payload:  &network.NetnsPayload{NS: sb.NetNS(), HostsPath: sb.HostsPath()},
+		Name:     o.TapName,
+		MTU:      o.MTU,
+		Log:      log,
+	})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	interval := o.StatsInterval
+	if interval == 0 {
+		interval = -1
+	}
+	err = service.Serve(ctx, service.Config{
+		In:            stdin,
+		Out:           stdout,
+		Version:       Version,
+		Sandbox:       service.NetnsSandbox{Sandbox: sb},
+		Network:       mgr,
+		StatsInterval: interval,
+		Log:           log,
+	})
+	if err != nil {
+		log.WithError(err).Error("service stopped")
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/tap"
+)
+
+// Capability bits (linux/capability.h) that Golem VPN needs.
+const (
+	capNetAdmin = 12 // TAP devices, addresses, routes
+	capSysAdmin = 21 // network and mount namespaces, the hosts bind mount
+)
+
+// selfTest checks, for real, everything a VPN activity needs on this host:
+// privileges, /dev/net/tun, and creating a sandbox namespace with a TAP in
+// it. The ExeUnit shows the output and fails the provider's runtime test on
+// a non-zero exit.
+func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
+	checks := []struct {
+		name string
+		run  func() error
+	}{
+		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", checkCaps},
+		{"/dev/net/tun", checkTun},
+		{"network namespace sandbox with a TAP device", func() error { return checkSandbox(o, log) }},
+	}
+	failed := 0
+	for _, c := range checks {
+		if err := c.run(); err != nil {
+			fmt.Fprintf(stderr, "gvpn-runtime test: FAIL %s: %v\n", c.name, err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(stderr, "gvpn-runtime test: ok   %s\n", c.name)
+	}
+	if failed > 0 {
+		fmt.Fprintf(stderr, "gvpn-runtime test: %d of %d checks failed: Golem VPN cannot work on this host\n", failed, len(checks))
+		return 1
+	}
+	fmt.Fprintf(stderr, "gvpn-runtime test: all %d checks passed (version %s)\n", len(checks), Version)
+	return 0
+}
+
+func checkCaps() error {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		hex, ok := strings.CutPrefix(line, "CapEff:")
+		if !ok {
+			continue
+		}
+		eff, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+		if err != nil {
+			return fmt.Errorf("parse CapEff: %w", err)
+		}
+		var missing []string
+		if eff&(1<<capNetAdmin) == 0 {
+			missing = append(missing, "CAP_NET_ADMIN")
+		}
+		if eff&(1<<capSysAdmin) == 0 {
+			missing = append(missing, "CAP_SYS_ADMIN")
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("missing %s: run the provider as root (or grant the capabilities to gvpn-runtime)", strings.Join(missing, ", "))
+		}
+		return nil
+	}
+	return errors.New("no CapEff line in /proc/self/status")
+}
+
+func checkTun() error {
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("%w (load the tun module: modprobe tun; in a container pass --device /dev/net/tun)", err)
+	}
+	return f.Close()
+}
+
+func checkSandbox(o *Options, log *logrus.Entry) error {
+	dir, err := os.MkdirTemp("", "gvpn-selftest-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	sb, err := sandbox.Open(sandbox.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet)})
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+	dev, err := tap.Create(sb.NetNS(), tap.Config{Name: o.TapName})
+	if err != nil {
+		return err
+	}
+	return dev.Close()
+}

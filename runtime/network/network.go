@@ -1,0 +1,314 @@
+// Package network turns the ExeUnit's CreateNetwork request into a working
+// VPN interface for the payload: it validates the request, has the
+// payload's side brought up (a TAP in the sandbox's namespace, or an agent
+// inside a VM), opens the ExeUnit's data endpoint and joins the two with a
+// frame pump.
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/endpoint"
+	"github.com/gvpn/gvpn/runtime/frame"
+	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/pump"
+)
+
+// Payload brings up the payload's VPN interface and returns the link that
+// carries its frames. Implementations: a TAP in the netns sandbox
+// (NetnsPayload) and the bridge to a gvpn-agent.
+type Payload interface {
+	// Attach creates and configures the interface. On error nothing it
+	// made is left behind. The returned link belongs to the caller.
+	Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[string]string) (link.Link, error)
+}
+
+// Error is a CreateNetwork failure with the error code the ExeUnit should
+// see: BAD_REQUEST for input the requestor got wrong, INTERNAL for failures
+// of this host.
+type Error struct {
+	Code    api.Response_ErrorCode
+	Field   string // the request field at fault, if one is
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Message + ": " + e.Err.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func badRequest(field, format string, args ...any) *Error {
+	return &Error{Code: api.Response_BAD_REQUEST, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Options configures a Manager.
+type Options struct {
+	// VPN is the ExeUnit's endpoint from --vpn-endpoint; nil when the
+	// ExeUnit passed none (the offer lacked the vpn capability).
+	VPN *endpoint.URL
+	// Endpoint tunes how the runtime's side is opened (pinned address).
+	Endpoint endpoint.Options
+	// Payload brings up the payload's interface.
+	Payload Payload
+	// Name is the interface name inside the payload; empty means "vpn0".
+	Name string
+	// MTU of the VPN interface; zero means netcfg.DefaultMTU (1220).
+	MTU int
+	// ConnectTimeout bounds the wait for the ExeUnit to connect to a stream
+	// endpoint after the reply. Zero means 30 s.
+	ConnectTimeout time.Duration
+	Log            *logrus.Entry
+}
+
+// Manager owns the activity's VPN: at most one network, created once.
+type Manager struct {
+	opts Options
+	log  *logrus.Entry
+
+	mu      sync.Mutex
+	closed  bool
+	vpn     *attachment
+	ctx     context.Context
+	cancel  context.CancelFunc
+	waiters sync.WaitGroup
+}
+
+// attachment is one live VPN interface and its pump.
+type attachment struct {
+	net      netcfg.Network
+	payload  link.Link
+	ep       *endpoint.Endpoint
+	mu       sync.Mutex
+	pump     *pump.Pump
+	datagram *link.Datagram // the UDP endpoint link, for its foreign-source count
+}
+
+// New returns a Manager.
+func New(opts Options) *Manager {
+	if opts.Name == "" {
+		opts.Name = "vpn0"
+	}
+	if opts.MTU == 0 {
+		opts.MTU = netcfg.DefaultMTU
+	}
+	if opts.ConnectTimeout == 0 {
+		opts.ConnectTimeout = 30 * time.Second
+	}
+	log := opts.Log
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Manager{opts: opts, log: log, ctx: ctx, cancel: cancel}
+}
+
+// Create handles one CreateNetwork request and returns the endpoint for the
+// reply. The endpoint is bound (or listening) before Create returns, so the
+// ExeUnit can use it as soon as it reads the reply. Errors are *Error.
+func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (api.Endpoint, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return api.Endpoint{}, &Error{Code: api.Response_INTERNAL, Message: "runtime is shutting down"}
+	}
+	if req.GetInterface() == api.NetworkInterface_INET {
+		return api.Endpoint{}, badRequest("interface",
+			"outbound internet (INET) is not supported by gvpn: it provides Golem VPN only; remove net.inet from the manifest")
+	}
+	if m.opts.VPN == nil {
+		return api.Endpoint{}, badRequest("",
+			"no VPN endpoint: the runtime was started without --vpn-endpoint (the ExeUnit passes it when the offer lists the vpn capability)")
+	}
+	if m.vpn != nil {
+		return api.Endpoint{}, badRequest("", "the VPN network is already created for this activity (%s)", m.vpn.net.Prefix)
+	}
+	nets := req.GetNetworks()
+	if len(nets) != 1 {
+		return api.Endpoint{}, badRequest("networks",
+			"gvpn joins exactly one VPN network per activity; the request has %d", len(nets))
+	}
+	n := nets[0]
+	parsed, err := netcfg.ParseNetwork(n.GetAddr(), n.GetMask(), n.GetGateway(), n.GetIfAddr())
+	if err != nil {
+		e := &Error{Code: api.Response_BAD_REQUEST, Message: "invalid network", Err: err}
+		var fe *netcfg.FieldError
+		if errors.As(err, &fe) {
+			e.Field = fe.Field
+		}
+		return api.Endpoint{}, e
+	}
+	for host, ip := range req.GetHosts() {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			return api.Endpoint{}, badRequest("hosts", "invalid hosts entry %q: %q is not an IP address", host, ip)
+		}
+	}
+
+	cfg := netcfg.LinkConfig{Name: m.opts.Name, Net: parsed, MTU: m.opts.MTU}
+	log := m.log.WithFields(logrus.Fields{"if": cfg.Name, "ip": parsed.IfAddr, "net": parsed.Prefix,
+		"gateway": gatewayString(parsed), "mtu": cfg.MTU, "endpoint": m.opts.VPN.String()})
+
+	ep, err := endpoint.Open(*m.opts.VPN, m.opts.Endpoint)
+	if err != nil {
+		return api.Endpoint{}, &Error{Code: api.Response_INTERNAL, Message: "open the data endpoint", Err: err}
+	}
+	payload, err := m.opts.Payload.Attach(ctx, cfg, req.GetHosts())
+	if err != nil {
+		ep.Close()
+		e := &Error{Code: api.Response_INTERNAL, Message: "bring up the VPN interface", Err: err}
+		var fe *netcfg.FieldError
+		if errors.As(err, &fe) {
+			e.Code, e.Field = api.Response_BAD_REQUEST, fe.Field
+		}
+		return api.Endpoint{}, e
+	}
+	reply, err := replyEndpoint(ep.Reply())
+	if err != nil {
+		payload.Close()
+		ep.Close()
+		return api.Endpoint{}, &Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: err}
+	}
+	a := &attachment{net: parsed, payload: payload, ep: ep}
+	m.vpn = a
+	m.waiters.Add(1)
+	go m.connect(a, cfg, log)
+	log.WithField("reply", reply.String()).Info("VPN interface up; data endpoint ready")
+	return reply, nil
+}
+
+// connect waits for the ExeUnit on the endpoint (at once for UDP) and
+// starts the pump.
+func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entry) {
+	defer m.waiters.Done()
+	ctx, cancel := context.WithTimeout(m.ctx, m.opts.ConnectTimeout)
+	defer cancel()
+	network, err := a.ep.Link(ctx)
+	if err != nil {
+		if m.ctx.Err() == nil {
+			log.WithError(err).Error("the ExeUnit never connected to the data endpoint; VPN frames cannot flow")
+		}
+		return
+	}
+	maxFrame := cfg.MTU + frame.EthernetLen
+	p := pump.Start(pump.Config{
+		Payload: a.payload,
+		Network: network,
+		Egress:  &pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, MaxFrame: maxFrame},
+		Ingress: &pump.NetworkFilter{MaxFrame: maxFrame},
+		Log:     log,
+	})
+	a.mu.Lock()
+	a.pump = p
+	a.datagram, _ = network.(*link.Datagram)
+	a.mu.Unlock()
+	log.Debug("frame pump started")
+	select {
+	case <-p.Done():
+		if err := p.Err(); err != nil {
+			log.WithError(err).Error("VPN frame pump stopped")
+		}
+	case <-m.ctx.Done():
+	}
+}
+
+func gatewayString(n netcfg.Network) string {
+	if n.Gateway.IsValid() {
+		return n.Gateway.String()
+	}
+	return "none"
+}
+
+func replyEndpoint(r endpoint.Reply) (api.Endpoint, error) {
+	switch r.Field {
+	case "udp_datagram", "tcp_stream":
+		ap, err := netip.ParseAddrPort(r.Value)
+		if err != nil {
+			return api.Endpoint{}, err
+		}
+		if r.Field == "udp_datagram" {
+			return api.UDPEndpoint(ap), nil
+		}
+		return api.TCPStreamEndpoint(ap), nil
+	case "unix_stream":
+		return api.UnixStreamEndpoint(r.Value), nil
+	}
+	return api.Endpoint{}, fmt.Errorf("no reply form for endpoint %s", r.Field)
+}
+
+// Stats is a snapshot of the VPN's counters.
+type Stats struct {
+	Up      bool   `json:"up"`
+	Address string `json:"address,omitempty"`
+	Network string `json:"network,omitempty"`
+	// Egress is what the payload sent, Ingress what it received.
+	Egress  DirStats `json:"egress"`
+	Ingress DirStats `json:"ingress"`
+}
+
+// DirStats counts one direction.
+type DirStats struct {
+	Frames uint64            `json:"frames"`
+	Bytes  uint64            `json:"bytes"`
+	Drops  map[string]uint64 `json:"drops,omitempty"`
+}
+
+// Stats returns the counters of the VPN, if any.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	a := m.vpn
+	m.mu.Unlock()
+	if a == nil {
+		return Stats{}
+	}
+	a.mu.Lock()
+	p, dg := a.pump, a.datagram
+	a.mu.Unlock()
+	s := Stats{Address: a.net.IfAddr.String(), Network: a.net.Prefix.String()}
+	if p == nil {
+		return s
+	}
+	ps := p.Stats()
+	s.Up = p.Err() == nil
+	s.Egress = DirStats{Frames: ps.Egress.Frames, Bytes: ps.Egress.Bytes, Drops: ps.Egress.DropMap()}
+	s.Ingress = DirStats{Frames: ps.Ingress.Frames, Bytes: ps.Ingress.Bytes, Drops: ps.Ingress.DropMap()}
+	if dg != nil && dg.Foreign() > 0 {
+		s.Ingress.Drops["foreign_source"] = dg.Foreign()
+	}
+	return s
+}
+
+// Close tears the VPN down: stops the pump, closes the interface (a
+// non-persistent TAP disappears with it) and the endpoint. Idempotent.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	a := m.vpn
+	m.mu.Unlock()
+	m.cancel()
+	m.waiters.Wait()
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	p := a.pump
+	a.mu.Unlock()
+	if p != nil {
+		p.Close()
+	}
+	a.payload.Close()
+	a.ep.Close()
+	return nil
+}

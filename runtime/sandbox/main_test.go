@@ -1,0 +1,54 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// crashHelperEnv makes the test binary act as a runtime that opens a
+// sandbox, starts processes in it and then waits to be SIGKILLed.
+const crashHelperEnv = "GVT_SB_CRASH_HELPER_WORKDIR"
+
+func TestMain(m *testing.M) {
+	MaybeRunShim()
+	if dir := os.Getenv(crashHelperEnv); dir != "" {
+		os.Exit(crashHelper(dir))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// crashHelper prints "DAEMON_PID CHILD_PID\n" on stdout once a daemon
+// (setsid, own session, output to /dev/null) and a direct child are
+// running in a sandbox for workdir, then blocks until killed.
+func crashHelper(workdir string) int {
+	s, err := Open(Config{Workdir: workdir, NamePrefix: testPrefix})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 1
+	}
+	p, err := s.Start(sh(`setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 1
+	}
+	c := newCollector()
+	p.Stream(c.sink)
+	<-c.exited
+	child, err := s.Start(ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 1
+	}
+	var daemon int
+	if _, err := fmt.Sscan(string(c.stdout()), &daemon); err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper: daemon pid:", err)
+		return 1
+	}
+	fmt.Printf("%d %d\n", daemon, child.Pid())
+	select {}
+}

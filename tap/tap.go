@@ -1,0 +1,81 @@
+// Package tap creates Linux TAP devices inside a chosen network namespace and
+// moves whole Ethernet frames through them in batches.
+//
+// A TAP made here is non-persistent by default: the kernel deletes the device
+// when its file descriptor is closed, so a crash can never leak it. Close
+// unblocks a pending Read, because the descriptor is non-blocking and lives in
+// the Go netpoller.
+//
+// Addressing (IP, MAC, MTU, routes) is not this package's job; see netcfg.
+package tap
+
+import (
+	"errors"
+
+	"github.com/gvpn/gvpn/runtime/link"
+)
+
+// Device is a TAP device seen as a frame link.
+//
+// The link.Link methods keep their contract:
+//
+//   - Read fills bufs[i][offset:] with one frame each and returns how many it
+//     read, blocking only until at least one frame is ready. It never waits
+//     to fill a batch. A frame longer than len(bufs[i])-offset is reported
+//     with its real length in sizes[i] and its bytes are lost, so that the
+//     caller drops it as oversize.
+//   - Write writes bufs[i][offset:] as one frame each, in order. Empty frames
+//     are skipped and count as written. If the device refuses one frame
+//     (too short, interface down), Write returns that frame's index and an
+//     error that is not link.ErrClosed: drop the frame and go on.
+//   - Close is idempotent and unblocks pending Read and Write calls; after it
+//     every call returns an error wrapping link.ErrClosed.
+//
+// One goroutine may Read while another Writes; Name and MTU may be called
+// from any goroutine.
+type Device interface {
+	link.Link
+
+	// Name returns the interface name the kernel gave the device when it was
+	// created. It does not follow later renames.
+	Name() string
+
+	// MTU returns the interface's current IP MTU as the kernel reports it
+	// (frames carry up to MTU+14 bytes). It fails with an error wrapping
+	// link.ErrClosed after Close.
+	MTU() (int, error)
+}
+
+// DefaultName is the interface name Create uses when Config.Name is empty.
+const DefaultName = "vpn0"
+
+// BatchSize is the number of frames a TAP's Read returns at most and the
+// batch its Write expects. A read drains what the kernel has queued, up to
+// this many frames, in one wake-up; 32 amortises the netpoller round trip
+// well while keeping a caller's buffer set at 32 × link.BufSize ≈ 2 MiB.
+const BatchSize = 32
+
+// Config says how to create a TAP device. The zero value is valid.
+type Config struct {
+	// Name is the interface name (at most 15 bytes). Empty means
+	// DefaultName. A name containing "%d" asks the kernel to pick the
+	// number; Device.Name tells the result.
+	Name string
+
+	// Persist keeps the device after its file descriptor is closed. The
+	// default, false, lets the kernel delete the device on Close or when the
+	// process dies. A persistent device must be deleted by whoever created
+	// it (for example with netlink.LinkDel).
+	Persist bool
+}
+
+var (
+	// ErrExists means an interface with the requested name already exists in
+	// the target namespace. Create never attaches to an existing device,
+	// even a persistent TAP: exclusive creation means two owners can never
+	// share one device by accident.
+	ErrExists = errors.New("tap: interface already exists")
+
+	// ErrInvalidName means Config.Name cannot be a Linux interface name.
+	ErrInvalidName = errors.New("tap: invalid interface name")
+)

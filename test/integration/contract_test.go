@@ -1,0 +1,300 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/privtest"
+)
+
+// testPrefix names every sandbox namespace the integration tests create.
+const testPrefix = "gvt-it-"
+
+// logWriter collects a runtime's stderr and prints it when the test fails.
+type logWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func exeunitConfig(t *testing.T, name string) (golemnet.ExeUnitConfig, *logWriter) {
+	logs := &logWriter{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stderr of runtime %s:\n%s", name, logs.String())
+		}
+	})
+	return golemnet.ExeUnitConfig{
+		Runtime:     runtimeBin,
+		Workdir:     filepath.Join(t.TempDir(), name),
+		RuntimeArgs: []string{"--sandbox-prefix", testPrefix, "--log-level", "debug"},
+		Stderr:      logs,
+	}, logs
+}
+
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(runtimeBin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+func TestOfferTemplateAdvertisesVPN(t *testing.T) {
+	out, _, code := runCLI(t, "offer-template")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var tmpl struct {
+		Constraints string         `json:"constraints"`
+		Properties  map[string]any `json:"properties"`
+	}
+	if err := json.Unmarshal([]byte(out), &tmpl); err != nil {
+		t.Fatalf("offer-template stdout is not JSON: %v: %q", err, out)
+	}
+	caps, _ := tmpl.Properties["golem.runtime.capabilities"].([]any)
+	found := false
+	for _, c := range caps {
+		found = found || c == "vpn"
+	}
+	if !found {
+		t.Fatalf("golem.runtime.capabilities %v lacks \"vpn\": the ExeUnit would never enable VPN", caps)
+	}
+}
+
+func TestDeployPrintsExactlyOneJSONObject(t *testing.T) {
+	dir := t.TempDir()
+	out, stderr, code := runCLI(t, "--workdir", dir, "--hostname", "node-a", "deploy", "--")
+	if code != 0 {
+		t.Fatalf("deploy exit %d: %s", code, stderr)
+	}
+	if out != `{"valid":{"Ok":""},"vols":[],"startMode":"blocking"}` {
+		t.Fatalf("deploy stdout %q", out)
+	}
+	out, _, code = runCLI(t, "--workdir", filepath.Join(dir, "missing"), "deploy", "--")
+	if code == 0 || !strings.HasPrefix(out, `{"valid":{"Err":"`) {
+		t.Fatalf("deploy into a missing workdir: exit %d, stdout %q", code, out)
+	}
+}
+
+func TestRunModeIsRefusedClearly(t *testing.T) {
+	_, stderr, code := runCLI(t, "--workdir", t.TempDir(), "run", "--entrypoint", "/bin/true", "--")
+	if code == 0 || !strings.Contains(stderr, "not supported") {
+		t.Fatalf("run: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestSelfTest(t *testing.T) {
+	privtest.RequireRoot(t)
+	_, stderr, code := runCLI(t, "--sandbox-prefix", testPrefix, "test")
+	if code != 0 {
+		t.Fatalf("test failed on a host that can run VPN: %s", stderr)
+	}
+	if !strings.Contains(stderr, "all 3 checks passed") {
+		t.Fatalf("stderr %q", stderr)
+	}
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// sandboxGone checks that nothing of an activity's sandbox is left.
+func sandboxGone(t *testing.T, workdir string) {
+	t.Helper()
+	name := sandbox.NameFor(testPrefix, workdir)
+	if _, err := os.Stat(filepath.Join("/run/netns", name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("netns %s still exists after teardown", name)
+	}
+	if _, err := os.Stat(filepath.Join("/run/gvpn", name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("sandbox dir /run/gvpn/%s still exists after teardown", name)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if bytes.Contains(mounts, []byte(name)) {
+		t.Errorf("a mount of %s is left in the host's mount namespace", name)
+	}
+}
+
+func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
+	privtest.RequireRoot(t)
+	cfg, _ := exeunitConfig(t, "svc")
+	ctx := ctxFor(t, 60*time.Second)
+	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eu, err := golemnet.Start(ctx, cfg) // says Hello with id 2
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eu.Kill()
+
+	res, err := eu.Run(ctx, "/bin/sh", "-c", "echo hi; echo err >&2; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.Stdout) != "hi\n" || string(res.Stderr) != "err\n" || res.ReturnCode != 3 {
+		t.Fatalf("got stdout %q stderr %q rc %d; want \"hi\\n\" \"err\\n\" 3", res.Stdout, res.Stderr, res.ReturnCode)
+	}
+
+	// The payload runs inside its own network namespace with its own hosts file.
+	res, err = eu.Run(ctx, "/bin/sh", "-c", "readlink /proc/self/ns/net; ip -o link | wc -l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _ := os.Readlink("/proc/self/ns/net")
+	if lines := strings.Fields(string(res.Stdout)); len(lines) != 2 || lines[0] == own || lines[1] != "1" {
+		t.Fatalf("payload not in a fresh namespace with only lo: %q (host ns %s)", res.Stdout, own)
+	}
+
+	// Pipelined requests: two Runs and a Hello sent back to back, each
+	// answered with its own id and kind.
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for i, argv := range [][]string{{"/bin/sh", "-c", "sleep 0.2; echo slow"}, {"/bin/echo", "fast"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := eu.Run(ctx, argv[0], argv[1:]...)
+			want := []string{"slow\n", "fast\n"}[i]
+			if err == nil && string(r.Stdout) != want {
+				err = errors.New("pipelined run got " + string(r.Stdout))
+			}
+			errs <- err
+		}()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _, err := eu.Hello(ctx, "0.1.0"); errs <- err }()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// An unknown command is an error reply, not a crash.
+	resp, err := eu.Call(ctx, &api.Request{})
+	if err == nil || resp.GetError() == nil {
+		t.Fatalf("empty command: resp %v err %v", resp, err)
+	}
+	// KillProcess of a server started with RunProcess.
+	srv, err := eu.Spawn(ctx, "/bin/sleep", "1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eu.KillProcess(ctx, srv.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := srv.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
+		t.Fatalf("killed process: rc %d err %v", r.ReturnCode, err)
+	}
+	// A CreateNetwork without --vpn-endpoint is refused, not a crash.
+	if _, err := eu.CreateNetwork(ctx, golemnet.VPNNetwork{Addr: "192.168.0.0", Mask: "255.255.255.0", IfAddr: "192.168.0.2"}, nil); err == nil {
+		t.Fatal("CreateNetwork without a VPN endpoint succeeded")
+	}
+
+	// A daemon that outlives its command must not outlive the activity.
+	if _, err := eu.Run(ctx, "/bin/sh", "-c", "setsid sleep 1000 >/dev/null 2>&1 &"); err != nil {
+		t.Fatal(err)
+	}
+	if err := eu.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := eu.ProtocolError(); err != nil {
+		t.Fatal(err)
+	}
+	sandboxGone(t, cfg.Workdir)
+	if out, _ := exec.Command("pgrep", "-f", "sleep 1000").Output(); len(out) > 0 {
+		t.Fatalf("payload processes survived Shutdown: %s", out)
+	}
+}
+
+func TestStdinEOFTearsDownAndExitsZero(t *testing.T) {
+	privtest.RequireRoot(t)
+	cfg, _ := exeunitConfig(t, "eof")
+	ctx := ctxFor(t, 30*time.Second)
+	golemnet.Deploy(ctx, cfg)
+	eu, err := golemnet.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eu.Kill()
+	if _, err := eu.Spawn(ctx, "/bin/sleep", "1000"); err != nil {
+		t.Fatal(err)
+	}
+	eu.CloseStdin()
+	if err := eu.Wait(ctx); err != nil {
+		t.Fatalf("exit after stdin EOF: %v, want 0", err)
+	}
+	sandboxGone(t, cfg.Workdir)
+}
+
+func TestBrokenStreamExitsNonZeroWithoutPanic(t *testing.T) {
+	privtest.RequireRoot(t)
+	for name, garbage := range map[string][]byte{
+		"bad varint":   bytes.Repeat([]byte{0xff}, 11),
+		"bad protobuf": {0x03, 0xff, 0xff, 0xff},
+		"huge length":  {0xff, 0xff, 0xff, 0xff, 0x7f},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg, logs := exeunitConfig(t, "broken")
+			os.MkdirAll(cfg.Workdir, 0o755)
+			cmd := exec.Command(runtimeBin, "--workdir", cfg.Workdir, "--sandbox-prefix", testPrefix, "start")
+			cmd.Stdin = bytes.NewReader(garbage)
+			cmd.Stderr = logs
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+				t.Fatalf("exit: %v, want non-zero", err)
+			}
+			if strings.Contains(logs.String(), "panic") {
+				t.Fatalf("runtime panicked:\n%s", logs)
+			}
+			if !strings.Contains(logs.String(), "broken request stream") {
+				t.Fatalf("no clear message on stderr:\n%s", logs)
+			}
+			if out.Len() != 0 {
+				t.Fatalf("stdout got %q on a broken stream", out.Bytes())
+			}
+			sandboxGone(t, cfg.Workdir)
+			_ = io.EOF
+		})
+	}
+}

@@ -1,0 +1,223 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/runtime/network"
+	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/privtest"
+)
+
+// vpnNode is one provider node: an ExeUnit stand-in driving a real
+// gvpn-runtime, attached to the hub.
+type vpnNode struct {
+	name string
+	ip   string
+	eu   *golemnet.ExeUnit
+	hub  *golemnet.Node
+	dir  string
+}
+
+// twoNodes brings up node-a (192.168.0.2) and node-b (192.168.0.3) on
+// 192.168.0.0/24 joined through the hub, with the given gateway semantics:
+// "" (newer ExeUnits) or "192.168.0.1" (releases up to 0.17.6).
+func twoNodes(t *testing.T, gateway string, extraArgs ...string) (*golemnet.Hub, []*vpnNode) {
+	t.Helper()
+	privtest.RequireRoot(t)
+	ctx := ctxFor(t, 60*time.Second)
+	quiet := logrus.New()
+	quiet.SetOutput(os.Stderr)
+	quiet.SetLevel(logrus.WarnLevel)
+	hub := golemnet.NewHub(logrus.NewEntry(quiet))
+	t.Cleanup(func() { hub.Close() })
+	nodes := []*vpnNode{{name: "node-a", ip: "192.168.0.2"}, {name: "node-b", ip: "192.168.0.3"}}
+	hosts := map[string]string{}
+	for _, n := range nodes {
+		hosts[n.name] = n.ip
+		hn, err := hub.AddNode(n.name, netip.MustParseAddr(n.ip))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.hub = hn
+	}
+	if err := hub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		cfg, _ := exeunitConfig(t, n.name)
+		cfg.Hostname = n.name
+		cfg.VPNEndpoint = n.hub.EndpointURL()
+		cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--stats-interval", "200ms")
+		cfg.RuntimeArgs = append(cfg.RuntimeArgs, extraArgs...)
+		n.dir = cfg.Workdir
+		if _, err := golemnet.Deploy(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		eu, err := golemnet.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.eu = eu
+		t.Cleanup(func() {
+			eu.Shutdown(context.Background())
+			sandboxGone(t, cfg.Workdir)
+		})
+		ep, err := eu.CreateNetwork(ctx, golemnet.VPNNetwork{Addr: "192.168.0.0", Mask: "255.255.255.0", Gateway: gateway, IfAddr: n.ip}, hosts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, err := golemnet.ParseUDPEndpoint(ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.hub.SetRuntimeEndpoint(addr)
+	}
+	return hub, nodes
+}
+
+// run runs a command on a node and fails the test unless it exits 0.
+func (n *vpnNode) run(t *testing.T, ctx context.Context, bin string, args ...string) string {
+	t.Helper()
+	res, err := n.eu.Run(ctx, bin, args...)
+	if err != nil {
+		t.Fatalf("%s: %s %v: %v", n.name, bin, args, err)
+	}
+	if res.ReturnCode != 0 {
+		t.Fatalf("%s: %s %v: exit %d\nstdout: %s\nstderr: %s", n.name, bin, args, res.ReturnCode, res.Stdout, res.Stderr)
+	}
+	return string(res.Stdout)
+}
+
+// stats returns the latest VPN counters the node's runtime reported.
+func (n *vpnNode) stats(t *testing.T) network.Stats {
+	t.Helper()
+	var st network.Stats
+	states := n.eu.States()
+	for i := len(states) - 1; i >= 0; i-- {
+		if s := states[i].GetState(); s != nil && s.GetName() == "gvpn.vpn" {
+			if err := json.Unmarshal(s.GetValue(), &st); err != nil {
+				t.Fatalf("gvpn.vpn state is not JSON: %v", err)
+			}
+			return st
+		}
+	}
+	return st
+}
+
+// waitStats polls the node's counters until ok accepts them.
+func (n *vpnNode) waitStats(t *testing.T, what string, ok func(network.Stats) bool) network.Stats {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := n.stats(t)
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: counters never showed %s: %+v", n.name, what, st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestTwoNodesTalkOverTheVPN(t *testing.T) {
+	for _, gw := range []string{"", "192.168.0.1"} {
+		t.Run(fmt.Sprintf("gateway=%q", gw), func(t *testing.T) {
+			_, nodes := twoNodes(t, gw)
+			a, b := nodes[0], nodes[1]
+			ctx := ctxFor(t, 90*time.Second)
+
+			// The interface is what the ExeUnit's peers expect.
+			link := a.run(t, ctx, "/sbin/ip", "-o", "link", "show", "vpn0")
+			if !strings.Contains(link, "mtu 1220") || !strings.Contains(link, "90:13:c0:a8:00:02") {
+				t.Fatalf("vpn0: %s", link)
+			}
+			if addr := a.run(t, ctx, "/sbin/ip", "-o", "-4", "addr", "show", "vpn0"); !strings.Contains(addr, "192.168.0.2/24") {
+				t.Fatalf("vpn0 address: %s", addr)
+			}
+			// No IPv6 on the VPN (below MTU 1280 the kernel drops it from
+			// the link altogether): no link-local address, no ND chatter.
+			if v6 := a.run(t, ctx, "/sbin/ip", "-6", "-o", "addr", "show", "dev", "vpn0"); strings.TrimSpace(v6) != "" {
+				t.Fatalf("IPv6 on vpn0: %q", v6)
+			}
+			routes := a.run(t, ctx, "/sbin/ip", "-4", "route", "show", "dev", "vpn0")
+			if hasGw := strings.Contains(routes, "via 192.168.0.1"); hasGw != (gw != "") {
+				t.Fatalf("routes with gateway %q:\n%s", gw, routes)
+			}
+
+			// ping both ways, and by hostname.
+			a.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.0.3")
+			b.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.0.2")
+			if out := b.run(t, ctx, "/bin/ping", "-c", "1", "-W", "2", "node-a"); !strings.Contains(out, "192.168.0.2") {
+				t.Fatalf("ping node-a did not resolve to 192.168.0.2: %s", out)
+			}
+
+			// MTU boundary: 1192 bytes of ICMP data + 8 + 20 = 1220 passes
+			// with DF; one byte more cannot leave the interface.
+			a.run(t, ctx, "/bin/ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1192", "192.168.0.3")
+			res, err := a.eu.Run(ctx, "/bin/ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1193", "192.168.0.3")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ReturnCode == 0 || !strings.Contains(string(res.Stdout)+string(res.Stderr), "1220") {
+				t.Fatalf("1193-byte ping with DF: rc %d, %s %s; want a clean 'message too long, mtu=1220'", res.ReturnCode, res.Stdout, res.Stderr)
+			}
+
+			// HTTP: 8 MB served by node-a, fetched by node-b by hostname,
+			// checked by hash.
+			self, _ := os.Executable()
+			srv, err := a.eu.Spawn(ctx, "/usr/bin/env", payloadEnv+"=http-serve", self, "0.0.0.0:8080")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitListening(t, ctx, a, "8080")
+			const size = 8 << 20
+			out := b.run(t, ctx, "/bin/sh", "-c", fmt.Sprintf("curl -sS --fail --max-time 30 http://node-a:8080/bytes/%d | sha256sum", size))
+			if got := strings.Fields(out)[0]; got != payloadHash(size) {
+				t.Fatalf("HTTP body hash %s, want %s", got, payloadHash(size))
+			}
+			a.eu.KillProcess(ctx, srv.Pid, 15)
+
+			// UDP both ways.
+			echo, err := b.eu.Spawn(ctx, "/usr/bin/env", payloadEnv+"=udp-echo", self, "0.0.0.0:9000")
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitUDP(t, ctx, b, "9000")
+			if out := a.run(t, ctx, "/usr/bin/env", payloadEnv+"=udp-ping", self, "node-b:9000", "200"); !strings.Contains(out, "echoed") {
+				t.Fatalf("udp: %s", out)
+			}
+			b.eu.KillProcess(ctx, echo.Pid, 15)
+
+			st := a.waitStats(t, "traffic", func(s network.Stats) bool { return s.Egress.Frames > 5000 && s.Ingress.Frames > 1000 })
+			if !st.Up || st.Address != "192.168.0.2" {
+				t.Fatalf("stats %+v", st)
+			}
+			for _, n := range nodes {
+				if err := n.eu.ProtocolError(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// waitListening waits until a TCP port listens on the node.
+func waitListening(t *testing.T, ctx context.Context, n *vpnNode, port string) {
+	t.Helper()
+	n.run(t, ctx, "/bin/sh", "-c", "for i in $(seq 100); do ss -ltn | grep -q ':"+port+" ' && exit 0; sleep 0.05; done; exit 1")
+}
+
+func waitUDP(t *testing.T, ctx context.Context, n *vpnNode, port string) {
+	t.Helper()
+	n.run(t, ctx, "/bin/sh", "-c", "for i in $(seq 100); do ss -lun | grep -q ':"+port+" ' && exit 0; sleep 0.05; done; exit 1")
+}
