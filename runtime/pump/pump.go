@@ -143,20 +143,27 @@ func (p *Pump) run(dir Direction, src, dst link.Link, filter Filter, st *dirStat
 			frames++
 			bytes += uint64(size)
 		}
-		if len(out) > 0 {
+		// A refused frame (the kernel rejects a runt, the link is down) is
+		// dropped alone; the frames after it in the batch still go out.
+		for len(out) > 0 {
 			written, werr := dst.Write(out, link.Headroom)
-			if werr != nil {
-				if isFatal(werr) {
-					st.add(frames, bytes, &drops)
-					p.fail(dir, fmt.Errorf("write: %w", werr))
-					return
-				}
-				lost := uint64(len(out) - written)
-				drops[WriteFailed] += lost
-				frames -= min(frames, lost)
-				if limiter.allow() {
-					p.log.WithError(werr).WithField("dir", dir.String()).Warn("frames lost: write failed")
-				}
+			if werr == nil {
+				break
+			}
+			if isFatal(werr) {
+				st.add(frames, bytes, &drops)
+				p.fail(dir, fmt.Errorf("write: %w", werr))
+				return
+			}
+			if written >= len(out) {
+				break
+			}
+			drops[WriteFailed]++
+			frames--
+			bytes -= uint64(len(out[written]) - link.Headroom)
+			out = out[written+1:]
+			if limiter.allow() {
+				p.log.WithError(werr).WithField("dir", dir.String()).Warn("frame dropped: write failed")
 			}
 		}
 		st.add(frames, bytes, &drops)

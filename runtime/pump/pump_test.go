@@ -2,6 +2,7 @@ package pump
 
 import (
 	"bytes"
+	"errors"
 	"encoding/binary"
 	"net"
 	"net/netip"
@@ -208,7 +209,7 @@ func TestPumpBothWaysInOrder(t *testing.T) {
 			t.Fatalf("frame %d changed or reordered", i)
 		}
 	}
-	st := h.pump.Stats()
+	st := settledStats(t, h.pump, func(st Stats) bool { return st.Egress.Frames == n && st.Ingress.Frames == n })
 	if st.Egress.Frames != n || st.Ingress.Frames != n || st.Egress.Dropped() != 0 || st.Ingress.Dropped() != 0 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -237,7 +238,7 @@ func TestPumpDropsAndCountsBadFramesAndGoesOn(t *testing.T) {
 	if got := recv(t, h.payload, 1); len(got[0]) < 14 || frame.Src(got[0]) != peerMAC {
 		t.Fatal("the good ingress frame did not arrive")
 	}
-	st := h.pump.Stats()
+	st := settledStats(t, h.pump, func(st Stats) bool { return st.Egress.Frames == 1 && st.Ingress.Frames == 1 })
 	want := map[Reason]uint64{Short: 1, Oversize: 1, IPv6: 1, SpoofedMAC: 1, SpoofedIP: 2}
 	for r, c := range want {
 		if st.Egress.Drops[r] != c {
@@ -308,5 +309,58 @@ func TestPumpSteadyStateAllocations(t *testing.T) {
 	frames := rounds * len(batch)
 	if perFrame := float64(after.Mallocs-before.Mallocs) / float64(frames); perFrame > 0.01 {
 		t.Fatalf("%.3f allocations per frame in steady state, want 0", perFrame)
+	}
+}
+
+// refusingLink is a link whose Write refuses frames of one size, as a TAP
+// refuses a runt, and passes the rest to the real link beneath.
+type refusingLink struct {
+	link.Link
+	refuse int
+}
+
+func (r *refusingLink) Write(bufs [][]byte, offset int) (int, error) {
+	for i, b := range bufs {
+		if len(b)-offset == r.refuse {
+			if _, err := r.Link.Write(bufs[:i], offset); err != nil {
+				return 0, err
+			}
+			return i, errors.New("invalid argument")
+		}
+	}
+	return r.Link.Write(bufs, offset)
+}
+
+func TestPumpDropsOnlyTheRefusedFrame(t *testing.T) {
+	payloadNear, payloadFar := streamLinkPair(t)
+	networkNear, networkFar := streamLinkPair(t)
+	bad := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, make([]byte, 77))
+	p := Start(Config{Payload: payloadNear, Network: &refusingLink{Link: networkNear, refuse: len(bad)}})
+	defer p.Close()
+	first := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("first"))
+	last := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("last"))
+	send(t, payloadFar, first, bad, last)
+	got := recv(t, networkFar, 2)
+	if !bytes.Equal(got[0], first) || !bytes.Equal(got[1], last) {
+		t.Fatal("the frames around the refused one did not arrive in order")
+	}
+	settledStats(t, p, func(st Stats) bool { return st.Egress.Drops[WriteFailed] == 1 && st.Egress.Frames == 2 })
+}
+
+// settledStats waits until the pump's counters satisfy ok: counters are
+// published after a batch's write returns, so right after the far end
+// received a frame they may still be catching up.
+func settledStats(t *testing.T, p *Pump, ok func(Stats) bool) Stats {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := p.Stats()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counters never settled: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
