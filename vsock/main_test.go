@@ -1,0 +1,153 @@
+package vsock
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
+
+	"github.com/gvpn/gvpn/runtime/link"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// guard is the deadlock guard of every wait in these tests: far longer than
+// anything should take, never a performance assertion.
+const guard = 20 * time.Second
+
+// tempUnix returns a unix bridge address in a fresh directory whose name
+// starts with the package's test prefix; the directory is removed at the end.
+func tempUnix(t testing.TB) Addr {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gvt-vs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return Addr{Scheme: SchemeUnix, Path: filepath.Join(dir, "bridge.sock")}
+}
+
+// testLogger sends logs to the test log, so a failing test shows them.
+func testLogger(t testing.TB) logrus.FieldLogger {
+	l := logrus.New()
+	l.Out = testWriter{t}
+	l.Level = logrus.DebugLevel
+	return l
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// waitFor polls cond until it holds, failing after the deadlock guard.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(guard)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// acceptOne accepts one connection, failing after the deadlock guard.
+func acceptOne(t testing.TB, l net.Listener) net.Conn {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := l.Accept()
+		ch <- res{c, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("accept: %v", r.err)
+		}
+		return r.c
+	case <-time.After(guard):
+		l.Close()
+		<-ch
+		t.Fatal("timed out in accept")
+		return nil
+	}
+}
+
+// readerConn is the read side of a net.Conn over an io.Reader, to drive
+// decoders without sockets.
+type readerConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c readerConn) Close() error               { return nil }
+
+func testFrame(seq, size int) []byte {
+	f := make([]byte, size)
+	for i := range f {
+		f[i] = byte(seq*7 + i)
+	}
+	f[0] = byte(seq >> 8)
+	f[1] = byte(seq)
+	return f
+}
+
+func withHeadroom(frame []byte) []byte {
+	return append(make([]byte, link.Headroom), frame...)
+}
+
+func newBufs(n int) ([][]byte, []int) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, link.BufSize)
+	}
+	return bufs, make([]int, n)
+}
+
+// writeFrames writes the frames one Write call each.
+func writeFrames(t testing.TB, l link.Link, frames ...[]byte) {
+	t.Helper()
+	for _, f := range frames {
+		n, err := l.Write([][]byte{withHeadroom(f)}, link.Headroom)
+		if err != nil || n != 1 {
+			t.Fatalf("write: n=%d err=%v", n, err)
+		}
+	}
+}
+
+// readFrames reads exactly want frames from l and compares them in order.
+func readFrames(t testing.TB, l link.Link, want ...[]byte) {
+	t.Helper()
+	bufs, sizes := newBufs(l.BatchSize())
+	got := 0
+	for got < len(want) {
+		n, err := l.Read(bufs, sizes, link.Headroom)
+		if err != nil {
+			t.Fatalf("read after %d frames: %v", got, err)
+		}
+		for i := range n {
+			f := bufs[i][link.Headroom : link.Headroom+sizes[i]]
+			if got >= len(want) {
+				t.Fatalf("extra frame %x", f[:min(len(f), 16)])
+			}
+			if !bytes.Equal(f, want[got]) {
+				t.Fatalf("frame %d: got %d bytes %x…, want %d bytes %x…", got, len(f), f[:min(len(f), 8)], len(want[got]), want[got][:min(len(want[got]), 8)])
+			}
+			got++
+		}
+	}
+}

@@ -1,0 +1,146 @@
+package vsock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	mdvsock "github.com/mdlayher/vsock"
+)
+
+// ErrAddrInUse means another process is listening on a unix bridge path.
+var ErrAddrInUse = errors.New("another process is listening on this bridge address")
+
+// socketBuffer is the send/receive buffer asked for on bridge connections.
+// The kernel caps it (net.core.wmem_max for unix); it is a hint, and a
+// connection works with whatever the kernel grants.
+const socketBuffer = 1 << 20
+
+// staleProbeTimeout bounds the dial that checks whether a leftover unix
+// socket file still has a listener.
+const staleProbeTimeout = time.Second
+
+// Listen listens on a for bridge connections. For vsock, CID any listens on
+// every CID of this machine. For unix, a socket file left behind by a dead
+// process is removed first, but only if a dial to it is refused; a file that
+// is not a socket is never removed, and a live listener makes Listen fail
+// with ErrAddrInUse. The parent directory must exist. Closing the listener
+// removes the socket file.
+//
+// Accepted connections have their socket buffers enlarged where the kernel
+// allows it.
+func Listen(a Addr) (net.Listener, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	switch a.Scheme {
+	case SchemeVsock:
+		l, err := mdvsock.ListenContextID(a.CID, a.Port, nil)
+		if err != nil {
+			return nil, fmt.Errorf("vsock: listen %s: %w", a, err)
+		}
+		return tunedListener{l}, nil
+	default:
+		l, err := listenUnix(a.Path)
+		if err != nil {
+			return nil, fmt.Errorf("vsock: listen %s: %w", a, err)
+		}
+		return tunedListener{l}, nil
+	}
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	// net.ListenUnix unlinks the path when the listener is closed.
+	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+}
+
+// removeStale deletes path if it is a unix socket nobody listens on.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket; not removing it", path)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), staleProbeTimeout)
+	defer cancel()
+	c, err := new(net.Dialer).DialContext(ctx, "unix", path)
+	if err == nil {
+		c.Close()
+		return ErrAddrInUse
+	}
+	if errors.Is(err, syscall.ENOENT) {
+		return nil // removed meanwhile
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		// Anything else (a full backlog, a permission problem, the probe
+		// timing out) does not prove the socket dead.
+		return fmt.Errorf("%w (probe: %v)", ErrAddrInUse, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// Dial connects to the bridge at a. A vsock dial can hang when nothing
+// answers (CID 1 without vsock_loopback, a VM that is not up yet), so give
+// ctx a deadline.
+func Dial(ctx context.Context, a Addr) (net.Conn, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	var (
+		c   net.Conn
+		err error
+	)
+	switch a.Scheme {
+	case SchemeVsock:
+		if a.CID == CIDAny {
+			return nil, &AddrError{Addr: a.String(), Reason: "CID any can be listened on, not dialled"}
+		}
+		c, err = mdvsock.DialContext(ctx, a.CID, a.Port, nil)
+	default:
+		c, err = new(net.Dialer).DialContext(ctx, "unix", a.Path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vsock: dial %s: %w", a, err)
+	}
+	tuneConn(c)
+	return c, nil
+}
+
+// tunedListener enlarges the socket buffers of every accepted connection.
+type tunedListener struct{ net.Listener }
+
+func (l tunedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tuneConn(c)
+	return c, nil
+}
+
+// tuneConn asks for larger socket buffers. Failure is harmless (the
+// connection keeps the kernel defaults), so it is ignored.
+func tuneConn(c net.Conn) {
+	switch c := c.(type) {
+	case *net.UnixConn:
+		_ = c.SetReadBuffer(socketBuffer)
+		_ = c.SetWriteBuffer(socketBuffer)
+	case *mdvsock.Conn:
+		tuneVsock(c)
+	}
+}
