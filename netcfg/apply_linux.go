@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
 // GatewayRouteMetric is the metric of the route Apply installs via the
@@ -501,7 +502,7 @@ const ipv6MinMTU = 1280
 // the kernel has no IPv6 at all, or when the link has none and absentOK.
 func setDisableIPv6(ns netns.NsHandle, name, value string, absentOK bool) (old string, err error) {
 	path := "/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6"
-	err = inNetns(ns, func() error {
+	err = nsthread.Do(ns, func() error {
 		b, err := os.ReadFile(path)
 		if errors.Is(err, os.ErrNotExist) {
 			if absentOK {
@@ -521,42 +522,4 @@ func setDisableIPv6(ns netns.NsHandle, name, value string, absentOK bool) (old s
 		return os.WriteFile(path, []byte(value), 0o644)
 	})
 	return old, err
-}
-
-// inNetns runs fn on an OS thread switched into ns, or directly when ns is
-// negative. It uses a fresh goroutine so that, if the thread cannot be
-// switched back, the goroutine can end while still locked: the Go runtime
-// then destroys the thread instead of reusing it in the wrong namespace.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	if ns < 0 {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- switchedRun(ns, fn) }()
-	return <-errc
-}
-
-// switchedRun is inNetns' goroutine body. Everything it opens is closed
-// before it returns, so the caller sees no descriptor of it afterwards.
-func switchedRun(ns netns.NsHandle, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread() // setns failed: the thread did not move
-		return fmt.Errorf("enter network namespace: %w", err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Stay locked: the thread dies with this goroutine. fn's result
-		// is still valid.
-		logrus.WithError(err).Error("netcfg: cannot restore the thread's network namespace; discarding the thread")
-		return ferr
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }

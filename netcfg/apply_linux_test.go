@@ -16,6 +16,8 @@ import (
 
 	"github.com/gvpn/gvpn/tap"
 	"github.com/gvpn/gvpn/test/privtest"
+
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
 func TestMain(m *testing.M) {
@@ -105,7 +107,7 @@ func (e *env) state(t *testing.T, name string) linkState {
 		s.Routes = append(s.Routes, fmt.Sprintf("%s via %s metric %d", r.Dst, r.Gw, r.Priority))
 	}
 	sort.Strings(s.Routes)
-	if err := inNetns(e.ns, func() error {
+	if err := nsthread.Do(e.ns, func() error {
 		b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + name + "/disable_ipv6")
 		if errors.Is(err, os.ErrNotExist) {
 			s.DisableIPv6 = "absent" // no IPv6 on the link at all
@@ -324,7 +326,7 @@ func mustLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
 func TestApplyCurrentNamespace(t *testing.T) {
 	e := newEnv(t)
 	cfg := LinkConfig{Name: "vpn0", Net: mustNet(t, "192.168.7.0", "/24", "", "192.168.7.2")}
-	if err := inNetns(e.ns, func() error { return Apply(netns.None(), cfg) }); err != nil {
+	if err := nsthread.Do(e.ns, func() error { return Apply(netns.None(), cfg) }); err != nil {
 		t.Fatal(err)
 	}
 	if s := e.state(t, "vpn0"); !s.Up || s.DisableIPv6 != "absent" || len(s.Addrs) != 1 {

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 	"github.com/gvpn/gvpn/runtime/link"
 )
 
@@ -108,7 +109,7 @@ func Create(ns netns.NsHandle, cfg Config) (*TAP, error) {
 
 	var fd, index int
 	var actual string
-	err = inNetns(ns, func() error {
+	err = nsthread.Do(ns, func() error {
 		var err error
 		fd, actual, index, err = openTAP(name, cfg.Persist)
 		return err
@@ -228,44 +229,6 @@ func dupNetns(ns netns.NsHandle) (netns.NsHandle, error) {
 		return netns.None(), err
 	}
 	return netns.NsHandle(fd), nil
-}
-
-// inNetns runs fn on an OS thread switched into ns, or directly when ns is
-// negative. It uses a fresh goroutine so that, if the thread cannot be
-// switched back, the goroutine can end while still locked: the Go runtime
-// then destroys the thread instead of reusing it in the wrong namespace.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	if ns < 0 {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- switchedRun(ns, fn) }()
-	return <-errc
-}
-
-// switchedRun is inNetns' goroutine body. Everything it opens is closed
-// before it returns, so the caller sees no descriptor of it afterwards.
-func switchedRun(ns netns.NsHandle, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("tap: current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread() // setns failed: the thread did not move
-		return fmt.Errorf("tap: enter network namespace: %w", err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// Stay locked: the thread dies with this goroutine. fn's result
-		// is still valid.
-		logrus.WithError(err).Error("tap: cannot restore the thread's network namespace; discarding the thread")
-		return ferr
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }
 
 // Name implements Device.

@@ -18,6 +18,8 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/link"
 	"github.com/gvpn/gvpn/test/privtest"
+
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
 func TestMain(m *testing.M) {
@@ -82,7 +84,7 @@ func configure(t *testing.T, ns netns.NsHandle, h *netlink.Handle, name string) 
 // inNS runs fn on a locked thread inside ns.
 func inNS(t *testing.T, ns netns.NsHandle, fn func()) {
 	t.Helper()
-	if err := inNetns(ns, func() error { fn(); return nil }); err != nil {
+	if err := nsthread.Do(ns, func() error { fn(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 }
