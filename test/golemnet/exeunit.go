@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +35,11 @@ type ExeUnitConfig struct {
 	VPNEndpoint string
 	// Stderr receives the runtime's stderr (its logs); nil discards them.
 	Stderr io.Writer
+	// SysProcAttr, if set, is used for every runtime process started with
+	// this config (e.g. Setpgid, so that a terminal's Ctrl-C reaches only
+	// the program playing the ExeUnit, which then shuts the runtime down in
+	// order). It is only read.
+	SysProcAttr *syscall.SysProcAttr
 }
 
 // DeployResult is the JSON `deploy` prints.
@@ -81,6 +87,7 @@ func commonArgs(cfg ExeUnitConfig) []string {
 func runOnce(ctx context.Context, cfg ExeUnitConfig, args []string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, cfg.Runtime, args...)
 	cmd.Dir = cfg.Workdir
+	cmd.SysProcAttr = cfg.SysProcAttr
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = cfg.Stderr
@@ -125,7 +132,16 @@ type Proc struct {
 	stderr bytes.Buffer
 	rc     int32
 	exited chan struct{}
+	// sink, when set (SpawnStream), receives the output instead of the
+	// buffers above.
+	sink OutputFunc
 }
+
+// OutputFunc receives a streamed process's output as it arrives: one
+// ProcessStatus event's stdout and stderr (either may be empty). It runs on
+// the goroutine that reads the runtime's replies, so it must not block; it
+// may keep the slices.
+type OutputFunc func(stdout, stderr []byte)
 
 // Result is the outcome of a finished process.
 type Result struct {
@@ -145,6 +161,7 @@ func Start(ctx context.Context, cfg ExeUnitConfig) (*ExeUnit, error) {
 	cmd := exec.Command(cfg.Runtime, args...)
 	cmd.Dir = cfg.Workdir
 	cmd.Stderr = cfg.Stderr
+	cmd.SysProcAttr = cfg.SysProcAttr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -227,6 +244,11 @@ func (e *ExeUnit) read(r *api.Reader) {
 func (e *ExeUnit) event(resp *api.Response) {
 	if st := resp.GetRtStatus(); st != nil {
 		e.mu.Lock()
+		// Keep the latest event per name only: a long-running lab gets
+		// one every second and must not grow without bound.
+		e.states = slices.DeleteFunc(e.states, func(old *api.Response_RuntimeStatus) bool {
+			return statusKey(old) == statusKey(st)
+		})
 		e.states = append(e.states, st)
 		e.mu.Unlock()
 		return
@@ -244,10 +266,16 @@ func (e *ExeUnit) event(resp *api.Response) {
 	if p == nil {
 		return
 	}
-	p.mu.Lock()
-	p.stdout.Write(st.GetStdout())
-	p.stderr.Write(st.GetStderr())
-	p.mu.Unlock()
+	if p.sink != nil {
+		if len(st.GetStdout()) > 0 || len(st.GetStderr()) > 0 {
+			p.sink(st.GetStdout(), st.GetStderr())
+		}
+	} else {
+		p.mu.Lock()
+		p.stdout.Write(st.GetStdout())
+		p.stderr.Write(st.GetStderr())
+		p.mu.Unlock()
+	}
 	if !st.GetRunning() {
 		p.finish(st.GetReturnCode())
 	}
@@ -272,7 +300,15 @@ func (e *ExeUnit) ProtocolError() error {
 	return e.protoErr
 }
 
-// States returns the RuntimeStatus events received so far.
+func statusKey(st *api.Response_RuntimeStatus) string {
+	if c := st.GetCounter(); c != nil {
+		return "counter:" + c.GetName()
+	}
+	return "state:" + st.GetState().GetName()
+}
+
+// States returns the latest RuntimeStatus event of each state or counter
+// name, oldest first.
 func (e *ExeUnit) States() []*api.Response_RuntimeStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -281,6 +317,17 @@ func (e *ExeUnit) States() []*api.Response_RuntimeStatus {
 
 // ErrRuntimeGone means the runtime's stdout ended before the reply.
 var ErrRuntimeGone = errors.New("runtime exited before replying")
+
+// CallError is an error reply from the runtime.
+type CallError struct {
+	Command string // the request's kind, as api.CommandName names it
+	Code    api.Response_ErrorCode
+	Message string
+}
+
+func (e *CallError) Error() string {
+	return fmt.Sprintf("%s error %v: %s", e.Command, e.Code, e.Message)
+}
 
 // Call sends req with the next id and waits for its reply.
 func (e *ExeUnit) Call(ctx context.Context, req *api.Request) (*api.Response, error) {
@@ -318,7 +365,7 @@ func (e *ExeUnit) wait(ctx context.Context, c *call) (*api.Response, error) {
 			return resp, e.ProtocolError()
 		}
 		if er := resp.GetError(); er != nil {
-			return resp, fmt.Errorf("%s error %v: %s", api.CommandName(c.req), er.GetCode(), er.GetMessage())
+			return resp, &CallError{Command: api.CommandName(c.req), Code: er.GetCode(), Message: er.GetMessage()}
 		}
 		return resp, nil
 	case <-ctx.Done():
@@ -360,12 +407,19 @@ func (e *ExeUnit) CreateNetwork(ctx context.Context, n VPNNetwork, hosts map[str
 // Spawn sends RunProcess with argv[0] prepended, as the ExeUnit does, and
 // returns once the runtime replied with a pid.
 func (e *ExeUnit) Spawn(ctx context.Context, bin string, args ...string) (*Proc, error) {
+	return e.SpawnStream(ctx, nil, bin, args...)
+}
+
+// SpawnStream is Spawn with the process's output going to out as it
+// arrives rather than into the buffers Result returns (so a long-running
+// command does not grow them). out == nil is Spawn.
+func (e *ExeUnit) SpawnStream(ctx context.Context, out OutputFunc, bin string, args ...string) (*Proc, error) {
 	argv := append([]string{baseName(bin)}, args...)
 	req := &api.Request{Command: &api.Request_Run{Run: &api.Request_RunProcess{Bin: bin, Args: argv}}}
 	var p *Proc
 	c, err := e.send(req, func(resp *api.Response) {
 		if r := resp.GetRun(); r != nil {
-			p = &Proc{Pid: r.GetPid(), exited: make(chan struct{})}
+			p = &Proc{Pid: r.GetPid(), exited: make(chan struct{}), sink: out}
 			e.mu.Lock()
 			e.procs[p.Pid] = p
 			e.mu.Unlock()
@@ -439,6 +493,16 @@ func (e *ExeUnit) Kill() {
 	select {
 	case <-e.exit:
 	case <-time.After(10 * time.Second):
+	}
+}
+
+// Exited reports whether the runtime process has exited and been reaped.
+func (e *ExeUnit) Exited() bool {
+	select {
+	case <-e.exit:
+		return true
+	default:
+		return false
 	}
 }
 

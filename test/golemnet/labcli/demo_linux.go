@@ -1,0 +1,588 @@
+package labcli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/test/golemnet"
+)
+
+const demoUsage = `gvpn-lab demo — the whole tour of Golem VPN on this machine, in under a minute.
+
+Usage:
+  gvpn-lab demo [--json] [flags]
+
+Steps:
+  1. bring up 3 provider nodes (node-a, node-b, node-c on 192.168.0.0/24):
+     for each, gvpn-runtime is run as yagna's ExeUnit runs it — test,
+     deploy, start, Hello, CreateNetwork with every node in the hosts map
+  2. ping every ordered pair of nodes (3 echoes each, by IP)
+  3. an HTTP server on node-a, fetched by hostname from node-b and node-c
+     with curl; size and SHA-256 checked
+  4. TCP throughput node-b → node-a with iperf3
+  5. frames and drops per node, from the hub and from the runtimes
+  6. tear down: Shutdown to every runtime, then SIGKILL, as the ExeUnit does
+
+Then a summary (a table, or JSON with --json) on stdout. Progress goes to
+stderr. If a step fails, the demo still tears down, says which step failed
+and exits 1. It needs ping, curl, iperf3 and ip (make deps installs them).
+
+Examples:
+  sudo gvpn-lab demo
+  sudo gvpn-lab demo --json | jq '.pings[] | [.from, .to, .rtt_avg_ms]'
+  sudo gvpn-lab demo --gateway first-host     # as released ExeUnits send it
+
+Flags:
+`
+
+// Demo result types: the JSON summary (--json) and the table are made
+// from them.
+type (
+	// DemoSummary is the demo's result.
+	DemoSummary struct {
+		OK              bool            `json:"ok"`
+		FailedStep      string          `json:"failed_step,omitempty"`
+		Error           string          `json:"error,omitempty"`
+		Network         string          `json:"network"`
+		DurationSeconds float64         `json:"duration_seconds"`
+		Steps           []DemoStep      `json:"steps"`
+		Nodes           []NodeJSON      `json:"nodes"`
+		Pings           []PingResult    `json:"pings"`
+		HTTP            []HTTPResult    `json:"http"`
+		Throughput      *IperfRunResult `json:"throughput"`
+	}
+	// DemoStep is one step's outcome.
+	DemoStep struct {
+		Name    string  `json:"name"`
+		OK      bool    `json:"ok"`
+		Seconds float64 `json:"seconds"`
+		Result  string  `json:"result"`
+	}
+	// PingResult is one ordered pair.
+	PingResult struct {
+		From     string  `json:"from"`
+		To       string  `json:"to"`
+		IP       string  `json:"ip"`
+		Sent     int     `json:"sent"`
+		Received int     `json:"received"`
+		RTTMinMs float64 `json:"rtt_min_ms"`
+		RTTAvgMs float64 `json:"rtt_avg_ms"`
+		RTTMaxMs float64 `json:"rtt_max_ms"`
+	}
+	// HTTPResult is one download.
+	HTTPResult struct {
+		Client        string  `json:"client"`
+		URL           string  `json:"url"`
+		Bytes         int64   `json:"bytes"`
+		SHA256        string  `json:"sha256"`
+		SHA256OK      bool    `json:"sha256_ok"`
+		Seconds       float64 `json:"seconds"`
+		BitsPerSecond float64 `json:"bits_per_second"`
+	}
+	// IperfRunResult is the throughput run.
+	IperfRunResult struct {
+		From          string  `json:"from"`
+		To            string  `json:"to"`
+		Protocol      string  `json:"protocol"`
+		Seconds       float64 `json:"seconds"`
+		BitsPerSecond float64 `json:"bits_per_second"`
+		Retransmits   int     `json:"retransmits"`
+	}
+)
+
+var errInterrupted = errors.New("interrupted")
+
+// demoTools are the programs the demo runs inside the nodes.
+var demoTools = []string{"ping", "curl", "iperf3", "ip", "cat"}
+
+const (
+	demoHTTPPort  = 8080
+	demoIperfPort = 5201
+)
+
+type demoRun struct {
+	cfg     golemnet.LabConfig
+	rd      *runDir
+	p       *progress
+	self    string
+	size    int64
+	seconds int
+	lab     *golemnet.Lab
+	links   map[string]LinkInfo
+	sum     DemoSummary
+}
+
+func demo(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("demo", demoUsage, stdout)
+	asJSON := fs.Bool("json", false, "print the summary as JSON on stdout instead of tables")
+	sizeFlag := fs.String("http-size", "8M", "`bytes` each HTTP client fetches (k, M, G suffixes)")
+	seconds := fs.Int("iperf-time", 3, "`seconds` of the iperf3 run")
+	var lf labFlags
+	lf.add(fs.FlagSet)
+	if _, code, ok := parseFlags(fs, args, stderr, 0); !ok {
+		return code
+	}
+	cfg, err := lf.config(3, "")
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
+	size, err := ParseSize(*sizeFlag)
+	if err != nil || size < 1 || size > 1<<30 {
+		return fail(stderr, "demo", usagef("--http-size %q: want 1 byte to 1G", *sizeFlag))
+	}
+	if *seconds < 1 || *seconds > 30 {
+		return fail(stderr, "demo", usagef("--iperf-time %d: want 1 to 30 seconds", *seconds))
+	}
+	log, err := newLog(lf.logLevel, stderr)
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
+	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
+		return fail(stderr, "demo", err)
+	}
+	if cfg.Runtime, err = findRuntime(lf.runtime); err != nil {
+		return fail(stderr, "demo", err)
+	}
+	var missing []string
+	for _, t := range demoTools {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		return fail(stderr, "demo", fmt.Errorf("missing %s (install them: `make deps`, or apt-get install iputils-ping curl iperf3 iproute2)", strings.Join(missing, ", ")))
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
+	cleanStaleRuns(lf.stateDir, log)
+	names := []string{golemnet.LabNodeName(0), golemnet.LabNodeName(1), golemnet.LabNodeName(2)}
+	rd, err := newRunDir(lf.stateDir, "demo", cfg.SandboxPrefix, names)
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
+	cfg.Workdir = rd.nodesDir()
+	cfg.RuntimeStderr = rd.logWriter
+	cfg.Log = log
+	cfg.OwnProcessGroups = true
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d := &demoRun{
+		cfg: cfg, rd: rd, self: self, size: size, seconds: *seconds,
+		p:     newProgress(stderr, terminalWidth(stderr), 6),
+		links: map[string]LinkInfo{},
+	}
+	d.run(ctx)
+	d.p.Close()
+
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(d.sum)
+	} else {
+		writeDemo(stdout, d.sum)
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		rd.close(true) // nothing to debug
+		fmt.Fprintln(stderr, "gvpn-lab demo: interrupted; the lab was torn down")
+		return 130
+	}
+	if !d.sum.OK {
+		rd.close(false)
+		fmt.Fprintf(stderr, "gvpn-lab demo: step %s failed: %s (runtime logs: %s)\n", d.sum.FailedStep, d.sum.Error, rd.logsDir())
+		return 1
+	}
+	rd.close(true)
+	return 0
+}
+
+func (d *demoRun) run(ctx context.Context) {
+	start := time.Now()
+	d.sum.Network = d.cfg.Net.Masked().String()
+	steps := []struct {
+		title   string
+		timeout time.Duration
+		fn      func(context.Context) (string, error)
+	}{
+		{"bring up 3 nodes", 60 * time.Second, d.bringUp},
+		{"ping every pair", 30 * time.Second, d.pingPairs},
+		{"HTTP by hostname", 60 * time.Second, d.httpByName},
+		{"throughput", time.Duration(d.seconds)*time.Second + 30*time.Second, d.throughput},
+		{"counters", 10 * time.Second, d.counters},
+	}
+	total := len(steps) + 1
+	failed := false
+	for i, st := range steps {
+		d.p.Step(i+1, st.title)
+		t0 := time.Now()
+		sctx, cancel := context.WithTimeout(ctx, st.timeout)
+		res, err := st.fn(sctx)
+		cancel()
+		if ctx.Err() != nil {
+			err = errInterrupted // whatever the step says, it was cut short
+		}
+		d.sum.Steps = append(d.sum.Steps, DemoStep{Name: st.title, OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
+		if err != nil {
+			d.p.Failed(err)
+			d.sum.FailedStep = fmt.Sprintf("%d/%d (%s)", i+1, total, st.title)
+			d.sum.Error = err.Error()
+			d.sum.Steps[len(d.sum.Steps)-1].Result = err.Error()
+			failed = true
+			break
+		}
+		d.p.Done(res)
+	}
+	if d.sum.Nodes == nil && d.lab != nil {
+		d.sum.Nodes = d.nodes() // a failed run still shows what the nodes saw
+	}
+
+	d.p.Step(total, "tear down")
+	t0 := time.Now()
+	res, err := d.teardown()
+	d.sum.Steps = append(d.sum.Steps, DemoStep{Name: "tear down", OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
+	if err != nil {
+		d.p.Failed(err)
+		if !failed {
+			d.sum.FailedStep = fmt.Sprintf("%d/%d (tear down)", total, total)
+			d.sum.Error = err.Error()
+			failed = true
+		}
+	} else {
+		d.p.Done(res)
+	}
+	d.sum.OK = !failed
+	d.sum.DurationSeconds = time.Since(start).Seconds()
+}
+
+func (d *demoRun) bringUp(ctx context.Context) (string, error) {
+	cfg := d.cfg
+	cfg.Progress = func(node, step string) {
+		switch {
+		case node == "" && step == "test":
+			d.p.Detail("runtime self-test (gvpn-runtime test)")
+		case node != "" && step != "up":
+			d.p.Detail("%s: %s", node, step)
+		}
+	}
+	lab, err := golemnet.NewLab(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	d.lab = lab
+	for _, n := range lab.Nodes() {
+		d.p.Detail("%s: checking vpn0", n.Name)
+		res, err := lab.Exec(ctx, n.Name, "ip", "-o", "link", "show", "dev", "vpn0")
+		if err != nil {
+			return "", fmt.Errorf("%s: ip link: %w", n.Name, err)
+		}
+		if res.ReturnCode != 0 {
+			return "", fmt.Errorf("%s: no vpn0 in the sandbox: %s", n.Name, lastLine(res.Stderr))
+		}
+		li, err := ParseIPLink(res.Stdout)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", n.Name, err)
+		}
+		if want := wantMAC(n.IP); li.MAC != want {
+			return "", fmt.Errorf("%s: vpn0 has MAC %s, want %s (90:13:<ipv4>)", n.Name, li.MAC, want)
+		}
+		if !li.Up {
+			return "", fmt.Errorf("%s: vpn0 is down", n.Name)
+		}
+		d.links[n.Name] = li
+	}
+	first := lab.Nodes()[0]
+	return fmt.Sprintf("3 runtimes up (test, deploy, start, Hello, CreateNetwork); vpn0 MTU %d, MAC 90:13:<ip>",
+		d.links[first.Name].MTU), nil
+}
+
+// wantMAC is the MAC the runtime must give the payload's interface.
+func wantMAC(ip netip.Addr) string {
+	b := ip.As4()
+	return fmt.Sprintf("90:13:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}
+
+func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
+	nodes := d.lab.Nodes()
+	var sum float64
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a == b {
+				continue
+			}
+			d.p.Detail("%s → %s (%s)", a.Name, b.Name, b.IP)
+			res, err := d.lab.Exec(ctx, a.Name, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", b.IP.String())
+			if err != nil {
+				return "", fmt.Errorf("%s → %s: %w", a.Name, b.Name, err)
+			}
+			st, perr := ParsePing(res.Stdout)
+			if res.ReturnCode != 0 || perr != nil || st.Received == 0 {
+				return "", fmt.Errorf("%s → %s (%s): ping exit %d: %s", a.Name, b.Name, b.IP, res.ReturnCode, lastLine(append(res.Stdout, res.Stderr...)))
+			}
+			d.sum.Pings = append(d.sum.Pings, PingResult{
+				From: a.Name, To: b.Name, IP: b.IP.String(), Sent: st.Sent, Received: st.Received,
+				RTTMinMs: st.MinMs, RTTAvgMs: st.AvgMs, RTTMaxMs: st.MaxMs,
+			})
+			sum += st.AvgMs
+		}
+	}
+	n := len(d.sum.Pings)
+	return fmt.Sprintf("%d/%d pairs answer, mean RTT %.3f ms", n, n, sum/float64(n)), nil
+}
+
+func (d *demoRun) httpByName(ctx context.Context) (string, error) {
+	nodes := d.lab.Nodes()
+	srv := nodes[0]
+	d.p.Detail("starting an HTTP server on %s (gvpn-lab serve-http, through RunProcess)", srv.Name)
+	proc, err := d.lab.Spawn(ctx, srv.Name, d.self, "serve-http", "--listen", fmt.Sprintf(":%d", demoHTTPPort))
+	if err != nil {
+		return "", fmt.Errorf("%s: start the HTTP server: %w", srv.Name, err)
+	}
+	defer stopProc(srv, proc)
+	if err := d.lab.WaitListening(ctx, srv.Name, demoHTTPPort); err != nil {
+		return "", err
+	}
+	want := PayloadSHA256(d.size)
+	url := fmt.Sprintf("http://%s:%d/data?size=%d", srv.Name, demoHTTPPort, d.size)
+	var rates []string
+	for _, c := range nodes[1:] {
+		d.p.Detail("%s: curl %s", c.Name, url)
+		file := filepath.Join(d.rd.path, "http-"+c.Name+".bin")
+		res, err := d.lab.Exec(ctx, c.Name, "curl", "-fsS", "--max-time", "45", "-o", file,
+			"-w", "%{size_download} %{time_total}", url)
+		if err != nil {
+			return "", fmt.Errorf("%s: curl: %w", c.Name, err)
+		}
+		if res.ReturnCode != 0 {
+			return "", fmt.Errorf("%s: curl %s: exit %d: %s", c.Name, url, res.ReturnCode, lastLine(res.Stderr))
+		}
+		n, sha, err := FileSHA256(file)
+		os.Remove(file)
+		if err != nil {
+			return "", err
+		}
+		secs := curlSeconds(res.Stdout)
+		r := HTTPResult{Client: c.Name, URL: url, Bytes: n, SHA256: sha, SHA256OK: sha == want && n == d.size, Seconds: secs}
+		if secs > 0 {
+			r.BitsPerSecond = float64(n) * 8 / secs
+		}
+		d.sum.HTTP = append(d.sum.HTTP, r)
+		if !r.SHA256OK {
+			return "", fmt.Errorf("%s: got %d bytes with sha256 %s, want %d bytes with %s", c.Name, n, sha, d.size, want)
+		}
+		rates = append(rates, humanBits(r.BitsPerSecond))
+	}
+	return fmt.Sprintf("%s and %s fetched %s from http://%s:%d by name, sha256 ok (%s)",
+		nodes[1].Name, nodes[2].Name, humanBytes(float64(d.size)), srv.Name, demoHTTPPort, strings.Join(rates, ", ")), nil
+}
+
+// curlSeconds reads the time_total of curl's -w "%{size_download} %{time_total}".
+func curlSeconds(out []byte) float64 {
+	f := strings.Fields(string(out))
+	if len(f) < 2 {
+		return 0
+	}
+	s, err := strconv.ParseFloat(f[1], 64)
+	if err != nil || s < 0 {
+		return 0
+	}
+	return s
+}
+
+func (d *demoRun) throughput(ctx context.Context) (string, error) {
+	nodes := d.lab.Nodes()
+	srv, cli := nodes[0], nodes[1]
+	port := strconv.Itoa(demoIperfPort)
+	d.p.Detail("starting iperf3 -s on %s", srv.Name)
+	proc, err := d.lab.Spawn(ctx, srv.Name, "iperf3", "-s", "-1", "-p", port)
+	if err != nil {
+		return "", fmt.Errorf("%s: iperf3 -s: %w", srv.Name, err)
+	}
+	defer stopProc(srv, proc)
+	if err := d.lab.WaitListening(ctx, srv.Name, demoIperfPort); err != nil {
+		return "", err
+	}
+	d.p.Detail("%s → %s: iperf3 -c %s -t %d (TCP)", cli.Name, srv.Name, srv.Name, d.seconds)
+	res, err := d.lab.Exec(ctx, cli.Name, "iperf3", "-c", srv.Name, "-p", port, "-t", strconv.Itoa(d.seconds), "-J")
+	if err != nil {
+		return "", fmt.Errorf("%s: iperf3 -c: %w", cli.Name, err)
+	}
+	r, perr := ParseIperf3(res.Stdout)
+	if perr != nil {
+		return "", fmt.Errorf("%s → %s: exit %d: %v", cli.Name, srv.Name, res.ReturnCode, perr)
+	}
+	d.sum.Throughput = &IperfRunResult{From: cli.Name, To: srv.Name, Protocol: "tcp", Seconds: r.Seconds,
+		BitsPerSecond: r.BitsPerSecond, Retransmits: r.Retransmits}
+	return fmt.Sprintf("%s → %s %s over TCP (%d retransmits)", cli.Name, srv.Name, humanBits(r.BitsPerSecond), r.Retransmits), nil
+}
+
+// stopProc ends a server started for a step, if it still runs.
+func stopProc(n *golemnet.LabNode, p *golemnet.Proc) {
+	if p.Exited() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n.ExeUnit.KillProcess(ctx, p.Pid, syscall.SIGTERM)
+	p.Wait(ctx)
+}
+
+func (d *demoRun) counters(ctx context.Context) (string, error) {
+	// The runtimes report every second, when their counters changed:
+	// wait for a report newer than the traffic, or two intervals.
+	before := map[string]int{}
+	for _, n := range d.lab.Nodes() {
+		_, before[n.Name] = n.RuntimeStats()
+	}
+	d.p.Detail("waiting for the runtimes' next gvpn.vpn reports")
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		fresh := 0
+		for _, n := range d.lab.Nodes() {
+			if _, ev := n.RuntimeStats(); ev > before[n.Name] {
+				fresh++
+			}
+		}
+		if fresh == len(before) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.sum.Nodes = d.nodes()
+	var frames, drops uint64
+	for _, n := range d.sum.Nodes {
+		frames += n.Hub.RxFrames
+		for _, v := range n.Hub.Drops {
+			drops += v
+		}
+	}
+	return fmt.Sprintf("the hub moved %d frames, dropped %d", frames, drops), nil
+}
+
+func (d *demoRun) nodes() []NodeJSON {
+	nodes := nodesJSON(d.lab.Status())
+	for i := range nodes {
+		li := d.links[nodes[i].Name]
+		nodes[i].MTU, nodes[i].MAC = li.MTU, li.MAC
+	}
+	return nodes
+}
+
+func (d *demoRun) teardown() (string, error) {
+	if d.lab == nil {
+		return "nothing to tear down", nil
+	}
+	d.p.Detail("Shutdown to every runtime, then SIGKILL")
+	if err := d.lab.Close(); err != nil {
+		return "", err
+	}
+	for _, n := range d.lab.Nodes() {
+		if n.ExeUnit != nil && !n.ExeUnit.Exited() {
+			return "", fmt.Errorf("%s: runtime pid %d still running", n.Name, n.ExeUnit.Pid())
+		}
+	}
+	return "every runtime shut down; no namespace, TAP or process left", nil
+}
+
+func writeDemo(w io.Writer, s DemoSummary) {
+	verdict := "all steps passed"
+	if !s.OK {
+		verdict = "FAILED at step " + s.FailedStep
+	}
+	fmt.Fprintf(w, "\ngvpn-lab demo: 3 nodes on %s, %s in %.1fs\n", s.Network, verdict, s.DurationSeconds)
+	if len(s.Nodes) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tIP\tVPN0 MAC\tMTU\tNETNS")
+		for _, n := range s.Nodes {
+			mtu := "-"
+			if n.MTU > 0 {
+				mtu = strconv.Itoa(n.MTU)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.IP, orDash(n.MAC), mtu, n.Netns)
+		}
+		tw.Flush()
+	}
+	if len(s.Pings) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PING (by IP)\t\tRTT min / avg / max\tREPLIES")
+		for _, p := range s.Pings {
+			fmt.Fprintf(tw, "%s → %s\t%s\t%.3f / %.3f / %.3f ms\t%d/%d\n", p.From, p.To, p.IP, p.RTTMinMs, p.RTTAvgMs, p.RTTMaxMs, p.Received, p.Sent)
+		}
+		tw.Flush()
+	}
+	if len(s.HTTP) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "HTTP (by hostname)\tURL\tSIZE\tSHA-256\tRATE")
+		for _, h := range s.HTTP {
+			ok := "ok"
+			if !h.SHA256OK {
+				ok = "MISMATCH"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Client, h.URL, humanBytes(float64(h.Bytes)), ok, humanBits(h.BitsPerSecond))
+		}
+		tw.Flush()
+	}
+	if t := s.Throughput; t != nil {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "THROUGHPUT (iperf3)\tPROTOCOL\tTIME\tRATE\tRETRANSMITS")
+		fmt.Fprintf(tw, "%s → %s\t%s\t%.1fs\t%s\t%d\n", t.From, t.To, strings.ToUpper(t.Protocol), t.Seconds, humanBits(t.BitsPerSecond), t.Retransmits)
+		tw.Flush()
+	}
+	if len(s.Nodes) > 0 {
+		fmt.Fprintln(w)
+		writeCounters(w, s.Nodes)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// lastLine returns the last non-empty line of out, for error messages.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	l := strings.TrimSpace(lines[len(lines)-1])
+	if l == "" {
+		return "(no output)"
+	}
+	return l
+}
+
+// terminalWidth returns w's width in columns if it is a terminal, else 0.
+func terminalWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0
+	}
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+		return 0
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col < 20 {
+		return 80
+	}
+	return int(ws.Col)
+}

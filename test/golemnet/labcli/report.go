@@ -1,0 +1,168 @@
+package labcli
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gvpn/gvpn/runtime/network"
+)
+
+// NodeJSON is one node in `status --json` and in the demo's summary.
+type NodeJSON struct {
+	Name            string `json:"name"`
+	IP              string `json:"ip"`
+	Netns           string `json:"netns"`
+	RuntimePid      int    `json:"runtime_pid"`
+	Alive           bool   `json:"alive"`
+	ExeUnitEndpoint string `json:"exeunit_endpoint"`
+	RuntimeEndpoint string `json:"runtime_endpoint"`
+	// MTU and MAC of vpn0 as the payload sees them (demo only).
+	MTU   int       `json:"mtu,omitempty"`
+	MAC   string    `json:"mac,omitempty"`
+	Fault FaultJSON `json:"fault"`
+	// Hub counts what the Golem Net stand-in saw of the node.
+	Hub HubJSON `json:"hub"`
+	// Runtime is the runtime's last VPN report; null until it sent one.
+	Runtime *network.Stats `json:"runtime"`
+}
+
+// FaultJSON is a node's fault in the hub.
+type FaultJSON struct {
+	Cut       bool    `json:"cut"`
+	LatencyMs float64 `json:"latency_ms"`
+	Loss      float64 `json:"loss"`
+}
+
+func (f FaultJSON) String() string {
+	var parts []string
+	if f.Cut {
+		parts = append(parts, "cut")
+	}
+	if f.LatencyMs > 0 {
+		parts = append(parts, "latency "+(time.Duration(f.LatencyMs*float64(time.Millisecond))).String())
+	}
+	if f.Loss > 0 {
+		parts = append(parts, fmt.Sprintf("loss %g%%", f.Loss*100))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// HubJSON is the hub's counters for a node: Rx is what its runtime sent,
+// Tx what the hub delivered to it, Drops what it sent that was not
+// delivered, by reason.
+type HubJSON struct {
+	RxFrames uint64            `json:"rx_frames"`
+	RxBytes  uint64            `json:"rx_bytes"`
+	TxFrames uint64            `json:"tx_frames"`
+	TxBytes  uint64            `json:"tx_bytes"`
+	Drops    map[string]uint64 `json:"drops"`
+}
+
+// StatusJSON is `gvpn-lab status --json`.
+type StatusJSON struct {
+	Pid           int        `json:"pid"`
+	Network       string     `json:"network"`
+	SandboxPrefix string     `json:"sandbox_prefix"`
+	Started       time.Time  `json:"started"`
+	Logs          string     `json:"logs"`
+	Nodes         []NodeJSON `json:"nodes"`
+}
+
+func writeStatus(w io.Writer, st StatusJSON) {
+	fmt.Fprintf(w, "lab of gvpn-lab up (pid %d): %d node%s on %s, up %s\nruntime logs: %s\n\n",
+		st.Pid, len(st.Nodes), pluralS(len(st.Nodes)), st.Network, time.Since(st.Started).Round(time.Second), st.Logs)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tIP\tNETNS\tRUNTIME\tEXEUNIT SOCKET\tRUNTIME ENDPOINT\tFAULT")
+	for _, n := range st.Nodes {
+		rt := fmt.Sprintf("pid %d", n.RuntimePid)
+		if !n.Alive {
+			rt = "exited"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.IP, n.Netns, rt, n.ExeUnitEndpoint, n.RuntimeEndpoint, n.Fault)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	writeCounters(w, st.Nodes)
+}
+
+// writeCounters prints frames and drops per node, from the hub and from
+// the runtimes' own reports.
+func writeCounters(w io.Writer, nodes []NodeJSON) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FRAMES\tHUB RX (from runtime)\tHUB TX (to runtime)\tHUB DROPS\tRUNTIME EGRESS\tRUNTIME INGRESS\tRUNTIME DROPS")
+	for _, n := range nodes {
+		egress, ingress, rdrops := "-", "-", "-"
+		if r := n.Runtime; r != nil {
+			egress = frames(r.Egress.Frames, r.Egress.Bytes)
+			ingress = frames(r.Ingress.Frames, r.Ingress.Bytes)
+			var parts []string
+			if d := dropList(r.Egress.Drops); d != "-" {
+				parts = append(parts, "egress "+d)
+			}
+			if d := dropList(r.Ingress.Drops); d != "-" {
+				parts = append(parts, "ingress "+d)
+			}
+			if len(parts) > 0 {
+				rdrops = strings.Join(parts, "; ")
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name,
+			frames(n.Hub.RxFrames, n.Hub.RxBytes), frames(n.Hub.TxFrames, n.Hub.TxBytes), dropList(n.Hub.Drops),
+			egress, ingress, rdrops)
+	}
+	tw.Flush()
+}
+
+func frames(n, bytes uint64) string {
+	return fmt.Sprintf("%d (%s)", n, humanBytes(float64(bytes)))
+}
+
+func dropList(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func humanBytes(b float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for b >= 1024 && i < len(units)-1 {
+		b /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f B", b)
+	}
+	return fmt.Sprintf("%.1f %s", b, units[i])
+}
+
+func humanBits(bps float64) string {
+	switch {
+	case bps >= 1e9:
+		return fmt.Sprintf("%.2f Gbit/s", bps/1e9)
+	case bps >= 1e6:
+		return fmt.Sprintf("%.1f Mbit/s", bps/1e6)
+	default:
+		return fmt.Sprintf("%.1f kbit/s", bps/1e3)
+	}
+}
+
+func pluralS(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
