@@ -12,7 +12,7 @@ FUZZTIME  ?= 30s
 DEB_DEPS  := iproute2 iputils-ping iperf3 curl
 DEB_CMDS  := ip ping iperf3 curl
 
-.PHONY: all build deps test test-short fuzz bench demo vet fmt-check install clean help
+.PHONY: all build deps test test-short fuzz bench demo lab vet fmt-check install clean help
 
 all: build
 
@@ -52,6 +52,9 @@ bench: deps build ## throughput and RTT through gvpn vs a veth baseline; writes 
 
 demo: deps build ## a 3-node Golem VPN on this machine: ping, HTTP by hostname, throughput
 	bin/gvpn-lab demo
+
+lab: deps build ## a 3-node lab until Ctrl-C (then: bin/gvpn-lab exec node-b -- ping node-a)
+	bin/gvpn-lab up --nodes 3
 
 vet:
 	$(GO) vet ./...
