@@ -79,7 +79,21 @@ type Started struct {
 type Failed struct {
 	ID    uint64 `json:"id"`
 	Error string `json:"error"`
+	// Reason classifies the failure, so the runtime can answer the
+	// ExeUnit with the same error code as for a local process:
+	// FailedNotFound, FailedNotExecutable, or empty (anything else).
+	Reason string `json:"reason,omitempty"`
 }
+
+// Failed.Reason values.
+const (
+	// FailedNotFound: the executable does not exist or is not in PATH (a
+	// shell would exit 127).
+	FailedNotFound = "not_found"
+	// FailedNotExecutable: the executable exists but the kernel refused
+	// to run it (a shell would exit 126).
+	FailedNotExecutable = "not_executable"
+)
 
 // Output carries bytes a process wrote. On the wire the bytes are base64
 // strings (encoding/json's []byte). A sender splits large output so that

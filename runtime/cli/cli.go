@@ -49,6 +49,13 @@ type Options struct {
 	LocalEndpoint string
 	StatsInterval time.Duration
 	SandboxPrefix string
+
+	// The sandbox kind and, for the agent sandbox, how to reach the payload.
+	Sandbox       string
+	Bridge        string
+	BridgeControl string
+	AgentCommand  string
+	AgentTimeout  time.Duration
 }
 
 type multiFlag []string
@@ -82,6 +89,8 @@ Examples:
   # two runtimes wired to each other without an ExeUnit (debugging)
   gvpn-runtime -w /tmp/a --vpn-endpoint udp://127.0.0.1:7002 --debug-local-endpoint 127.0.0.1:7001 start
   gvpn-runtime -w /tmp/b --vpn-endpoint udp://127.0.0.1:7001 --debug-local-endpoint 127.0.0.1:7002 start
+  # the payload in a VM with gvpn-agent inside, reached over vsock
+  gvpn-runtime -w /tmp/a --sandbox agent --bridge vsock://any:5000 --agent-command 'exec /opt/start-vm.sh' start
 
 Logs go to stderr; send SIGUSR1 for the VPN counters. Docs: README.md, docs/.
 `
@@ -107,6 +116,11 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint address (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 30*time.Second, "how often VPN counters go to the ExeUnit as a RuntimeStatus event (0 = never)")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", sandbox.DefaultPrefix, "prefix of the sandbox network namespace names")
+	fs.StringVar(&o.Sandbox, "sandbox", "netns", "where the payload runs: netns (a network namespace on this host) or agent\n(a VM or container started by --agent-command, with gvpn-agent inside)")
+	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell command that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
+	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data address to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
+	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control address to listen on (default: derived from --bridge)")
+	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent sandbox: how long to wait for the agent's hello and for each of its answers")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageHead)
 		fs.PrintDefaults()
@@ -151,7 +165,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "deploy":
 		return deploy(o, stdout, log)
 	case "start":
-		return start(o, cmdArgs, stdin, stdout, log)
+		return start(o, cmdArgs, stdin, stdout, stderr, log)
 	case "run":
 		log.Error("per-command mode is not supported: gvpn-runtime is a service runtime; deploy reports startMode \"blocking\", and the ExeUnit sends Run commands as RunProcess requests to `start`")
 		return 1
@@ -273,7 +287,7 @@ func validHostname(h string) bool {
 	return true
 }
 
-func start(o *Options, args []string, stdin io.Reader, stdout io.Writer, log *logrus.Entry) int {
+func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		log.WithError(err).Error("cannot start")
 		return 1
@@ -302,16 +316,34 @@ func start(o *Options, args []string, stdin io.Reader, stdout io.Writer, log *lo
 	log.WithFields(logrus.Fields{"workdir": o.Workdir, "vpn_endpoint": o.VPNEndpoint, "args": args,
 		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "version": Version}).Info("starting service")
 
-	sb, err := sandbox.Open(sandbox.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix})
-	if err != nil {
-		log.WithError(err).Error("cannot create the sandbox")
-		return 1
+	var (
+		sbx     service.Sandbox
+		payload network.Payload
+	)
+	switch o.Sandbox {
+	case "netns":
+		sb, err := sandbox.Open(sandbox.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix})
+		if err != nil {
+			log.WithError(err).Error("cannot create the sandbox")
+			return 1
+		}
+		log.WithField("netns", sb.Name()).Info("sandbox ready")
+		sbx, payload = service.NetnsSandbox{Sandbox: sb}, &network.NetnsPayload{NS: sb.NetNS(), HostsPath: sb.HostsPath()}
+	case "agent":
+		box, err := openAgentSandbox(o, hostname, stderr, log)
+		if err != nil {
+			log.WithError(err).Error("cannot start the agent sandbox")
+			return 1
+		}
+		sbx, payload = box, box
+	default:
+		log.Errorf("--sandbox must be netns or agent, not %q", o.Sandbox)
+		return 2
 	}
-	log.WithField("netns", sb.Name()).Info("sandbox ready")
 	mgr := network.New(network.Options{
 		VPN:      vpn,
 		Endpoint: endpoint.Options{Local: o.LocalEndpoint},
-		Payload:  &network.NetnsPayload{NS: sb.NetNS(), HostsPath: sb.HostsPath()},
+		Payload:  payload,
 		Name:     o.TapName,
 		MTU:      o.MTU,
 		Log:      log,
@@ -322,11 +354,11 @@ func start(o *Options, args []string, stdin io.Reader, stdout io.Writer, log *lo
 	if interval == 0 {
 		interval = -1
 	}
-	err = service.Serve(ctx, service.Config{
+	err := service.Serve(ctx, service.Config{
 		In:            stdin,
 		Out:           stdout,
 		Version:       Version,
-		Sandbox:       service.NetnsSandbox{Sandbox: sb},
+		Sandbox:       sbx,
 		Network:       mgr,
 		StatsInterval: interval,
 		Log:           log,

@@ -2,8 +2,8 @@ package pump
 
 import (
 	"bytes"
-	"errors"
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"os"

@@ -1,0 +1,661 @@
+// Package agentbox is gvpn-runtime's agent sandbox: the payload runs in a VM
+// or container started by a configured command, with gvpn-agent inside,
+// and the runtime reaches it over the bridge (package vsock,
+// docs/bridge.md). A Box is both the service's Sandbox (RunProcess and
+// KillProcess go to the agent over the control connection) and the network
+// manager's Payload (CreateNetwork becomes a configure request, and the
+// bridge's data connection is the payload's frame link).
+//
+// The runtime listens, the agent dials. The Box listens on the data and
+// control addresses before it runs the command, and Open returns once the
+// agent has said hello. If the agent's connections drop, the agent
+// re-dials: a new data connection replaces the old one under the same
+// link (vsock.Acceptor), and on a new control connection the Box sends the
+// last configuration again. If the command exits, the payload is gone: its
+// processes are reported exited (return code -1) and the command is run
+// again with backoff, and the new agent is configured like the old one.
+package agentbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/service"
+	"github.com/gvpn/gvpn/vsock"
+)
+
+// Defaults of the Config timeouts.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultStopTimeout = 5 * time.Second
+)
+
+// Environment variables the agent command gets.
+const (
+	EnvBridge   = "GVPN_BRIDGE"   // the data address the runtime listens on
+	EnvControl  = "GVPN_CONTROL"  // the control address the runtime listens on
+	EnvHostname = "GVPN_HOSTNAME" // the payload's hostname from deploy, when set
+)
+
+// tailSize is how much of the command's latest output an error quotes.
+const tailSize = 2048
+
+// Errors; returned errors wrap them.
+var (
+	// ErrAgentTimeout: the agent did not say hello, or did not answer a
+	// request, in time.
+	ErrAgentTimeout = errors.New("agentbox: no answer from gvpn-agent in time")
+	// ErrAgentGone: the control connection failed before the answer.
+	ErrAgentGone = errors.New("agentbox: the control connection to gvpn-agent was lost")
+	// ErrCommandExited: the agent command ended before the agent said
+	// hello.
+	ErrCommandExited = errors.New("agentbox: the agent command exited")
+)
+
+// Config says how to start and reach the payload.
+type Config struct {
+	// Bridge is the data address the runtime listens on (unix:///path or
+	// vsock://any:PORT).
+	Bridge vsock.Addr
+	// Control is the control address; the zero Addr means
+	// Bridge.Control().
+	Control vsock.Addr
+	// SocketDir, when set, is a directory Open creates (mode 0755) for the
+	// unix sockets and Close removes (unless Open failed to listen there).
+	SocketDir string
+	// Command starts the payload with gvpn-agent inside; it is run with
+	// /bin/sh -c in its own process group, with GVPN_BRIDGE and
+	// GVPN_CONTROL set to the listening addresses. It must stay in the
+	// foreground for the payload's life: when it exits, the payload is
+	// considered gone.
+	Command string
+	// Dir is the command's working directory; empty means the runtime's.
+	Dir string
+	// Env is added to the runtime's environment for the command.
+	Env []string
+	// Timeout bounds the wait for the agent's hello (in Open) and for each
+	// answer to a request; zero means DefaultTimeout.
+	Timeout time.Duration
+	// StopTimeout bounds the wait for shutdown_done, and then how long the
+	// command gets after SIGTERM before SIGKILL; zero means
+	// DefaultStopTimeout.
+	StopTimeout time.Duration
+	// Restart bounds the delays before the command is run again after it
+	// exited; zero fields take vsock's defaults.
+	Restart vsock.BackoffOptions
+	// Output receives the command's stdout and stderr (the agent's logs);
+	// nil discards them. Never the runtime's stdout: that is the ExeUnit's.
+	Output io.Writer
+	// Log receives the Box's logs; nil discards them.
+	Log *logrus.Entry
+}
+
+// Box is a running agent sandbox. Its methods are safe for concurrent use.
+type Box struct {
+	cfg     Config
+	log     *logrus.Entry
+	control vsock.Addr
+	data    *vsock.Acceptor
+	ctlL    net.Listener
+	tail    *tailBuffer
+	ownDir  bool // SocketDir holds this Box's sockets: Close removes it
+
+	nextID atomic.Uint64
+
+	mu         sync.Mutex
+	closed     bool
+	attached   bool
+	sess       *session
+	changed    chan struct{} // closed and replaced when sess changes
+	procs      map[uint64]*process
+	configured *vsock.Configure // last configuration the agent accepted
+	hello      chan struct{}    // closed at the first hello
+	helloOnce  sync.Once
+
+	stopCtx   context.Context // cancelled by Close once the agent was asked to shut down
+	stop      context.CancelFunc
+	stopping  <-chan struct{} // stopCtx.Done()
+	cmdExited chan error      // the first run's exit, for Open
+	cmdMu     sync.Mutex
+	cmd       *exec.Cmd // the running command, nil between runs
+	cmdDone   chan struct{}
+
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	_ service.Sandbox = (*Box)(nil)
+	_ interface {
+		Attach(context.Context, netcfg.LinkConfig, map[string]string) (link.Link, error)
+	} = (*Box)(nil)
+)
+
+// Open listens on the bridge, runs the agent command and waits until the
+// agent has said hello on the control connection. It fails with
+// ErrAgentTimeout when no hello comes within Timeout, and with
+// ErrCommandExited when the command ends first; either error quotes the
+// command's last output. On failure nothing is left behind.
+func Open(ctx context.Context, cfg Config) (*Box, error) {
+	if strings.TrimSpace(cfg.Command) == "" {
+		return nil, errors.New("agentbox: no agent command")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = DefaultStopTimeout
+	}
+	log := cfg.Log
+	if log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		log = logrus.NewEntry(l)
+	}
+	if cfg.Output == nil {
+		cfg.Output = io.Discard
+	}
+	control := cfg.Control
+	if control == (vsock.Addr{}) {
+		c, err := cfg.Bridge.Control()
+		if err != nil {
+			return nil, err
+		}
+		control = c
+	} else if err := control.Validate(); err != nil {
+		return nil, err
+	}
+	b := &Box{
+		cfg:       cfg,
+		log:       log.WithField("sandbox", "agent"),
+		control:   control,
+		tail:      &tailBuffer{},
+		changed:   make(chan struct{}),
+		procs:     make(map[uint64]*process),
+		hello:     make(chan struct{}),
+		cmdExited: make(chan error, 1),
+	}
+	b.stopCtx, b.stop = context.WithCancel(context.Background())
+	b.stopping = b.stopCtx.Done()
+	if cfg.SocketDir != "" {
+		_, err := os.Stat(cfg.SocketDir)
+		b.ownDir = errors.Is(err, os.ErrNotExist) // made here: ours to remove
+		if err := os.MkdirAll(cfg.SocketDir, 0o755); err != nil {
+			return nil, fmt.Errorf("agentbox: socket directory: %w", err)
+		}
+	}
+	fail := func(err error) (*Box, error) {
+		b.Close()
+		return nil, err
+	}
+	var err error
+	if b.data, err = vsock.ListenAcceptor(cfg.Bridge, b.log); err != nil {
+		return fail(err)
+	}
+	if b.ctlL, err = vsock.Listen(control); err != nil {
+		return fail(err)
+	}
+	// Now SocketDir is ours even if it existed (left by a crashed runtime);
+	// a failure above may have meant that another runtime listens there.
+	b.ownDir = cfg.SocketDir != ""
+	b.log.WithFields(logrus.Fields{"bridge": cfg.Bridge.String(), "control": control.String()}).Info("listening for gvpn-agent")
+	b.wg.Add(2)
+	go b.acceptControl()
+	go b.supervise()
+
+	t := time.NewTimer(cfg.Timeout)
+	defer t.Stop()
+	select {
+	case <-b.hello:
+		return b, nil
+	case err := <-b.cmdExited:
+		return fail(fmt.Errorf("%w before the agent said hello (%v)%s", ErrCommandExited, err, b.tail.quote()))
+	case <-t.C:
+		return fail(fmt.Errorf("%w: no hello on %s within %v (does the command start gvpn-agent, and can it reach %s?)%s",
+			ErrAgentTimeout, control, cfg.Timeout, "$"+EnvControl, b.tail.quote()))
+	case <-ctx.Done():
+		return fail(fmt.Errorf("agentbox: waiting for the agent's hello: %w", ctx.Err()))
+	}
+}
+
+// Bridge returns the data address the Box listens on.
+func (b *Box) Bridge() vsock.Addr { return b.cfg.Bridge }
+
+// Control returns the control address the Box listens on.
+func (b *Box) Control() vsock.Addr { return b.control }
+
+// Attach implements network.Payload: it sends the configuration to the
+// agent, waits until the agent confirms it and returns the bridge's data
+// link (which then belongs to the caller). When the agent refuses the
+// configuration because of an input of the ExeUnit's request (if_addr,
+// mask, gateway, hosts), the error wraps a *netcfg.FieldError naming it, so
+// the ExeUnit gets BAD_REQUEST; other refusals are plain errors carrying
+// the agent's message.
+func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[string]string) (link.Link, error) {
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return nil, sandbox.ErrClosed
+	case b.attached:
+		b.mu.Unlock()
+		return nil, errors.New("agentbox: the bridge is attached already")
+	}
+	b.mu.Unlock()
+
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = netcfg.DefaultMTU
+	}
+	gw := ""
+	if cfg.Net.Gateway.IsValid() {
+		gw = cfg.Net.Gateway.String()
+	}
+	c := vsock.Configure{
+		Name:    cfg.Name,
+		IfAddr:  cfg.Net.IfAddr.String(),
+		Mask:    net.IP(net.CIDRMask(cfg.Net.Prefix.Bits(), 32)).String(),
+		Gateway: gw,
+		MTU:     mtu,
+	}
+	if len(hosts) > 0 {
+		c.Hosts = hosts
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	log := b.log.WithFields(logrus.Fields{"if": c.Name, "ip": c.IfAddr, "mask": c.Mask, "mtu": c.MTU})
+	log.Info("configuring the agent's interface")
+	for {
+		r, err := b.request(ctx, func(id uint64) vsock.Message { c.ID = id; return c })
+		if errors.Is(err, ErrAgentGone) && ctx.Err() == nil {
+			// Configuring twice is harmless (docs/bridge.md §5): try
+			// again on the agent's next control connection.
+			log.WithError(err).Warn("agent lost while configuring; retrying on its next connection")
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("configure the agent's interface: %w", err)
+		}
+		cr, ok := r.m.(vsock.Configured)
+		if !ok {
+			return nil, fmt.Errorf("agentbox: the agent answered configure with %q", r.m.Type())
+		}
+		if !cr.OK {
+			log.WithFields(logrus.Fields{"error": cr.Error, "field": cr.Field}).Error("the agent refused the configuration")
+			return nil, refusal(c, cr)
+		}
+		break
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, sandbox.ErrClosed
+	}
+	b.configured = &c
+	b.attached = true
+	log.Info("the agent's interface is configured")
+	return b.data, nil
+}
+
+// refusal turns a negative configured answer into the error the network
+// manager maps to the ExeUnit's error code.
+func refusal(c vsock.Configure, cr vsock.Configured) error {
+	msg := "refused by gvpn-agent: " + cr.Error
+	switch cr.Field {
+	case "if_addr":
+		return &netcfg.FieldError{Field: "if_addr", Value: c.IfAddr, Reason: msg}
+	case "mask":
+		return &netcfg.FieldError{Field: "mask", Value: c.Mask, Reason: msg}
+	case "gateway":
+		return &netcfg.FieldError{Field: "gateway", Value: c.Gateway, Reason: msg}
+	case "hosts":
+		return &netcfg.FieldError{Field: "hosts", Value: hostsString(c.Hosts), Reason: msg}
+	}
+	// name and mtu come from the runtime's own flags, not from the
+	// requestor: not a bad request.
+	if cr.Field != "" {
+		return fmt.Errorf("gvpn-agent could not configure %s (%s): %s", c.Name, cr.Field, cr.Error)
+	}
+	return fmt.Errorf("gvpn-agent could not configure %s: %s", c.Name, cr.Error)
+}
+
+func hostsString(h map[string]string) string {
+	s := make([]string, 0, len(h))
+	for k, v := range h {
+		s = append(s, k+"="+v)
+	}
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}
+
+// Close shuts the payload down: it asks the agent to shut down (stop its
+// processes, remove its interface) and waits for shutdown_done up to
+// StopTimeout, then stops the command (SIGTERM to its process group, then
+// SIGKILL after StopTimeout), closes the listeners (removing unix socket
+// files and SocketDir), and delivers an exit event (return code -1) for
+// every streamed process whose exit the agent did not report. No goroutine
+// is left when it returns. Idempotent: later calls return nil.
+func (b *Box) Close() error {
+	first := false
+	b.closeOnce.Do(func() {
+		first = true
+		b.closeErr = b.teardown()
+	})
+	if !first {
+		return nil
+	}
+	return b.closeErr
+}
+
+func (b *Box) teardown() error {
+	b.mu.Lock()
+	b.closed = true // no new process, no restart of the command
+	s := b.sess
+	b.mu.Unlock()
+
+	var errs []error
+	if s != nil && b.commandRunning() {
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.StopTimeout)
+		r, err := b.request(ctx, func(id uint64) vsock.Message { return vsock.Shutdown{ID: id} })
+		cancel()
+		if err != nil {
+			b.log.WithError(err).Warn("the agent did not confirm its shutdown; stopping the command")
+		} else if _, ok := r.m.(vsock.ShutdownDone); ok {
+			b.log.Info("the agent shut down")
+		}
+	}
+	b.stop()
+	b.stopCommand()
+	if b.ctlL != nil {
+		b.ctlL.Close()
+	}
+	b.mu.Lock()
+	s = b.sess
+	b.mu.Unlock()
+	if s != nil {
+		b.dropSession(s, errors.New("closing"))
+	}
+	if b.data != nil {
+		b.log.WithFields(logrus.Fields{"dropped": b.data.Dropped(), "connections": b.data.Accepted()}).Debug("bridge data link closed")
+		b.data.Close()
+	}
+	b.wg.Wait()
+	b.finishAll("the sandbox closed")
+	if b.ownDir {
+		if err := os.RemoveAll(b.cfg.SocketDir); err != nil {
+			errs = append(errs, fmt.Errorf("agentbox: remove %s: %w", b.cfg.SocketDir, err))
+		}
+	}
+	b.log.Debug("agent sandbox closed")
+	return errors.Join(errs...)
+}
+
+// Start implements service.Sandbox: a run request to the agent. The
+// process's events are queued until Stream.
+func (b *Box) Start(spec sandbox.ProcessSpec) (service.Process, error) {
+	if spec.Bin == "" {
+		return nil, fmt.Errorf("%w: empty binary name", sandbox.ErrNotFound)
+	}
+	if b.isClosed() {
+		return nil, sandbox.ErrClosed
+	}
+	argv := spec.Args
+	if len(argv) == 0 {
+		argv = []string{spec.Bin}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	defer cancel()
+	r, err := b.request(ctx, func(id uint64) vsock.Message {
+		return vsock.Run{ID: id, Bin: spec.Bin, Args: argv, Dir: spec.Dir, Env: spec.Env}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("run %s through gvpn-agent: %w", spec.Bin, err)
+	}
+	switch m := r.m.(type) {
+	case vsock.Started:
+		return r.p, nil
+	case vsock.Failed:
+		switch m.Reason {
+		case vsock.FailedNotFound:
+			return nil, fmt.Errorf("%w: %s", sandbox.ErrNotFound, m.Error)
+		case vsock.FailedNotExecutable:
+			return nil, fmt.Errorf("%w: %s", sandbox.ErrNotExecutable, m.Error)
+		}
+		return nil, fmt.Errorf("%w: %s", sandbox.ErrSetup, m.Error)
+	}
+	return nil, fmt.Errorf("agentbox: the agent answered run with %q", r.m.Type())
+}
+
+// Kill implements service.Sandbox: a kill request to the agent. Signal 0
+// means SIGKILL. A pid the agent did not start, or whose exit was
+// reported, gives sandbox.ErrNoProcess.
+func (b *Box) Kill(pid uint64, sig syscall.Signal) error {
+	if sig == 0 {
+		sig = syscall.SIGKILL
+	}
+	if sig < 1 || sig > 64 {
+		return fmt.Errorf("agentbox: invalid signal %d", int(sig))
+	}
+	b.mu.Lock()
+	p := b.procs[pid]
+	b.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%w: pid %d", sandbox.ErrNoProcess, pid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+	defer cancel()
+	r, err := b.request(ctx, func(id uint64) vsock.Message {
+		return vsock.Kill{ID: id, PID: int(pid), Signal: int(sig)}
+	})
+	if err != nil {
+		return fmt.Errorf("kill pid %d through gvpn-agent: %w", pid, err)
+	}
+	k, ok := r.m.(vsock.Killed)
+	if !ok {
+		return fmt.Errorf("agentbox: the agent answered kill with %q", r.m.Type())
+	}
+	if !k.OK {
+		// The agent refuses a kill only for a process it does not know
+		// or that has exited (the signal was checked above).
+		return fmt.Errorf("%w: %s", sandbox.ErrNoProcess, k.Error)
+	}
+	return nil
+}
+
+func (b *Box) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
+// tailBuffer keeps the last tailSize bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > tailSize {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-tailSize:]...)
+	}
+	return len(p), nil
+}
+
+// quote returns the kept output as a suffix for an error message.
+func (t *tailBuffer) quote() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := strings.TrimSpace(string(t.buf))
+	if s == "" {
+		return "; the command printed nothing"
+	}
+	return "; its last output:\n" + s
+}
+
+// commandRunning reports whether a run of the command is under way.
+func (b *Box) commandRunning() bool {
+	b.cmdMu.Lock()
+	defer b.cmdMu.Unlock()
+	return b.cmd != nil
+}
+
+// supervise runs the command, and again after it exits, until Close.
+func (b *Box) supervise() {
+	defer b.wg.Done()
+	backoff := vsock.NewBackoff(b.cfg.Restart)
+	for run := 0; ; run++ {
+		if run > 0 {
+			t := time.NewTimer(backoff.Next())
+			select {
+			case <-t.C:
+			case <-b.stopping:
+				t.Stop()
+				return
+			}
+			b.log.Info("running the agent command again")
+		}
+		started := time.Now()
+		err := b.runCommand()
+		helloSeen := false
+		select {
+		case <-b.hello:
+			helloSeen = true
+		default:
+		}
+		if !helloSeen {
+			b.cmdExited <- err
+			return
+		}
+		b.finishAll("the agent command exited")
+		if b.isClosed() {
+			return
+		}
+		b.log.WithError(err).Warn("the agent command exited: the payload is gone; its processes are reported exited (-1)")
+		if time.Since(started) >= backoff.Options().Max {
+			backoff.Reset()
+		}
+	}
+}
+
+// runCommand runs the command once and returns how it ended.
+func (b *Box) runCommand() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("/bin/sh", "-c", b.cfg.Command)
+	cmd.Dir = b.cfg.Dir
+	cmd.Env = append(os.Environ(), b.cfg.Env...)
+	cmd.Env = append(cmd.Env, EnvBridge+"="+b.cfg.Bridge.String(), EnvControl+"="+b.control.String())
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	b.cmdMu.Lock()
+	if b.isClosed() {
+		b.cmdMu.Unlock()
+		r.Close()
+		w.Close()
+		return errors.New("closing")
+	}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		b.cmdMu.Unlock()
+		r.Close()
+		return fmt.Errorf("start /bin/sh -c %q: %w", b.cfg.Command, err)
+	}
+	done := make(chan struct{})
+	b.cmd, b.cmdDone = cmd, done
+	b.cmdMu.Unlock()
+	b.log.WithFields(logrus.Fields{"pid": cmd.Process.Pid, "command": b.cfg.Command}).Info("agent command started")
+
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		io.Copy(io.MultiWriter(b.cfg.Output, b.tail), r)
+	}()
+
+	pid := cmd.Process.Pid
+	var info unix.Siginfo
+	for {
+		// Wait without reaping: while the leader is a zombie its group id
+		// cannot be reused, so the group can still be signalled safely.
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	// Whatever the command left in its group (an agent it forked) goes
+	// with it: there must never be two agents for one payload.
+	_ = unix.Kill(-pid, syscall.SIGKILL)
+	b.cmdMu.Lock()
+	state, werr := cmd.Process.Wait()
+	b.cmd, b.cmdDone = nil, nil
+	b.cmdMu.Unlock()
+	close(done)
+	select {
+	case <-copied:
+	case <-time.After(time.Second):
+		// A process outside the group holds the pipe: stop reading.
+		r.Close()
+		<-copied
+	}
+	r.Close()
+	if werr != nil {
+		return werr
+	}
+	if state.Success() {
+		return errors.New("exit status 0")
+	}
+	return errors.New(state.String())
+}
+
+// stopCommand ends a running command: SIGTERM to its group, SIGKILL after
+// StopTimeout.
+func (b *Box) stopCommand() {
+	b.cmdMu.Lock()
+	cmd, done := b.cmd, b.cmdDone
+	if cmd != nil {
+		// The leader is not reaped before cmdMu is released, so the group
+		// id is still the command's.
+		_ = unix.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	}
+	b.cmdMu.Unlock()
+	if cmd == nil {
+		return
+	}
+	t := time.NewTimer(b.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	b.log.Warn("the agent command ignored SIGTERM; sending SIGKILL")
+	b.cmdMu.Lock()
+	if b.cmd == cmd {
+		_ = unix.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	b.cmdMu.Unlock()
+	<-done
+}

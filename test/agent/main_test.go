@@ -1,0 +1,45 @@
+// Package agent tests the agent sandbox end to end, as root: gvpn-runtime
+// processes launched the way yagna's ExeUnit launches them, each with
+// --sandbox agent and an --agent-command that starts gvpn-agent inside a
+// network namespace the test made, bridged over unix sockets, the runtimes
+// joined through the local Golem Net hub. Payload traffic is the kernel's
+// own: ping, curl, UDP sockets.
+package agent
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// Binaries built for this test run.
+var runtimeBin, agentBin string
+
+// nsPrefix starts every network namespace (and runtime sandbox name) the
+// tests create.
+const nsPrefix = "gvt-ag-"
+
+func TestMain(m *testing.M) {
+	runPayload()
+	dir, err := os.MkdirTemp("", "gvt-ag-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	runtimeBin = filepath.Join(dir, "gvpn-runtime")
+	agentBin = filepath.Join(dir, "gvpn-agent")
+	for bin, pkg := range map[string]string{runtimeBin: "./cmd/gvpn-runtime", agentBin: "./cmd/gvpn-agent"} {
+		build := exec.Command("go", "build", "-race", "-o", bin, "github.com/gvpn/gvpn/"+pkg[2:])
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", pkg, err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}

@@ -1,0 +1,202 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/vsock"
+)
+
+// dialTimeout bounds one control dial: a vsock dial to a host that is not
+// listening can hang (docs/bridge.md §1).
+const dialTimeout = 10 * time.Second
+
+// sender is the current control connection, for notices that are produced
+// outside the request loop (process output and exits).
+type sender struct {
+	mu      sync.Mutex
+	cur     *vsock.ControlConn
+	changed chan struct{}
+}
+
+func newSender() *sender { return &sender{changed: make(chan struct{})} }
+
+func (s *sender) set(c *vsock.ControlConn) {
+	s.mu.Lock()
+	s.cur = c
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// clear forgets c if it is still current.
+func (s *sender) clear(c *vsock.ControlConn) {
+	s.mu.Lock()
+	if s.cur == c {
+		s.cur = nil
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+	s.mu.Unlock()
+}
+
+// notify implements notifier.
+func (s *sender) notify(ctx context.Context, m vsock.Message, critical bool) {
+	for {
+		s.mu.Lock()
+		c, ch := s.cur, s.changed
+		s.mu.Unlock()
+		if c == nil {
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		err := c.Send(m)
+		if err == nil || errors.Is(err, vsock.ErrMessageTooLarge) {
+			return
+		}
+		// The connection is broken: close it so that the request loop
+		// notices at once, and forget it.
+		c.Close()
+		s.clear(c)
+		if !critical {
+			return
+		}
+	}
+}
+
+// controlLoop keeps the control connection: dial, hello, serve requests,
+// and again after a failure, with backoff. It returns true after a
+// shutdown request was served, false when ctx is done.
+func (a *agent) controlLoop(ctx context.Context) bool {
+	backoff := vsock.NewBackoff(a.backoffOpts)
+	log := a.log.WithField("control", a.control.String())
+	failures := 0
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 && backoff.Wait(ctx) != nil {
+			return false
+		}
+		dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+		conn, err := vsock.Dial(dctx, a.control)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			failures++
+			if failures == 1 {
+				log.WithError(err).Warn("control dial failed; retrying with backoff")
+			} else {
+				log.WithError(err).Debugf("control dial failed (%d in a row)", failures)
+			}
+			continue
+		}
+		failures = 0
+		c := vsock.NewControlConn(conn)
+		up := time.Now()
+		if err := c.Send(vsock.Hello{Version: vsock.ProtocolVersion, AgentID: a.agentID}); err != nil {
+			log.WithError(err).Warn("control connection lost before hello")
+			c.Close()
+			continue
+		}
+		if a.controlUps > 0 {
+			log.Info("control reconnected")
+		} else {
+			log.Info("control connected; hello sent")
+		}
+		a.controlUps++
+		a.sender.set(c)
+		done := a.serve(ctx, c, log)
+		a.sender.clear(c)
+		c.Close()
+		if done {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if time.Since(up) >= backoff.Options().Max {
+			backoff.Reset()
+		}
+	}
+}
+
+// serve answers requests on c until it fails (false) or a shutdown was
+// served (true). Closing c (ctx's end does) stops it.
+func (a *agent) serve(ctx context.Context, c *vsock.ControlConn, log *logrus.Entry) bool {
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	for {
+		m, err := c.Receive()
+		if err != nil {
+			var pe *vsock.ProtocolError
+			if errors.As(err, &pe) && !errors.Is(err, vsock.ErrMessageTooLarge) {
+				log.WithError(err).Warn("control message refused")
+				continue
+			}
+			if ctx.Err() == nil {
+				log.WithError(err).Warn("control connection lost; re-dialling")
+			}
+			return false
+		}
+		var reply vsock.Message
+		switch m := m.(type) {
+		case vsock.Configure:
+			err := a.configure(m)
+			if err != nil {
+				log.WithError(err).Error("configure refused")
+			}
+			reply = vsock.ConfiguredFor(m.ID, err)
+		case vsock.Run:
+			p, err := a.procs.start(m)
+			if err != nil {
+				log.WithError(err).WithField("bin", m.Bin).Warn("process did not start")
+				f := vsock.Failed{ID: m.ID, Error: err.Error()}
+				var re *runError
+				if errors.As(err, &re) {
+					f.Reason = re.reason
+				}
+				reply = f
+				break
+			}
+			// started goes out before the first output notice.
+			if err := c.Send(vsock.Started{ID: m.ID, PID: p.pid}); err != nil {
+				log.WithError(err).Warn("started reply not delivered")
+			}
+			a.procs.stream(p)
+			continue
+		case vsock.Kill:
+			r := vsock.Killed{ID: m.ID, OK: true}
+			if err := a.procs.kill(m.PID, m.Signal); err != nil {
+				r = vsock.Killed{ID: m.ID, Error: err.Error()}
+				log.WithError(err).Warn("kill failed")
+			} else {
+				log.WithFields(logrus.Fields{"pid": m.PID, "signal": m.Signal}).Info("process signalled")
+			}
+			reply = r
+		case vsock.Shutdown:
+			log.Info("shutdown requested: stopping processes, removing the interface")
+			a.teardown()
+			if err := c.Send(vsock.ShutdownDone{ID: m.ID}); err != nil {
+				log.WithError(err).Warn("shutdown_done not delivered")
+			}
+			return true
+		default:
+			// Messages only an agent sends, or a hello echoed back: not
+			// requests. No reply (docs/bridge.md §3.1).
+			log.WithField("type", m.Type()).Warn("unexpected control message ignored")
+			continue
+		}
+		if err := c.Send(reply); err != nil {
+			log.WithError(err).WithField("type", reply.Type()).Warn("reply not delivered")
+			return false
+		}
+	}
+}

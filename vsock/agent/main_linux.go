@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Main runs gvpn-agent's command line and returns the exit code: 0 after
+// SIGTERM/SIGINT or a served shutdown, 1 when the agent failed, 2 for a bad
+// command line.
+func Main(args []string, stdout, stderr io.Writer) int {
+	o, err := ParseArgs(args, os.Getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(stderr, "gvpn-agent:", err)
+		}
+		return 2
+	}
+	if o.ShowVersion {
+		fmt.Fprintln(stdout, "gvpn-agent", Version)
+		return 0
+	}
+	log, err := setupLog(o, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "gvpn-agent:", err)
+		return 2
+	}
+	o.Log = log
+	fields := logrus.Fields{"bridge": o.Bridge.String(), "version": Version}
+	if o.Manual != nil {
+		fields["mode"] = "manual"
+		fields["ip"] = o.Manual.IfAddr + "/" + o.Manual.Mask
+		fields["listen"] = o.Listen
+	} else {
+		fields["mode"] = "managed"
+	}
+	log.WithFields(fields).Info("gvpn-agent starting")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := Run(ctx, o.Config); err != nil {
+		log.WithError(err).Error("gvpn-agent failed")
+		return 1
+	}
+	log.Info("gvpn-agent stopped")
+	return 0
+}
+
+func setupLog(o Options, stderr io.Writer) (*logrus.Entry, error) {
+	l := logrus.New()
+	l.SetOutput(stderr)
+	lvl, err := logrus.ParseLevel(o.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	l.SetLevel(lvl)
+	switch o.LogFormat {
+	case "text":
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("--log-format must be text or json, not %q", o.LogFormat)
+	}
+	// tap and netcfg log through the standard logger.
+	logrus.SetOutput(stderr)
+	logrus.SetLevel(lvl)
+	logrus.SetFormatter(l.Formatter)
+	return logrus.NewEntry(l).WithField("agent", "gvpn"), nil
+}
