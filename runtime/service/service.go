@@ -79,7 +79,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	defer s.teardown()
 
 	reqs := make(chan request)
-	go readRequests(api.NewReader(cfg.In, api.DefaultMaxSize), reqs)
+	stop := make(chan struct{})
+	defer close(stop)
+	go readRequests(api.NewReader(cfg.In, api.DefaultMaxSize), reqs, stop)
 
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
@@ -125,13 +127,18 @@ type request struct {
 	err error
 }
 
-// readRequests decodes requests until the stream ends. It runs on its own
-// goroutine so that the loop can react to signals while stdin is quiet; it
-// ends with the stream.
-func readRequests(r *api.Reader, out chan<- request) {
+// readRequests decodes requests until the stream ends or Serve returns. It
+// runs on its own goroutine so that the loop can react to signals while
+// stdin is quiet. After Serve returned it ends with the next read (in the
+// runtime, the process exits first).
+func readRequests(r *api.Reader, out chan<- request, stop <-chan struct{}) {
 	for {
 		req, err := r.ReadRequest()
-		out <- request{req, err}
+		select {
+		case out <- request{req, err}:
+		case <-stop:
+			return
+		}
 		if err != nil {
 			return
 		}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,4 +222,73 @@ func waitListening(t *testing.T, ctx context.Context, n *vpnNode, port string) {
 func waitUDP(t *testing.T, ctx context.Context, n *vpnNode, port string) {
 	t.Helper()
 	n.run(t, ctx, "/bin/sh", "-c", "for i in $(seq 100); do ss -lun | grep -q ':"+port+" ' && exit 0; sleep 0.05; done; exit 1")
+}
+
+func freeUDPPort(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+// TestRuntimesWiredByHand joins two runtimes with no ExeUnit and no hub:
+// each one's pinned data endpoint is the other's --vpn-endpoint. It also
+// asks one for its counters with SIGUSR1.
+func TestRuntimesWiredByHand(t *testing.T) {
+	privtest.RequireRoot(t)
+	ctx := ctxFor(t, 60*time.Second)
+	addrA, addrB := freeUDPPort(t), freeUDPPort(t)
+	var eus [2]*golemnet.ExeUnit
+	var logsA *logWriter
+	for i, n := range []struct{ name, ip, local, peer string }{
+		{"node-a", "10.99.0.1", addrA, addrB},
+		{"node-b", "10.99.0.2", addrB, addrA},
+	} {
+		cfg, logs := exeunitConfig(t, n.name)
+		if i == 0 {
+			logsA = logs
+		}
+		cfg.VPNEndpoint = "udp://" + n.peer
+		cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--debug-local-endpoint", n.local)
+		golemnet.Deploy(ctx, cfg)
+		eu, err := golemnet.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { eu.Shutdown(context.Background()) })
+		ep, err := eu.CreateNetwork(ctx, golemnet.VPNNetwork{Addr: "10.99.0.0", Mask: "255.255.255.0", IfAddr: n.ip}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ep.Addr() != n.local {
+			t.Fatalf("%s replied endpoint %s, want the pinned %s", n.name, ep.Addr(), n.local)
+		}
+		eus[i] = eu
+	}
+	a := &vpnNode{name: "node-a", eu: eus[0]}
+	a.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "2", "10.99.0.2")
+
+	syscall.Kill(eus[0].Pid(), syscall.SIGUSR1)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logsA.String(), "counters (SIGUSR1)") {
+		if time.Now().After(deadline) {
+			t.Fatal("no counters logged on SIGUSR1")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if line := lineWith(logsA.String(), "counters (SIGUSR1)"); !strings.Contains(line, "egress_frames=") || strings.Contains(line, "egress_frames=0 ") {
+		t.Fatalf("SIGUSR1 counters line: %s", line)
+	}
+}
+
+func lineWith(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
 }
