@@ -85,7 +85,7 @@ func (n *fakeNetwork) Create(ctx context.Context, req *api.Request_CreateNetwork
 	return api.Endpoint{}, &network.Error{Code: api.Response_BAD_REQUEST, Field: "if_addr", Message: "invalid if_addr"}
 }
 func (n *fakeNetwork) Stats() network.Stats { return network.Stats{} }
-func (n *fakeNetwork) Close() error        { n.j.add("network closed"); return nil }
+func (n *fakeNetwork) Close() error         { n.j.add("network closed"); return nil }
 
 // harness runs Serve on pipes, like the ExeUnit's stdin and stdout.
 type harness struct {
