@@ -1,0 +1,195 @@
+// Command bench measures gvpn's datapath on this machine and writes
+// docs/BENCHMARKS.md: TCP throughput (iperf3) and RTT (ping) between two
+// nodes through two gvpn runtimes and the golemnet hub, in the same run as
+// the same measurements over a veth pair (the kernel's ceiling) and over a
+// naive in-process TAP↔TAP pump (the TAP path's ceiling), at MTU 1220.
+//
+// It must run as root (namespaces, TAPs). `make bench` runs it:
+//
+//	go run ./test/bench -runtime bin/gvpn-runtime -out docs/BENCHMARKS.md
+//
+// Progress goes to stderr, the summary table to stdout. Everything it
+// creates (namespaces named gvb-…, runtime processes, TAPs) is removed at
+// the end, also after a failure or Ctrl-C.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the command line.
+type options struct {
+	runtime  string
+	out      string
+	duration time.Duration
+	reps     int
+	quick    bool
+	only     string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.runtime, "runtime", "", "path of the gvpn-runtime binary (required; `make build` makes bin/gvpn-runtime)")
+	fs.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "Markdown file to write the results to (\"\" = none)")
+	fs.DurationVar(&o.duration, "time", 10*time.Second, "length of each iperf3 run (whole seconds)")
+	fs.IntVar(&o.reps, "reps", 3, "repetitions of each throughput measurement")
+	fs.BoolVar(&o.quick, "quick", false, "smoke test: 1 repetition of 3 s and 50 pings")
+	fs.StringVar(&o.only, "only", "", "comma-separated subset of scenarios to run: gvpn,veth,naive (default all)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: bench -runtime PATH [-out FILE] [-time 10s] [-reps 3] [-quick] [-only gvpn,veth,naive]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if o.runtime == "" {
+		return o, errors.New("-runtime is required (e.g. -runtime bin/gvpn-runtime after `make build`)")
+	}
+	if o.reps < 1 || o.duration < time.Second {
+		return o, errors.New("-reps must be ≥ 1 and -time ≥ 1s")
+	}
+	for _, s := range o.scenarios() {
+		if !slices.Contains(scenarioOrder, s) {
+			return o, fmt.Errorf("-only: unknown scenario %q (want gvpn, veth, naive)", s)
+		}
+	}
+	return o, nil
+}
+
+func (o options) scenarios() []string {
+	if o.only == "" {
+		return scenarioOrder
+	}
+	var out []string
+	for _, s := range strings.Split(o.only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (o options) config() config {
+	c := config{Duration: o.duration, Reps: o.reps, Pings: 200, Port: 5201}
+	if o.quick {
+		c.Duration, c.Reps, c.Pings = 3*time.Second, 1, 50
+	}
+	return c
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+	cfg := o.config()
+	cfg.Progress = stderr
+	if err := preflight(&cfg, o.runtime); err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+
+	// The first Ctrl-C or SIGTERM cancels the measurements; teardown then
+	// runs on its own context. Later signals are swallowed until the
+	// teardown is done, so that nothing is left half-removed.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rep, err := runAll(ctx, &cfg, o.scenarios())
+	if err != nil {
+		fmt.Fprintln(stderr, "bench: FAILED:", err)
+		if o.out != "" {
+			fmt.Fprintf(stderr, "bench: %s left unchanged\n", o.out)
+		}
+		return 1
+	}
+	fmt.Fprint(stdout, rep.table())
+	if o.out != "" {
+		if err := writeFileAtomic(o.out, []byte(rep.markdown())); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		cfg.logf("wrote %s", o.out)
+	}
+	return 0
+}
+
+// preflight fails early, with one clear message, when this machine cannot
+// run the benchmark.
+func preflight(cfg *config, runtimePath string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root: it creates network namespaces and TAP devices (try `sudo make bench`)")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return fmt.Errorf("/dev/net/tun is not available: %w", err)
+	}
+	abs, err := filepath.Abs(runtimePath)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return fmt.Errorf("runtime binary: %w (run `make build` first)", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("runtime binary %s is not an executable file", abs)
+	}
+	cfg.Runtime = abs
+	cfg.Tools, err = findTools()
+	return err
+}
+
+// setups maps each scenario to its testbed.
+var setups = map[string]func(context.Context, *config, *scenarioResult) (testbed, error){
+	"gvpn":  setupGVPN,
+	"veth":  setupVeth,
+	"naive": setupNaive,
+}
+
+// runAll runs the scenarios in order. A failed scenario does not stop the
+// others (their numbers still help), but the run as a whole fails.
+func runAll(ctx context.Context, cfg *config, names []string) (*report, error) {
+	rep := &report{Machine: readMachineInfo(cfg), Duration: cfg.Duration, Reps: cfg.Reps, Pings: cfg.Pings,
+		Scenarios: map[string]*scenarioResult{}}
+	var errs []error
+	for _, name := range scenarioOrder {
+		if !slices.Contains(names, name) {
+			continue
+		}
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("%s: not run: %w", name, ctx.Err()))
+			continue
+		}
+		res, err := runScenario(ctx, cfg, name, setups[name])
+		rep.Scenarios[name] = res
+		if err != nil {
+			cfg.logf("[%s] FAILED: %v", name, err)
+			errs = append(errs, err)
+		}
+	}
+	return rep, errors.Join(errs...)
+}
