@@ -2,7 +2,9 @@
 // namespace. Namespaces belong to threads, not processes, so anything that
 // must happen "inside" a namespace — opening /dev/net/tun, writing a
 // per-namespace sysctl — runs on a locked thread that enters it and leaves
-// again.
+// again. Creating a named namespace (NewNamed, like `ip netns add`) is the
+// same discipline: a thread unshares into the new namespace, binds it to a
+// name and comes back.
 package nsthread
 
 import (
@@ -11,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Do runs fn on an OS thread switched into ns, or directly when ns is
@@ -22,12 +25,37 @@ func Do(ns netns.NsHandle, fn func() error) error {
 	if ns < 0 {
 		return fn()
 	}
+	return onThread(func() error {
+		if err := netns.Set(ns); err != nil {
+			return fmt.Errorf("enter network namespace: %w", err)
+		}
+		return nil
+	}, func(int) error { return fn() })
+}
+
+// onFreshNetnsThread runs fn on a locked thread that has just unshared into
+// a brand-new network namespace; fn gets the thread's id so it can name
+// the namespace (/proc/self/task/TID/ns/net) before the thread leaves it.
+// The namespace lives on only if fn keeps a reference to it.
+func onFreshNetnsThread(fn func(tid int) error) error {
+	return onThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare network namespace: %w", err)
+		}
+		return nil
+	}, fn)
+}
+
+// onThread locks a fresh goroutine to its thread, runs enter (which moves
+// the thread into some namespace; on error the thread did not move), then
+// fn, then switches the thread back to its original namespace.
+func onThread(enter func() error, fn func(tid int) error) error {
 	errc := make(chan error, 1)
-	go func() { errc <- switchedRun(ns, fn) }()
+	go func() { errc <- switchedRun(enter, fn) }()
 	return <-errc
 }
 
-func switchedRun(ns netns.NsHandle, fn func() error) error {
+func switchedRun(enter func() error, fn func(tid int) error) error {
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
@@ -35,11 +63,11 @@ func switchedRun(ns netns.NsHandle, fn func() error) error {
 		return fmt.Errorf("current network namespace: %w", err)
 	}
 	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread() // setns failed: the thread did not move
-		return fmt.Errorf("enter network namespace: %w", err)
+	if err := enter(); err != nil {
+		runtime.UnlockOSThread() // the thread did not move
+		return err
 	}
-	ferr := fn()
+	ferr := fn(unix.Gettid())
 	if err := netns.Set(orig); err != nil {
 		// Stay locked: the thread dies with this goroutine. fn's result
 		// is still valid.

@@ -1,4 +1,4 @@
-package nsthread
+package nsthread_test
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
 
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -25,11 +26,11 @@ func threadNS(t *testing.T) string {
 func TestDoRunsInsideTheNamespaceAndComesBack(t *testing.T) {
 	_, h := privtest.NewNetns(t, "gvt-nst-")
 	target := ""
-	if err := Do(h, func() error { target = threadNS(t); return nil }); err != nil {
+	if err := nsthread.Do(h, func() error { target = threadNS(t); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	var own string
-	Do(netns.None(), func() error { own = threadNS(t); return nil })
+	nsthread.Do(netns.None(), func() error { own = threadNS(t); return nil })
 	if target == "" || target == own {
 		t.Fatalf("fn ran in %q, the caller's namespace is %q", target, own)
 	}
@@ -39,7 +40,7 @@ func TestDoRunsInsideTheNamespaceAndComesBack(t *testing.T) {
 		}
 	}
 	sentinel := errors.New("from fn")
-	if err := Do(h, func() error { return sentinel }); !errors.Is(err, sentinel) {
+	if err := nsthread.Do(h, func() error { return sentinel }); !errors.Is(err, sentinel) {
 		t.Fatalf("Do returned %v, want fn's error", err)
 	}
 }

@@ -19,12 +19,14 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
 // Where named namespaces and hosts files live. Variables only so that the
 // layout is stated once; nothing changes them.
 var (
-	netnsDir = "/run/netns"
+	netnsDir = nsthread.RunDir
 	runDir   = "/run/gvpn"
 )
 
@@ -182,7 +184,7 @@ func validHostname(h string) bool {
 // starts the thread that forks processes inside the namespace. On error the
 // caller runs destroy.
 func (s *Sandbox) create() error {
-	ns, err := newNamedNetns(s.name)
+	ns, err := nsthread.NewNamed(s.name)
 	if err != nil {
 		return fmt.Errorf("create netns: %w", err)
 	}
@@ -200,45 +202,6 @@ func (s *Sandbox) create() error {
 		return fmt.Errorf("enter netns: %w", err)
 	}
 	return nil
-}
-
-// newNamedNetns creates a named namespace on a locked thread and switches
-// the thread back, because netns.NewNamed moves the calling thread into the
-// new namespace. If the switch back fails the thread stays locked, so the
-// runtime discards it when the goroutine ends instead of reusing a thread
-// in the wrong namespace.
-func newNamedNetns(name string) (netns.NsHandle, error) {
-	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
-		return netns.None(), err
-	}
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			res <- result{netns.None(), err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if rerr := netns.Set(orig); rerr != nil {
-			res <- result{h, errors.Join(err, fmt.Errorf("restore thread netns: %w", rerr))}
-			return // still locked: the thread exits with this goroutine
-		}
-		runtime.UnlockOSThread()
-		if err != nil {
-			// NewNamed may leave the empty mount point behind.
-			_ = os.Remove(filepath.Join(netnsDir, name))
-		}
-		res <- result{h, err}
-	}()
-	r := <-res
-	return r.h, r.err
 }
 
 func linkUpLo(ns netns.NsHandle) error {
@@ -475,7 +438,7 @@ func (s *Sandbox) destroy() error {
 		if err := s.ns.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close netns handle: %w", err))
 		}
-		if err := deleteNamedNetns(s.name); err != nil {
+		if err := nsthread.DeleteNamed(s.name); err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: delete netns: %w", s.name, err))
 		}
 	}
@@ -483,20 +446,6 @@ func (s *Sandbox) destroy() error {
 		errs = append(errs, fmt.Errorf("sandbox %s: remove hosts dir: %w", s.name, err))
 	}
 	return errors.Join(errs...)
-}
-
-// deleteNamedNetns undoes `ip netns add`: unmount and remove the name. A
-// leftover plain file (a creation that failed after the file was made) is
-// removed too.
-func deleteNamedNetns(name string) error {
-	path := filepath.Join(netnsDir, name)
-	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return err
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
 }
 
 // Cleanup removes the sandbox for workdir left behind by a runtime that did
@@ -526,7 +475,7 @@ func cleanupName(name string, log *logrus.Entry) (found bool, err error) {
 				return found, fmt.Errorf("processes in stale netns %s survived SIGKILL", name)
 			}
 		}
-		if err := deleteNamedNetns(name); err != nil {
+		if err := nsthread.DeleteNamed(name); err != nil {
 			return found, fmt.Errorf("delete stale netns %s: %w", name, err)
 		}
 	}

@@ -7,10 +7,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
 // RequireRoot skips t unless the process can create TAP devices and network
@@ -43,35 +44,15 @@ func NewNetns(t testing.TB, prefix string) (name string, h netns.NsHandle) {
 	t.Helper()
 	RequireRoot(t)
 	name = UniqueName(prefix)
-	h, err := newNamed(name)
+	h, err := nsthread.NewNamed(name)
 	if err != nil {
 		t.Fatalf("create netns %s: %v", name, err)
 	}
 	t.Cleanup(func() {
 		h.Close()
-		if err := netns.DeleteNamed(name); err != nil {
+		if err := nsthread.DeleteNamed(name); err != nil {
 			t.Errorf("delete netns %s: %v", name, err)
 		}
 	})
 	return name, h
-}
-
-// newNamed creates the namespace on a locked thread and switches that thread
-// back, because netns.NewNamed moves the calling thread into the new
-// namespace.
-func newNamed(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return netns.None(), err
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if serr := netns.Set(orig); serr != nil {
-		// The thread is stuck in the wrong namespace; never let it run
-		// other goroutines again.
-		panic("privtest: cannot restore network namespace: " + serr.Error())
-	}
-	return h, err
 }
