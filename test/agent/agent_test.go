@@ -15,6 +15,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/payload"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -57,14 +58,14 @@ func TestAgentNodesTalk(t *testing.T) {
 	self, _ := os.Executable()
 	const size = 4 << 20
 	for _, dir := range []struct{ server, client *node }{{a, b}, {b, a}} {
-		srv, err := dir.server.eu.Spawn(ctx, "/usr/bin/env", payloadEnv+"=http-serve", self, "0.0.0.0:8080")
+		srv, err := dir.server.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", self, "0.0.0.0:8080")
 		if err != nil {
 			t.Fatal(err)
 		}
 		dir.server.sh(t, ctx, "for i in $(seq 200); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
 		out := dir.client.sh(t, ctx, fmt.Sprintf("curl -sS --fail --max-time 30 http://%s:8080/bytes/%d | sha256sum", dir.server.name, size))
-		if got := strings.Fields(out)[0]; got != payloadHash(size) {
-			t.Fatalf("HTTP %s → %s: body hash %s, want %s", dir.server.name, dir.client.name, got, payloadHash(size))
+		if got := strings.Fields(out)[0]; got != payload.Hash(size) {
+			t.Fatalf("HTTP %s → %s: body hash %s, want %s", dir.server.name, dir.client.name, got, payload.Hash(size))
 		}
 		if err := dir.server.eu.KillProcess(ctx, srv.Pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -147,13 +148,13 @@ func TestAgentReconnects(t *testing.T) {
 	ifBefore := a.run(t, ctx, "/sbin/ip", "-o", "link", "show", "vpn0")
 
 	// A numbered UDP stream from a to b, with the bridge cut in the middle.
-	recv, err := b.eu.Spawn(ctx, "/usr/bin/env", payloadEnv+"=udp-seq-recv", self, "0.0.0.0:9000", "3s")
+	recv, err := b.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=udp-seq-recv", self, "0.0.0.0:9000", "3s")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.sh(t, ctx, "for i in $(seq 200); do ss -lun | grep -q ':9000 ' && exit 0; sleep 0.05; done; exit 1")
 	const count = 3000
-	send, err := a.eu.Spawn(ctx, "/usr/bin/env", payloadEnv+"=udp-seq-send", self, "192.168.7.3:9000", strconv.Itoa(count), "1ms")
+	send, err := a.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=udp-seq-send", self, "192.168.7.3:9000", strconv.Itoa(count), "1ms")
 	if err != nil {
 		t.Fatal(err)
 	}

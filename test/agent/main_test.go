@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/gvpn/gvpn/test/payload"
 )
 
 // Binaries built for this test run.
@@ -22,7 +24,7 @@ var runtimeBin, agentBin string
 const nsPrefix = "gvt-ag-"
 
 func TestMain(m *testing.M) {
-	runPayload()
+	payload.RunIfAsked()
 	dir, err := os.MkdirTemp("", "gvt-ag-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

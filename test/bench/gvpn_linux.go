@@ -41,7 +41,7 @@ type gvpnNode struct {
 	cfg      golemnet.ExeUnitConfig
 	eu       *golemnet.ExeUnit
 	hn       *golemnet.Node
-	logs     *tailBuffer
+	logs     *golemnet.TailBuffer
 }
 
 func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbed, err error) {
@@ -62,7 +62,7 @@ func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbe
 
 	hosts := map[string]string{}
 	for i, ip := range []string{addrA, addrB} {
-		n := &gvpnNode{name: fmt.Sprintf("node-%c", 'a'+i), ip: ip, logs: &tailBuffer{max: 64 << 10}}
+		n := &gvpnNode{name: fmt.Sprintf("node-%c", 'a'+i), ip: ip, logs: golemnet.NewTailBuffer(64 << 10)}
 		b.nodes[i] = n
 		hosts[n.name] = n.ip
 		if n.hn, err = b.hub.AddNode(n.name, netip.MustParseAddr(ip)); err != nil {
@@ -305,33 +305,4 @@ func (g *gvpnProc) Stop() {
 		g.eu.KillProcess(ctx, g.p.Pid, syscall.SIGKILL)
 		g.p.Wait(ctx)
 	})
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if over := len(t.b) - t.max; over > 0 {
-		t.b = append(t.b[:0], t.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) Len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.b)
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }

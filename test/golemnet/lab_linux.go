@@ -74,7 +74,7 @@ type LabNode struct {
 	// CreateNetwork reply.
 	RuntimeEndpoint netip.AddrPort
 
-	logs *tailBuffer
+	logs *TailBuffer
 }
 
 // NewLab brings a lab up: it validates cfg, starts the hub, runs the
@@ -140,7 +140,7 @@ func (l *Lab) up(ctx context.Context) error {
 			Workdir: wd,
 			Netns:   sandbox.NameFor(l.plan.prefix, wd),
 			Hub:     hn,
-			logs:    &tailBuffer{max: 8 << 10},
+			logs:    NewTailBuffer(8 << 10),
 		}
 		l.nodes = append(l.nodes, n)
 		l.byName[name] = n
@@ -151,10 +151,10 @@ func (l *Lab) up(ctx context.Context) error {
 
 	// The provider runs `test` once at startup, before any activity.
 	l.progress("", "test")
-	selfLogs := &tailBuffer{max: 8 << 10}
+	selfLogs := NewTailBuffer(8 << 10)
 	tc := l.exeUnitConfig("test", l.workdir, selfLogs)
 	if err := SelfTest(ctx, tc); err != nil {
-		return fmt.Errorf("runtime self-test (`%s test`): %w%s", l.cfg.Runtime, err, selfLogs.lastLines(3))
+		return fmt.Errorf("runtime self-test (`%s test`): %w%s", l.cfg.Runtime, err, selfLogs.LastLines(3))
 	}
 
 	hosts := make(map[string]string, len(l.nodes))
@@ -176,7 +176,7 @@ func (l *Lab) up(ctx context.Context) error {
 	return nil
 }
 
-func (l *Lab) exeUnitConfig(name, workdir string, logs *tailBuffer) ExeUnitConfig {
+func (l *Lab) exeUnitConfig(name, workdir string, logs *TailBuffer) ExeUnitConfig {
 	var stderr io.Writer = logs
 	if l.cfg.RuntimeStderr != nil {
 		if w := l.cfg.RuntimeStderr(name); w != nil {
@@ -199,7 +199,7 @@ func (l *Lab) exeUnitConfig(name, workdir string, logs *tailBuffer) ExeUnitConfi
 // CreateNetwork; then points the hub at the runtime's endpoint.
 func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string) error {
 	fail := func(step string, err error) error {
-		return fmt.Errorf("node %s: %s: %w%s", n.Name, step, err, n.logs.lastLines(3))
+		return fmt.Errorf("node %s: %s: %w%s", n.Name, step, err, n.logs.LastLines(3))
 	}
 	cfg := l.exeUnitConfig(n.Name, n.Workdir, n.logs)
 	cfg.Hostname = n.Name
@@ -445,41 +445,4 @@ func (l *Lab) close() error {
 	}
 	l.progress("", "closed")
 	return errors.Join(errs...)
-}
-
-// tailBuffer keeps the last max bytes written to it; it collects a
-// runtime's stderr so that failures can quote its last log lines.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
-}
-
-// lastLines returns the last n non-empty lines, formatted to follow an
-// error message, or "" when there are none.
-func (t *tailBuffer) lastLines(n int) string {
-	lines := strings.Split(strings.TrimSpace(t.String()), "\n")
-	if len(lines) == 1 && lines[0] == "" {
-		return ""
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "; runtime log: " + strings.Join(lines, " | ")
 }

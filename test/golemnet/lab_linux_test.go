@@ -171,8 +171,8 @@ func FuzzTCPListening(f *testing.F) {
 }
 
 func TestTailBuffer(t *testing.T) {
-	tb := &tailBuffer{max: 16}
-	if tb.lastLines(3) != "" {
+	tb := NewTailBuffer(16)
+	if tb.LastLines(3) != "" {
 		t.Fatal("empty buffer has lines")
 	}
 	tb.Write([]byte("first line\nsecond\n"))
@@ -180,7 +180,7 @@ func TestTailBuffer(t *testing.T) {
 	if s := tb.String(); len(s) > 16 || !strings.HasSuffix(s, "second\nthird\n") {
 		t.Fatalf("tail %q", s)
 	}
-	if got := tb.lastLines(1); got != "; runtime log: third" {
+	if got := tb.LastLines(1); got != "; runtime log: third" {
 		t.Fatalf("lastLines %q", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/test/payload"
 )
 
 // runtimeBin is the gvpn-runtime built for this test run.
@@ -19,7 +20,7 @@ var runtimeBin string
 
 func TestMain(m *testing.M) {
 	sandbox.MaybeRunShim()
-	runPayload()
+	payload.RunIfAsked()
 	dir, err := os.MkdirTemp("", "gvpn-it-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/payload"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -177,25 +178,25 @@ func TestTwoNodesTalkOverTheVPN(t *testing.T) {
 			// HTTP: 8 MB served by node-a, fetched by node-b by hostname,
 			// checked by hash.
 			self, _ := os.Executable()
-			srv, err := a.eu.Spawn(ctx, "/usr/bin/env", payloadEnv+"=http-serve", self, "0.0.0.0:8080")
+			srv, err := a.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", self, "0.0.0.0:8080")
 			if err != nil {
 				t.Fatal(err)
 			}
 			waitListening(t, ctx, a, "8080")
 			const size = 8 << 20
 			out := b.run(t, ctx, "/bin/sh", "-c", fmt.Sprintf("curl -sS --fail --max-time 30 http://node-a:8080/bytes/%d | sha256sum", size))
-			if got := strings.Fields(out)[0]; got != payloadHash(size) {
-				t.Fatalf("HTTP body hash %s, want %s", got, payloadHash(size))
+			if got := strings.Fields(out)[0]; got != payload.Hash(size) {
+				t.Fatalf("HTTP body hash %s, want %s", got, payload.Hash(size))
 			}
 			a.eu.KillProcess(ctx, srv.Pid, 15)
 
 			// UDP both ways.
-			echo, err := b.eu.Spawn(ctx, "/usr/bin/env", payloadEnv+"=udp-echo", self, "0.0.0.0:9000")
+			echo, err := b.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=udp-echo", self, "0.0.0.0:9000")
 			if err != nil {
 				t.Fatal(err)
 			}
 			waitUDP(t, ctx, b, "9000")
-			if out := a.run(t, ctx, "/usr/bin/env", payloadEnv+"=udp-ping", self, "node-b:9000", "200"); !strings.Contains(out, "echoed") {
+			if out := a.run(t, ctx, "/usr/bin/env", payload.Env+"=udp-ping", self, "node-b:9000", "200"); !strings.Contains(out, "echoed") {
 				t.Fatalf("udp: %s", out)
 			}
 			b.eu.KillProcess(ctx, echo.Pid, 15)
