@@ -18,6 +18,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/golemnet/labcli"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -111,7 +112,7 @@ func checkScenario(t *testing.T, s *scenarioResult) {
 		t.Fatalf("%s: %d ping results", s.Name, len(s.Ping))
 	}
 	for _, p := range s.Ping {
-		if p.Received <= 0 || p.Avg <= 0 || p.Min <= 0 || p.Max < p.Avg {
+		if p.Received <= 0 || p.AvgMs <= 0 || p.MinMs <= 0 || p.MaxMs < p.AvgMs {
 			t.Errorf("%s: ping %+v", s.Name, p)
 		}
 	}
@@ -170,11 +171,14 @@ func TestReportRendering(t *testing.T) {
 	mk := func(name string, gbit []float64, rtt56, rtt1192 float64) *scenarioResult {
 		s := &scenarioResult{Name: name, LinkName: "x"}
 		for _, g := range gbit {
-			s.Forward = append(s.Forward, tcpRun{iperfRun: iperfRun{BitsPerSecond: g * 1e9, Seconds: 10}, Wall: 10,
+			s.Forward = append(s.Forward, tcpRun{IperfResult: labcli.IperfResult{BitsPerSecond: g * 1e9, Seconds: 10}, Wall: 10,
 				CPU: []roleCPU{{"p", 2}}, Frames: 1_000_000, Machine: machineCPU{Busy: 10, Total: 20}})
-			s.Reverse = append(s.Reverse, tcpRun{iperfRun: iperfRun{BitsPerSecond: g * 2e9, Seconds: 10}, Wall: 10})
+			s.Reverse = append(s.Reverse, tcpRun{IperfResult: labcli.IperfResult{BitsPerSecond: g * 2e9, Seconds: 10}, Wall: 10})
 		}
-		s.Ping = []pingResult{{Size: 56, Sent: 200, Received: 200, Avg: rtt56}, {Size: 1192, Sent: 200, Received: 200, Avg: rtt1192}}
+		s.Ping = []pingResult{
+			{Size: 56, PingStats: labcli.PingStats{Sent: 200, Received: 200, HasRTT: true, AvgMs: rtt56}},
+			{Size: 1192, PingStats: labcli.PingStats{Sent: 200, Received: 200, HasRTT: true, AvgMs: rtt1192}},
+		}
 		return s
 	}
 	g := mk("gvpn", []float64{0.9, 1.2, 1.1}, 0.25, 0.40)

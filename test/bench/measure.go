@@ -4,124 +4,53 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/gvpn/gvpn/test/golemnet/labcli"
 )
 
 // This file holds the pure parts of the benchmark: parsing what iperf3,
-// ping and /proc print, and the statistics over repetitions. It runs
-// anywhere, so it is unit tested and fuzzed without root.
+// ping (both with the lab's parsers, labcli) and /proc print, and the
+// statistics over repetitions. It needs no root or namespaces, so it is
+// unit tested and fuzzed without them.
 
 // errParse wraps every "the tool printed something we do not understand".
 var errParse = errors.New("bench: cannot parse")
 
-// iperfRun is one iperf3 client run as its JSON report (-J) tells it.
-type iperfRun struct {
-	// BitsPerSecond is the receiver's rate: what actually arrived.
-	BitsPerSecond float64
-	// Seconds is the measured interval of the receiver.
-	Seconds float64
-	// Retransmits is the sender's TCP retransmission count.
-	Retransmits int64
-	// ClientCPU and ServerCPU are iperf3's own CPU use, in percent of one
-	// core (user+system over the run's wall time).
-	ClientCPU, ServerCPU float64
+// parseIperf reads an iperf3 client's -J output with labcli.ParseIperf3.
+// A failure iperf3 itself reports (labcli.ErrIperf3) is a failed run, not
+// output we misread, so only the other errors wrap errParse.
+func parseIperf(out []byte) (labcli.IperfResult, error) {
+	r, err := labcli.ParseIperf3(out)
+	if err != nil && !errors.Is(err, labcli.ErrIperf3) {
+		err = fmt.Errorf("%w: %w", errParse, err)
+	}
+	return r, err
 }
 
-// iperfJSON is the part of iperf3's -J report we read (iperf3 ≥ 3.1).
-type iperfJSON struct {
-	Error string `json:"error"`
-	End   struct {
-		SumSent struct {
-			Seconds       float64 `json:"seconds"`
-			BitsPerSecond float64 `json:"bits_per_second"`
-			Retransmits   int64   `json:"retransmits"`
-		} `json:"sum_sent"`
-		SumReceived struct {
-			Seconds       float64 `json:"seconds"`
-			BitsPerSecond float64 `json:"bits_per_second"`
-		} `json:"sum_received"`
-		CPU struct {
-			HostTotal   float64 `json:"host_total"`
-			RemoteTotal float64 `json:"remote_total"`
-		} `json:"cpu_utilization_percent"`
-	} `json:"end"`
-}
-
-// parseIperf reads an iperf3 client's -J output. With -R the client is the
-// receiver, and sum_received is still the side that received, so the same
-// field is the throughput in both directions.
-func parseIperf(out []byte) (iperfRun, error) {
-	var j iperfJSON
-	if err := json.Unmarshal(out, &j); err != nil {
-		return iperfRun{}, fmt.Errorf("%w iperf3 JSON: %v", errParse, err)
-	}
-	if j.Error != "" {
-		return iperfRun{}, fmt.Errorf("iperf3: %s", j.Error)
-	}
-	r := iperfRun{
-		BitsPerSecond: j.End.SumReceived.BitsPerSecond,
-		Seconds:       j.End.SumReceived.Seconds,
-		Retransmits:   j.End.SumSent.Retransmits,
-		ClientCPU:     j.End.CPU.HostTotal,
-		ServerCPU:     j.End.CPU.RemoteTotal,
-	}
-	if !finitePositive(r.BitsPerSecond) || !finitePositive(r.Seconds) {
-		return r, fmt.Errorf("%w iperf3 JSON: no receiver rate (bits_per_second %v over %v s)", errParse, r.BitsPerSecond, r.Seconds)
-	}
-	return r, nil
-}
-
-func finitePositive(v float64) bool { return v > 0 && !math.IsInf(v, 1) }
-
-// pingResult is ping's summary, times in milliseconds.
+// pingResult is one ping run's summary.
 type pingResult struct {
-	Size                int // ICMP payload bytes (-s)
-	Sent, Received      int
-	Min, Avg, Max, Mdev float64
+	Size int // ICMP payload bytes (-s)
+	labcli.PingStats
 }
 
-var (
-	pingCounts = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
-	pingRTT    = regexp.MustCompile(`= ([0-9.]+)/([0-9.]+)/([0-9.]+)/([0-9.]+) ms`)
-)
-
-// parsePing reads the summary iputils ping prints (with or without -q):
-//
-//	200 packets transmitted, 200 received, 0% packet loss, time 2036ms
-//	rtt min/avg/max/mdev = 0.031/0.052/0.101/0.012 ms
+// parsePing reads the summary iputils ping prints (with or without -q) with
+// labcli.ParsePing. The benchmark reports RTTs, so unlike the lab it also
+// fails when no echo was answered (a plain error: the path is broken, the
+// output is fine) and when there is no well-formed rtt line (errParse).
 func parsePing(out []byte) (pingResult, error) {
-	var r pingResult
-	m := pingCounts.FindSubmatch(out)
-	if m == nil {
-		return r, fmt.Errorf("%w ping output: no packet counts in %q", errParse, tail(out, 200))
-	}
-	var err error
-	if r.Sent, err = strconv.Atoi(string(m[1])); err != nil {
-		return r, fmt.Errorf("%w ping output: %v", errParse, err)
-	}
-	if r.Received, err = strconv.Atoi(string(m[2])); err != nil {
-		return r, fmt.Errorf("%w ping output: %v", errParse, err)
-	}
-	if r.Received == 0 {
+	st, err := labcli.ParsePing(out)
+	r := pingResult{PingStats: st}
+	switch {
+	case err != nil:
+		return r, fmt.Errorf("%w: %w", errParse, err)
+	case r.Received == 0:
 		return r, fmt.Errorf("ping: none of %d echo requests was answered", r.Sent)
+	case !r.HasRTT:
+		return r, fmt.Errorf("%w: no well-formed rtt line in the ping output", errParse)
 	}
-	t := pingRTT.FindSubmatch(out)
-	if t == nil {
-		return r, fmt.Errorf("%w ping output: no rtt line in %q", errParse, tail(out, 200))
-	}
-	vals := make([]float64, 4)
-	for i := range vals {
-		v, err := strconv.ParseFloat(string(t[i+1]), 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
-			return r, fmt.Errorf("%w ping output: bad rtt %q", errParse, t[i+1])
-		}
-		vals[i] = v
-	}
-	r.Min, r.Avg, r.Max, r.Mdev = vals[0], vals[1], vals[2], vals[3]
 	return r, nil
 }
 

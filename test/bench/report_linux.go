@@ -132,11 +132,11 @@ func (r *report) targetLines() string {
 	gp, ok1 := pingOf(g, 56)
 	vp, ok2 := pingOf(veth, 56)
 	if ok1 && ok2 {
-		over := gp.Avg - vp.Avg
+		over := gp.AvgMs - vp.AvgMs
 		extra := ""
 		if g1, ok := g.ping(1192); ok {
 			if v1, ok := veth.ping(1192); ok {
-				extra = fmt.Sprintf("; 1192 B: %.3f ms", g1.Avg-v1.Avg)
+				extra = fmt.Sprintf("; 1192 B: %.3f ms", g1.AvgMs-v1.AvgMs)
 			}
 		}
 		fmt.Fprintf(&b, "- RTT overhead vs veth: %.3f ms (target ≤ %.1f ms: %s)%s\n", over, targetRTTOverheadMs, met(over <= targetRTTOverheadMs), extra)
@@ -182,7 +182,7 @@ func fmtPing(s *scenarioResult, size int) string {
 	if !ok {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.3f ms", p.Avg)
+	return fmt.Sprintf("%.3f ms", p.AvgMs)
 }
 
 func ratio(fwd spread, base *scenarioResult) string {
@@ -428,7 +428,7 @@ func (r *report) rawSection() string {
 		}
 		fmt.Fprintf(&b, "- %s: TCP %s; TCP -R %s", name, fmtRuns(s.Forward), fmtRuns(s.Reverse))
 		for _, p := range s.Ping {
-			fmt.Fprintf(&b, "; ping %d B min/avg/max/mdev %.3f/%.3f/%.3f/%.3f ms, %d/%d answered", p.Size, p.Min, p.Avg, p.Max, p.Mdev, p.Received, p.Sent)
+			fmt.Fprintf(&b, "; ping %d B min/avg/max/mdev %.3f/%.3f/%.3f/%.3f ms, %d/%d answered", p.Size, p.MinMs, p.AvgMs, p.MaxMs, p.MdevMs, p.Received, p.Sent)
 		}
 		b.WriteString("\n")
 	}

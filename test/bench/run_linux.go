@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strconv"
 	"time"
+
+	"github.com/gvpn/gvpn/test/golemnet/labcli"
 )
 
 // Nodes of every testbed: A runs the clients, B the servers.
@@ -145,7 +147,7 @@ type finisher interface {
 
 // tcpRun is one iperf3 run with what the testbed spent on it.
 type tcpRun struct {
-	iperfRun
+	labcli.IperfResult
 	Reverse bool
 	// Wall is how long the client ran, seconds.
 	Wall float64
@@ -211,7 +213,7 @@ func measure(ctx context.Context, cfg *config, name string, tb testbed, res *sce
 		if err != nil {
 			return fmt.Errorf("%s: ping -s %d: %w", name, size, err)
 		}
-		cfg.logf("[%s] ping %4d B: avg %.3f ms, mdev %.3f ms (%d/%d answered)", name, size, p.Avg, p.Mdev, p.Received, p.Sent)
+		cfg.logf("[%s] ping %4d B: avg %.3f ms, mdev %.3f ms (%d/%d answered)", name, size, p.AvgMs, p.MdevMs, p.Received, p.Sent)
 		res.Ping = append(res.Ping, p)
 	}
 	for _, reverse := range []bool{false, true} {
@@ -321,7 +323,7 @@ func runTCP(ctx context.Context, cfg *config, tb testbed, reverse bool) (tcpRun,
 	srv.Wait(waitCtx)
 	cancelWait()
 
-	run := tcpRun{iperfRun: ir, Reverse: reverse, Wall: wall, Frames: s1.Frames - s0.Frames,
+	run := tcpRun{IperfResult: ir, Reverse: reverse, Wall: wall, Frames: s1.Frames - s0.Frames,
 		Machine: machineCPU{Busy: m1.Busy - m0.Busy, Total: m1.Total - m0.Total}}
 	for i, c := range s1.CPU {
 		run.CPU = append(run.CPU, roleCPU{Role: c.Role, Seconds: c.Seconds - s0.CPU[i].Seconds})

@@ -101,7 +101,7 @@ type (
 		Protocol      string  `json:"protocol"`
 		Seconds       float64 `json:"seconds"`
 		BitsPerSecond float64 `json:"bits_per_second"`
-		Retransmits   int     `json:"retransmits"`
+		Retransmits   int64   `json:"retransmits"`
 	}
 )
 

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,9 +53,16 @@ func TestParsePing(t *testing.T) {
 		want PingStats
 		err  bool
 	}{
-		{pingIputils, PingStats{Sent: 2, Received: 2, MinMs: 0.391, AvgMs: 0.782, MaxMs: 1.173}, false},
+		{pingIputils, PingStats{Sent: 2, Received: 2, HasRTT: true, MinMs: 0.391, AvgMs: 0.782, MaxMs: 1.173, MdevMs: 0.391}, false},
 		{pingLost, PingStats{Sent: 3, Received: 0}, false},
-		{pingBusybox, PingStats{Sent: 3, Received: 3, MinMs: 0.080, AvgMs: 0.095, MaxMs: 0.101}, false},
+		// busybox has no mdev.
+		{pingBusybox, PingStats{Sent: 3, Received: 3, HasRTT: true, MinMs: 0.080, AvgMs: 0.095, MaxMs: 0.101}, false},
+		// iputils under load: errors, and more after the rtt values.
+		{"200 packets transmitted, 198 received, +2 errors, 1% packet loss, time 2101ms\nrtt min/avg/max/mdev = 0.210/0.301/1.020/0.050 ms, pipe 2, ipg/ewma 10.5/0.3 ms\n",
+			PingStats{Sent: 200, Received: 198, HasRTT: true, MinMs: 0.210, AvgMs: 0.301, MaxMs: 1.020, MdevMs: 0.050}, false},
+		// A malformed rtt line leaves the counts usable but no RTTs.
+		{"3 packets transmitted, 3 received\nrtt min/avg/max/mdev = 0.1/0.2/0.3/x ms\n", PingStats{Sent: 3, Received: 3}, false},
+		{"1 packets transmitted, 1 packets received\nround-trip min/avg/max = inf/inf/inf ms\n", PingStats{Sent: 1, Received: 1}, false},
 		{"ping: node-x: Name or service not known\n", PingStats{}, true},
 		{"", PingStats{}, true},
 		{"x packets transmitted, 2 received\nrtt min/avg/max/mdev = a/b/c/d ms\n", PingStats{}, true},
@@ -78,13 +87,21 @@ func TestParseIperf3(t *testing.T) {
 	if r.BitsPerSecond < 1e9 || r.Seconds < 0.9 || r.Retransmits != 0 {
 		t.Fatalf("parsed %+v", r)
 	}
+	// end.cpu_utilization_percent.host_total and remote_total of the file.
+	if r.ClientCPU != 17.7336958086067 || r.ServerCPU != 61.0920560299338 {
+		t.Errorf("cpu %v / %v", r.ClientCPU, r.ServerCPU)
+	}
+	r, err = ParseIperf3([]byte(`{"end":{"sum_sent":{"retransmits":5000000000},"sum_received":{"seconds":1,"bits_per_second":8}}}`))
+	if err != nil || r.Retransmits != 5_000_000_000 {
+		t.Errorf("retransmits beyond 32 bits: %+v %v", r, err)
+	}
 	_, err = ParseIperf3([]byte(`{"start":{},"end":{},"error":"unable to connect to server: Connection refused"}`))
-	if err == nil || !strings.Contains(err.Error(), "Connection refused") {
+	if !errors.Is(err, ErrIperf3) || !strings.Contains(err.Error(), "Connection refused") {
 		t.Fatalf("error report: %v", err)
 	}
 	for _, bad := range []string{"", "iperf3: error", `{"end":{}}`, `{"end":{"sum_received":{"seconds":1,"bits_per_second":-5}}}`} {
-		if _, err := ParseIperf3([]byte(bad)); err == nil {
-			t.Errorf("%q parsed", bad)
+		if _, err := ParseIperf3([]byte(bad)); err == nil || errors.Is(err, ErrIperf3) {
+			t.Errorf("%q: %v, want an error other than ErrIperf3", bad, err)
 		}
 	}
 }
@@ -347,6 +364,11 @@ func FuzzParsePing(f *testing.F) {
 		st, err := ParsePing(out)
 		if err == nil && (st.Sent < 0 || st.Received < 0) {
 			t.Fatalf("negative counts %+v", st)
+		}
+		for _, v := range []float64{st.MinMs, st.AvgMs, st.MaxMs, st.MdevMs} {
+			if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) || (v != 0 && !st.HasRTT) {
+				t.Fatalf("bad RTTs %+v", st)
+			}
 		}
 	})
 }
