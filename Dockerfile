@@ -15,10 +15,12 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN make build
-# Test binaries, so the test image needs no Go toolchain.
-RUN mkdir /tests && for p in $(go list ./... ); do \
-      n=$(echo "$p" | tr / _); \
-      CGO_ENABLED=1 go test -race -c -o "/tests/$n.test" "$p" 2>/dev/null || true; \
+# Test binaries, each beside its package's sources, so that its testdata is
+# where it looks (the working directory) and the test image needs no Go
+# toolchain. A package without tests writes none; a compile error fails the
+# build.
+RUN for p in $(go list ./...); do \
+      CGO_ENABLED=1 go test -race -c -o "$(go list -f '{{.Dir}}' "$p")/pkg.test" "$p"; \
     done
 
 FROM gcr.io/distroless/static-debian12:nonroot AS runtime
@@ -33,7 +35,8 @@ FROM debian:bookworm-slim AS test
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       iproute2 iputils-ping iperf3 curl ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/bin/ /usr/local/bin/
-COPY --from=build /tests/ /tests/
-COPY --from=build /src/runtime/api/testdata /tests/testdata
-WORKDIR /tests
-CMD ["sh", "-c", "for t in /tests/*.test; do echo \"== $t\"; (cd /tests && $t -test.v -test.count=1) || exit 1; done"]
+COPY --from=build /src/ /src/
+# The integration tests use these binaries instead of building their own.
+ENV GVPN_TEST_BINDIR=/usr/local/bin
+WORKDIR /src
+CMD ["sh", "-c", "for t in $(find /src -name pkg.test | sort); do echo \"== $t\"; (cd \"$(dirname \"$t\")\" && ./pkg.test -test.count=1) || exit 1; done"]

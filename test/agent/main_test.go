@@ -9,11 +9,11 @@ package agent
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/gvpn/gvpn/test/payload"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // Binaries built for this test run.
@@ -25,23 +25,14 @@ const nsPrefix = "gvt-ag-"
 
 func TestMain(m *testing.M) {
 	payload.RunIfAsked()
-	dir, err := os.MkdirTemp("", "gvt-ag-bin-")
+	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime", "gvpn-agent")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	runtimeBin = filepath.Join(dir, "gvpn-runtime")
 	agentBin = filepath.Join(dir, "gvpn-agent")
-	for bin, pkg := range map[string]string{runtimeBin: "./cmd/gvpn-runtime", agentBin: "./cmd/gvpn-agent"} {
-		build := exec.Command("go", "build", "-race", "-o", bin, "github.com/gvpn/gvpn/"+pkg[2:])
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build", pkg, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }

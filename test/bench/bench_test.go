@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,12 +36,13 @@ func TestQuickRunEndToEnd(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	before := gvbNetns(t)
 
-	bin := filepath.Join(t.TempDir(), "gvpn-runtime")
-	build := exec.Command("go", "build", "-o", bin, "github.com/gvpn/gvpn/cmd/gvpn-runtime")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build gvpn-runtime: %v\n%s", err, out)
+	// Without the race detector, as `make bench` builds it.
+	dir, cleanup, err := privtest.Binaries(false, "gvpn-runtime")
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(cleanup)
+	bin := filepath.Join(dir, "gvpn-runtime")
 
 	cfg := options{quick: true}.config()
 	cfg.Runtime, cfg.Tools, cfg.Progress = bin, tl, testLog{t}

@@ -7,12 +7,12 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/test/payload"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // runtimeBin is the gvpn-runtime built for this test run.
@@ -21,19 +21,13 @@ var runtimeBin string
 func TestMain(m *testing.M) {
 	sandbox.MaybeRunShim()
 	payload.RunIfAsked()
-	dir, err := os.MkdirTemp("", "gvpn-it-bin-")
+	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	runtimeBin = filepath.Join(dir, "gvpn-runtime")
-	build := exec.Command("go", "build", "-race", "-o", runtimeBin, "github.com/gvpn/gvpn/cmd/gvpn-runtime")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build gvpn-runtime:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }

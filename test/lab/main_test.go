@@ -7,13 +7,13 @@ package lab
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // The binaries built for this run; gvpn-runtime sits next to gvpn-lab, as
@@ -22,26 +22,17 @@ var runtimeBin, labBin string
 
 func TestMain(m *testing.M) {
 	sandbox.MaybeRunShim()
-	dir, err := os.MkdirTemp("", "gvpn-lab-bin-")
+	// Binaries keeps the directory readable by everyone: one test runs
+	// gvpn-lab as an unprivileged user.
+	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime", "gvpn-lab")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	// Readable by everyone: one test runs gvpn-lab as an unprivileged user.
-	os.Chmod(dir, 0o755)
 	runtimeBin = filepath.Join(dir, "gvpn-runtime")
 	labBin = filepath.Join(dir, "gvpn-lab")
-	for bin, pkg := range map[string]string{runtimeBin: "./cmd/gvpn-runtime", labBin: "./cmd/gvpn-lab"} {
-		build := exec.Command("go", "build", "-race", "-o", bin, "github.com/gvpn/gvpn/"+pkg[2:])
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n", pkg, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)

@@ -1,0 +1,52 @@
+package privtest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// BinDirEnv names a directory that already holds the gvpn binaries (as
+// `make build` or the Docker test image leaves them). When it is set,
+// Binaries uses them instead of building, so that prebuilt test binaries
+// run where there is no Go toolchain.
+const BinDirEnv = "GVPN_TEST_BINDIR"
+
+// Binaries returns a directory holding the named commands of ./cmd
+// ("gvpn-runtime", "gvpn-agent", "gvpn-lab"), next to each other as after
+// `make build`, and a function that removes what it built. Without
+// BinDirEnv it builds them into a fresh directory (readable by everyone,
+// so a test may run them as another user), with the race detector when
+// race is set. It is meant for TestMain, before any test runs.
+func Binaries(race bool, cmds ...string) (dir string, cleanup func(), err error) {
+	if dir := os.Getenv(BinDirEnv); dir != "" {
+		for _, c := range cmds {
+			if _, err := os.Stat(filepath.Join(dir, c)); err != nil {
+				return "", nil, fmt.Errorf("%s=%s: %w", BinDirEnv, dir, err)
+			}
+		}
+		return dir, func() {}, nil
+	}
+	dir, err = os.MkdirTemp("", "gvpn-test-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	if err := os.Chmod(dir, 0o755); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	for _, c := range cmds {
+		args := []string{"build", "-o", filepath.Join(dir, c)}
+		if race {
+			args = append(args, "-race")
+		}
+		build := exec.Command("go", append(args, "github.com/gvpn/gvpn/cmd/"+c)...)
+		if out, err := build.CombinedOutput(); err != nil {
+			cleanup()
+			return "", nil, fmt.Errorf("go build %s (set %s to use prebuilt binaries): %v\n%s", c, BinDirEnv, err, out)
+		}
+	}
+	return dir, cleanup, nil
+}
