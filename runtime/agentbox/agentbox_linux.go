@@ -547,6 +547,11 @@ func (b *Box) supervise() {
 			b.cmdExited <- err
 			return
 		}
+		// The agent went with its command. Retire its control session now
+		// rather than when its connection's EOF is read, so that a request
+		// made after the processes are reported gone waits for the next
+		// agent instead of going to the dead one.
+		b.dropCurrentSession(errAgentCommandExited)
 		b.finishAll("the agent command exited")
 		if b.isClosed() {
 			return

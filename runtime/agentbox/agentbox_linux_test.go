@@ -459,6 +459,29 @@ func TestCommandRestart(t *testing.T) {
 	if ev := collect(t, p); strings.Join(ev, " ") != "exit:-1" {
 		t.Fatalf("events %v", ev)
 	}
+	// The old agent went with its command, so a request made now must wait
+	// for the next agent and be answered by it, not fail on the old
+	// connection.
+	started := make(chan error, 1)
+	go func() {
+		_, err := b.Start(sandbox.ProcessSpec{Bin: "/bin/true"})
+		started <- err
+	}()
+	ctl, _ := cfg.Bridge.Control()
+	a2, err := dialAgent(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2.t = t
+	t.Cleanup(func() { a2.ctl.Close() })
+	if m := a2.expect(); m.Type() != "run" {
+		t.Fatalf("the next agent got %s, want the run", m.Type())
+	} else {
+		a2.send(vsock.Started{ID: m.(vsock.Run).ID, PID: 8})
+	}
+	if err := <-started; err != nil {
+		t.Fatalf("Start across the agent's restart: %v", err)
+	}
 	deadline := time.Now().Add(guard)
 	for {
 		b, _ := os.ReadFile(runs)

@@ -43,6 +43,12 @@ func (s *session) register(id uint64, ch chan reply) bool {
 	return true
 }
 
+func (s *session) alive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.dead
+}
+
 func (s *session) unregister(id uint64) {
 	s.mu.Lock()
 	delete(s.pending, id)
@@ -82,15 +88,22 @@ func (s *session) kill() bool {
 // waits for the answer. Errors wrap ErrAgentGone when the connection
 // failed first, ErrAgentTimeout when ctx expired.
 func (b *Box) request(ctx context.Context, build func(id uint64) vsock.Message) (reply, error) {
-	s, err := b.waitSession(ctx)
-	if err != nil {
-		return reply{}, err
-	}
 	id := b.nextID.Add(1)
 	m := build(id)
 	ch := make(chan reply, 1)
-	if !s.register(id, ch) {
-		return reply{}, fmt.Errorf("%w (before %s was sent)", ErrAgentGone, m.Type())
+	var s *session
+	for {
+		var err error
+		if s, err = b.waitSession(ctx); err != nil {
+			return reply{}, err
+		}
+		if s.register(id, ch) {
+			break
+		}
+		// The session died after waitSession returned it (the agent was
+		// killed and is being restarted, say). Nothing was sent, so the
+		// request waits for the next connection like one that came a
+		// moment later would.
 	}
 	if err := s.c.Send(m); err != nil {
 		s.unregister(id)
@@ -113,13 +126,14 @@ func (b *Box) request(ctx context.Context, build func(id uint64) vsock.Message) 
 }
 
 // waitSession returns the current control session, waiting while there is
-// none.
+// none. A session that died but is still current (dropSession is about to
+// retire it and signal b.changed) counts as none.
 func (b *Box) waitSession(ctx context.Context) (*session, error) {
 	for {
 		b.mu.Lock()
 		s, ch, closed := b.sess, b.changed, b.closed
 		b.mu.Unlock()
-		if s != nil {
+		if s != nil && s.alive() {
 			return s, nil
 		}
 		if closed {
@@ -153,6 +167,20 @@ func (b *Box) dropSession(s *session, cause error) {
 	b.mu.Unlock()
 	if !closed {
 		s.log.WithError(cause).Warn("control connection to the agent lost; waiting for it to reconnect")
+	}
+}
+
+// errAgentCommandExited is why the session of an agent whose command
+// exited is dropped.
+var errAgentCommandExited = errors.New("the agent command exited")
+
+// dropCurrentSession retires the current control session, if any.
+func (b *Box) dropCurrentSession(cause error) {
+	b.mu.Lock()
+	s := b.sess
+	b.mu.Unlock()
+	if s != nil {
+		b.dropSession(s, cause)
 	}
 }
 
