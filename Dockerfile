@@ -19,8 +19,8 @@ RUN make build
 # where it looks (the working directory) and the test image needs no Go
 # toolchain. A package without tests writes none; a compile error fails the
 # build.
-RUN for p in $(go list ./...); do \
-      CGO_ENABLED=1 go test -race -c -o "$(go list -f '{{.Dir}}' "$p")/pkg.test" "$p"; \
+RUN go list -f '{{.ImportPath}} {{.Dir}}' ./... | while read -r p d; do \
+      CGO_ENABLED=1 go test -race -c -o "$d/pkg.test" "$p" || exit 1; \
     done
 
 FROM gcr.io/distroless/static-debian12:nonroot AS runtime

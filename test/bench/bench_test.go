@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/golemnet/labcli"
@@ -60,7 +61,7 @@ func TestQuickRunEndToEnd(t *testing.T) {
 		}
 		checkScenario(t, s)
 		for _, ns := range s.Netns {
-			if _, err := os.Lstat(filepath.Join(netnsDir, ns)); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Lstat(filepath.Join(nsthread.RunDir, ns)); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("%s: netns %s left behind", name, ns)
 			}
 		}
@@ -145,7 +146,7 @@ func checkScenario(t *testing.T, s *scenarioResult) {
 
 func gvbNetns(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir(netnsDir)
+	entries, err := os.ReadDir(nsthread.RunDir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}

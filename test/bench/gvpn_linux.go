@@ -14,6 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/test/golemnet"
@@ -254,7 +255,7 @@ func (b *gvpnBed) Close() error {
 			n.eu = nil
 		}
 		name := sandbox.NameFor(namePrefix, n.cfg.Workdir)
-		if _, err := os.Lstat(filepath.Join(netnsDir, name)); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(nsthread.RunDir, name)); !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("%s: the runtime left its sandbox %s behind", n.name, name))
 			if err := sandbox.Cleanup(namePrefix, n.cfg.Workdir); err != nil {
 				errs = append(errs, err)

@@ -13,14 +13,13 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
 // namePrefix starts every network namespace and link this tool creates,
 // including the gvpn runtimes' sandboxes (--sandbox-prefix).
 const namePrefix = "gvb-"
-
-// netnsDir is where `ip netns` keeps named namespaces.
-const netnsDir = "/run/netns"
 
 // uniqueSuffix returns 8 random hex digits, so that names never collide
 // with another run's leftovers.
@@ -139,7 +138,7 @@ func (p *nsPair) close() error {
 			errs = append(errs, err)
 		}
 		cancel()
-		if _, err := os.Lstat(filepath.Join(netnsDir, name)); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Lstat(filepath.Join(nsthread.RunDir, name)); !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("netns %s still exists", name))
 		}
 		p.made[i] = false

@@ -60,43 +60,49 @@ func RunIfAsked() {
 	os.Exit(0)
 }
 
+// modes maps each mode to how many arguments it takes and what runs it.
+var modes = map[string]struct {
+	args int
+	run  func(args []string) error
+}{
+	"http-serve": {1, func(a []string) error { return serveHTTP(a[0]) }},
+	"udp-echo":   {1, func(a []string) error { return udpEcho(a[0]) }},
+	"udp-ping": {2, func(a []string) error {
+		count, err := strconv.Atoi(a[1])
+		if err != nil {
+			return err
+		}
+		return udpPing(a[0], count)
+	}},
+	"udp-seq-send": {3, func(a []string) error {
+		count, err := strconv.Atoi(a[1])
+		if err != nil {
+			return err
+		}
+		every, err := time.ParseDuration(a[2])
+		if err != nil {
+			return err
+		}
+		return seqSend(a[0], count, every)
+	}},
+	"udp-seq-recv": {2, func(a []string) error {
+		idle, err := time.ParseDuration(a[1])
+		if err != nil {
+			return err
+		}
+		return seqReceive(a[0], idle)
+	}},
+}
+
 func run(mode string, args []string) error {
-	want := map[string]int{"http-serve": 1, "udp-echo": 1, "udp-ping": 2, "udp-seq-send": 3, "udp-seq-recv": 2}
-	n, ok := want[mode]
+	m, ok := modes[mode]
 	if !ok {
 		return fmt.Errorf("unknown mode %q", mode)
 	}
-	if len(args) != n {
-		return fmt.Errorf("%s takes %d arguments, got %q", mode, n, args)
+	if len(args) != m.args {
+		return fmt.Errorf("%s takes %d arguments, got %q", mode, m.args, args)
 	}
-	switch mode {
-	case "http-serve":
-		return serveHTTP(args[0])
-	case "udp-echo":
-		return udpEcho(args[0])
-	case "udp-ping":
-		count, err := strconv.Atoi(args[1])
-		if err != nil {
-			return err
-		}
-		return udpPing(args[0], count)
-	case "udp-seq-send":
-		count, err := strconv.Atoi(args[1])
-		if err != nil {
-			return err
-		}
-		every, err := time.ParseDuration(args[2])
-		if err != nil {
-			return err
-		}
-		return seqSend(args[0], count, every)
-	default: // udp-seq-recv
-		idle, err := time.ParseDuration(args[1])
-		if err != nil {
-			return err
-		}
-		return seqReceive(args[0], idle)
-	}
+	return m.run(args)
 }
 
 // serveHTTP serves /bytes/N: N deterministic bytes.
