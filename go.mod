@@ -18,4 +18,5 @@ require (
 require (
 	github.com/mdlayher/socket v0.8.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
+	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 )

@@ -28,8 +28,14 @@ const GatewayRouteMetric = 101
 type LinkConfig struct {
 	// Name is the interface name in the target namespace.
 	Name string
-	// Net is the validated network, usually from ParseNetwork.
+	// Net is the validated network, usually from ParseNetwork. Its
+	// address gives the interface its MAC, 90:13:<if_addr>.
 	Net Network
+	// More are further networks on the same interface (the ExeUnit sends
+	// one per network of the requestor's Deploy): each gets its address
+	// and prefix route, and its gateway route if it has one. They must not
+	// overlap Net or each other (CheckNetworks).
+	More []Network
 	// MTU is the IP MTU; 0 means DefaultMTU. A value the kernel refuses
 	// (a TAP takes 68 to 65535) fails at step "set mtu".
 	MTU int
@@ -51,6 +57,11 @@ func (e *StepError) Error() string {
 }
 
 func (e *StepError) Unwrap() error { return e.Err }
+
+// Networks returns Net followed by More.
+func (cfg LinkConfig) Networks() []Network {
+	return append([]Network{cfg.Net}, cfg.More...)
+}
 
 // ErrInvalidConfig is wrapped by Apply's "validate" step.
 var ErrInvalidConfig = errors.New("invalid link config")
@@ -111,8 +122,19 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 	}
 	attrs := *l.Attrs()
 	ip := cfg.Net.IfAddr
-	ipNet := &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(cfg.Net.Prefix.Bits(), 32)}
-	want := &netlink.Addr{IPNet: ipNet}
+	nets := cfg.Networks()
+	wants := make([]*netlink.Addr, len(nets))
+	for i, n := range nets {
+		wants[i] = &netlink.Addr{IPNet: &net.IPNet{IP: n.IfAddr.AsSlice(), Mask: net.CIDRMask(n.Prefix.Bits(), 32)}}
+	}
+	wanted := func(ipNet *net.IPNet) bool {
+		for _, w := range wants {
+			if sameIPNet(ipNet, w.IPNet) {
+				return true
+			}
+		}
+		return false
+	}
 
 	if err := a.step("set mac", func() error {
 		mac := MAC(ip)
@@ -160,7 +182,7 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 		return err
 	}
 
-	var present bool
+	present := make([]bool, len(wants))
 	if err := a.step("remove stale addresses", func() error {
 		addrs, err := addrList(h, l)
 		if err != nil {
@@ -168,8 +190,10 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 		}
 		stale := false
 		for _, ad := range addrs {
-			present = present || sameIPNet(ad.IPNet, ipNet)
-			stale = stale || !sameIPNet(ad.IPNet, ipNet)
+			for i, w := range wants {
+				present[i] = present[i] || sameIPNet(ad.IPNet, w.IPNet)
+			}
+			stale = stale || !wanted(ad.IPNet)
 		}
 		if stale {
 			// Removing the last address of a subnet makes the kernel
@@ -188,7 +212,7 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 			})
 		}
 		for _, ad := range addrs {
-			if sameIPNet(ad.IPNet, ipNet) {
+			if wanted(ad.IPNet) {
 				continue
 			}
 			if err := h.AddrDel(l, &ad); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
@@ -203,11 +227,13 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 	}
 
 	if err := a.step("add address", func() error {
-		if err := h.AddrReplace(l, want); err != nil {
-			return err
-		}
-		if !present {
-			a.onUndo("remove address", func() error { return ignore(h.AddrDel(l, want), unix.EADDRNOTAVAIL) })
+		for i, want := range wants {
+			if err := h.AddrReplace(l, want); err != nil {
+				return fmt.Errorf("%s: %w", want.IPNet, err)
+			}
+			if !present[i] {
+				a.onUndo("remove address "+want.IPNet.String(), func() error { return ignore(h.AddrDel(l, want), unix.EADDRNOTAVAIL) })
+			}
 		}
 		return nil
 	}); err != nil {
@@ -227,20 +253,25 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 		return err
 	}
 
-	var route *netlink.Route
-	if cfg.Net.HasGateway() {
-		route = gatewayRoute(l, cfg.Net)
+	var want []*netlink.Route
+	for _, n := range nets {
+		if n.HasGateway() {
+			want = append(want, gatewayRoute(l, n))
+		}
 	}
-	var routePresent bool
+	routePresent := make([]bool, len(want))
 	if err := a.step("remove stale routes", func() error {
 		routes, err := ourRoutes(h, l)
 		if err != nil {
 			return err
 		}
+	next:
 		for _, r := range routes {
-			if route != nil && sameRoute(&r, route) {
-				routePresent = true
-				continue
+			for i, w := range want {
+				if sameRoute(&r, w) {
+					routePresent[i] = true
+					continue next
+				}
 			}
 			if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 				return fmt.Errorf("%s: %w", r, err)
@@ -253,14 +284,13 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 	}
 
 	if err := a.step("add route", func() error {
-		if route == nil {
-			return nil
-		}
-		if err := h.RouteReplace(route); err != nil {
-			return err
-		}
-		if !routePresent {
-			a.onUndo("remove route", func() error { return ignore(h.RouteDel(route), unix.ESRCH) })
+		for i, route := range want {
+			if err := h.RouteReplace(route); err != nil {
+				return fmt.Errorf("%s: %w", route.Dst, err)
+			}
+			if !routePresent[i] {
+				a.onUndo("remove route "+route.Dst.String(), func() error { return ignore(h.RouteDel(route), unix.ESRCH) })
+			}
 		}
 		return nil
 	}); err != nil {
@@ -268,13 +298,12 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 	}
 
 	logrus.WithFields(logrus.Fields{
-		"interface-name": cfg.Name, "address": cfg.Net.String(), "mtu": mtu,
+		"interface-name": cfg.Name, "networks": nets, "mtu": mtu,
 	}).Debug("netcfg: applied")
 	return nil
 }
 
 func (cfg *LinkConfig) validate() error {
-	n := cfg.Net
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
@@ -283,6 +312,21 @@ func (cfg *LinkConfig) validate() error {
 		return bad("interface name %q: %s", cfg.Name, checkIfName(cfg.Name))
 	case cfg.MTU < 0:
 		return bad("negative MTU %d", cfg.MTU)
+	}
+	for _, n := range cfg.Networks() {
+		if err := validateNetwork(n); err != nil {
+			return bad("%v", err)
+		}
+	}
+	if err := CheckNetworks(cfg.Networks()); err != nil {
+		return bad("%v", err)
+	}
+	return nil
+}
+
+func validateNetwork(n Network) error {
+	bad := fmt.Errorf
+	switch {
 	case !n.Prefix.IsValid() || !n.Prefix.Addr().Is4() || n.Prefix.Bits() == 0:
 		return bad("network %v is not an IPv4 prefix", n.Prefix)
 	case !n.IfAddr.Is4() || !n.Prefix.Contains(n.IfAddr):

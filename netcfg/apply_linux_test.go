@@ -224,6 +224,38 @@ func TestApplyReconfigure(t *testing.T) {
 	}
 }
 
+// TestApplyTwoNetworks: the ExeUnit's CreateNetwork may carry several
+// networks; all live on the one interface, each with its address and
+// prefix route and its own gateway route where it has one. Dropping one
+// later removes exactly its address and route.
+func TestApplyTwoNetworks(t *testing.T) {
+	e := newEnv(t)
+	a := mustNet(t, "192.168.7.0", "255.255.255.0", "192.168.7.1", "192.168.7.2")
+	b := mustNet(t, "10.8.0.0", "/16", "", "10.8.3.4")
+	cfg := LinkConfig{Name: "vpn0", Net: a, More: []Network{b}}
+	for range 2 { // idempotent
+		if err := Apply(e.ns, cfg); err != nil {
+			t.Fatal(err)
+		}
+		s := e.state(t, "vpn0")
+		if s.MAC != "90:13:c0:a8:07:02" || !reflect.DeepEqual(s.Addrs, []string{"10.8.3.4/16", "192.168.7.2/24"}) ||
+			!reflect.DeepEqual(s.Routes, []string{"192.168.7.0/24 via 192.168.7.1 metric 101"}) {
+			t.Errorf("two networks: %+v", s)
+		}
+	}
+	if err := Apply(e.ns, LinkConfig{Name: "vpn0", Net: b}); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.state(t, "vpn0"); !reflect.DeepEqual(s.Addrs, []string{"10.8.3.4/16"}) || s.Routes != nil {
+		t.Errorf("back to one network: %+v", s)
+	}
+	overlap := mustNet(t, "192.168.0.0", "/16", "", "192.168.9.9")
+	err := Apply(e.ns, LinkConfig{Name: "vpn0", Net: a, More: []Network{overlap}})
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "overlap") {
+		t.Errorf("overlapping networks: %v", err)
+	}
+}
+
 func TestApplyMissingLink(t *testing.T) {
 	e := newEnv(t)
 	err := Apply(e.ns, LinkConfig{Name: "nope0", Net: mustNet(t, "10.0.0.0", "/24", "", "10.0.0.2")})

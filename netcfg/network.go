@@ -20,6 +20,24 @@ import (
 // framing around it still fits a 1500-byte path unfragmented.
 const DefaultMTU = 1220
 
+// The MTUs every gvpn program accepts for the VPN interface. IPv4 needs
+// at least 68 (RFC 791); above 65521 a frame plus the bridge and endpoint
+// framings no longer fits the 16-bit length of the unix_stream framing.
+const (
+	MinMTU = 68
+	MaxMTU = 65521
+)
+
+// CheckMTU returns an error unless mtu is one the VPN interface can have.
+// Every place an MTU enters gvpn (runtime flags, agent flags, control
+// messages, lab flags) checks it with this rule.
+func CheckMTU(mtu int) error {
+	if mtu < MinMTU || mtu > MaxMTU {
+		return fmt.Errorf("MTU %d is outside %d..%d", mtu, MinMTU, MaxMTU)
+	}
+	return nil
+}
+
 // Network is one VPN network as this node sees it, validated.
 type Network struct {
 	// Prefix is the network, masked (192.168.0.0/24 even if the address
@@ -29,9 +47,13 @@ type Network struct {
 	// its network nor its broadcast address (below /31).
 	IfAddr netip.Addr
 	// Gateway is the zero netip.Addr when there is no gateway route to
-	// install: the gateway was "" (newer ExeUnits) or equal to IfAddr.
-	// Otherwise it lies inside Prefix.
+	// install: the gateway was "" (newer ExeUnits), equal to IfAddr or
+	// outside the network. Otherwise it lies inside Prefix.
 	Gateway netip.Addr
+	// GatewayIgnored says why a non-empty gateway field gave no route
+	// ("is this node's own address", "outside network …"), for the log;
+	// "" when the field was empty or used.
+	GatewayIgnored string
 }
 
 // HasGateway reports whether n asks for a route via a gateway.
@@ -66,9 +88,11 @@ func (e *FieldError) Error() string {
 //     or a length written "/24". A /0 network is refused.
 //   - if_addr must be a unicast IPv4 address inside the network and, below
 //     /31, not its network or broadcast address.
-//   - gateway may be "" or equal to if_addr, both meaning no gateway route
-//     (newer ExeUnits send "", older ones the first host). Otherwise it must
-//     be inside the network.
+//   - gateway may be "", equal to if_addr or outside the network, all
+//     meaning no gateway route (newer ExeUnits send "", v0.17.6 the first
+//     host, which may be this very node; Golem's VM runtime skips such
+//     routes too). GatewayIgnored then says why. Inside the network it
+//     must not be the network or broadcast address.
 //
 // Only IPv4 is supported; an IPv6 value in any field is an error naming
 // that field. All errors are *FieldError.
@@ -103,6 +127,11 @@ func ParseNetwork(addr, mask, gateway, ifAddr string) (Network, error) {
 		return Network{}, err
 	}
 	if gw == ip {
+		n.GatewayIgnored = "is this node's own address"
+		return n, nil
+	}
+	if !prefix.Contains(gw) {
+		n.GatewayIgnored = "outside network " + prefix.String()
 		return n, nil
 	}
 	if err := checkHost("gateway", gateway, gw, prefix); err != nil {
@@ -188,4 +217,21 @@ func MAC(ip netip.Addr) net.HardwareAddr {
 	}
 	b := ip.As16() // IPv4 sits in the last four bytes
 	return net.HardwareAddr{0x90, 0x13, b[12], b[13], b[14], b[15]}
+}
+
+// CheckNetworks refuses a set of networks that cannot share one interface:
+// two that overlap (the same or nested prefixes) would make the kernel's
+// choice of source address and route ambiguous, and the same address twice
+// would have two owners. Disjoint networks, in any order, are fine. The
+// error is a *FieldError for field "networks" naming both.
+func CheckNetworks(nets []Network) error {
+	for i, a := range nets {
+		for _, b := range nets[i+1:] {
+			if a.Prefix.Overlaps(b.Prefix) {
+				return &FieldError{"networks", a.String() + ", " + b.String(),
+					"networks " + a.Prefix.String() + " and " + b.Prefix.String() + " overlap: one interface cannot route both"}
+			}
+		}
+	}
+	return nil
 }

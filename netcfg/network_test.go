@@ -3,6 +3,7 @@ package netcfg
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -23,6 +24,7 @@ func TestParseNetwork(t *testing.T) {
 		{"/31 both ends usable", in{"10.0.0.0", "255.255.255.254", "10.0.0.0", "10.0.0.1"}, "10.0.0.0/31", "10.0.0.0"},
 		{"/32", in{"10.0.0.5", "255.255.255.255", "", "10.0.0.5"}, "10.0.0.5/32", ""},
 		{"/8", in{"10.0.0.0", "255.0.0.0", "", "10.255.255.254"}, "10.0.0.0/8", ""},
+		{"gateway outside the network", in{"192.168.0.0", "255.255.255.0", "10.0.0.1", "192.168.0.2"}, "192.168.0.0/24", ""},
 	}
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,7 +67,6 @@ func TestParseNetwork(t *testing.T) {
 		{"if_addr broadcast", in{"192.168.0.0", "255.255.255.0", "", "192.168.0.255"}, "if_addr", "is the broadcast address of 192.168.0.0/24"},
 		{"if_addr multicast", in{"224.0.0.0", "255.255.255.0", "", "224.0.0.5"}, "if_addr", "not a unicast address"},
 		{"if_addr loopback", in{"127.0.0.0", "255.0.0.0", "", "127.0.0.2"}, "if_addr", "not a unicast address"},
-		{"gateway outside", in{"192.168.0.0", "255.255.255.0", "10.0.0.1", "192.168.0.2"}, "gateway", "outside network 192.168.0.0/24"},
 		{"gateway broadcast", in{"192.168.0.0", "255.255.255.0", "192.168.0.255", "192.168.0.2"}, "gateway", "is the broadcast address of 192.168.0.0/24"},
 		{"gateway garbage", in{"192.168.0.0", "255.255.255.0", "gw", "192.168.0.2"}, "gateway", "not an IPv4 address"},
 		{"IPv6 addr", in{"fd00::", "255.255.255.0", "", "192.168.0.2"}, "addr", "IPv6 is not supported"},
@@ -119,6 +120,63 @@ func TestMAC(t *testing.T) {
 	}
 }
 
+func TestParseNetworkGatewayIgnored(t *testing.T) {
+	for _, tc := range []struct{ gw, ifAddr, why string }{
+		{"", "192.168.0.2", ""},
+		{"192.168.0.1", "192.168.0.2", ""},
+		{"192.168.0.1", "192.168.0.1", "is this node's own address"},
+		{"10.0.0.1", "192.168.0.2", "outside network 192.168.0.0/24"},
+	} {
+		n, err := ParseNetwork("192.168.0.0", "255.255.255.0", tc.gw, tc.ifAddr)
+		if err != nil {
+			t.Fatalf("gateway %q: %v", tc.gw, err)
+		}
+		if n.GatewayIgnored != tc.why {
+			t.Errorf("gateway %q, if_addr %s: GatewayIgnored = %q, want %q", tc.gw, tc.ifAddr, n.GatewayIgnored, tc.why)
+		}
+	}
+}
+
+func TestCheckNetworks(t *testing.T) {
+	mk := func(addr, mask, ifAddr string) Network {
+		n, err := ParseNetwork(addr, mask, "", ifAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	a := mk("192.168.0.0", "255.255.255.0", "192.168.0.2")
+	b := mk("10.20.0.0", "255.255.0.0", "10.20.0.2")
+	nested := mk("192.168.0.0", "255.255.0.0", "192.168.7.2")
+	same := mk("192.168.0.0", "255.255.255.0", "192.168.0.3")
+	if err := CheckNetworks([]Network{a, b}); err != nil {
+		t.Errorf("disjoint networks: %v", err)
+	}
+	if err := CheckNetworks([]Network{b, a}); err != nil {
+		t.Errorf("disjoint networks, other order: %v", err)
+	}
+	for _, pair := range [][]Network{{a, nested}, {a, same}, {b, a, same}} {
+		err := CheckNetworks(pair)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "networks" || !strings.Contains(err.Error(), "overlap") {
+			t.Errorf("CheckNetworks(%v) = %v, want a networks overlap error", pair, err)
+		}
+	}
+}
+
+func TestCheckMTU(t *testing.T) {
+	for _, ok := range []int{68, 1220, 1500, 65521} {
+		if err := CheckMTU(ok); err != nil {
+			t.Errorf("CheckMTU(%d): %v", ok, err)
+		}
+	}
+	for _, bad := range []int{-5, 0, 67, 65522, 70000} {
+		if err := CheckMTU(bad); err == nil {
+			t.Errorf("CheckMTU(%d) accepted", bad)
+		}
+	}
+}
+
 func FuzzParseNetwork(f *testing.F) {
 	f.Add("192.168.0.0", "255.255.255.0", "", "192.168.0.2")
 	f.Add("192.168.0.0", "255.255.255.0", "192.168.0.1", "192.168.0.2")
@@ -142,8 +200,8 @@ func FuzzParseNetwork(f *testing.F) {
 		if n.HasGateway() && (!n.Gateway.Is4() || !n.Prefix.Contains(n.Gateway) || n.Gateway == n.IfAddr) {
 			t.Fatalf("bad gateway in %+v", n)
 		}
-		if !n.HasGateway() && gateway != "" && gateway != ifAddr {
-			t.Fatalf("gateway %q dropped", gateway)
+		if !n.HasGateway() && gateway != "" && n.GatewayIgnored == "" {
+			t.Fatalf("gateway %q dropped without a reason", gateway)
 		}
 		if m := MAC(n.IfAddr); len(m) != 6 || m[0] != 0x90 || m[1] != 0x13 {
 			t.Fatalf("MAC %v", m)

@@ -257,6 +257,43 @@ func (t *TAP) MTU() (int, error) {
 	return l.Attrs().MTU, nil
 }
 
+// Kernel drop reasons a TAP reports.
+const (
+	// DropQueueFull counts frames the payload sent that the kernel
+	// discarded because the TAP's queue toward gvpn (txqueuelen frames)
+	// was full: the interface's tx_dropped.
+	DropQueueFull = "tap_tx_dropped"
+	// DropKernelRx counts frames gvpn wrote that the kernel discarded on
+	// their way into the payload's stack: the interface's rx_dropped.
+	DropKernelRx = "tap_rx_dropped"
+)
+
+var _ link.KernelDropper = (*TAP)(nil)
+
+// KernelDrops implements link.KernelDropper from the interface's netlink
+// statistics (what `ip -s link` shows as TX and RX dropped).
+func (t *TAP) KernelDrops() (egress, ingress map[string]uint64, err error) {
+	t.nsMu.RLock()
+	defer t.nsMu.RUnlock()
+	if t.closed.Load() {
+		return nil, nil, t.closedError("stats", nil)
+	}
+	h, err := netlink.NewHandleAt(t.ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tap %s: stats: %w", t.name, err)
+	}
+	defer h.Close()
+	l, err := h.LinkByIndex(t.index)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tap %s: stats: %w", t.name, err)
+	}
+	st := l.Attrs().Statistics
+	if st == nil {
+		return nil, nil, fmt.Errorf("tap %s: stats: the kernel sent no link statistics", t.name)
+	}
+	return map[string]uint64{DropQueueFull: st.TxDropped}, map[string]uint64{DropKernelRx: st.RxDropped}, nil
+}
+
 // Read implements link.Link. It reads at most min(len(bufs), BatchSize)
 // frames: it waits in the netpoller until one frame is ready, then keeps
 // reading without waiting until the kernel's queue is empty or the batch is

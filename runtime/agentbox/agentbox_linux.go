@@ -260,6 +260,12 @@ func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[strin
 		return nil, errors.New("agentbox: the bridge is attached already")
 	}
 	b.mu.Unlock()
+	if len(cfg.More) > 0 {
+		// The bridge's control protocol configures one address; the netns
+		// sandbox takes any number.
+		return nil, &netcfg.FieldError{Field: "networks", Value: fmt.Sprint(len(cfg.More) + 1),
+			Reason: "the agent sandbox joins one VPN network per activity (use the netns sandbox for several)"}
+	}
 
 	mtu := cfg.MTU
 	if mtu == 0 {

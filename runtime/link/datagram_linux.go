@@ -91,6 +91,38 @@ func (d *Datagram) LocalAddr() netip.AddrPort {
 // dropped.
 func (d *Datagram) Foreign() uint64 { return d.foreign.Load() }
 
+// DropSocketRcvbuf counts datagrams the kernel discarded because the
+// endpoint socket's receive buffer was full (SK_MEMINFO_DROPS, the "drops"
+// column of /proc/net/udp): frames from the ExeUnit that never reached
+// gvpn.
+const DropSocketRcvbuf = "udp_rcvbuf_full"
+
+var _ KernelDropper = (*Datagram)(nil)
+
+// KernelDrops implements KernelDropper: the socket's drop count, read with
+// SO_MEMINFO. Every drop is ingress (toward the payload); a full send
+// buffer blocks rather than drops.
+func (d *Datagram) KernelDrops() (egress, ingress map[string]uint64, err error) {
+	var mem [unix.SK_MEMINFO_VARS]uint32
+	var errno unix.Errno
+	raw, err := d.conn.SyscallConn()
+	if err != nil {
+		return nil, nil, d.wrapErr(err)
+	}
+	cerr := raw.Control(func(fd uintptr) {
+		size := uint32(unsafe.Sizeof(mem))
+		_, _, errno = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&size)), 0)
+	})
+	if cerr != nil {
+		return nil, nil, d.wrapErr(cerr)
+	}
+	if errno != 0 {
+		return nil, nil, fmt.Errorf("datagram link: SO_MEMINFO: %w", errno)
+	}
+	return map[string]uint64{}, map[string]uint64{DropSocketRcvbuf: uint64(mem[unix.SK_MEMINFO_DROPS])}, nil
+}
+
 // BatchSize implements Link.
 func (d *Datagram) BatchSize() int { return datagramBatch }
 

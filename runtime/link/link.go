@@ -66,6 +66,20 @@ type Link interface {
 	Close() error
 }
 
+// KernelDropper is implemented by links whose kernel object drops frames
+// the link itself never sees: a TAP whose queue toward gvpn is full (the
+// payload's frames are lost before gvpn reads them), a UDP socket whose
+// receive buffer overflowed. These are the losses a payload's TCP
+// retransmits; reporting them beside the pump's own drops is what makes the
+// counters true.
+type KernelDropper interface {
+	// KernelDrops returns the kernel's cumulative drop counters for the
+	// link, keyed by a stable reason name. Egress are frames the payload
+	// sent that were lost on their way to the network; ingress are frames
+	// on their way to the payload.
+	KernelDrops() (egress, ingress map[string]uint64, err error)
+}
+
 // IsClosed reports whether err means the link (or its peer) is gone, as
 // opposed to a fault in one frame.
 func IsClosed(err error) bool {

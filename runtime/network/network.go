@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,12 +91,13 @@ type Manager struct {
 
 // attachment is one live VPN interface and its pump.
 type attachment struct {
-	net      netcfg.Network
+	nets     []netcfg.Network // sorted by address; nets[0] gives the MAC
 	payload  link.Link
 	ep       *endpoint.Endpoint
 	mu       sync.Mutex
 	pump     *pump.Pump
 	datagram *link.Datagram // the UDP endpoint link, for its foreign-source count
+	network  link.Link      // the endpoint's link once the ExeUnit is there
 }
 
 // New returns a Manager.
@@ -134,22 +137,11 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 			"no VPN endpoint: the runtime was started without --vpn-endpoint (the ExeUnit passes it when the offer lists the vpn capability)")
 	}
 	if m.vpn != nil {
-		return api.Endpoint{}, badRequest("", "the VPN network is already created for this activity (%s)", m.vpn.net.Prefix)
+		return api.Endpoint{}, badRequest("", "the VPN is already created for this activity (%s)", strings.Join(networkStrings(m.vpn.nets), ", "))
 	}
-	nets := req.GetNetworks()
-	if len(nets) != 1 {
-		return api.Endpoint{}, badRequest("networks",
-			"gvpn joins exactly one VPN network per activity; the request has %d", len(nets))
-	}
-	n := nets[0]
-	parsed, err := netcfg.ParseNetwork(n.GetAddr(), n.GetMask(), n.GetGateway(), n.GetIfAddr())
+	parsed, err := m.parseNetworks(req)
 	if err != nil {
-		e := &Error{Code: api.Response_BAD_REQUEST, Message: "invalid network", Err: err}
-		var fe *netcfg.FieldError
-		if errors.As(err, &fe) {
-			e.Field = fe.Field
-		}
-		return api.Endpoint{}, e
+		return api.Endpoint{}, err
 	}
 	for host, ip := range req.GetHosts() {
 		if _, err := netip.ParseAddr(ip); err != nil {
@@ -157,9 +149,9 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 		}
 	}
 
-	cfg := netcfg.LinkConfig{Name: m.opts.Name, Net: parsed, MTU: m.opts.MTU}
-	log := m.log.WithFields(logrus.Fields{"if": cfg.Name, "ip": parsed.IfAddr, "net": parsed.Prefix,
-		"gateway": gatewayString(parsed), "mtu": cfg.MTU, "endpoint": m.opts.VPN.String()})
+	cfg := netcfg.LinkConfig{Name: m.opts.Name, Net: parsed[0], More: parsed[1:], MTU: m.opts.MTU}
+	log := m.log.WithFields(logrus.Fields{"if": cfg.Name, "networks": networkStrings(parsed),
+		"mtu": cfg.MTU, "endpoint": m.opts.VPN.String()})
 
 	ep, err := endpoint.Open(*m.opts.VPN, m.opts.Endpoint)
 	if err != nil {
@@ -181,7 +173,7 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 		ep.Close()
 		return api.Endpoint{}, &Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: err}
 	}
-	a := &attachment{net: parsed, payload: payload, ep: ep}
+	a := &attachment{nets: parsed, payload: payload, ep: ep}
 	m.vpn = a
 	m.waiters.Add(1)
 	go m.connect(a, cfg, log)
@@ -206,13 +198,14 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	p := pump.Start(pump.Config{
 		Payload: a.payload,
 		Network: network,
-		Egress:  &pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, MaxFrame: maxFrame},
+		Egress:  &pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, More: ownAddrs(cfg.More), MaxFrame: maxFrame},
 		Ingress: &pump.NetworkFilter{MaxFrame: maxFrame},
 		Log:     log,
 	})
 	a.mu.Lock()
 	a.pump = p
 	a.datagram, _ = network.(*link.Datagram)
+	a.network = network
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -224,11 +217,55 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	}
 }
 
-func gatewayString(n netcfg.Network) string {
-	if n.Gateway.IsValid() {
-		return n.Gateway.String()
+// parseNetworks validates every network of the request. The ExeUnit sends
+// one per network of the requestor's Deploy, in no particular order; they
+// are sorted by address so that the interface's MAC (from the first) does
+// not depend on that order. A gateway that gives no route is logged, not
+// refused: v0.17.6 ExeUnits send the network's first host, which may be
+// this node's own address.
+func (m *Manager) parseNetworks(req *api.Request_CreateNetwork) ([]netcfg.Network, error) {
+	nets := req.GetNetworks()
+	if len(nets) == 0 {
+		return nil, badRequest("networks", "the request has no network")
 	}
-	return "none"
+	parsed := make([]netcfg.Network, 0, len(nets))
+	for i, n := range nets {
+		p, err := netcfg.ParseNetwork(n.GetAddr(), n.GetMask(), n.GetGateway(), n.GetIfAddr())
+		if err != nil {
+			e := &Error{Code: api.Response_BAD_REQUEST, Message: fmt.Sprintf("invalid network %d of %d", i+1, len(nets)), Err: err}
+			var fe *netcfg.FieldError
+			if errors.As(err, &fe) {
+				e.Field = fe.Field
+			}
+			return nil, e
+		}
+		if p.GatewayIgnored != "" {
+			m.log.WithFields(logrus.Fields{"network": p.Prefix, "if_addr": p.IfAddr, "gateway": n.GetGateway()}).
+				Infof("gateway %s: no gateway route for this network (the connected route covers it)", p.GatewayIgnored)
+		}
+		parsed = append(parsed, p)
+	}
+	slices.SortFunc(parsed, func(a, b netcfg.Network) int { return a.IfAddr.Compare(b.IfAddr) })
+	if err := netcfg.CheckNetworks(parsed); err != nil {
+		return nil, &Error{Code: api.Response_BAD_REQUEST, Field: "networks", Message: "conflicting networks", Err: err}
+	}
+	return parsed, nil
+}
+
+func networkStrings(nets []netcfg.Network) []string {
+	out := make([]string, len(nets))
+	for i, n := range nets {
+		out[i] = n.String()
+	}
+	return out
+}
+
+func ownAddrs(nets []netcfg.Network) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range nets {
+		out = append(out, n.IfAddr)
+	}
+	return out
 }
 
 func replyEndpoint(r endpoint.Reply) (api.Endpoint, error) {
@@ -250,19 +287,32 @@ func replyEndpoint(r endpoint.Reply) (api.Endpoint, error) {
 
 // Stats is a snapshot of the VPN's counters.
 type Stats struct {
-	Up      bool   `json:"up"`
-	Address string `json:"address,omitempty"`
-	Network string `json:"network,omitempty"`
+	Up bool `json:"up"`
+	// Address and Network are the first network's (the one that gives
+	// the interface its MAC); Networks lists every network as
+	// if_addr/prefix-length.
+	Address  string   `json:"address,omitempty"`
+	Network  string   `json:"network,omitempty"`
+	Networks []string `json:"networks,omitempty"`
 	// Egress is what the payload sent, Ingress what it received.
 	Egress  DirStats `json:"egress"`
 	Ingress DirStats `json:"ingress"`
+	// KernelError says why the kernel's counters could not be read, if
+	// they could not.
+	KernelError string `json:"kernel_error,omitempty"`
 }
 
 // DirStats counts one direction.
 type DirStats struct {
-	Frames uint64            `json:"frames"`
-	Bytes  uint64            `json:"bytes"`
-	Drops  map[string]uint64 `json:"drops,omitempty"`
+	Frames uint64 `json:"frames"`
+	Bytes  uint64 `json:"bytes"`
+	// Drops are gvpn's own drops by reason (the pump's filters, the
+	// endpoint's foreign sources).
+	Drops map[string]uint64 `json:"drops,omitempty"`
+	// KernelDrops are the kernel's drops by reason on the links gvpn
+	// joins (the TAP's queue, the endpoint socket's buffer): frames lost
+	// before gvpn saw them or after it handed them on.
+	KernelDrops map[string]uint64 `json:"kernel_drops,omitempty"`
 }
 
 // Stats returns the counters of the VPN, if any.
@@ -274,9 +324,13 @@ func (m *Manager) Stats() Stats {
 		return Stats{}
 	}
 	a.mu.Lock()
-	p, dg := a.pump, a.datagram
+	p, dg, nl := a.pump, a.datagram, a.network
 	a.mu.Unlock()
-	s := Stats{Address: a.net.IfAddr.String(), Network: a.net.Prefix.String()}
+	first := a.nets[0]
+	s := Stats{Address: first.IfAddr.String(), Network: first.Prefix.String()}
+	for _, n := range a.nets {
+		s.Networks = append(s.Networks, netip.PrefixFrom(n.IfAddr, n.Prefix.Bits()).String())
+	}
 	if p == nil {
 		return s
 	}
@@ -287,7 +341,34 @@ func (m *Manager) Stats() Stats {
 	if dg != nil && dg.Foreign() > 0 {
 		s.Ingress.Drops["foreign_source"] = dg.Foreign()
 	}
+	var errs []error
+	for _, l := range []link.Link{a.payload, nl} {
+		kd, ok := l.(link.KernelDropper)
+		if !ok {
+			continue
+		}
+		eg, in, err := kd.KernelDrops()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.Egress.KernelDrops = mergeCounts(s.Egress.KernelDrops, eg)
+		s.Ingress.KernelDrops = mergeCounts(s.Ingress.KernelDrops, in)
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.KernelError = err.Error()
+	}
 	return s
+}
+
+func mergeCounts(into, from map[string]uint64) map[string]uint64 {
+	for k, v := range from {
+		if into == nil {
+			into = make(map[string]uint64)
+		}
+		into[k] += v
+	}
+	return into
 }
 
 // Close tears the VPN down: stops the pump, closes the interface (a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -105,11 +106,17 @@ func TestBadRequestsNameTheFieldAndLeaveNothing(t *testing.T) {
 		{"non-contiguous mask", vpnRequest("192.168.0.0", "255.0.255.0", "", "192.168.0.2", nil), "mask"},
 		{"if_addr outside the network", vpnRequest("192.168.0.0", "255.255.255.0", "", "10.0.0.2", nil), "if_addr"},
 		{"IPv6 network", vpnRequest("fd00::", "ffff:ffff:ffff:ffff::", "", "fd00::2", nil), "addr"},
-		{"gateway outside", vpnRequest("192.168.0.0", "255.255.255.0", "10.0.0.1", "192.168.0.2", nil), "gateway"},
+		{"gateway is the broadcast address", vpnRequest("192.168.0.0", "255.255.255.0", "192.168.0.255", "192.168.0.2", nil), "gateway"},
 		{"bad hosts entry", vpnRequest("192.168.0.0", "255.255.255.0", "", "192.168.0.2", map[string]string{"node-a": "not-an-ip"}), "hosts"},
 		{"INET", &api.Request_CreateNetwork{Interface: api.NetworkInterface_INET,
 			Networks: []*api.Network{{Addr: "10.42.42.1", Gateway: "10.42.42.1", Mask: "255.255.255.0", IfAddr: "10.42.42.2"}}}, "interface"},
-		{"two networks", &api.Request_CreateNetwork{Networks: []*api.Network{{}, {}}}, "networks"},
+		{"no network", &api.Request_CreateNetwork{}, "networks"},
+		{"overlapping networks", &api.Request_CreateNetwork{Networks: []*api.Network{
+			{Addr: "192.168.0.0", Mask: "255.255.255.0", IfAddr: "192.168.0.2"},
+			{Addr: "192.168.0.0", Mask: "255.255.0.0", IfAddr: "192.168.5.2"}}}, "networks"},
+		{"second network bad", &api.Request_CreateNetwork{Networks: []*api.Network{
+			{Addr: "192.168.0.0", Mask: "255.255.255.0", IfAddr: "192.168.0.2"},
+			{Addr: "10.0.0.0", Mask: "255.255.255.0", IfAddr: "10.0.1.2"}}}, "if_addr"},
 	}
 	for _, tc := range cases {
 		_, err := a.mgr.Create(ctx, tc.req)
@@ -136,6 +143,59 @@ func TestBadRequestsNameTheFieldAndLeaveNothing(t *testing.T) {
 	}
 	if _, err := a.mgr.Create(ctx, vpnRequest("192.168.0.0", "255.255.255.0", "", "192.168.0.2", nil)); err == nil {
 		t.Fatal("a second CreateNetwork succeeded")
+	}
+}
+
+// TestSeveralNetworks: the ExeUnit sends one Network per network of the
+// Deploy, in any order, with the gateway of its version (v0.17.6: the
+// first host, which here is this node's own address on one network). All
+// end up on the one interface, and the counters list them.
+func TestSeveralNetworks(t *testing.T) {
+	privtest.RequireRoot(t)
+	a := newActivity(t)
+	defer a.close(t)
+	req := &api.Request_CreateNetwork{Networks: []*api.Network{
+		{Addr: "10.20.0.0", Mask: "255.255.0.0", Gateway: "", IfAddr: "10.20.3.4"},                // master: no gateway
+		{Addr: "192.168.0.0", Mask: "255.255.255.0", Gateway: "192.168.0.1", IfAddr: "192.168.0.1"}, // v0.17.6: gateway is us
+		{Addr: "172.16.0.0", Mask: "255.255.255.0", Gateway: "172.16.0.1", IfAddr: "172.16.0.9"},   // v0.17.6: a real route
+	}}
+	if _, err := a.mgr.Create(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(a.sb.NetNS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName("vpn0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, _ := h.AddrList(l, netlink.FAMILY_V4)
+	var got []string
+	for _, ad := range addrs {
+		got = append(got, ad.IPNet.String())
+	}
+	slices.Sort(got)
+	if want := []string{"10.20.3.4/16", "172.16.0.9/24", "192.168.0.1/24"}; !slices.Equal(got, want) {
+		t.Errorf("addresses %v, want %v", got, want)
+	}
+	// Sorted by address, the first network gives the MAC.
+	if mac := l.Attrs().HardwareAddr.String(); mac != "90:13:0a:14:03:04" {
+		t.Errorf("MAC %s, want 90:13:0a:14:03:04", mac)
+	}
+	routes, _ := h.RouteList(l, netlink.FAMILY_V4)
+	var gws []string
+	for _, r := range routes {
+		if r.Gw != nil {
+			gws = append(gws, r.Dst.String()+" via "+r.Gw.String())
+		}
+	}
+	if want := []string{"172.16.0.0/24 via 172.16.0.1"}; !slices.Equal(gws, want) {
+		t.Errorf("gateway routes %v, want %v", gws, want)
+	}
+	if st := a.mgr.Stats(); !slices.Equal(st.Networks, []string{"10.20.3.4/16", "172.16.0.9/24", "192.168.0.1/24"}) {
+		t.Errorf("Stats().Networks = %v", st.Networks)
 	}
 }
 

@@ -55,9 +55,26 @@ type Filter interface {
 // address from the source of the frames they receive, so a spoofed source
 // would poison the routing of every other node.
 type PayloadFilter struct {
-	MAC      frame.MAC
-	IP       netip.Addr // IPv4
-	MaxFrame int        // MTU + Ethernet header
+	MAC frame.MAC
+	IP  netip.Addr // IPv4
+	// More are the payload's further IPv4 addresses, one per extra network
+	// on the same interface: it may send as any of its own addresses, and
+	// only those.
+	More     []netip.Addr
+	MaxFrame int // MTU + Ethernet header
+}
+
+// own reports whether ip is one of the payload's addresses.
+func (p *PayloadFilter) own(ip [4]byte) bool {
+	if ip == p.IP.As4() {
+		return true
+	}
+	for _, a := range p.More {
+		if ip == a.As4() {
+			return true
+		}
+	}
+	return false
 }
 
 // Check implements Filter.
@@ -68,11 +85,10 @@ func (p *PayloadFilter) Check(f []byte) Reason {
 	if frame.Src(f) != p.MAC {
 		return SpoofedMAC
 	}
-	own := p.IP.As4()
 	switch frame.Type(f) {
 	case frame.TypeIPv4:
 		h, _ := frame.ParseIPv4(f) // validated by checkCommon
-		if h.Src != own {
+		if !p.own(h.Src) {
 			return SpoofedIP
 		}
 	case frame.TypeARP:
@@ -80,7 +96,7 @@ func (p *PayloadFilter) Check(f []byte) Reason {
 		if a.SenderMAC != p.MAC {
 			return SpoofedMAC
 		}
-		if a.SenderIP != own {
+		if !p.own(a.SenderIP) {
 			return SpoofedIP
 		}
 	}

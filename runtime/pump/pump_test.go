@@ -102,6 +102,25 @@ func TestPayloadFilter(t *testing.T) {
 			t.Errorf("%s: Check = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+	// A payload on two networks may send as either of its addresses, and
+	// still as nothing else.
+	second := netip.MustParseAddr("10.20.0.2")
+	two := &PayloadFilter{MAC: ownMAC, IP: ownIP, More: []netip.Addr{second}, MaxFrame: maxFrame}
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  Reason
+	}{
+		{"udp from the first address", good, Pass},
+		{"udp from the second address", udpFrame(t, ownMAC, peerMAC, second, peerIP, nil), Pass},
+		{"arp from the second address", arpFrame(t, ownMAC, second, peerIP), Pass},
+		{"udp from a peer's address", udpFrame(t, ownMAC, peerMAC, peerIP, second, nil), SpoofedIP},
+		{"arp claiming a peer's address", arpFrame(t, ownMAC, peerIP, second), SpoofedIP},
+	} {
+		if got := two.Check(tc.frame); got != tc.want {
+			t.Errorf("two networks, %s: Check = %v, want %v", tc.name, got, tc.want)
+		}
+	}
 	// The network side accepts other nodes' sources, but not what the
 	// ExeUnit could never have routed.
 	n := &NetworkFilter{MaxFrame: maxFrame}
