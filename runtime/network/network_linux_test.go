@@ -155,9 +155,9 @@ func TestSeveralNetworks(t *testing.T) {
 	a := newActivity(t)
 	defer a.close(t)
 	req := &api.Request_CreateNetwork{Networks: []*api.Network{
-		{Addr: "10.20.0.0", Mask: "255.255.0.0", Gateway: "", IfAddr: "10.20.3.4"},                // master: no gateway
+		{Addr: "10.20.0.0", Mask: "255.255.0.0", Gateway: "", IfAddr: "10.20.3.4"},                  // master: no gateway
 		{Addr: "192.168.0.0", Mask: "255.255.255.0", Gateway: "192.168.0.1", IfAddr: "192.168.0.1"}, // v0.17.6: gateway is us
-		{Addr: "172.16.0.0", Mask: "255.255.255.0", Gateway: "172.16.0.1", IfAddr: "172.16.0.9"},   // v0.17.6: a real route
+		{Addr: "172.16.0.0", Mask: "255.255.255.0", Gateway: "172.16.0.1", IfAddr: "172.16.0.9"},    // v0.17.6: a real route
 	}}
 	if _, err := a.mgr.Create(context.Background(), req); err != nil {
 		t.Fatal(err)
