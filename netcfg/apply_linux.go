@@ -567,3 +567,12 @@ func setDisableIPv6(ns netns.NsHandle, name, value string, absentOK bool) (old s
 	})
 	return old, err
 }
+
+// CheckIfName returns an error unless name can be a VPN interface name:
+// 1 to 15 bytes, no '/', ':', NUL or white space, not "." or "..".
+func CheckIfName(name string) error {
+	if reason := checkIfName(name); reason != "" {
+		return fmt.Errorf("interface name %q: %s", name, reason)
+	}
+	return nil
+}

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/gvpn/gvpn/netcfg"
 )
 
 // Limits of a Configure request.
 const (
-	MinMTU      = 68         // smallest IPv4 MTU (RFC 791)
-	MaxMTU      = 65535 - 14 // link.MaxFrame minus the Ethernet header
+	MinMTU      = netcfg.MinMTU // the one MTU rule of every gvpn program
+	MaxMTU      = netcfg.MaxMTU
 	maxIfName   = 15         // IFNAMSIZ - 1
 	maxHostname = 253
 )
@@ -81,8 +83,8 @@ func (c Configure) Parse() (NetConfig, error) {
 		}
 		cfg.Gateway = gw
 	}
-	if c.MTU < MinMTU || c.MTU > MaxMTU {
-		return bad("mtu", "%d is outside %d…%d", c.MTU, MinMTU, MaxMTU)
+	if err := netcfg.CheckMTU(c.MTU); err != nil {
+		return bad("mtu", "%v", err)
 	}
 	if len(c.Hosts) > 0 {
 		cfg.Hosts = make(map[string]netip.Addr, len(c.Hosts))

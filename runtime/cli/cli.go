@@ -1,8 +1,11 @@
 // Package cli is gvpn-runtime's command line: the exact shape the ExeUnit
-// uses to call a runtime (golem-protocol.md §2) — global kebab-case flags,
-// then one of offer-template, test, deploy, start, run — plus gvpn's own
-// flags for operators and debugging. stdout carries only what the ExeUnit
-// parses (JSON, or protobuf in service mode); every log line goes to stderr.
+// uses to call a runtime (docs/protocol.md, "Command line") — global
+// kebab-case flags, then one of offer-template, test, deploy, start, run —
+// plus gvpn's own flags for operators and debugging. stdout carries only
+// what the ExeUnit parses (JSON, or protobuf in service mode). In a real
+// provider stderr is /dev/null, so deploy and start log to a file under
+// <workdir>/logs/ (and to stderr only when it is a terminal or
+// --log-stderr asks).
 package cli
 
 import (
@@ -12,25 +15,34 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+	"gopkg.in/natefinch/lumberjack.v2"
 
+	"github.com/gvpn/gvpn/internal/cmdflag"
+	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/service"
+	"github.com/gvpn/gvpn/vsock"
 )
 
 // Version is stamped at build time (-ldflags -X).
 var Version = "dev"
 
-// Options are the parsed global flags.
+const prog = "gvpn-runtime"
+
+// Options are the parsed flags.
 type Options struct {
 	Workdir        string
 	TaskPackages   multiFlag
@@ -41,21 +53,29 @@ type Options struct {
 	Hostname       string
 	VPNEndpoint    string
 	INETEndpoint   string
+	Entrypoint     string
 
 	LogLevel      string
 	LogFormat     string
+	LogStderr     bool
 	MTU           int
 	TapName       string
-	LocalEndpoint string
 	StatsInterval time.Duration
-	SandboxPrefix string
+	ShowVersion   bool
 
 	// The sandbox kind and, for the agent sandbox, how to reach the payload.
 	Sandbox       string
+	SandboxPrefix string
 	Bridge        string
 	BridgeControl string
 	AgentCommand  string
 	AgentTimeout  time.Duration
+
+	LocalEndpoint       string
+	AllowRemoteEndpoint bool
+	StateEvents         bool
+
+	vpn *endpoint.URL // --vpn-endpoint, parsed by validate
 }
 
 type multiFlag []string
@@ -67,19 +87,28 @@ const usageHead = `gvpn-runtime — Golem VPN for Provider-side ExeUnit runtimes
 
 The ExeUnit supervisor runs it as a runtime plugin:
 
-  gvpn-runtime [global flags] offer-template      print the offer template (JSON, lists the "vpn" capability)
-  gvpn-runtime [global flags] test                check that this host can run Golem VPN (exit 0 = yes)
-  gvpn-runtime --workdir W [flags] deploy --      validate W, remember deploy flags, print the deploy JSON
+  gvpn-runtime [flags] offer-template      print the offer template (JSON, lists the "vpn" capability)
+  gvpn-runtime [flags] test                check that this host can run Golem VPN (exit 0 = yes)
+  gvpn-runtime --workdir W [flags] deploy --
+                                           check W, remember deploy flags, print the deploy JSON
   gvpn-runtime --workdir W [--vpn-endpoint udp://127.0.0.1:P] start [args]
-                                                  service mode: ya-runtime-api protobuf on stdin/stdout;
-                                                  payload processes run in a network namespace with a
-                                                  TAP device "vpn0" on the VPN
-  gvpn-runtime ... run --entrypoint X -- args     not supported (gvpn is a service runtime)
+                                           service mode: ya-runtime-api protobuf on stdin/stdout;
+                                           payload processes run in a network namespace with a
+                                           TAP device "vpn0" on the VPN
+  gvpn-runtime ... run --entrypoint X -- args
+                                           not supported (gvpn is a service runtime)
 
-Global flags (before the subcommand; "--flag value" and "--flag=value" both work):
+Flags may come before or after the subcommand ("--flag value" or "--flag=value");
+after "--" everything is an argument.
 `
 
 const usageTail = `
+Logs: deploy and start write <workdir>/logs/gvpn-runtime.log (rotated at 10 MB, 3 files kept),
+and to stderr as well when it is a terminal or --log-stderr is given; a real provider sends the
+runtime's stderr to /dev/null. The VPN counters (gvpn's drops by reason beside the kernel's drops
+on the TAP and the endpoint socket) are logged every --stats-interval when they changed, on
+SIGUSR1, and at teardown.
+
 Examples:
   # what yagna runs when the provider starts
   gvpn-runtime test
@@ -92,41 +121,60 @@ Examples:
   # the payload in a VM with gvpn-agent inside, reached over vsock
   gvpn-runtime -w /tmp/a --sandbox agent --bridge vsock://any:5000 --agent-command 'exec /opt/start-vm.sh' start
 
-Logs go to stderr; send SIGUSR1 for the VPN counters. Docs: README.md, docs/.
+Docs: docs/protocol.md (the ExeUnit contract), docs/provider.md (installing on a provider).
 `
 
-func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
+// flagGroups orders the help text by who sets each flag.
+var flagGroups = []cmdflag.Group{
+	{Title: "Passed by the ExeUnit (never set these in the descriptor)", Names: []string{
+		"workdir", "w", "task-package", "cpu-cores", "mem-gib", "storage-gib", "volume-override",
+		"hostname", "vpn-endpoint", "inet-endpoint", "entrypoint"}},
+	{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
+		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "version"}},
+	{Title: "Sandbox settings", Names: []string{
+		"sandbox", "sandbox-prefix", "agent-command", "bridge", "bridge-control", "agent-timeout"}},
+	{Title: "Debugging (not for production)", Names: []string{
+		"debug-local-endpoint", "debug-allow-remote-endpoint", "debug-state-events"}},
+}
+
+func newFlagSet() (*cmdflagSet, *Options) {
 	o := &Options{}
-	fs := flag.NewFlagSet("gvpn-runtime", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&o.Workdir, "workdir", "", "activity working directory (required by deploy and start)")
-	fs.StringVar(&o.Workdir, "w", "", "short for --workdir")
-	fs.Var(&o.TaskPackages, "task-package", "path of the downloaded task package (accepted; gvpn runs no image)")
-	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU cores from the agreement (accepted, logged)")
-	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory from the agreement (accepted, logged)")
-	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage from the agreement (accepted, logged)")
-	fs.StringVar(&o.VolumeOverride, "volume-override", "", "Deploy volumes as JSON (accepted; the netns sandbox shares the host's files)")
-	fs.StringVar(&o.Hostname, "hostname", "", "hostname of the payload (deploy remembers it for start)")
-	fs.StringVar(&o.VPNEndpoint, "vpn-endpoint", "", "the ExeUnit's VPN data socket: udp://IP:PORT (what the ExeUnit passes),\nunix://PATH, tcp-connect://IP:PORT or tcp-listen://IP:PORT")
-	fs.StringVar(&o.INETEndpoint, "inet-endpoint", "", "the ExeUnit's outbound-internet socket (accepted; INET is not supported)")
-	fs.StringVar(&o.LogLevel, "log-level", envOr("GVPN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GVPN_LOG_LEVEL)")
-	fs.StringVar(&o.LogFormat, "log-format", envOr("GVPN_LOG_FORMAT", "text"), "log format on stderr: text or json (env GVPN_LOG_FORMAT)")
-	fs.IntVar(&o.MTU, "mtu", 1220, "MTU of the VPN interface; every node of a network must agree")
-	fs.StringVar(&o.TapName, "tap-name", "vpn0", "name of the VPN interface inside the sandbox")
-	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint address (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
-	fs.DurationVar(&o.StatsInterval, "stats-interval", 30*time.Second, "how often VPN counters go to the ExeUnit as a RuntimeStatus event (0 = never)")
-	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", sandbox.DefaultPrefix, "prefix of the sandbox network namespace names")
-	fs.StringVar(&o.Sandbox, "sandbox", "netns", "where the payload runs: netns (a network namespace on this host) or agent\n(a VM or container started by --agent-command, with gvpn-agent inside)")
-	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell command that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
-	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data address to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
-	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control address to listen on (default: derived from --bridge)")
-	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent sandbox: how long to wait for the agent's hello and for each of its answers")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usageHead)
-		fs.PrintDefaults()
-		fmt.Fprint(stderr, usageTail)
-	}
-	return fs, o
+	fs := cmdflag.New(prog)
+	fs.StringVar(&o.Workdir, "workdir", "", "activity working `directory` (required by deploy and start)")
+	fs.StringVar(&o.Workdir, "w", "", "short for --workdir (a `directory`)")
+	fs.Var(&o.TaskPackages, "task-package", "`path` of the downloaded task package (accepted; gvpn runs no image, the\ndescriptor's --runtime-managed-image keeps the ExeUnit from needing one)")
+	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU `cores` from the agreement (checked, logged)")
+	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory in `GiB` from the agreement (checked, logged)")
+	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage in `GiB` from the agreement (checked, logged)")
+	fs.StringVar(&o.VolumeOverride, "volume-override", "", "Deploy volumes as `JSON` (accepted; the netns sandbox shares the host's files)")
+	fs.StringVar(&o.Hostname, "hostname", "", "`hostname` of the payload (deploy remembers it for start)")
+	fs.StringVar(&o.VPNEndpoint, "vpn-endpoint", "", "`URL` of the ExeUnit's VPN data socket: udp://127.0.0.1:PORT (what the ExeUnit passes),\nunix://PATH, tcp-connect://IP:PORT or tcp-listen://IP:PORT; loopback only")
+	fs.StringVar(&o.INETEndpoint, "inet-endpoint", "", "`URL` of the ExeUnit's outbound-internet socket (accepted; INET is not supported)")
+	fs.StringVar(&o.Entrypoint, "entrypoint", "", "run's entry `point` (run is not supported: gvpn is a service runtime)")
+	fs.StringVar(&o.LogLevel, "log-level", envOr("GVPN_LOG_LEVEL", "info"), "log `level`: debug, info, warn, error (env GVPN_LOG_LEVEL)")
+	fs.StringVar(&o.LogFormat, "log-format", envOr("GVPN_LOG_FORMAT", "text"), "log `format`: text or json (env GVPN_LOG_FORMAT)")
+	fs.BoolVar(&o.LogStderr, "log-stderr", false, "log to stderr too, even when it is not a terminal")
+	fs.IntVar(&o.MTU, "mtu", netcfg.DefaultMTU, fmt.Sprintf("`MTU` of the VPN interface, %d..%d; every node of a network must agree", netcfg.MinMTU, netcfg.MaxMTU))
+	fs.StringVar(&o.TapName, "tap-name", "vpn0", "`name` of the VPN interface inside the sandbox")
+	fs.DurationVar(&o.StatsInterval, "stats-interval", 5*time.Minute, "`interval` at which the VPN counters are logged when they changed (0 = only on SIGUSR1\nand at teardown)")
+	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
+	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host) or agent\n(a VM or container started by --agent-command, with gvpn-agent inside)")
+	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", sandbox.DefaultPrefix, "`prefix` of the sandbox network namespace names")
+	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
+	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data `address` to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
+	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control `address` to listen on (default: derived from --bridge)")
+	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent sandbox: how long (a `duration`) to wait for the agent's hello and for each of its answers")
+	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint `address` (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
+	fs.BoolVar(&o.AllowRemoteEndpoint, "debug-allow-remote-endpoint", false, "accept a --vpn-endpoint that is not on loopback (VPN frames leave the host)")
+	fs.BoolVar(&o.StateEvents, "debug-state-events", false, "also send the VPN counters every --stats-interval as a RuntimeStatus state event\nnamed gvpn.vpn (the ExeUnit logs these as unsupported; gvpn-lab reads them)")
+	return &cmdflagSet{fs}, o
+}
+
+// usage writes the whole help text.
+func usage(w io.Writer, fs *cmdflagSet) {
+	fmt.Fprint(w, usageHead)
+	cmdflag.PrintFlags(w, fs.FlagSet, flagGroups)
+	fmt.Fprint(w, usageTail)
 }
 
 func envOr(key, def string) string {
@@ -136,27 +184,128 @@ func envOr(key, def string) string {
 	return def
 }
 
+// validate checks every flag where it enters, with the rules the rest of
+// gvpn applies, so that a bad value never gets as far as CreateNetwork.
+func (o *Options) validate() error {
+	bad := func(flag string, err error) error { return fmt.Errorf("--%s: %w", flag, err) }
+	if err := netcfg.CheckMTU(o.MTU); err != nil {
+		return bad("mtu", err)
+	}
+	if err := netcfg.CheckIfName(o.TapName); err != nil {
+		return bad("tap-name", err)
+	}
+	if _, err := logrus.ParseLevel(o.LogLevel); err != nil {
+		return bad("log-level", fmt.Errorf("%q is not one of debug, info, warn, error", o.LogLevel))
+	}
+	if o.LogFormat != "text" && o.LogFormat != "json" {
+		return bad("log-format", fmt.Errorf("%q is not text or json", o.LogFormat))
+	}
+	if o.StatsInterval < 0 {
+		return bad("stats-interval", errors.New("negative"))
+	}
+	if o.AgentTimeout <= 0 {
+		return bad("agent-timeout", errors.New("must be positive"))
+	}
+	if o.Sandbox != "netns" && o.Sandbox != "agent" {
+		return bad("sandbox", fmt.Errorf("%q is not netns or agent", o.Sandbox))
+	}
+	if o.Hostname != "" && !validHostname(o.Hostname) {
+		return bad("hostname", fmt.Errorf("%q is not a valid hostname", o.Hostname))
+	}
+	if o.CPUCores != "" {
+		if _, err := strconv.ParseUint(o.CPUCores, 10, 64); err != nil {
+			return bad("cpu-cores", fmt.Errorf("%q is not a whole number", o.CPUCores))
+		}
+	}
+	for flag, v := range map[string]string{"mem-gib": o.MemGiB, "storage-gib": o.StorageGiB} {
+		if v == "" {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 {
+			return bad(flag, fmt.Errorf("%q is not a non-negative number", v))
+		}
+	}
+	if o.VolumeOverride != "" && !json.Valid([]byte(o.VolumeOverride)) {
+		return bad("volume-override", errors.New("not JSON"))
+	}
+	if o.VPNEndpoint != "" {
+		u, err := endpoint.Parse(o.VPNEndpoint)
+		if err != nil {
+			return bad("vpn-endpoint", err)
+		}
+		if !u.Local() && !o.AllowRemoteEndpoint {
+			return bad("vpn-endpoint", fmt.Errorf("%s is not on loopback (the ExeUnit always passes 127.0.0.1); --debug-allow-remote-endpoint accepts it", u))
+		}
+		o.vpn = &u
+	}
+	if o.INETEndpoint != "" {
+		if _, err := endpoint.Parse(o.INETEndpoint); err != nil {
+			return bad("inet-endpoint", err)
+		}
+	}
+	if o.LocalEndpoint != "" {
+		ap, err := netip.ParseAddrPort(o.LocalEndpoint)
+		if err != nil || !ap.Addr().Unmap().Is4() {
+			return bad("debug-local-endpoint", fmt.Errorf("%q is not an IPv4 IP:PORT", o.LocalEndpoint))
+		}
+		if !ap.Addr().IsLoopback() && !o.AllowRemoteEndpoint {
+			return bad("debug-local-endpoint", fmt.Errorf("%s is not on loopback; --debug-allow-remote-endpoint accepts it", ap))
+		}
+	}
+	if o.Bridge != "" {
+		if _, err := vsock.ParseAddr(o.Bridge); err != nil {
+			return bad("bridge", err)
+		}
+	}
+	if o.BridgeControl != "" {
+		if _, err := vsock.ParseAddr(o.BridgeControl); err != nil {
+			return bad("bridge-control", err)
+		}
+	}
+	return nil
+}
+
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs, o := newFlagSet(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	fs, o := newFlagSet()
+	pos, err := cmdflag.ParseInterspersed(fs.FlagSet, args)
+	if err != nil {
+		if cmdflag.IsHelp(err) {
+			usage(stdout, fs)
 			return 0
 		}
+		fmt.Fprintln(stderr, cmdflag.Explain(prog, err))
 		return 2
 	}
-	log, err := setupLog(o, stderr)
+	if o.ShowVersion {
+		fmt.Fprintln(stdout, prog, Version)
+		return 0
+	}
+	if len(pos) == 0 {
+		fmt.Fprintf(stderr, "%s: missing subcommand (offer-template, test, deploy, start, run); see %s --help\n", prog, prog)
+		return 2
+	}
+	cmd, cmdArgs := pos[0], pos[1:]
+	switch cmd {
+	case "help":
+		usage(stdout, fs)
+		return 0
+	case "offer-template", "test", "deploy", "start", "run":
+	default:
+		fmt.Fprintf(stderr, "%s: unknown subcommand %q; see %s --help\n", prog, cmd, prog)
+		return 2
+	}
+	if err := o.validate(); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return 2
+	}
+	logs, err := openLog(o, cmd, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "gvpn-runtime:", err)
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 2
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fmt.Fprintln(stderr, "gvpn-runtime: missing subcommand (offer-template, test, deploy, start, run); see --help")
-		return 2
-	}
-	cmd, cmdArgs := rest[0], rest[1:]
-	log = log.WithField("cmd", cmd)
+	defer logs.Close()
+	log := logs.entry.WithField("cmd", cmd)
 	switch cmd {
 	case "offer-template":
 		return offerTemplate(stdout)
@@ -166,38 +315,89 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return deploy(o, stdout, log)
 	case "start":
 		return start(o, cmdArgs, stdin, stdout, stderr, log)
-	case "run":
-		log.Error("per-command mode is not supported: gvpn-runtime is a service runtime; deploy reports startMode \"blocking\", and the ExeUnit sends Run commands as RunProcess requests to `start`")
-		return 1
-	case "help":
-		fs.Usage()
-		return 0
 	}
-	fmt.Fprintf(stderr, "gvpn-runtime: unknown subcommand %q; see --help\n", cmd)
-	return 2
+	log.Error("per-command mode is not supported: gvpn-runtime is a service runtime; deploy reports startMode \"blocking\", and the ExeUnit sends Run commands as RunProcess requests to `start`")
+	return 1
 }
 
-func setupLog(o *Options, stderr io.Writer) (*logrus.Entry, error) {
+// cmdflagSet is the runtime's flag set.
+type cmdflagSet struct{ *flag.FlagSet }
+
+// Log files: a long activity must not fill the disk.
+const (
+	LogDir        = "logs"
+	LogFile       = "gvpn-runtime.log"
+	logMaxMB      = 10
+	logMaxBackups = 2
+)
+
+// LogPath is where deploy and start log for workdir.
+func LogPath(workdir string) string { return filepath.Join(workdir, LogDir, LogFile) }
+
+type logSink struct {
+	entry *logrus.Entry
+	file  io.Closer
+}
+
+func (l *logSink) Close() {
+	if l.file != nil {
+		l.file.Close()
+	}
+}
+
+// openLog sets up logging for cmd. deploy and start log to
+// <workdir>/logs/gvpn-runtime.log, because a real provider starts the
+// ExeUnit with stderr on /dev/null (and deploy's stderr goes to the
+// requestor): stderr gets the lines too only when it is a terminal or
+// --log-stderr asks. test and offer-template have no workdir and log to
+// stderr, which the provider shows.
+func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 	l := logrus.New()
-	l.SetOutput(stderr)
-	lvl, err := logrus.ParseLevel(o.LogLevel)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
+	lvl, _ := logrus.ParseLevel(o.LogLevel) // validated
 	l.SetLevel(lvl)
-	switch o.LogFormat {
-	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	case "json":
+	if o.LogFormat == "json" {
 		l.SetFormatter(&logrus.JSONFormatter{})
-	default:
-		return nil, fmt.Errorf("--log-format must be text or json, not %q", o.LogFormat)
+	} else {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, DisableColors: true})
 	}
-	// Packages that log through the standard logger go to stderr too.
-	logrus.SetOutput(stderr)
+	sink := &logSink{}
+	var out io.Writer = stderr
+	if (cmd == "deploy" || cmd == "start") && o.Workdir != "" {
+		var w io.Writer
+		// Mkdir, not MkdirAll: a missing workdir is deploy's error to
+		// report, not something to create.
+		if err := os.Mkdir(filepath.Join(o.Workdir, LogDir), 0o750); err == nil || errors.Is(err, os.ErrExist) {
+			lj := &lumberjack.Logger{Filename: LogPath(o.Workdir), MaxSize: logMaxMB, MaxBackups: logMaxBackups}
+			w, sink.file = lj, lj
+		}
+		switch {
+		case w == nil:
+			// No usable workdir: the command itself reports that.
+		case o.LogStderr || isTerminal(stderr):
+			out = io.MultiWriter(w, stderr)
+		default:
+			out = w
+		}
+		if w == nil && !(o.LogStderr || isTerminal(stderr)) {
+			out = io.Discard
+		}
+	}
+	l.SetOutput(out)
+	// Packages that log through the standard logger go to the same place.
+	logrus.SetOutput(out)
 	logrus.SetLevel(lvl)
 	logrus.SetFormatter(l.Formatter)
-	return logrus.NewEntry(l).WithField("runtime", "gvpn"), nil
+	sink.entry = logrus.NewEntry(l).WithField("runtime", "gvpn")
+	return sink, nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // Capabilities is what the offer template advertises. Without "vpn" the
@@ -231,22 +431,23 @@ type deployResult struct {
 	StartMode string            `json:"startMode"`
 }
 
+// deploy checks the workdir and remembers deploy-only flags. The ExeUnit
+// forwards deploy's stdout and stderr to the requestor, so stdout carries
+// the JSON and nothing else, stderr nothing, and the JSON's error names no
+// host path (the log file has the details).
 func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
-	fail := func(err error) int {
+	fail := func(public string, err error) int {
 		log.WithError(err).Error("deploy failed")
-		b, _ := json.Marshal(deployResult{Valid: map[string]string{"Err": err.Error()}, Vols: []any{}, StartMode: "blocking"})
+		b, _ := json.Marshal(deployResult{Valid: map[string]string{"Err": public}, Vols: []any{}, StartMode: "blocking"})
 		stdout.Write(b)
 		return 1
 	}
 	if err := checkWorkdir(o.Workdir); err != nil {
-		return fail(err)
-	}
-	if o.Hostname != "" && !validHostname(o.Hostname) {
-		return fail(fmt.Errorf("--hostname %q is not a valid hostname", o.Hostname))
+		return fail("the activity's work directory is missing or not writable", err)
 	}
 	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Version: Version})
 	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
-		return fail(fmt.Errorf("write deployment: %w", err))
+		return fail("cannot record the deployment in the activity's work directory", err)
 	}
 	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname}).Info("deployed")
 	// Exactly one JSON object, nothing else: the ExeUnit parses stdout.
@@ -301,20 +502,12 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	} else {
 		log.Warn("no deployment in the workdir (was deploy run?); starting with defaults")
 	}
-	var vpn *endpoint.URL
-	if o.VPNEndpoint != "" {
-		u, err := endpoint.Parse(o.VPNEndpoint)
-		if err != nil {
-			log.WithError(err).Error("--vpn-endpoint")
-			return 2
-		}
-		vpn = &u
-	}
+	vpn := o.vpn
 	if o.INETEndpoint != "" {
 		log.Warn("--inet-endpoint given, but outbound internet (INET) is not supported; a CreateNetwork for INET will be refused")
 	}
 	log.WithFields(logrus.Fields{"workdir": o.Workdir, "vpn_endpoint": o.VPNEndpoint, "args": args,
-		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "version": Version}).Info("starting service")
+		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "version": Version, "pid": os.Getpid()}).Info("starting service")
 
 	var (
 		sbx     service.Sandbox
@@ -350,17 +543,14 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	interval := o.StatsInterval
-	if interval == 0 {
-		interval = -1
-	}
 	err := service.Serve(ctx, service.Config{
 		In:            stdin,
 		Out:           stdout,
 		Version:       Version,
 		Sandbox:       sbx,
 		Network:       mgr,
-		StatsInterval: interval,
+		StatsInterval: o.StatsInterval,
+		StateEvents:   o.StateEvents,
 		Log:           log,
 	})
 	if err != nil {

@@ -65,6 +65,17 @@ func (u URL) String() string {
 	return u.Kind.String() + "://" + u.Addr
 }
 
+// Local reports whether u stays on this host: a unix socket, or a loopback
+// IP. The ExeUnit only ever passes a loopback address; anything else sends
+// (or accepts) VPN frames off the machine.
+func (u URL) Local() bool {
+	if u.Kind == Unix {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(u.Addr)
+	return err == nil && ap.Addr().IsLoopback()
+}
+
 // ErrBadURL is wrapped by every Parse error.
 var ErrBadURL = errors.New("bad endpoint URL")
 

@@ -219,3 +219,24 @@ func TestLinkWaitEndsWithContext(t *testing.T) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}
 }
+
+func TestLocal(t *testing.T) {
+	for s, want := range map[string]bool{
+		"udp://127.0.0.1:4000":         true,
+		"udp://127.0.0.53:4000":        true,
+		"unix:///run/x.sock":           true,
+		"tcp-connect://127.0.0.1:9":    true,
+		"tcp-listen://127.0.0.1:0":     true,
+		"udp://192.0.2.1:53":           false,
+		"tcp-connect://198.51.100.7:9": false,
+		"tcp-listen://0.0.0.0:0":       false,
+	} {
+		u, err := Parse(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if u.Local() != want {
+			t.Errorf("%s: Local() = %v, want %v", s, u.Local(), want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,11 +57,16 @@ type Config struct {
 	Version string    // sent in the Hello reply
 	Sandbox Sandbox
 	Network Network
-	// StatsInterval is how often VPN counters go out as a RuntimeStatus
-	// state event named "gvpn.vpn" (only when they changed). Zero means
-	// 30 s; negative disables them.
+	// StatsInterval is how often the VPN counters are logged when they
+	// changed since the last time; zero or negative: only on SIGUSR1 and
+	// at teardown.
 	StatsInterval time.Duration
-	Log           *logrus.Entry
+	// StateEvents also sends the counters, at StatsInterval, as a
+	// RuntimeStatus state event named StateName. Off by default: the
+	// ExeUnit acts only on counter events and logs every state event as
+	// unsupported; the lab asks for them.
+	StateEvents bool
+	Log         *logrus.Entry
 }
 
 // ErrProtocol wraps a broken request stream: a bad length prefix or a
@@ -87,12 +93,8 @@ func Serve(ctx context.Context, cfg Config) error {
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
 
-	interval := cfg.StatsInterval
-	if interval == 0 {
-		interval = 30 * time.Second
-	}
 	var tick <-chan time.Time
-	if interval > 0 {
+	if interval := cfg.StatsInterval; interval > 0 {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		tick = t.C
@@ -112,7 +114,7 @@ func Serve(ctx context.Context, cfg Config) error {
 				return err
 			}
 		case <-tick:
-			s.emitStats()
+			s.periodicStats()
 		case <-usr1:
 			s.logStats("counters (SIGUSR1)")
 		case <-ctx.Done():
@@ -256,15 +258,26 @@ func (s *server) createNetwork(ctx context.Context, id uint64, n *api.Request_Cr
 	return api.ReplyNetwork(id, ep)
 }
 
-// emitStats sends the VPN counters as a RuntimeStatus state event when
-// they changed since the last one.
-func (s *server) emitStats() {
-	b, err := json.Marshal(s.cfg.Network.Stats())
+// StateName names the RuntimeStatus state event that carries the VPN
+// counters (JSON of network.Stats) when Config.StateEvents asks for it.
+const StateName = "gvpn.vpn"
+
+// periodicStats logs the VPN counters, and sends them as a state event if
+// asked, when they changed since the last time.
+func (s *server) periodicStats() {
+	st := s.cfg.Network.Stats()
+	b, err := json.Marshal(st)
 	if err != nil || string(b) == string(s.lastStats) {
 		return
 	}
 	s.lastStats = b
-	if err := s.w.WriteResponse(api.RuntimeState("gvpn.vpn", b)); err != nil {
+	if st.Address != "" {
+		s.logCounters(st, "VPN counters")
+	}
+	if !s.cfg.StateEvents {
+		return
+	}
+	if err := s.w.WriteResponse(api.RuntimeState(StateName, b)); err != nil {
 		s.log.WithError(err).Debug("stats event not delivered")
 	}
 }
@@ -275,16 +288,34 @@ func (s *server) logStats(msg string) {
 		s.log.Info(msg + ": no VPN network")
 		return
 	}
-	s.log.WithFields(logrus.Fields{
-		"ip":             st.Address,
+	s.logCounters(st, msg)
+}
+
+// logCounters writes one line with every counter: frames and bytes each
+// way, gvpn's own drops by reason (drop_*) and the kernel's drops on the
+// TAP and the endpoint socket (kernel_*), so that a loss the payload sees
+// as retransmits shows up somewhere.
+func (s *server) logCounters(st network.Stats, msg string) {
+	f := logrus.Fields{
+		"networks":       strings.Join(st.Networks, ","),
 		"up":             st.Up,
 		"egress_frames":  st.Egress.Frames,
 		"egress_bytes":   st.Egress.Bytes,
-		"egress_drops":   st.Egress.Drops,
 		"ingress_frames": st.Ingress.Frames,
 		"ingress_bytes":  st.Ingress.Bytes,
-		"ingress_drops":  st.Ingress.Drops,
-	}).Info(msg)
+	}
+	for dir, d := range map[string]network.DirStats{"egress": st.Egress, "ingress": st.Ingress} {
+		for reason, n := range d.Drops {
+			f[dir+"_drop_"+reason] = n
+		}
+		for reason, n := range d.KernelDrops {
+			f[dir+"_kernel_"+reason] = n
+		}
+	}
+	if st.KernelError != "" {
+		f["kernel_error"] = st.KernelError
+	}
+	s.log.WithFields(f).Info(msg)
 }
 
 // teardown stops the VPN and the sandbox, once. Processes' last events are

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"net/netip"
 	"strconv"
 
@@ -137,7 +138,8 @@ func (a *agent) configure(c vsock.Configure) error {
 }
 
 func sameConfig(a *applied, lc netcfg.LinkConfig, hosts map[string]string) bool {
-	return a.link == lc && maps.Equal(a.hosts, hosts)
+	return a.link.Name == lc.Name && a.link.MTU == lc.MTU && slices.Equal(a.link.Networks(), lc.Networks()) &&
+		maps.Equal(a.hosts, hosts)
 }
 
 func gatewayString(gw netip.Addr) string {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/gvpn/gvpn/internal/cmdflag"
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/vsock"
 )
@@ -49,8 +50,15 @@ the control address next to it (PORT+1, or PATH.ctl); it re-dials with backoff
 whenever a connection drops, keeping the interface configured meanwhile.
 SIGTERM or SIGINT removes the interface and exits 0.
 
-Flags:
+Flags may be given as --flag value or --flag=value.
 `
+
+// flagGroups orders the help text.
+var flagGroups = []cmdflag.Group{
+	{Title: "The bridge to gvpn-runtime", Names: []string{"bridge", "control", "connect", "listen", "agent-id"}},
+	{Title: "Manual mode (the interface from flags, no runtime)", Names: []string{"ip", "gateway", "mtu", "name", "host", "hosts-file"}},
+	{Title: "Logging and information", Names: []string{"log-level", "log-format", "version"}},
+}
 
 const usageTail = `
 Examples:
@@ -106,9 +114,10 @@ func (e *UsageError) Unwrap() error { return e.Err }
 
 // ParseArgs parses gvpn-agent's command line (without the program name).
 // getenv supplies the environment defaults (GVPN_BRIDGE, GVPN_CONTROL,
-// GVPN_LOG_LEVEL, GVPN_LOG_FORMAT); nil means none. Usage and flag errors
-// go to usage. It returns flag.ErrHelp for --help, and *UsageError for a
-// command line that parses but cannot work.
+// GVPN_LOG_LEVEL, GVPN_LOG_FORMAT); nil means none. The help text goes to
+// usage. It returns flag.ErrHelp for --help, the flag package's error for
+// a flag it cannot parse (cmdflag.Explain makes it one line), and
+// *UsageError for a command line that parses but cannot work.
 func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Options, error) {
 	if getenv == nil {
 		getenv = func(string) string { return "" }
@@ -127,8 +136,7 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 		connect                bool
 		hosts                  = hostsFlag{}
 	)
-	fs := flag.NewFlagSet("gvpn-agent", flag.ContinueOnError)
-	fs.SetOutput(usage)
+	fs := cmdflag.New("gvpn-agent")
 	fs.StringVar(&bridge, "bridge", getenv(EnvBridge), "bridge data address, vsock://CID:PORT or unix:///path (env "+EnvBridge+")")
 	fs.StringVar(&control, "control", getenv(EnvControl), "control address, managed mode only; default: the one next to --bridge\n(PORT+1, or PATH.ctl), or env "+EnvControl+" when --bridge is not given either")
 	fs.StringVar(&ipStr, "ip", "", "manual mode: the interface's address and prefix, e.g. 10.0.0.2/24")
@@ -143,12 +151,12 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 	fs.StringVar(&o.LogLevel, "log-level", envOr("GVPN_LOG_LEVEL", "info"), "debug, info, warn, error (env GVPN_LOG_LEVEL)")
 	fs.StringVar(&o.LogFormat, "log-format", envOr("GVPN_LOG_FORMAT", "text"), "text or json (env GVPN_LOG_FORMAT)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprint(usage, usageHead)
-		fs.PrintDefaults()
-		fmt.Fprint(usage, usageTail)
-	}
 	if err := fs.Parse(args); err != nil {
+		if cmdflag.IsHelp(err) {
+			fmt.Fprint(usage, usageHead)
+			cmdflag.PrintFlags(usage, fs, flagGroups)
+			fmt.Fprint(usage, usageTail)
+		}
 		return o, err
 	}
 	if fs.NArg() > 0 {

@@ -11,20 +11,24 @@ import (
 	"syscall"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/internal/cmdflag"
 )
 
 // Main runs gvpn-agent's command line and returns the exit code: 0 after
 // SIGTERM/SIGINT or a served shutdown, 1 when the agent failed, 2 for a bad
 // command line.
 func Main(args []string, stdout, stderr io.Writer) int {
-	o, err := ParseArgs(args, os.Getenv, stderr)
+	o, err := ParseArgs(args, os.Getenv, stdout)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		var ue *UsageError
 		if errors.As(err, &ue) {
-			fmt.Fprintln(stderr, "gvpn-agent:", err)
+			fmt.Fprintf(stderr, "gvpn-agent: %v; see gvpn-agent --help\n", err)
+		} else {
+			fmt.Fprintln(stderr, cmdflag.Explain("gvpn-agent", err))
 		}
 		return 2
 	}

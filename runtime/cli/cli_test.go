@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gvpn/gvpn/internal/cmdflag"
+)
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = Main(args, strings.NewReader(""), &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestHelpOnStdout(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}, {"start", "--help"}} {
+		code, out, errOut := run(args...)
+		if code != 0 || errOut != "" {
+			t.Errorf("%q: exit %d, stderr %q", args, code, errOut)
+		}
+		for _, want := range []string{"Passed by the ExeUnit", "Operator settings", "Sandbox settings", "Debugging",
+			"  --vpn-endpoint URL", "  --mtu MTU", "docs/protocol.md"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%q: help lacks %q", args, want)
+			}
+		}
+		if strings.Contains(out, "\n  -mtu") || strings.Contains(out, "\n  -workdir") {
+			t.Errorf("%q: a flag printed with one dash", args)
+		}
+	}
+	fs, _ := newFlagSet()
+	if rest := cmdflag.Ungrouped(fs.FlagSet, flagGroups); len(rest) > 0 {
+		t.Errorf("flags in no help group: %v", rest)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, errOut := run("--version")
+	if code != 0 || out != "gvpn-runtime "+Version+"\n" || errOut != "" {
+		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// oneLine checks a refused command line: exit 2, nothing on stdout, one
+// line on stderr that contains want.
+func oneLine(t *testing.T, want string, args ...string) {
+	t.Helper()
+	code, out, errOut := run(args...)
+	if code != 2 || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 2 and one line with %q", args, code, out, errOut, want)
+	}
+}
+
+func TestBadCommandLines(t *testing.T) {
+	oneLine(t, "unknown flag --nope; see gvpn-runtime --help", "--nope", "test")
+	oneLine(t, "unknown flag --nope; see gvpn-runtime --help", "offer-template", "--nope")
+	oneLine(t, "missing subcommand", "--mtu", "1400")
+	oneLine(t, `unknown subcommand "stat"`, "stat")
+	oneLine(t, "--mtu: MTU 70000 is outside 68..65521", "--mtu", "70000", "offer-template")
+	oneLine(t, "--mtu: MTU -5 is outside 68..65521", "offer-template", "--mtu=-5")
+	oneLine(t, "--mtu: MTU 67 is outside 68..65521", "-w", t.TempDir(), "start", "--mtu", "67")
+	oneLine(t, "flag --mtu: not a number", "--mtu", "big", "test")
+	oneLine(t, "--vpn-endpoint: udp://192.0.2.1:53 is not on loopback", "--vpn-endpoint", "udp://192.0.2.1:53", "offer-template")
+	oneLine(t, "--vpn-endpoint: tcp-connect://198.51.100.1:9 is not on loopback", "--vpn-endpoint", "tcp-connect://198.51.100.1:9", "offer-template")
+	oneLine(t, "--vpn-endpoint", "--vpn-endpoint", "tcp-connect://example.com:9", "offer-template")
+	oneLine(t, "--tap-name", "--tap-name", "a/b", "offer-template")
+	oneLine(t, "--log-level", "--log-level", "loud", "offer-template")
+	oneLine(t, "--cpu-cores", "--cpu-cores", "two", "offer-template")
+	oneLine(t, "--sandbox", "--sandbox", "vm", "offer-template")
+	oneLine(t, "--hostname", "offer-template", "--hostname", "bad host")
+	oneLine(t, "--debug-local-endpoint", "--debug-local-endpoint", "10.1.1.1:5", "offer-template")
+	if code, _, errOut := run("--vpn-endpoint", "udp://192.0.2.1:53", "--debug-allow-remote-endpoint", "offer-template"); code != 0 {
+		t.Errorf("a remote endpoint with --debug-allow-remote-endpoint: exit %d, %s", code, errOut)
+	}
+	// What the ExeUnit formats must pass.
+	if code, _, errOut := run("--cpu-cores", "4", "--mem-gib", "2.7939677238464355", "--storage-gib", "1", "offer-template"); code != 0 {
+		t.Errorf("the ExeUnit's hardware flags: exit %d, %s", code, errOut)
+	}
+}
+
+// TestDeployPrintsOnlyJSON: the ExeUnit forwards deploy's stdout and stderr
+// to the requestor. stdout is the JSON, stderr is empty (not a terminal),
+// and the log goes to the workdir's log file; flags after the subcommand
+// take effect.
+func TestDeployPrintsOnlyJSON(t *testing.T) {
+	wd := t.TempDir()
+	code, out, errOut := run("--workdir", wd, "deploy", "--hostname", "node-a", "--")
+	if code != 0 || errOut != "" {
+		t.Fatalf("deploy: exit %d, stderr %q", code, errOut)
+	}
+	var res map[string]any
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res["startMode"] != "blocking" {
+		t.Fatalf("deploy stdout %q: %v", out, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(wd, deploymentFile)); !strings.Contains(string(b), `"hostname":"node-a"`) {
+		t.Errorf("--hostname after deploy was not taken: %s", b)
+	}
+	logs, err := os.ReadFile(LogPath(wd))
+	if err != nil || !strings.Contains(string(logs), "deployed") {
+		t.Errorf("log file: %v\n%s", err, logs)
+	}
+
+	missing := filepath.Join(wd, "no-such-dir")
+	code, out, errOut = run("--workdir", missing, "deploy", "--")
+	if code != 1 || errOut != "" || strings.Contains(out, missing) || strings.Contains(out, "/") {
+		t.Errorf("deploy in a missing workdir: exit %d, stdout %q, stderr %q (no host path may reach the requestor)", code, out, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Errorf("deploy failure stdout is not JSON: %q", out)
+	}
+}
