@@ -13,7 +13,7 @@ import (
 const (
 	MinMTU      = netcfg.MinMTU // the one MTU rule of every gvpn program
 	MaxMTU      = netcfg.MaxMTU
-	maxIfName   = 15         // IFNAMSIZ - 1
+	maxIfName   = 15 // IFNAMSIZ - 1
 	maxHostname = 253
 )
 
