@@ -160,7 +160,7 @@ func startNode(t *testing.T, n *node, o nodeOpts) {
 			t.Logf("stderr of %s's runtime (and its agent):\n%s", n.name, logs.String())
 		}
 	})
-	args := []string{"--sandbox-prefix", nsPrefix, "--log-level", "debug", "--stats-interval", "200ms",
+	args := []string{"--sandbox-prefix", nsPrefix, "--log-level", "debug", "--stats-interval", "200ms", "--debug-state-events",
 		"--sandbox", "agent", "--agent-timeout", "20s",
 		"--agent-command", n.ns.agentCommand(o.agentArgs...)}
 	n.bridgeDir = filepath.Join("/run/gvpn", sandbox.NameFor(nsPrefix, n.workdir))

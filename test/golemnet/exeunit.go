@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/cli"
 )
 
 // ExeUnitConfig says how to launch a runtime the way yagna's ExeUnit does
@@ -33,13 +34,23 @@ type ExeUnitConfig struct {
 	// VPNEndpoint is the ExeUnit's data socket URL (Node.EndpointURL); empty
 	// means no --vpn-endpoint.
 	VPNEndpoint string
-	// Stderr receives the runtime's stderr (its logs); nil discards them.
+	// Stderr receives the runtime's stderr; nil is /dev/null, as under a
+	// real provider (the runtime then logs only to its log file, read with
+	// RuntimeLog).
 	Stderr io.Writer
 	// SysProcAttr, if set, is used for every runtime process started with
 	// this config (e.g. Setpgid, so that a terminal's Ctrl-C reaches only
 	// the program playing the ExeUnit, which then shuts the runtime down in
 	// order). It is only read.
 	SysProcAttr *syscall.SysProcAttr
+}
+
+// RuntimeLog returns the log file gvpn-runtime keeps in workdir (what an
+// operator reads, since the provider sends the runtime's stderr to
+// /dev/null), or "" when there is none.
+func RuntimeLog(workdir string) string {
+	b, _ := os.ReadFile(cli.LogPath(workdir))
+	return string(b)
 }
 
 // DeployResult is the JSON `deploy` prints.
@@ -60,7 +71,18 @@ func Deploy(ctx context.Context, cfg ExeUnitConfig) (DeployResult, error) {
 		args = append(args, "--hostname", cfg.Hostname)
 	}
 	args = append(args, "deploy", "--")
-	out, err := runOnce(ctx, cfg, args)
+	// The ExeUnit forwards deploy's stdout and stderr to the requestor:
+	// anything on stderr is a leak.
+	var stderr bytes.Buffer
+	dcfg := cfg
+	dcfg.Stderr = &stderr
+	if cfg.Stderr != nil {
+		dcfg.Stderr = io.MultiWriter(&stderr, cfg.Stderr)
+	}
+	out, err := runOnce(ctx, dcfg, args)
+	if stderr.Len() > 0 {
+		return DeployResult{}, fmt.Errorf("deploy wrote to stderr, which the ExeUnit forwards to the requestor: %q", stderr.Bytes())
+	}
 	var res DeployResult
 	if jerr := json.Unmarshal(bytes.TrimSpace(out), &res); jerr != nil {
 		return res, fmt.Errorf("deploy stdout is not one JSON object (%v): %q", jerr, out)

@@ -19,13 +19,16 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/cli"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/service"
 )
 
 // VPNStateName is the RuntimeStatus state event in which gvpn-runtime
-// reports its VPN counters (JSON of network.Stats).
-const VPNStateName = "gvpn.vpn"
+// reports its VPN counters (JSON of network.Stats) when asked to with
+// --debug-state-events, as the lab does.
+const VPNStateName = service.StateName
 
 // shutdownTimeout bounds the wait for a runtime's Shutdown reply at Close;
 // the runtime is SIGKILLed after it either way, as the ExeUnit does.
@@ -73,8 +76,6 @@ type LabNode struct {
 	// RuntimeEndpoint is the runtime's data endpoint from its
 	// CreateNetwork reply.
 	RuntimeEndpoint netip.AddrPort
-
-	logs *TailBuffer
 }
 
 // NewLab brings a lab up: it validates cfg, starts the hub, runs the
@@ -140,7 +141,6 @@ func (l *Lab) up(ctx context.Context) error {
 			Workdir: wd,
 			Netns:   sandbox.NameFor(l.plan.prefix, wd),
 			Hub:     hn,
-			logs:    NewTailBuffer(8 << 10),
 		}
 		l.nodes = append(l.nodes, n)
 		l.byName[name] = n
@@ -151,8 +151,16 @@ func (l *Lab) up(ctx context.Context) error {
 
 	// The provider runs `test` once at startup, before any activity.
 	l.progress("", "test")
+	// The provider reads `test`'s output (it shows it when the test fails).
 	selfLogs := NewTailBuffer(8 << 10)
-	tc := l.exeUnitConfig("test", l.workdir, selfLogs)
+	tc := l.exeUnitConfig(l.workdir)
+	tc.Stderr = selfLogs
+	if l.cfg.LogDir != "" {
+		if f, err := os.Create(filepath.Join(l.cfg.LogDir, "test.log")); err == nil {
+			defer f.Close()
+			tc.Stderr = io.MultiWriter(selfLogs, f)
+		}
+	}
 	if err := SelfTest(ctx, tc); err != nil {
 		return fmt.Errorf("runtime self-test (`%s test`): %w%s", l.cfg.Runtime, err, selfLogs.LastLines(3))
 	}
@@ -176,19 +184,13 @@ func (l *Lab) up(ctx context.Context) error {
 	return nil
 }
 
-func (l *Lab) exeUnitConfig(name, workdir string, logs *TailBuffer) ExeUnitConfig {
-	var stderr io.Writer = logs
-	if l.cfg.RuntimeStderr != nil {
-		if w := l.cfg.RuntimeStderr(name); w != nil {
-			stderr = io.MultiWriter(logs, w)
-		}
-	}
-	cfg := ExeUnitConfig{
-		Runtime:     l.cfg.Runtime,
-		Workdir:     workdir,
-		RuntimeArgs: append([]string{"--sandbox-prefix", l.plan.prefix}, l.cfg.RuntimeArgs...),
-		Stderr:      stderr,
-	}
+// exeUnitConfig is how the lab's ExeUnit stand-in runs a runtime: stderr
+// on /dev/null as yagna's provider does (the runtime logs to its file),
+// the lab's sandbox prefix, and the VPN counters as state events, which
+// the lab's status reads.
+func (l *Lab) exeUnitConfig(workdir string) ExeUnitConfig {
+	args := append([]string{"--sandbox-prefix", l.plan.prefix, "--debug-state-events"}, l.cfg.RuntimeArgs...)
+	cfg := ExeUnitConfig{Runtime: l.cfg.Runtime, Workdir: workdir, RuntimeArgs: args}
 	if l.cfg.OwnProcessGroups {
 		cfg.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
@@ -199,12 +201,22 @@ func (l *Lab) exeUnitConfig(name, workdir string, logs *TailBuffer) ExeUnitConfi
 // CreateNetwork; then points the hub at the runtime's endpoint.
 func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string) error {
 	fail := func(step string, err error) error {
-		return fmt.Errorf("node %s: %s: %w%s", n.Name, step, err, n.logs.LastLines(3))
+		return fmt.Errorf("node %s: %s: %w%s", n.Name, step, err, n.logTail().LastLines(3))
 	}
-	cfg := l.exeUnitConfig(n.Name, n.Workdir, n.logs)
+	cfg := l.exeUnitConfig(n.Workdir)
 	cfg.Hostname = n.Name
 	cfg.VPNEndpoint = n.Hub.EndpointURL()
 
+	if err := os.MkdirAll(n.Workdir, 0o755); err != nil {
+		return fail("workdir", err)
+	}
+	if l.cfg.LogDir != "" {
+		link := filepath.Join(l.cfg.LogDir, n.Name+".log")
+		os.Remove(link)
+		if err := os.Symlink(cli.LogPath(n.Workdir), link); err != nil {
+			return fail("log link", err)
+		}
+	}
 	l.progress(n.Name, "deploy")
 	if _, err := Deploy(ctx, cfg); err != nil {
 		return fail("deploy", err)
@@ -337,8 +349,14 @@ func (n *LabNode) RuntimeStats() (stats network.Stats, events int) {
 	return stats, events
 }
 
-// LogTail returns the last lines the node's runtime wrote to stderr.
-func (n *LabNode) LogTail() string { return n.logs.String() }
+// LogTail returns the end of the node's runtime log file.
+func (n *LabNode) LogTail() string { return n.logTail().String() }
+
+func (n *LabNode) logTail() *TailBuffer {
+	t := NewTailBuffer(8 << 10)
+	t.Write([]byte(RuntimeLog(n.Workdir)))
+	return t
+}
 
 // NodeStatus is a snapshot of one node for status displays.
 type NodeStatus struct {
@@ -436,6 +454,14 @@ func (l *Lab) close() error {
 			}
 		}
 	}
+	// Keep the logs whose paths the user may have been given.
+	if l.cfg.LogDir != "" {
+		for _, n := range l.nodes {
+			if err := keepLog(cli.LogPath(n.Workdir), filepath.Join(l.cfg.LogDir, n.Name+".log")); err != nil {
+				errs = append(errs, fmt.Errorf("node %s: keep its log: %w", n.Name, err))
+			}
+		}
+	}
 	if l.ownDir {
 		os.RemoveAll(l.workdir)
 	} else {
@@ -445,4 +471,17 @@ func (l *Lab) close() error {
 	}
 	l.progress("", "closed")
 	return errors.Join(errs...)
+}
+
+// keepLog replaces the link at dst with a copy of the file src.
+func keepLog(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // the runtime never got to log
+	}
+	if err != nil {
+		return err
+	}
+	os.Remove(dst)
+	return os.WriteFile(dst, b, 0o600)
 }

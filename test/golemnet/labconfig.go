@@ -3,7 +3,6 @@ package golemnet
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -79,10 +78,13 @@ type LabConfig struct {
 	Workdir string
 	// Log receives the lab's and the hub's logs; nil discards them.
 	Log *logrus.Entry
-	// RuntimeStderr returns where the runtime of node name writes its
-	// stderr (its logs); name is "test" for the one-off self-test. nil, or
-	// a nil writer, discards them.
-	RuntimeStderr func(name string) io.Writer
+	// LogDir, if set, is where the runtimes' log files can be read as
+	// LogDir/NAME.log: links to <workdir>/logs/gvpn-runtime.log while the
+	// lab runs, copies after Close (which removes the workdirs), so that a
+	// path printed for the user stays good. The runtimes themselves run
+	// with stderr on /dev/null, as under a real provider, and log only to
+	// their files; the self-test's output goes to LogDir/test.log.
+	LogDir string
 	// OwnProcessGroups starts each runtime in its own process group, so
 	// that a terminal's Ctrl-C reaches only the program running the lab,
 	// which then shuts the runtimes down in order, as the ExeUnit would.

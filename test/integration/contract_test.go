@@ -44,14 +44,15 @@ func (l *logWriter) String() string {
 
 func exeunitConfig(t *testing.T, name string) (golemnet.ExeUnitConfig, *logWriter) {
 	logs := &logWriter{}
+	workdir := filepath.Join(t.TempDir(), name)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("stderr of runtime %s:\n%s", name, logs.String())
+			t.Logf("stderr of runtime %s:\n%s\nits log file:\n%s", name, logs.String(), golemnet.RuntimeLog(workdir))
 		}
 	})
 	return golemnet.ExeUnitConfig{
 		Runtime:     runtimeBin,
-		Workdir:     filepath.Join(t.TempDir(), name),
+		Workdir:     workdir,
 		RuntimeArgs: []string{"--sandbox-prefix", testPrefix, "--log-level", "debug"},
 		Stderr:      logs,
 	}, logs
@@ -287,8 +288,9 @@ func TestBrokenStreamExitsNonZeroWithoutPanic(t *testing.T) {
 			if strings.Contains(logs.String(), "panic") {
 				t.Fatalf("runtime panicked:\n%s", logs)
 			}
-			if !strings.Contains(logs.String(), "broken request stream") {
-				t.Fatalf("no clear message on stderr:\n%s", logs)
+			// The log file (stderr is /dev/null under a real provider).
+			if file := golemnet.RuntimeLog(cfg.Workdir); !strings.Contains(file, "broken request stream") {
+				t.Fatalf("no clear message in the log file:\n%s", file)
 			}
 			if out.Len() != 0 {
 				t.Fatalf("stdout got %q on a broken stream", out.Bytes())

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,32 +23,6 @@ const testPrefix = "gvt-lab-"
 // guard bounds waits; it only catches hangs.
 const guard = 60 * time.Second
 
-// runtimeLogs collects each runtime's stderr and prints it if the test
-// fails.
-type runtimeLogs struct {
-	mu   sync.Mutex
-	bufs map[string]*bytes.Buffer
-}
-
-type logWriter struct {
-	l   *runtimeLogs
-	buf *bytes.Buffer
-}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.l.mu.Lock()
-	defer w.l.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (l *runtimeLogs) writer(name string) io.Writer {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := &bytes.Buffer{}
-	l.bufs[name] = b
-	return logWriter{l, b}
-}
-
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -62,12 +34,11 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 func newLab(t *testing.T, cfg golemnet.LabConfig) *golemnet.Lab {
 	t.Helper()
 	privtest.RequireRoot(t)
-	logs := &runtimeLogs{bufs: map[string]*bytes.Buffer{}}
 	cfg.Runtime = runtimeBin
 	cfg.SandboxPrefix = testPrefix
 	cfg.Workdir = filepath.Join(t.TempDir(), "lab")
 	cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--log-level", "debug", "--stats-interval", "1s")
-	cfg.RuntimeStderr = logs.writer
+	cfg.LogDir = t.TempDir()
 	lab, err := golemnet.NewLab(ctxFor(t, guard), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -87,11 +58,15 @@ func newLab(t *testing.T, cfg golemnet.LabConfig) *golemnet.Lab {
 			t.Errorf("second Close: %v", err)
 		}
 		nothingLeft(t, lab, netnsInodes)
-		if t.Failed() {
-			logs.mu.Lock()
-			defer logs.mu.Unlock()
-			for name, b := range logs.bufs {
-				t.Logf("stderr of runtime %s:\n%s", name, b)
+		// The runtimes ran with stderr on /dev/null, as under yagna; their
+		// log files outlive the lab in LogDir, teardown lines included.
+		for _, n := range lab.Nodes() {
+			b, err := os.ReadFile(filepath.Join(cfg.LogDir, n.Name+".log"))
+			if err != nil || !bytes.Contains(b, []byte("teardown complete")) {
+				t.Errorf("node %s: kept log lacks the teardown (%v)", n.Name, err)
+			}
+			if t.Failed() {
+				t.Logf("log of runtime %s:\n%s", n.Name, b)
 			}
 		}
 	})

@@ -11,11 +11,17 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/runtime/cli"
 )
 
 // DefaultStateDir holds the control socket of a running `up` lab and the
 // run directories (work dirs, runtime logs) of running labs.
 const DefaultStateDir = "/run/gvpn-lab"
+
+// DefaultLogDir holds, per lab, the runtimes' log files; unlike the state
+// dir it is kept after the lab stops.
+const DefaultLogDir = "/var/log/gvpn-lab"
 
 // RuntimeName is the runtime binary gvpn-lab looks for next to itself.
 const RuntimeName = "gvpn-runtime"
@@ -36,7 +42,8 @@ Usage:
   gvpn-lab fault NODE --cut|--restore|--latency D|--loss P
                                             make the Golem Net misbehave for NODE
 
-Run "gvpn-lab COMMAND --help" for the flags and examples of each command.
+Run "gvpn-lab COMMAND --help" for the flags and examples of each command;
+"gvpn-lab --version" prints the version.
 
 Examples:
   sudo gvpn-lab demo                        # the whole tour, under a minute
@@ -69,6 +76,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return serveHTTP(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, mainUsage)
+		return 0
+	case "version", "--version":
+		fmt.Fprintln(stdout, "gvpn-lab", cli.Version)
 		return 0
 	}
 	fmt.Fprintf(stderr, "gvpn-lab: unknown command %q (commands: demo, up, exec, status, fault; see gvpn-lab --help)\n", cmd)

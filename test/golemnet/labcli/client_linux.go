@@ -143,15 +143,16 @@ func status(args []string, stdout, stderr io.Writer) int {
 	if _, code, ok := parseFlags(fs, args, stderr, 0); !ok {
 		return code
 	}
-	if err := requireRoot("the lab's control socket is root's"); err != nil {
-		return fail(stderr, "status", err)
-	}
-	r, err := call(*stateDir, ctlRequest{Op: "status"})
+	r, err := statusCall(*stateDir)
 	if err != nil {
+		if *asJSON {
+			// Scripts piping into jq get JSON either way.
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(StatusJSON{Running: false, Error: err.Error()})
+			return 1
+		}
 		return fail(stderr, "status", err)
-	}
-	if r.Status == nil {
-		return fail(stderr, "status", fmt.Errorf("the lab sent no status"))
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -161,6 +162,20 @@ func status(args []string, stdout, stderr io.Writer) int {
 	}
 	writeStatus(stdout, *r.Status)
 	return 0
+}
+
+func statusCall(stateDir string) (ctlReply, error) {
+	if err := requireRoot("the lab's control socket is root's"); err != nil {
+		return ctlReply{}, err
+	}
+	r, err := call(stateDir, ctlRequest{Op: "status"})
+	if err != nil {
+		return ctlReply{}, err
+	}
+	if r.Status == nil {
+		return ctlReply{}, fmt.Errorf("the lab sent no status")
+	}
+	return r, nil
 }
 
 const faultUsage = `gvpn-lab fault — make the Golem Net misbehave for one node.

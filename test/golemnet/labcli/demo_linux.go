@@ -173,12 +173,12 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	}
 	cleanStaleRuns(lf.stateDir, log)
 	names := []string{golemnet.LabNodeName(0), golemnet.LabNodeName(1), golemnet.LabNodeName(2)}
-	rd, err := newRunDir(lf.stateDir, "demo", cfg.SandboxPrefix, names)
+	rd, err := newRunDir(lf.stateDir, lf.logDir, "demo", cfg.SandboxPrefix, names)
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
 	cfg.Workdir = rd.nodesDir()
-	cfg.RuntimeStderr = rd.logWriter
+	cfg.LogDir = rd.logsDir()
 	cfg.Log = log
 	cfg.OwnProcessGroups = true
 
@@ -201,6 +201,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		rd.close(true) // nothing to debug
+		rd.removeLogs()
 		fmt.Fprintln(stderr, "gvpn-lab demo: interrupted; the lab was torn down")
 		return 130
 	}
@@ -210,6 +211,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	rd.close(true)
+	rd.removeLogs() // a passing demo printed no log path
 	return 0
 }
 

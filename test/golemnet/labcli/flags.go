@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/gvpn/gvpn/internal/cmdflag"
 )
 
 // usageError is bad input: exit code 2.
@@ -43,12 +45,12 @@ func newFlagSet(name, usage string, stdout io.Writer) *cmdFlags {
 	return &cmdFlags{FlagSet: fs, usage: usage, stdout: stdout}
 }
 
-// help prints the help text and the flags to stdout.
+// help prints the help text and the flags, as --flag, to stdout.
 func (c *cmdFlags) help() {
-	fmt.Fprint(c.stdout, c.usage)
-	c.SetOutput(c.stdout)
-	c.PrintDefaults()
-	c.SetOutput(io.Discard)
+	fmt.Fprint(c.stdout, strings.TrimSuffix(c.usage, "Flags:\n"))
+	var names []string
+	c.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	cmdflag.PrintFlags(c.stdout, c.FlagSet, []cmdflag.Group{{Title: "Flags", Names: names}})
 }
 
 // parseFlags parses args allowing flags after positional arguments, and
@@ -62,7 +64,8 @@ func parseFlags(fs *cmdFlags, args []string, stderr io.Writer, maxPos int) (pos 
 				fs.help()
 				return nil, 0, false
 			}
-			return nil, fail(stderr, strings.TrimPrefix(fs.Name(), "gvpn-lab "), usagef("%v (see %s --help)", err, fs.Name())), false
+			msg := strings.TrimPrefix(cmdflag.Explain(fs.Name(), err), fs.Name()+": ")
+			return nil, fail(stderr, strings.TrimPrefix(fs.Name(), "gvpn-lab "), usagef("%s", msg)), false
 		}
 		if fs.NArg() == 0 {
 			break

@@ -232,7 +232,8 @@ func TestBadInputIsOneLine(t *testing.T) {
 		{[]string{"up", "--hostnames", "a,a"}, "given twice"},
 		{[]string{"up", "--gateway", "yes"}, "gateway mode"},
 		{[]string{"up", "--sandbox-prefix", "a/b"}, "--sandbox-prefix"},
-		{[]string{"up", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"up", "--bogus"}, "unknown flag --bogus; see gvpn-lab up --help"},
+		{[]string{"status", "--nodes", "2"}, "unknown flag --nodes"},
 		{[]string{"up", "extra"}, `unexpected argument "extra"`},
 		{[]string{"demo", "--http-size", "lots"}, "--http-size"},
 		{[]string{"demo", "--iperf-time", "0"}, "--iperf-time"},
@@ -271,9 +272,33 @@ func TestHelpTeachesWithExamples(t *testing.T) {
 	if Main([]string{"--help"}, &stdout, &stderr) != 0 || !strings.Contains(stdout.String(), "gvpn-lab demo") {
 		t.Errorf("gvpn-lab --help: %q", stdout.String())
 	}
+	if strings.Contains(stdout.String(), "\n  -") {
+		t.Errorf("a flag printed with one dash:\n%s", stdout.String())
+	}
 	stdout.Reset()
 	if Main(nil, &stdout, &stderr) != 2 {
 		t.Error("no command: want exit 2")
+	}
+	stdout.Reset()
+	if Main([]string{"--version"}, &stdout, &stderr) != 0 || !strings.HasPrefix(stdout.String(), "gvpn-lab ") {
+		t.Errorf("gvpn-lab --version: %q", stdout.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	Main([]string{"up", "--help"}, &stdout, &stderr)
+	if !strings.Contains(stdout.String(), "\n  --nodes NODES\n") || strings.Contains(stdout.String(), "\n  -nodes") {
+		t.Errorf("up --help does not print flags as --flag:\n%s", stdout.String())
+	}
+}
+
+// TestStatusJSONWithoutALab: a script asking for JSON gets JSON, saying no
+// lab runs (or why it cannot tell).
+func TestStatusJSONWithoutALab(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := Main([]string{"status", "--json", "--state-dir", t.TempDir()}, &stdout, &stderr)
+	var st StatusJSON
+	if err := json.Unmarshal(stdout.Bytes(), &st); err != nil || st.Running || st.Error == "" || code == 0 {
+		t.Errorf("status --json without a lab: exit %d, stdout %q (%v), stderr %q", code, stdout.String(), err, stderr.String())
 	}
 }
 

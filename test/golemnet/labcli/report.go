@@ -68,6 +68,9 @@ type HubJSON struct {
 
 // StatusJSON is `gvpn-lab status --json`.
 type StatusJSON struct {
+	// Running is false when no lab answered; Error then says why.
+	Running       bool       `json:"running"`
+	Error         string     `json:"error,omitempty"`
 	Pid           int        `json:"pid"`
 	Network       string     `json:"network"`
 	SandboxPrefix string     `json:"sandbox_prefix"`
@@ -97,28 +100,35 @@ func writeStatus(w io.Writer, st StatusJSON) {
 // the runtimes' own reports.
 func writeCounters(w io.Writer, nodes []NodeJSON) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "FRAMES\tHUB RX (from runtime)\tHUB TX (to runtime)\tHUB DROPS\tRUNTIME EGRESS\tRUNTIME INGRESS\tRUNTIME DROPS")
+	fmt.Fprintln(tw, "FRAMES\tHUB RX (from runtime)\tHUB TX (to runtime)\tHUB DROPS\tRUNTIME EGRESS\tRUNTIME INGRESS\tRUNTIME DROPS\tKERNEL DROPS (TAP, socket)")
 	for _, n := range nodes {
-		egress, ingress, rdrops := "-", "-", "-"
+		egress, ingress, rdrops, kdrops := "-", "-", "-", "-"
 		if r := n.Runtime; r != nil {
 			egress = frames(r.Egress.Frames, r.Egress.Bytes)
 			ingress = frames(r.Ingress.Frames, r.Ingress.Bytes)
-			var parts []string
-			if d := dropList(r.Egress.Drops); d != "-" {
-				parts = append(parts, "egress "+d)
-			}
-			if d := dropList(r.Ingress.Drops); d != "-" {
-				parts = append(parts, "ingress "+d)
-			}
-			if len(parts) > 0 {
-				rdrops = strings.Join(parts, "; ")
-			}
+			rdrops = bothWays(r.Egress.Drops, r.Ingress.Drops)
+			kdrops = bothWays(r.Egress.KernelDrops, r.Ingress.KernelDrops)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name,
 			frames(n.Hub.RxFrames, n.Hub.RxBytes), frames(n.Hub.TxFrames, n.Hub.TxBytes), dropList(n.Hub.Drops),
-			egress, ingress, rdrops)
+			egress, ingress, rdrops, kdrops)
 	}
 	tw.Flush()
+}
+
+// bothWays lists egress and ingress drops by reason, or "-".
+func bothWays(egress, ingress map[string]uint64) string {
+	var parts []string
+	if d := dropList(egress); d != "-" {
+		parts = append(parts, "egress "+d)
+	}
+	if d := dropList(ingress); d != "-" {
+		parts = append(parts, "ingress "+d)
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
 }
 
 func frames(n, bytes uint64) string {

@@ -4,27 +4,26 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
-// runDir is one lab's directory under the state dir: the nodes' work dirs,
-// the runtimes' logs and a record (lab.json) that lets a later gvpn-lab
-// remove what a crashed one left behind.
+// runDir is one lab's directory under the state dir: the nodes' work dirs
+// and a record (lab.json) that lets a later gvpn-lab remove what a crashed
+// one left behind. The runtimes' logs live apart, under the log dir (not
+// /run), and outlive the lab: their path is printed.
 type runDir struct {
-	path string
-
-	mu    sync.Mutex
-	files []*os.File
+	path     string
+	stateDir string
+	logs     string
 }
 
 // runInfo is lab.json.
@@ -37,14 +36,21 @@ type runInfo struct {
 
 const runInfoFile = "lab.json"
 
-func newRunDir(stateDir, command, prefix string, nodes []string) (*runDir, error) {
+func newRunDir(stateDir, logRoot, command, prefix string, nodes []string) (*runDir, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	r := &runDir{path: filepath.Join(stateDir, "run-"+strconv.Itoa(os.Getpid()))}
+	r := &runDir{
+		path:     filepath.Join(stateDir, "run-"+strconv.Itoa(os.Getpid())),
+		stateDir: stateDir,
+		logs:     filepath.Join(logRoot, fmt.Sprintf("%s-%s-%d", command, time.Now().Format("20060102T150405"), os.Getpid())),
+	}
 	os.RemoveAll(r.path) // a dead lab with our pid: its sandboxes were cleaned above
-	if err := os.MkdirAll(filepath.Join(r.path, "logs"), 0o700); err != nil {
+	if err := os.MkdirAll(r.path, 0o700); err != nil {
 		return nil, err
+	}
+	if err := os.MkdirAll(r.logs, 0o700); err != nil {
+		return nil, fmt.Errorf("log dir: %w", err)
 	}
 	info := runInfo{Pid: os.Getpid(), Command: command, SandboxPrefix: prefix}
 	for _, n := range nodes {
@@ -60,33 +66,20 @@ func newRunDir(stateDir, command, prefix string, nodes []string) (*runDir, error
 // nodesDir is the lab's LabConfig.Workdir.
 func (r *runDir) nodesDir() string { return filepath.Join(r.path, "nodes") }
 
-func (r *runDir) logsDir() string { return filepath.Join(r.path, "logs") }
+func (r *runDir) logsDir() string { return r.logs }
 
-// logWriter returns the log file of runtime name (nil if it cannot be
-// made: the logs are a convenience).
-func (r *runDir) logWriter(name string) io.Writer {
-	f, err := os.OpenFile(filepath.Join(r.logsDir(), name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil
-	}
-	r.mu.Lock()
-	r.files = append(r.files, f)
-	r.mu.Unlock()
-	return f
-}
-
-// close closes the log files; remove also deletes the directory.
+// close removes the run dir when remove is set, and then the state dir if
+// nothing else is in it: a lab that stopped leaves nothing in /run. The
+// logs stay.
 func (r *runDir) close(remove bool) {
-	r.mu.Lock()
-	for _, f := range r.files {
-		f.Close()
-	}
-	r.files = nil
-	r.mu.Unlock()
 	if remove {
 		os.RemoveAll(r.path)
+		os.Remove(r.stateDir) // only if empty
 	}
 }
+
+// removeLogs deletes the logs of a run whose log path nobody was shown.
+func (r *runDir) removeLogs() { os.RemoveAll(r.logs) }
 
 // cleanStaleRuns removes what labs that are no longer running left in
 // stateDir: their sandboxes (processes, namespaces) and run dirs. It

@@ -47,6 +47,7 @@ Flags:
 
 // labFlags are the flags of the commands that run a lab (demo, up).
 type labFlags struct {
+	logDir      string
 	runtime     string
 	net         string
 	gateway     string
@@ -100,12 +101,12 @@ func up(args []string, stdout, stderr io.Writer) int {
 			names = append(names, golemnet.LabNodeName(i))
 		}
 	}
-	rd, err := newRunDir(lf.stateDir, "up", cfg.SandboxPrefix, names)
+	rd, err := newRunDir(lf.stateDir, lf.logDir, "up", cfg.SandboxPrefix, names)
 	if err != nil {
 		return fail(stderr, "up", err)
 	}
 	cfg.Workdir = rd.nodesDir()
-	cfg.RuntimeStderr = rd.logWriter
+	cfg.LogDir = rd.logsDir()
 	cfg.Log = log
 	cfg.OwnProcessGroups = true
 	cfg.Progress = func(node, step string) {
@@ -127,6 +128,7 @@ func up(args []string, stdout, stderr io.Writer) int {
 	started := time.Now()
 	srv, err := serveControl(lf.stateDir, lab, log, func() StatusJSON {
 		return StatusJSON{
+			Running:       true,
 			Pid:           os.Getpid(),
 			Network:       lab.Net().String(),
 			SandboxPrefix: lab.SandboxPrefix(),
@@ -150,8 +152,9 @@ func up(args []string, stdout, stderr io.Writer) int {
 		rd.close(false)
 		return fail(stderr, "up", fmt.Errorf("teardown: %w (runtime logs: %s)", err, rd.logsDir()))
 	}
+	os.Remove(lock.Name()) // still held: no other up can be between this and the state dir's removal
 	rd.close(true)
-	fmt.Fprintln(stderr, "gvpn-lab: lab stopped; nothing left behind")
+	fmt.Fprintf(stderr, "gvpn-lab: lab stopped; nothing left behind but the runtime logs in %s\n", rd.logsDir())
 	return 0
 }
 
@@ -160,7 +163,8 @@ func (f *labFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&f.gateway, "gateway", "", "gateway in CreateNetwork: \"\" (newer ExeUnits) or \"first-host\" (≤ v0.17.6)")
 	fs.StringVar(&f.runtime, "runtime", "", "gvpn-runtime `binary` (default: next to gvpn-lab, else in PATH)")
 	fs.StringVar(&f.prefix, "sandbox-prefix", golemnet.DefaultLabSandboxPrefix, "`prefix` of the nodes' network namespace names")
-	fs.StringVar(&f.stateDir, "state-dir", DefaultStateDir, "`dir` for the control socket, work dirs and runtime logs")
+	fs.StringVar(&f.stateDir, "state-dir", DefaultStateDir, "`dir` for the control socket and work dirs (removed when the lab stops)")
+	fs.StringVar(&f.logDir, "log-dir", DefaultLogDir, "`dir` under which each lab keeps its runtimes' logs (kept after it stops)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "gvpn-lab's own log `level` on stderr (the runtimes log to files)")
 	fs.Var(&f.runtimeArgs, "runtime-arg", "extra argument for every runtime invocation, repeatable (like the ExeUnit's)")
 }
