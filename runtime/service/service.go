@@ -255,6 +255,8 @@ func (s *server) createNetwork(ctx context.Context, id uint64, n *api.Request_Cr
 		}
 		return api.ReplyError(id, code, err.Error(), ectx)
 	}
+	log.WithFields(logrus.Fields{"networks": len(n.GetNetworks()), "hosts": len(n.GetHosts()), "endpoint": ep.String()}).
+		Info("CreateNetwork done")
 	return api.ReplyNetwork(id, ep)
 }
 

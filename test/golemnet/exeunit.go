@@ -34,6 +34,9 @@ type ExeUnitConfig struct {
 	// VPNEndpoint is the ExeUnit's data socket URL (Node.EndpointURL); empty
 	// means no --vpn-endpoint.
 	VPNEndpoint string
+	// StartArgs are the ExeScript Start command's arguments, placed right
+	// after "start" with no "--", as the ExeUnit does in service mode.
+	StartArgs []string
 	// Stderr receives the runtime's stderr; nil is /dev/null, as under a
 	// real provider (the runtime then logs only to its log file, read with
 	// RuntimeLog).
@@ -179,7 +182,7 @@ func Start(ctx context.Context, cfg ExeUnitConfig) (*ExeUnit, error) {
 	if cfg.VPNEndpoint != "" {
 		args = append(args, "--vpn-endpoint", cfg.VPNEndpoint)
 	}
-	args = append(args, "start")
+	args = append(append(args, "start"), cfg.StartArgs...)
 	cmd := exec.Command(cfg.Runtime, args...)
 	cmd.Dir = cfg.Workdir
 	cmd.Stderr = cfg.Stderr
@@ -411,10 +414,17 @@ type VPNNetwork struct {
 
 // CreateNetwork sends a VPN CreateNetwork and returns the runtime's endpoint.
 func (e *ExeUnit) CreateNetwork(ctx context.Context, n VPNNetwork, hosts map[string]string) (api.Endpoint, error) {
-	req := &api.Request{Command: &api.Request_Network{Network: &api.Request_CreateNetwork{
-		Networks: []*api.Network{{Addr: n.Addr, Mask: n.Mask, Gateway: n.Gateway, IfAddr: n.IfAddr}},
-		Hosts:    hosts,
-	}}}
+	return e.CreateNetworks(ctx, []VPNNetwork{n}, hosts)
+}
+
+// CreateNetworks sends one VPN CreateNetwork carrying every network, as
+// the ExeUnit does for a Deploy with several (in whatever order they come).
+func (e *ExeUnit) CreateNetworks(ctx context.Context, nets []VPNNetwork, hosts map[string]string) (api.Endpoint, error) {
+	cn := &api.Request_CreateNetwork{Hosts: hosts}
+	for _, n := range nets {
+		cn.Networks = append(cn.Networks, &api.Network{Addr: n.Addr, Mask: n.Mask, Gateway: n.Gateway, IfAddr: n.IfAddr})
+	}
+	req := &api.Request{Command: &api.Request_Network{Network: cn}}
 	resp, err := e.Call(ctx, req)
 	if err != nil {
 		return api.Endpoint{}, err

@@ -284,6 +284,30 @@ func (h *Hub) AddNode(name string, ip netip.Addr) (*Node, error) {
 	return n, nil
 }
 
+// AddAddress registers ip as another address of node n, as the ExeUnit
+// knows a node from the `nodes` map of each network of the Deploy: a node
+// on two networks has an address in each. ip must be IPv4 unicast and not
+// owned by another node.
+func (h *Hub) AddAddress(n *Node, ip netip.Addr) error {
+	key, ok := ip4(ip)
+	if !ok || !learnable(key) || key>>24 == 0 {
+		return fmt.Errorf("node %q: address %v is not IPv4 unicast: %w", n.name, ip, ErrBadAddr)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.table.Load()
+	if owner, ok := t.owner(key); ok {
+		if owner == n.index {
+			return nil
+		}
+		return fmt.Errorf("node %q: %v belongs to node %q: %w", n.name, ip, t.nodes[owner].name, ErrDuplicate)
+	}
+	nt := t.clone()
+	nt.owners[key] = n.index
+	h.table.Store(nt)
+	return nil
+}
+
 // Node returns the live node called name, or nil.
 func (h *Hub) Node(name string) *Node {
 	h.mu.Lock()

@@ -44,6 +44,10 @@ func newLab(t *testing.T, cfg golemnet.LabConfig) *golemnet.Lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		alive := map[string]bool{}
+		for _, st := range lab.Status() {
+			alive[st.Name] = st.Alive
+		}
 		netnsInodes := map[string]uint64{}
 		for _, n := range lab.Nodes() {
 			var st syscall.Stat_t
@@ -62,8 +66,11 @@ func newLab(t *testing.T, cfg golemnet.LabConfig) *golemnet.Lab {
 		// log files outlive the lab in LogDir, teardown lines included.
 		for _, n := range lab.Nodes() {
 			b, err := os.ReadFile(filepath.Join(cfg.LogDir, n.Name+".log"))
-			if err != nil || !bytes.Contains(b, []byte("teardown complete")) {
-				t.Errorf("node %s: kept log lacks the teardown (%v)", n.Name, err)
+			if err != nil || !bytes.Contains(b, []byte("starting service")) {
+				t.Errorf("node %s: no kept log (%v)", n.Name, err)
+			}
+			if alive[n.Name] && !bytes.Contains(b, []byte("teardown complete")) {
+				t.Errorf("node %s: kept log lacks the teardown", n.Name)
 			}
 			if t.Failed() {
 				t.Logf("log of runtime %s:\n%s", n.Name, b)

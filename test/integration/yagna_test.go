@@ -1,0 +1,137 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/privtest"
+)
+
+// TestAsYagnaRunsIt runs two runtimes exactly as a real provider does:
+// stderr on /dev/null (the provider nulls the ExeUnit's, which the runtime
+// inherits), `deploy --` with no --hostname, `start` with its arguments
+// right after it and no "--", a CreateNetwork without hosts that carries two
+// networks at once, in different orders on the two nodes, with the gateway
+// of yagna v0.17.6 on one node (the network's first host, which is node-a's
+// own address on one network) and of master on the other (""). Both
+// networks must carry ping both ways; the log file must tell the story; and
+// the host's /etc/hosts must not change by one byte.
+func TestAsYagnaRunsIt(t *testing.T) {
+	privtest.RequireRoot(t)
+	ctx := ctxFor(t, 90*time.Second)
+	hostsBefore, err := os.ReadFile("/etc/hosts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := logrus.New()
+	quiet.SetOutput(os.Stderr)
+	quiet.SetLevel(logrus.WarnLevel)
+	hub := golemnet.NewHub(logrus.NewEntry(quiet))
+	t.Cleanup(func() { hub.Close() })
+
+	type node struct {
+		name     string
+		ips      [2]string // on 192.168.0.0/24 and on 10.20.0.0/16
+		nets     []golemnet.VPNNetwork
+		hub      *golemnet.Node
+		workdir  string
+		exeunit  *golemnet.ExeUnit
+		vpnNodes *vpnNode
+	}
+	nodes := []*node{
+		{name: "node-a", ips: [2]string{"192.168.0.1", "10.20.0.2"}, nets: []golemnet.VPNNetwork{
+			// v0.17.6: the gateway is the first host, here node-a itself.
+			{Addr: "192.168.0.0", Mask: "255.255.255.0", Gateway: "192.168.0.1", IfAddr: "192.168.0.1"},
+			{Addr: "10.20.0.0", Mask: "255.255.0.0", Gateway: "10.20.0.1", IfAddr: "10.20.0.2"},
+		}},
+		{name: "node-b", ips: [2]string{"192.168.0.3", "10.20.0.3"}, nets: []golemnet.VPNNetwork{
+			// master: no gateway; the other order.
+			{Addr: "10.20.0.0", Mask: "255.255.0.0", Gateway: "", IfAddr: "10.20.0.3"},
+			{Addr: "192.168.0.0", Mask: "255.255.255.0", Gateway: "", IfAddr: "192.168.0.3"},
+		}},
+	}
+	for _, n := range nodes {
+		if n.hub, err = hub.AddNode(n.name, netip.MustParseAddr(n.ips[0])); err != nil {
+			t.Fatal(err)
+		}
+		// The Deploy's nodes map of the second network.
+		if err := hub.AddAddress(n.hub, netip.MustParseAddr(n.ips[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		n.workdir = filepath.Join(t.TempDir(), n.name)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("log file of %s:\n%s", n.name, golemnet.RuntimeLog(n.workdir))
+			}
+		})
+		cfg := golemnet.ExeUnitConfig{
+			Runtime:     runtimeBin,
+			Workdir:     n.workdir,
+			RuntimeArgs: []string{"--sandbox-prefix", testPrefix}, // a --runtime-arg
+			VPNEndpoint: n.hub.EndpointURL(),
+			StartArgs:   []string{"start-entrypoint"},
+			Stderr:      nil, // /dev/null
+		}
+		if _, err := golemnet.Deploy(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		if n.exeunit, err = golemnet.Start(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+		eu := n.exeunit
+		t.Cleanup(func() { eu.Shutdown(context.Background()) })
+		ep, err := n.exeunit.CreateNetworks(ctx, n.nets, nil)
+		if err != nil {
+			t.Fatalf("%s: CreateNetwork: %v", n.name, err)
+		}
+		ap, err := golemnet.ParseUDPEndpoint(ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.hub.SetRuntimeEndpoint(ap); err != nil {
+			t.Fatal(err)
+		}
+		n.vpnNodes = &vpnNode{name: n.name, eu: n.exeunit}
+	}
+
+	// Ping over both networks, both ways.
+	for i, n := range nodes {
+		peer := nodes[1-i]
+		for _, ip := range peer.ips {
+			n.vpnNodes.run(t, ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "2", ip)
+		}
+	}
+
+	for _, n := range nodes {
+		if err := n.exeunit.Shutdown(ctx); err != nil {
+			t.Errorf("%s: Shutdown: %v", n.name, err)
+		}
+		sandboxGone(t, n.workdir)
+		log := golemnet.RuntimeLog(n.workdir)
+		for _, want := range []string{"CreateNetwork done", "networks=2", "final VPN counters", "teardown complete"} {
+			if !strings.Contains(log, want) {
+				t.Errorf("%s: the log file lacks %q", n.name, want)
+			}
+		}
+	}
+	if log := golemnet.RuntimeLog(nodes[0].workdir); !strings.Contains(log, "is this node's own address: no gateway route") {
+		t.Errorf("node-a: the ignored v0.17.6 gateway is not logged")
+	}
+	if hostsAfter, _ := os.ReadFile("/etc/hosts"); !bytes.Equal(hostsBefore, hostsAfter) {
+		t.Errorf("the host's /etc/hosts changed:\nbefore:\n%s\nafter:\n%s", hostsBefore, hostsAfter)
+	}
+}
