@@ -12,8 +12,8 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/gvpn/gvpn/runtime/cli"
-	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/tap"
+	"github.com/gvpn/gvpn/test/golemnet"
 )
 
 // TestKernelDropsAreReported: under TCP load, a TAP whose queue toward
