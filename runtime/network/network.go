@@ -76,7 +76,7 @@ type attachment struct {
 	ep       *endpoint.Endpoint
 	mu       sync.Mutex
 	pump     *pump.Pump
-	datagram *link.Datagram // the UDP endpoint link, for its foreign-source count
+	counters link.Counters // the endpoint link's own drop counts, if it keeps any
 }
 
 // New returns a Manager.
@@ -194,7 +194,7 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	})
 	a.mu.Lock()
 	a.pump = p
-	a.datagram, _ = network.(*link.Datagram)
+	a.counters, _ = network.(link.Counters)
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -239,7 +239,7 @@ func (m *Manager) Stats() api.VPNStats {
 		return api.VPNStats{}
 	}
 	a.mu.Lock()
-	p, dg := a.pump, a.datagram
+	p, own := a.pump, a.counters
 	a.mu.Unlock()
 	s := api.VPNStats{Address: a.net.IfAddr.String(), Network: a.net.Prefix.String()}
 	if p == nil {
@@ -249,8 +249,10 @@ func (m *Manager) Stats() api.VPNStats {
 	s.Up = p.Err() == nil
 	s.Egress = api.VPNDirStats{Frames: ps.Egress.Frames, Bytes: ps.Egress.Bytes, Drops: ps.Egress.DropMap()}
 	s.Ingress = api.VPNDirStats{Frames: ps.Ingress.Frames, Bytes: ps.Ingress.Bytes, Drops: ps.Ingress.DropMap()}
-	if dg != nil && dg.Foreign() > 0 {
-		s.Ingress.Drops["foreign_source"] = dg.Foreign()
+	if own != nil {
+		for reason, n := range own.Counters() {
+			s.Ingress.Drops[reason] = n
+		}
 	}
 	return s
 }
