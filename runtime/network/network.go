@@ -157,11 +157,11 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 		}
 		return api.Endpoint{}, e
 	}
-	reply, err := replyEndpoint(ep.Reply())
-	if err != nil {
+	reply := ep.Reply()
+	if !reply.IsValid() {
 		payload.Close()
 		ep.Close()
-		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: err}
+		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: fmt.Errorf("no reply form for endpoint %s", m.opts.VPN)}
 	}
 	a := &attachment{net: parsed, payload: payload, ep: ep}
 	m.vpn = a
@@ -211,23 +211,6 @@ func gatewayString(n netcfg.Network) string {
 		return n.Gateway.String()
 	}
 	return "none"
-}
-
-func replyEndpoint(r endpoint.Reply) (api.Endpoint, error) {
-	switch r.Field {
-	case "udp_datagram", "tcp_stream":
-		ap, err := netip.ParseAddrPort(r.Value)
-		if err != nil {
-			return api.Endpoint{}, err
-		}
-		if r.Field == "udp_datagram" {
-			return api.UDPEndpoint(ap), nil
-		}
-		return api.TCPStreamEndpoint(ap), nil
-	case "unix_stream":
-		return api.UnixStreamEndpoint(r.Value), nil
-	}
-	return api.Endpoint{}, fmt.Errorf("no reply form for endpoint %s", r.Field)
 }
 
 // Stats returns the counters of the VPN, if any.
