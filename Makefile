@@ -4,7 +4,7 @@
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/gvpn/gvpn/runtime/cli.Version=$(VERSION) -X github.com/gvpn/gvpn/vsock/agent.Version=$(VERSION)
+LDFLAGS   := -s -w -X github.com/gvpn/gvpn/runtime/cli.Version=$(VERSION) -X github.com/gvpn/gvpn/vsock/agent.Version=$(VERSION) -X github.com/gvpn/gvpn/test/golemnet/labcli.Version=$(VERSION)
 BINARIES  := $(patsubst cmd/%,bin/%,$(wildcard cmd/*))
 PREFIX    ?= /usr/local
 FUZZTIME  ?= 30s

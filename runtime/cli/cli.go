@@ -30,9 +30,11 @@ import (
 
 	"github.com/gvpn/gvpn/internal/cmdflag"
 	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
 	"github.com/gvpn/gvpn/vsock"
 )
@@ -159,7 +161,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 5*time.Minute, "`interval` at which the VPN counters are logged when they changed (0 = only on SIGUSR1\nand at teardown)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host) or agent\n(a VM or container started by --agent-command, with gvpn-agent inside)")
-	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", sandbox.DefaultPrefix, "`prefix` of the sandbox network namespace names")
+	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "`prefix` of the sandbox network namespace names")
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data `address` to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
 	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control `address` to listen on (default: derived from --bridge)")
@@ -323,16 +325,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // cmdflagSet is the runtime's flag set.
 type cmdflagSet struct{ *flag.FlagSet }
 
-// Log files: a long activity must not fill the disk.
+// Log rotation: a long activity must not fill the disk.
 const (
-	LogDir        = "logs"
-	LogFile       = "gvpn-runtime.log"
 	logMaxMB      = 10
 	logMaxBackups = 2
 )
-
-// LogPath is where deploy and start log for workdir.
-func LogPath(workdir string) string { return filepath.Join(workdir, LogDir, LogFile) }
 
 type logSink struct {
 	entry *logrus.Entry
@@ -366,8 +363,8 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 		var w io.Writer
 		// Mkdir, not MkdirAll: a missing workdir is deploy's error to
 		// report, not something to create.
-		if err := os.Mkdir(filepath.Join(o.Workdir, LogDir), 0o750); err == nil || errors.Is(err, os.ErrExist) {
-			lj := &lumberjack.Logger{Filename: LogPath(o.Workdir), MaxSize: logMaxMB, MaxBackups: logMaxBackups}
+		if err := os.Mkdir(filepath.Join(o.Workdir, api.LogDir), 0o750); err == nil || errors.Is(err, os.ErrExist) {
+			lj := &lumberjack.Logger{Filename: api.LogPath(o.Workdir), MaxSize: logMaxMB, MaxBackups: logMaxBackups}
 			w, sink.file = lj, lj
 		}
 		switch {
@@ -510,25 +507,25 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "version": Version, "pid": os.Getpid()}).Info("starting service")
 
 	var (
-		sbx     service.Sandbox
-		payload network.Payload
+		sbx      sandbox.Sandbox
+		attacher network.Attacher
 	)
 	switch o.Sandbox {
 	case "netns":
-		sb, err := sandbox.Open(sandbox.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix})
+		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix})
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1
 		}
 		log.WithField("netns", sb.Name()).Info("sandbox ready")
-		sbx, payload = service.NetnsSandbox{Sandbox: sb}, &network.NetnsPayload{NS: sb.NetNS(), HostsPath: sb.HostsPath()}
+		sbx, attacher = sb, sb
 	case "agent":
 		box, err := openAgentSandbox(o, hostname, stderr, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the agent sandbox")
 			return 1
 		}
-		sbx, payload = box, box
+		sbx, attacher = box, box
 	default:
 		log.Errorf("--sandbox must be netns or agent, not %q", o.Sandbox)
 		return 2
@@ -536,7 +533,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	mgr := network.New(network.Options{
 		VPN:      vpn,
 		Endpoint: endpoint.Options{Local: o.LocalEndpoint},
-		Payload:  payload,
+		Attacher: attacher,
 		Name:     o.TapName,
 		MTU:      o.MTU,
 		Log:      log,

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gvpn/gvpn/internal/cmdflag"
+	"github.com/gvpn/gvpn/runtime/api"
 )
 
 func run(args ...string) (code int, stdout, stderr string) {
@@ -100,7 +101,7 @@ func TestDeployPrintsOnlyJSON(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(wd, deploymentFile)); !strings.Contains(string(b), `"hostname":"node-a"`) {
 		t.Errorf("--hostname after deploy was not taken: %s", b)
 	}
-	logs, err := os.ReadFile(LogPath(wd))
+	logs, err := os.ReadFile(api.LogPath(wd))
 	if err != nil || !strings.Contains(string(logs), "deployed") {
 		t.Errorf("log file: %v\n%s", err, logs)
 	}

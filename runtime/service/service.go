@@ -20,33 +20,13 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/api"
-	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
-
-// Sandbox runs the payload's processes.
-type Sandbox interface {
-	// Start starts spec; output stays queued until the Process is streamed.
-	Start(spec sandbox.ProcessSpec) (Process, error)
-	// Kill signals a process Start returned. Unknown pids give an error
-	// wrapping sandbox.ErrNoProcess.
-	Kill(pid uint64, sig syscall.Signal) error
-	// Close kills every process, delivers their last events and removes
-	// the sandbox. Idempotent.
-	Close() error
-}
-
-// Process is a started payload process.
-type Process interface {
-	Pid() uint64
-	// Stream delivers output and, last, the exit event to sink.
-	Stream(sink func(sandbox.Event))
-}
 
 // Network is the activity's VPN.
 type Network interface {
 	Create(ctx context.Context, req *api.Request_CreateNetwork) (api.Endpoint, error)
-	Stats() network.Stats
+	Stats() api.VPNStats
 	Close() error
 }
 
@@ -55,14 +35,14 @@ type Config struct {
 	In      io.Reader // the ExeUnit's requests (stdin)
 	Out     io.Writer // replies and events (stdout); nothing else may go there
 	Version string    // sent in the Hello reply
-	Sandbox Sandbox
+	Sandbox sandbox.Sandbox
 	Network Network
 	// StatsInterval is how often the VPN counters are logged when they
 	// changed since the last time; zero or negative: only on SIGUSR1 and
 	// at teardown.
 	StatsInterval time.Duration
 	// StateEvents also sends the counters, at StatsInterval, as a
-	// RuntimeStatus state event named StateName. Off by default: the
+	// RuntimeStatus state event named api.VPNStateName. Off by default: the
 	// ExeUnit acts only on counter events and logs every state event as
 	// unsupported; the lab asks for them.
 	StateEvents bool
@@ -246,7 +226,7 @@ func (s *server) createNetwork(ctx context.Context, id uint64, n *api.Request_Cr
 	if err != nil {
 		log.WithError(err).Error("CreateNetwork failed")
 		code, ectx := api.Response_INTERNAL, map[string]string(nil)
-		var ne *network.Error
+		var ne *api.Error
 		if errors.As(err, &ne) {
 			code = ne.Code
 			if ne.Field != "" {
@@ -259,10 +239,6 @@ func (s *server) createNetwork(ctx context.Context, id uint64, n *api.Request_Cr
 		Info("CreateNetwork done")
 	return api.ReplyNetwork(id, ep)
 }
-
-// StateName names the RuntimeStatus state event that carries the VPN
-// counters (JSON of network.Stats) when Config.StateEvents asks for it.
-const StateName = "gvpn.vpn"
 
 // periodicStats logs the VPN counters, and sends them as a state event if
 // asked, when they changed since the last time.
@@ -279,7 +255,7 @@ func (s *server) periodicStats() {
 	if !s.cfg.StateEvents {
 		return
 	}
-	if err := s.w.WriteResponse(api.RuntimeState(StateName, b)); err != nil {
+	if err := s.w.WriteResponse(api.RuntimeState(api.VPNStateName, b)); err != nil {
 		s.log.WithError(err).Debug("stats event not delivered")
 	}
 }
@@ -297,7 +273,7 @@ func (s *server) logStats(msg string) {
 // way, gvpn's own drops by reason (drop_*) and the kernel's drops on the
 // TAP and the endpoint socket (kernel_*), so that a loss the payload sees
 // as retransmits shows up somewhere.
-func (s *server) logCounters(st network.Stats, msg string) {
+func (s *server) logCounters(st api.VPNStats, msg string) {
 	f := logrus.Fields{
 		"networks":       strings.Join(st.Networks, ","),
 		"up":             st.Up,
@@ -306,7 +282,7 @@ func (s *server) logCounters(st network.Stats, msg string) {
 		"ingress_frames": st.Ingress.Frames,
 		"ingress_bytes":  st.Ingress.Bytes,
 	}
-	for dir, d := range map[string]network.DirStats{"egress": st.Egress, "ingress": st.Ingress} {
+	for dir, d := range map[string]api.VPNDirStats{"egress": st.Egress, "ingress": st.Ingress} {
 		for reason, n := range d.Drops {
 			f[dir+"_drop_"+reason] = n
 		}
@@ -335,16 +311,4 @@ func (s *server) teardown() {
 		s.log.WithError(err).Warn("sandbox teardown")
 	}
 	s.log.Info("teardown complete")
-}
-
-// NetnsSandbox adapts *sandbox.Sandbox to Sandbox.
-type NetnsSandbox struct{ *sandbox.Sandbox }
-
-// Start implements Sandbox.
-func (n NetnsSandbox) Start(spec sandbox.ProcessSpec) (Process, error) {
-	p, err := n.Sandbox.Start(spec)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/api"
-	"github.com/gvpn/gvpn/runtime/cli"
 )
 
 // ExeUnitConfig says how to launch a runtime the way yagna's ExeUnit does
@@ -52,7 +51,7 @@ type ExeUnitConfig struct {
 // operator reads, since the provider sends the runtime's stderr to
 // /dev/null), or "" when there is none.
 func RuntimeLog(workdir string) string {
-	b, _ := os.ReadFile(cli.LogPath(workdir))
+	b, _ := os.ReadFile(api.LogPath(workdir))
 	return string(b)
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
-	"github.com/gvpn/gvpn/runtime/cli"
+	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/tap"
 	"github.com/gvpn/gvpn/test/golemnet"
 )
@@ -102,7 +102,7 @@ func TestKernelDropsAreReported(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no SIGUSR1 counters line in %s", cli.LogPath(a.Workdir))
+			t.Fatalf("no SIGUSR1 counters line in %s", api.LogPath(a.Workdir))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -11,8 +11,6 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
-
-	"github.com/gvpn/gvpn/runtime/cli"
 )
 
 // DefaultStateDir holds the control socket of a running `up` lab and the
@@ -22,6 +20,9 @@ const DefaultStateDir = "/run/gvpn-lab"
 // DefaultLogDir holds, per lab, the runtimes' log files; unlike the state
 // dir it is kept after the lab stops.
 const DefaultLogDir = "/var/log/gvpn-lab"
+
+// Version is stamped at build time (-ldflags -X).
+var Version = "dev"
 
 // RuntimeName is the runtime binary gvpn-lab looks for next to itself.
 const RuntimeName = "gvpn-runtime"
@@ -78,7 +79,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, mainUsage)
 		return 0
 	case "version", "--version":
-		fmt.Fprintln(stdout, "gvpn-lab", cli.Version)
+		fmt.Fprintln(stdout, "gvpn-lab", Version)
 		return 0
 	}
 	fmt.Fprintf(stderr, "gvpn-lab: unknown command %q (commands: demo, up, exec, status, fault; see gvpn-lab --help)\n", cmd)
