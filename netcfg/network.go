@@ -81,7 +81,7 @@ func (e *FieldError) Error() string {
 }
 
 // ParseNetwork validates the four address fields of a CreateNetwork request
-// (golem-protocol §3.3) and returns the network they describe.
+// (docs/protocol.md §4) and returns the network they describe.
 //
 //   - addr may be unmasked; the network is addr&mask.
 //   - mask is a dotted IPv4 netmask with contiguous ones ("255.255.255.0"),

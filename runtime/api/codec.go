@@ -179,7 +179,7 @@ var marshalOptions = proto.MarshalOptions{Deterministic: true}
 //
 // Every reply built with the constructors in this package encodes to at least
 // 5 bytes framed when its id is at least 1 (the ExeUnit's ids start at 2), so
-// the ExeUnit's 4-byte minimum (golem-protocol.md §1.3) never delays one.
+// the ExeUnit's 4-byte minimum (docs/protocol.md §3) never delays one.
 type Writer struct {
 	mu  sync.Mutex
 	out io.Writer

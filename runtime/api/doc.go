@@ -3,7 +3,7 @@
 // over the runtime's stdin and stdout, and their framing.
 //
 // The messages are generated from runtime.proto, gvpn's own schema with the
-// field numbers of golem-protocol.md §1.1. Request flows ExeUnit → runtime,
+// field numbers yagna uses (docs/protocol.md §3). Request flows ExeUnit → runtime,
 // Response flows runtime → ExeUnit. Each message on the stream is
 // varint(len(body)) ‖ body, with nothing in between (§1.3).
 //

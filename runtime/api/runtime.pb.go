@@ -1,5 +1,5 @@
 // gvpn's own description of the ExeUnit <-> runtime service protocol
-// (ya-runtime-api), written from golem-protocol.md section 1.1.
+// (ya-runtime-api), written from yagna's field numbers (docs/protocol.md section 3).
 //
 // Only what reaches the wire has to agree with the ExeUnit: the package name,
 // the field numbers, the wire types, which fields share a oneof, and the enum

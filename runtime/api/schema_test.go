@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// wireSchema is golem-protocol.md §1.1 transcribed as field number → type
+// wireSchema is the schema of docs/protocol.md §3 (yagna's field numbers) transcribed as field number → type
 // ("repeated T", "map<K,V>", a scalar kind, or a message/enum full name
 // without the package), with "|oneof" for oneof members. Only numbers,
 // types and oneof grouping reach the wire, so that is all it pins; the

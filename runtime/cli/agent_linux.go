@@ -18,9 +18,9 @@ import (
 // openAgentSandbox starts the payload for --sandbox agent: it listens on
 // the bridge (by default a unix socket in /run/gvpn/<sandbox name>/, the
 // directory the netns sandbox would use for this workdir), runs
-// --agent-command and waits for the agent's hello. The agent's logs go to
-// stderr with the runtime's.
-func openAgentSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
+// --agent-command and waits for the agent's hello. The command's output
+// (the agent's logs among it) goes to logOut with the runtime's log.
+func openAgentSandbox(o *Options, hostname string, logOut io.Writer, log *logrus.Entry) (*agent.Box, error) {
 	if o.AgentCommand == "" {
 		return nil, fmt.Errorf("--sandbox agent needs --agent-command (the command that starts the payload with gvpn-agent inside)")
 	}
@@ -28,7 +28,7 @@ func openAgentSandbox(o *Options, hostname string, stderr io.Writer, log *logrus
 		Command: o.AgentCommand,
 		Dir:     o.Workdir,
 		Timeout: o.AgentTimeout,
-		Output:  stderr,
+		Output:  logOut,
 		Log:     log,
 	}
 	if o.Bridge == "" {

@@ -316,7 +316,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "deploy":
 		return deploy(o, stdout, log)
 	case "start":
-		return start(o, cmdArgs, stdin, stdout, stderr, log)
+		return start(o, cmdArgs, stdin, stdout, logs.out, log)
 	}
 	log.Error("per-command mode is not supported: gvpn-runtime is a service runtime; deploy reports startMode \"blocking\", and the ExeUnit sends Run commands as RunProcess requests to `start`")
 	return 1
@@ -333,6 +333,7 @@ const (
 
 type logSink struct {
 	entry *logrus.Entry
+	out   io.Writer // where the lines go
 	file  io.Closer
 }
 
@@ -380,6 +381,7 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 		}
 	}
 	l.SetOutput(out)
+	sink.out = out
 	// Packages that log through the standard logger go to the same place.
 	logrus.SetOutput(out)
 	logrus.SetLevel(lvl)
@@ -485,7 +487,9 @@ func validHostname(h string) bool {
 	return true
 }
 
-func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer, log *logrus.Entry) int {
+// start runs service mode. logOut is where the log goes (the log file, and
+// stderr when someone watches); the agent sandbox's payload output joins it.
+func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		log.WithError(err).Error("cannot start")
 		return 1
@@ -520,7 +524,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 		log.WithField("netns", sb.Name()).Info("sandbox ready")
 		sbx, attacher = sb, sb
 	case "agent":
-		box, err := openAgentSandbox(o, hostname, stderr, log)
+		box, err := openAgentSandbox(o, hostname, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the agent sandbox")
 			return 1

@@ -1,5 +1,5 @@
 // Package endpoint opens the runtime's side of the ExeUnit's VPN data
-// endpoint (golem-protocol.md §3.2, §3.4): it parses the --vpn-endpoint URL,
+// endpoint (docs/protocol.md §5): it parses the --vpn-endpoint URL,
 // binds or listens before the CreateNetwork reply (the ExeUnit sends or
 // connects right after it), says what to put in the reply, and hands over
 // the frame link once the ExeUnit is there.

@@ -1,5 +1,5 @@
 // Package service is gvpn-runtime's service mode: the ya-runtime-api loop
-// on stdin/stdout (golem-protocol.md §1). It answers every request with the
+// on stdin/stdout (docs/protocol.md §3). It answers every request with the
 // matching reply or an error, streams process output as events, and tears
 // everything down before it answers Shutdown, because the ExeUnit kills the
 // runtime right after that reply.

@@ -1,8 +1,8 @@
 // Package golemnet is a local stand-in for the Golem Net, for integration
 // tests and the gvpn-lab tool: a Hub gives each simulated provider node the
 // UDP data socket its ExeUnit would have, and moves Ethernet frames between
-// the nodes' runtimes with the ExeUnit's routing rules (golem-protocol.md
-// §3.5), optional faults (latency, loss, cut) and per-node counters.
+// the nodes' runtimes with the ExeUnit's routing rules (docs/protocol.md
+// §6), optional faults (latency, loss, cut) and per-node counters.
 //
 // The hub needs no privileges: everything is UDP on 127.0.0.1. It moves
 // frames in batches (recvmmsg, sendmmsg) and sends runs of same-size frames

@@ -19,7 +19,7 @@ import (
 )
 
 // ExeUnitConfig says how to launch a runtime the way yagna's ExeUnit does
-// (golem-protocol.md §2.2): common flags, then the subcommand.
+// (docs/protocol.md §2): common flags, then the subcommand.
 type ExeUnitConfig struct {
 	// Runtime is the path of the gvpn-runtime binary.
 	Runtime string

@@ -24,7 +24,7 @@ const (
 	BatchSize = 64
 
 	// SocketBuffer is what the ExeUnit asks for as SO_RCVBUF and SO_SNDBUF
-	// on its data socket (golem-protocol.md §3.2); the kernel caps it at
+	// on its data socket (docs/protocol.md §5); the kernel caps it at
 	// net.core.rmem_max / wmem_max, as it does for the ExeUnit.
 	SocketBuffer = 2 << 20
 
@@ -119,7 +119,7 @@ func (s NodeStats) DropMap() map[string]uint64 {
 // provider nodes on one machine. Each node gets a UDP socket on loopback,
 // the one an ExeUnit would pass to its runtime as --vpn-endpoint; frames the
 // runtime sends there are routed exactly as the ExeUnit routes them
-// (golem-protocol.md §3.5) and sent, unchanged, from the destination node's
+// (docs/protocol.md §6) and sent, unchanged, from the destination node's
 // socket to the destination runtime's endpoint.
 //
 // Frame order is kept per (source, destination) pair. On the no-fault path a

@@ -11,7 +11,7 @@ import (
 )
 
 // GatewayMode says what a lab puts in the gateway field of CreateNetwork;
-// both forms exist in the wild (golem-protocol.md §3.3) and a runtime must
+// both forms exist in the wild (docs/protocol.md §4) and a runtime must
 // accept either.
 type GatewayMode string
 

@@ -16,7 +16,7 @@ const (
 	DropShort DropReason = iota
 	// DropEmpty: the datagram was empty. Counted in addition to DropShort,
 	// because the real ExeUnit's VPN stops for good on an empty datagram
-	// (golem-protocol.md §3.8): an empty datagram is a runtime bug.
+	// (docs/protocol.md §5): an empty datagram is a runtime bug.
 	DropEmpty
 	// DropEtherType: the EtherType is neither IPv4, ARP nor IPv6 (VLAN tags,
 	// LLDP, ...).
@@ -129,8 +129,8 @@ func (r routes) owner(ip uint32) (int32, bool) {
 }
 
 // route classifies frame, received from the runtime of node from, and picks
-// its destination the way the ExeUnit's egress path does (golem-protocol.md
-// §3.5). It only reads t, never retains frame, and never panics.
+// its destination the way the ExeUnit's egress path does (docs/protocol.md
+// §6). It only reads t, never retains frame, and never panics.
 func route(frame []byte, from int32, t routes) decision {
 	if len(frame) < etherHeaderLen {
 		return decision{act: actDrop, reason: DropShort, empty: len(frame) == 0}

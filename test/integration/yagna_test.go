@@ -135,3 +135,19 @@ func TestAsYagnaRunsIt(t *testing.T) {
 		t.Errorf("the host's /etc/hosts changed:\nbefore:\n%s\nafter:\n%s", hostsBefore, hostsAfter)
 	}
 }
+
+// TestSelfTestLeavesNothing: the provider runs `test` at every start; it
+// must leave no namespace and no directory of its own in /run.
+func TestSelfTestLeavesNothing(t *testing.T) {
+	privtest.RequireRoot(t)
+	const prefix = "gvt-it9st-"
+	stdout, stderr, code := runCLI(t, "--sandbox-prefix", prefix, "test")
+	if code != 0 || stdout != "" || !strings.Contains(stderr, "checks passed") {
+		t.Fatalf("test: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	for _, pattern := range []string{"/run/netns/" + prefix + "*", "/run/gvpn/" + prefix + "*", "/run/*" + prefix + "*"} {
+		if left, _ := filepath.Glob(pattern); len(left) > 0 {
+			t.Errorf("left in /run after test: %v", left)
+		}
+	}
+}

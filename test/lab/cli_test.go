@@ -61,7 +61,8 @@ func TestDemoJSON(t *testing.T) {
 	privtest.RequireRoot(t)
 	stateDir := t.TempDir()
 	start := time.Now()
-	stdout, stderr, code := runLab(t, lab("demo", "--json", "--sandbox-prefix", testPrefix, "--state-dir", stateDir))
+	logDir := t.TempDir()
+	stdout, stderr, code := runLab(t, lab("demo", "--json", "--sandbox-prefix", testPrefix, "--state-dir", stateDir, "--log-dir", logDir))
 	t.Logf("demo took %v; progress:\n%s", time.Since(start).Round(time.Millisecond), stderr)
 	if code != 0 {
 		t.Fatalf("demo exit %d\n%s", code, stdout)
@@ -125,6 +126,14 @@ func TestDemoJSON(t *testing.T) {
 	if runs, _ := filepath.Glob(filepath.Join(stateDir, "run-*")); len(runs) != 0 {
 		t.Errorf("run dirs left: %v", runs)
 	}
+	// A passing demo printed no log path and keeps no logs; nothing in
+	// the state dir (in /run by default) either.
+	if left, _ := os.ReadDir(logDir); len(left) != 0 {
+		t.Errorf("a passing demo left logs: %v", left)
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		t.Errorf("the state dir %s is still there after the demo", stateDir)
+	}
 	if !strings.Contains(stderr, "[6/6] tear down") {
 		t.Errorf("no progress on stderr")
 	}
@@ -159,7 +168,7 @@ func TestCLIBadInput(t *testing.T) {
 		t.Error("without a runtime: exit 0")
 	}
 	oneLine(t, "runtime not found", stderr, "gvpn-runtime not found")
-	_, stderr, code = runLab(t, lab("demo", "--runtime", "/nonexistent/gvpn-runtime", "--state-dir", stateDir))
+	_, stderr, code = runLab(t, lab("demo", "--runtime", "/nonexistent/gvpn-runtime", "--state-dir", stateDir, "--log-dir", t.TempDir()))
 	if code == 0 {
 		t.Error("--runtime missing: exit 0")
 	}
@@ -238,7 +247,8 @@ func (lr *lineReader) waitLine(t *testing.T, s string) string {
 func TestUpExecStatusFaultAndCtrlC(t *testing.T) {
 	privtest.RequireRoot(t)
 	stateDir := t.TempDir()
-	up := lab("up", "--nodes", "2", "--sandbox-prefix", testPrefix, "--state-dir", stateDir)
+	logDir := t.TempDir()
+	up := lab("up", "--nodes", "2", "--sandbox-prefix", testPrefix, "--state-dir", stateDir, "--log-dir", logDir)
 	var upErr bytes.Buffer
 	up.Stderr = &upErr
 	out, err := up.StdoutPipe()
@@ -322,7 +332,7 @@ func TestUpExecStatusFaultAndCtrlC(t *testing.T) {
 	}
 
 	// A second lab on the same state dir is refused.
-	_, stderr, code = runLab(t, lab("up", "--nodes", "1", "--sandbox-prefix", testPrefix, "--state-dir", stateDir))
+	_, stderr, code = runLab(t, lab("up", "--nodes", "1", "--sandbox-prefix", testPrefix, "--state-dir", stateDir, "--log-dir", logDir))
 	if code == 0 {
 		t.Error("second up: exit 0")
 	}
@@ -391,6 +401,23 @@ func TestUpExecStatusFaultAndCtrlC(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(stateDir, labcli.ControlSocketName)); err == nil {
 		t.Error("control socket left behind")
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		t.Errorf("the state dir %s is still there after the lab stopped", stateDir)
+	}
+	// The logs whose path up printed are kept, teardown included.
+	for _, n := range st.Nodes {
+		logs, _ := filepath.Glob(filepath.Join(logDir, "up-*", n.Name+".log"))
+		if len(logs) != 1 {
+			t.Errorf("%s: kept logs %v, want one", n.Name, logs)
+			continue
+		}
+		if b, _ := os.ReadFile(logs[0]); !bytes.Contains(b, []byte("teardown complete")) {
+			t.Errorf("%s: kept log %s lacks the teardown:\n%s", n.Name, logs[0], b)
+		}
+		if !strings.Contains(upErr.String(), filepath.Dir(logs[0])) {
+			t.Errorf("up never printed the log dir %s", filepath.Dir(logs[0]))
+		}
 	}
 	_, stderr, code = runLab(t, lab(append([]string{"status"}, sd...)...))
 	if code == 0 {

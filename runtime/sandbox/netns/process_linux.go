@@ -238,7 +238,7 @@ func (p *Process) signalGroup(sig syscall.Signal) error {
 // order, stderr chunks in order (no order between the two streams), each at
 // most sandbox.ChunkSize bytes, exactly the bytes written; then exactly one Exited
 // event, after the process was reaped and both pipes reached EOF. Call it
-// after the RunProcess reply was written (golem-protocol.md §1.8): nothing
+// after the RunProcess reply was written (docs/protocol.md §3): nothing
 // is read before, output waits in the pipes (a process that fills a pipe
 // blocks until then).
 //
