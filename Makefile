@@ -9,8 +9,8 @@ BINARIES  := $(patsubst cmd/%,bin/%,$(wildcard cmd/*))
 PREFIX    ?= /usr/local
 FUZZTIME  ?= 30s
 # Debian packages the tests and the demo use for real payload traffic.
-DEB_DEPS  := iproute2 iputils-ping iperf3 curl
-DEB_CMDS  := ip ping iperf3 curl
+DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin
+DEB_CMDS  := ip ping iperf3 curl setcap
 
 .PHONY: all build deps test test-short fuzz bench demo lab vet fmt-check install clean help
 
@@ -26,7 +26,7 @@ bin/%: FORCE
 
 FORCE:
 
-deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl)
+deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl, setcap)
 	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(DEB_DEPS) (missing:$$missing)"; \

@@ -3,10 +3,13 @@ package integration
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,4 +153,86 @@ func TestSelfTestLeavesNothing(t *testing.T) {
 			t.Errorf("left in /run after test: %v", left)
 		}
 	}
+}
+
+// FileCapabilities are the capabilities docs/provider.md tells operators to
+// give gvpn-runtime when the provider does not run as root.
+const FileCapabilities = "cap_net_admin,cap_sys_admin,cap_dac_override+ep"
+
+// TestFileCapabilitiesSuffice runs a copy of the runtime as an
+// unprivileged user (nobody) with only FileCapabilities, the whole way a
+// provider would: test, deploy, start, CreateNetwork, a payload pinging its
+// own VPN address, Shutdown.
+func TestFileCapabilitiesSuffice(t *testing.T) {
+	privtest.RequireRoot(t)
+	setcap, err := exec.LookPath("setcap")
+	if err != nil {
+		t.Skip("setcap is not installed (make deps installs libcap2-bin)")
+	}
+	ctx := ctxFor(t, 60*time.Second)
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // nobody must reach the binary
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "gvpn-runtime")
+	b, err := os.ReadFile(runtimeBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(setcap, FileCapabilities, bin).CombinedOutput(); err != nil {
+		t.Fatalf("setcap: %v %s", err, out)
+	}
+	const nobody = 65534
+	workdir := filepath.Join(dir, "activity")
+	if err := os.Mkdir(workdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(workdir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	cfg := golemnet.ExeUnitConfig{
+		Runtime:     bin,
+		Workdir:     workdir,
+		RuntimeArgs: []string{"--sandbox-prefix", testPrefix},
+		SysProcAttr: &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}},
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log file:\n%s", golemnet.RuntimeLog(workdir))
+		}
+	})
+	var testOut bytes.Buffer
+	tc := cfg
+	tc.Stderr = &testOut
+	if err := golemnet.SelfTest(ctx, tc); err != nil {
+		t.Fatalf("test as nobody with %s: %v\n%s", FileCapabilities, err, testOut.String())
+	}
+	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	exeunit, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exeunit.Close()
+	cfg.VPNEndpoint = "udp://" + exeunit.LocalAddr().String()
+	eu, err := golemnet.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eu.Shutdown(context.Background()) })
+	if _, err := eu.CreateNetwork(ctx, golemnet.VPNNetwork{Addr: "10.77.0.0", Mask: "255.255.255.0", IfAddr: "10.77.0.2"}, nil); err != nil {
+		t.Fatalf("CreateNetwork as nobody: %v", err)
+	}
+	n := &vpnNode{name: "nobody", eu: eu}
+	n.run(t, ctx, "/bin/ping", "-c", "1", "-W", "2", "10.77.0.2")
+	if err := eu.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sandboxGone(t, workdir)
 }

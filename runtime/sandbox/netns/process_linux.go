@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,7 +111,7 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 		flags |= unix.CLONE_NEWUTS
 	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       shimPath(),
 		Args:       append([]string{shimArgv0, shimMarker, s.hostsPath, s.hostname, spec.Bin}, argv...),
 		Env:        spec.Env,
 		Dir:        dir,
@@ -370,3 +371,19 @@ func (p *Process) closePipes() {
 	p.stdout.Close()
 	p.stderr.Close()
 }
+
+// shimPath is the file the shim is executed from: this binary, by its
+// path rather than /proc/self/exe. The shim starts in a new mount
+// namespace, and the kernel honours file capabilities only for a file
+// reached through a mount of the namespace that executes it; the magic
+// link /proc/self/exe points into the runtime's namespace, so a runtime
+// given file capabilities instead of root would start a shim without
+// them. The path is resolved once, at the first process.
+var shimPath = sync.OnceValue(func() string {
+	if p, err := os.Executable(); err == nil {
+		if p, err = filepath.EvalSymlinks(p); err == nil {
+			return p
+		}
+	}
+	return "/proc/self/exe"
+})
