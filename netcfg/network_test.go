@@ -164,19 +164,6 @@ func TestCheckNetworks(t *testing.T) {
 	}
 }
 
-func TestCheckMTU(t *testing.T) {
-	for _, ok := range []int{68, 1220, 1500, 65521} {
-		if err := CheckMTU(ok); err != nil {
-			t.Errorf("CheckMTU(%d): %v", ok, err)
-		}
-	}
-	for _, bad := range []int{-5, 0, 67, 65522, 70000} {
-		if err := CheckMTU(bad); err == nil {
-			t.Errorf("CheckMTU(%d) accepted", bad)
-		}
-	}
-}
-
 func FuzzParseNetwork(f *testing.F) {
 	f.Add("192.168.0.0", "255.255.255.0", "", "192.168.0.2")
 	f.Add("192.168.0.0", "255.255.255.0", "192.168.0.1", "192.168.0.2")

@@ -30,6 +30,7 @@ import (
 
 	"github.com/gvpn/gvpn/internal/cmdflag"
 	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/network"
@@ -157,7 +158,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.StringVar(&o.LogFormat, "log-format", envOr("GVPN_LOG_FORMAT", "text"), "log `format`: text or json (env GVPN_LOG_FORMAT)")
 	fs.BoolVar(&o.LogStderr, "log-stderr", false, "log to stderr too, even when it is not a terminal")
 	fs.IntVar(&o.MTU, "mtu", netcfg.DefaultMTU, fmt.Sprintf("`MTU` of the VPN interface, %d..%d; every node of a network must agree", netcfg.MinMTU, netcfg.MaxMTU))
-	fs.StringVar(&o.TapName, "tap-name", "vpn0", "`name` of the VPN interface inside the sandbox")
+	fs.StringVar(&o.TapName, "tap-name", netcfg.DefaultName, "`name` of the VPN interface inside the sandbox")
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 5*time.Minute, "`interval` at which the VPN counters are logged when they changed (0 = only on SIGUSR1\nand at teardown)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host) or agent\n(a VM or container started by --agent-command, with gvpn-agent inside)")
@@ -193,8 +194,8 @@ func (o *Options) validate() error {
 	if err := netcfg.CheckMTU(o.MTU); err != nil {
 		return bad("mtu", err)
 	}
-	if err := netcfg.CheckIfName(o.TapName); err != nil {
-		return bad("tap-name", err)
+	if err := ifname.Check(o.TapName); err != nil {
+		return bad("tap-name", fmt.Errorf("%q: %w", o.TapName, err))
 	}
 	if _, err := logrus.ParseLevel(o.LogLevel); err != nil {
 		return bad("log-level", fmt.Errorf("%q is not one of debug, info, warn, error", o.LogLevel))
@@ -211,8 +212,10 @@ func (o *Options) validate() error {
 	if o.Sandbox != "netns" && o.Sandbox != "agent" {
 		return bad("sandbox", fmt.Errorf("%q is not netns or agent", o.Sandbox))
 	}
-	if o.Hostname != "" && !validHostname(o.Hostname) {
-		return bad("hostname", fmt.Errorf("%q is not a valid hostname", o.Hostname))
+	if o.Hostname != "" {
+		if err := netcfg.CheckHostname(o.Hostname); err != nil {
+			return bad("hostname", err)
+		}
 	}
 	if o.CPUCores != "" {
 		if _, err := strconv.ParseUint(o.CPUCores, 10, 64); err != nil {
@@ -475,24 +478,23 @@ func checkWorkdir(dir string) error {
 	return nil
 }
 
-func validHostname(h string) bool {
-	if len(h) == 0 || len(h) > 63 {
-		return false
-	}
-	for _, c := range h {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 // start runs service mode. logOut is where the log goes (the log file, and
 // stderr when someone watches); the agent sandbox's payload output joins it.
 func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		log.WithError(err).Error("cannot start")
 		return 1
+	}
+	// The operator's interface settings are checked now, by the rules
+	// CreateNetwork applies, so that a bad flag stops the runtime with the
+	// flag's name instead of failing every CreateNetwork.
+	if err := ifname.Check(o.TapName); err != nil {
+		log.WithError(err).Errorf("--tap-name %q", o.TapName)
+		return 2
+	}
+	if err := netcfg.CheckMTU(o.MTU); err != nil {
+		log.WithError(err).Error("--mtu")
+		return 2
 	}
 	hostname := o.Hostname
 	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {

@@ -48,7 +48,8 @@ type Options struct {
 	Endpoint endpoint.Options
 	// Attacher brings up the payload's interface.
 	Attacher Attacher
-	// Name is the interface name inside the payload; empty means "vpn0".
+	// Name is the interface name inside the payload; empty means
+	// netcfg.DefaultName.
 	Name string
 	// MTU of the VPN interface; zero means netcfg.DefaultMTU (1220).
 	MTU int
@@ -85,7 +86,7 @@ type attachment struct {
 // New returns a Manager.
 func New(opts Options) *Manager {
 	if opts.Name == "" {
-		opts.Name = "vpn0"
+		opts.Name = netcfg.DefaultName
 	}
 	if opts.MTU == 0 {
 		opts.MTU = netcfg.DefaultMTU
@@ -121,17 +122,11 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	if m.vpn != nil {
 		return api.Endpoint{}, badRequest("", "the VPN is already created for this activity (%s)", strings.Join(networkStrings(m.vpn.nets), ", "))
 	}
-	parsed, err := m.parseNetworks(req)
+	cfg, err := m.parseNetworks(req)
 	if err != nil {
 		return api.Endpoint{}, err
 	}
-	for host, ip := range req.GetHosts() {
-		if _, err := netip.ParseAddr(ip); err != nil {
-			return api.Endpoint{}, badRequest("hosts", "invalid hosts entry %q: %q is not an IP address", host, ip)
-		}
-	}
-
-	cfg := netcfg.LinkConfig{Name: m.opts.Name, Net: parsed[0], More: parsed[1:], MTU: m.opts.MTU}
+	parsed := cfg.Networks()
 	log := m.log.WithFields(logrus.Fields{"if": cfg.Name, "networks": networkStrings(parsed),
 		"mtu": cfg.MTU, "endpoint": m.opts.VPN.String()})
 
@@ -199,39 +194,52 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	}
 }
 
-// parseNetworks validates every network of the request. The ExeUnit sends
-// one per network of the requestor's Deploy, in no particular order; they
-// are sorted by address so that the interface's MAC (from the first) does
-// not depend on that order. A gateway that gives no route is logged, not
+// parseNetworks validates the request with netcfg's one validator and
+// returns the interface's configuration. The ExeUnit sends one network per
+// network of the requestor's Deploy, in no particular order; they are
+// sorted by address so that the interface's MAC (from the first) does not
+// depend on that order. A gateway that gives no route is logged, not
 // refused: v0.17.6 ExeUnits send the network's first host, which may be
 // this node's own address.
-func (m *Manager) parseNetworks(req *api.Request_CreateNetwork) ([]netcfg.Network, error) {
+func (m *Manager) parseNetworks(req *api.Request_CreateNetwork) (netcfg.LinkConfig, error) {
+	fail := func(msg string, err error) (netcfg.LinkConfig, error) {
+		e := &api.Error{Code: api.Response_BAD_REQUEST, Message: msg, Err: err}
+		var fe *netcfg.FieldError
+		if errors.As(err, &fe) {
+			e.Field = fe.Field
+		}
+		return netcfg.LinkConfig{}, e
+	}
 	nets := req.GetNetworks()
 	if len(nets) == 0 {
-		return nil, badRequest("networks", "the request has no network")
+		return netcfg.LinkConfig{}, badRequest("networks", "the request has no network")
 	}
-	parsed := make([]netcfg.Network, 0, len(nets))
+	if _, err := netcfg.CheckHosts(req.GetHosts()); err != nil {
+		return fail("invalid hosts", err)
+	}
+	var cfg netcfg.LinkConfig
+	all := make([]netcfg.Network, 0, len(nets))
 	for i, n := range nets {
-		p, err := netcfg.ParseNetwork(n.GetAddr(), n.GetMask(), n.GetGateway(), n.GetIfAddr())
+		lc, _, err := netcfg.Request{
+			Name: m.opts.Name, Addr: n.GetAddr(), Mask: n.GetMask(), Gateway: n.GetGateway(), IfAddr: n.GetIfAddr(),
+			MTU: m.opts.MTU,
+		}.Parse()
 		if err != nil {
-			e := &api.Error{Code: api.Response_BAD_REQUEST, Message: fmt.Sprintf("invalid network %d of %d", i+1, len(nets)), Err: err}
-			var fe *netcfg.FieldError
-			if errors.As(err, &fe) {
-				e.Field = fe.Field
-			}
-			return nil, e
+			return fail(fmt.Sprintf("invalid network %d of %d", i+1, len(nets)), err)
 		}
-		if p.GatewayIgnored != "" {
-			m.log.WithFields(logrus.Fields{"network": p.Prefix, "if_addr": p.IfAddr, "gateway": n.GetGateway()}).
-				Infof("gateway %s: no gateway route for this network (the connected route covers it)", p.GatewayIgnored)
+		if lc.Net.GatewayIgnored != "" {
+			m.log.WithFields(logrus.Fields{"network": lc.Net.Prefix, "if_addr": lc.Net.IfAddr, "gateway": n.GetGateway()}).
+				Infof("gateway %s: no gateway route for this network (the connected route covers it)", lc.Net.GatewayIgnored)
 		}
-		parsed = append(parsed, p)
+		cfg = lc
+		all = append(all, lc.Net)
 	}
-	slices.SortFunc(parsed, func(a, b netcfg.Network) int { return a.IfAddr.Compare(b.IfAddr) })
-	if err := netcfg.CheckNetworks(parsed); err != nil {
-		return nil, &api.Error{Code: api.Response_BAD_REQUEST, Field: "networks", Message: "conflicting networks", Err: err}
+	slices.SortFunc(all, func(a, b netcfg.Network) int { return a.IfAddr.Compare(b.IfAddr) })
+	if err := netcfg.CheckNetworks(all); err != nil {
+		return fail("conflicting networks", err)
 	}
-	return parsed, nil
+	cfg.Net, cfg.More = all[0], all[1:]
+	return cfg, nil
 }
 
 func networkStrings(nets []netcfg.Network) []string {

@@ -93,7 +93,7 @@ func TestParseArgs(t *testing.T) {
 		{name: "ip without prefix", args: []string{"--bridge", "unix:///a", "--ip", "10.0.0.2"}, badFlag: "ip", errHas: "10.0.0.2/24"},
 		{name: "ipv6", args: []string{"--bridge", "unix:///a", "--ip", "fd00::2/64"}, badFlag: "ip"},
 		{name: "network address", args: []string{"--bridge", "unix:///a", "--ip", "10.0.0.0/24"}, badFlag: "ip"},
-		{name: "gateway outside", args: []string{"--bridge", "unix:///a", "--ip", "10.0.0.2/24", "--gateway", "10.0.1.1"}, badFlag: "gateway"},
+		{name: "gateway not an address", args: []string{"--bridge", "unix:///a", "--ip", "10.0.0.2/24", "--gateway", "10.0.1"}, badFlag: "gateway"},
 		{name: "mtu too small", args: []string{"--bridge", "unix:///a", "--ip", "10.0.0.2/24", "--mtu", "60"}, badFlag: "mtu"},
 		{name: "bad name", args: []string{"--bridge", "unix:///a", "--ip", "10.0.0.2/24", "--name", "a/b"}, badFlag: "name"},
 		{name: "bad host entry", args: []string{"--bridge", "unix:///a", "--ip", "10.0.0.2/24", "--host", "a=notanip"}, badFlag: "host"},

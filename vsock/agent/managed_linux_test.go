@@ -383,7 +383,7 @@ func TestManagedConfigureErrors(t *testing.T) {
 		{func(c *vsock.Configure) { c.Mask = "255.0.255.0" }, "mask"},
 		{func(c *vsock.Configure) { c.IfAddr = "10.1.0.0" }, "if_addr"},   // the network's address
 		{func(c *vsock.Configure) { c.IfAddr = "10.1.0.255" }, "if_addr"}, // its broadcast
-		{func(c *vsock.Configure) { c.Gateway = "10.2.0.1" }, "gateway"},
+		{func(c *vsock.Configure) { c.Gateway = "10.2.0" }, "gateway"},
 		{func(c *vsock.Configure) { c.MTU = 20 }, "mtu"},
 		{func(c *vsock.Configure) { c.Name = "" }, "name"},
 		{func(c *vsock.Configure) { c.Hosts = map[string]string{"a b": "1.2.3.4"} }, "hosts"},
