@@ -35,7 +35,7 @@ func TestRequestParse(t *testing.T) {
 		{"addr", func(r *Request) { r.Addr = "fd00::1" }},
 		{"mask", func(r *Request) { r.Mask = "255.0.255.0" }},
 		{"if_addr", func(r *Request) { r.IfAddr = "10.0.0.255" }},
-		{"gateway", func(r *Request) { r.Gateway = "10.0.1.1" }},
+		{"gateway", func(r *Request) { r.Gateway = "10.0.0.255" }}, // broadcast; outside the network is no route, not an error
 		{"mtu", func(r *Request) { r.MTU = MinMTU - 1 }},
 		{"mtu", func(r *Request) { r.MTU = MaxMTU + 1 }},
 		{"hosts", func(r *Request) { r.Hosts = map[string]string{"a b": "10.0.0.3"} }},
