@@ -16,8 +16,9 @@ import (
 
 // Capability bits (linux/capability.h) that Golem VPN needs.
 const (
-	capNetAdmin = 12 // TAP devices, addresses, routes
-	capSysAdmin = 21 // network and mount namespaces, the hosts bind mount
+	capDacOverride = 1  // /dev/net/tun, /run/netns/* (mode 0), /run/gvpn
+	capNetAdmin    = 12 // TAP devices, addresses, routes
+	capSysAdmin    = 21 // network and mount namespaces, the hosts bind mount
 )
 
 // selfTest checks, for real, everything a VPN activity needs on this host:
@@ -29,7 +30,7 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 		name string
 		run  func() error
 	}{
-		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", checkCaps},
+		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE)", checkCaps},
 		{"/dev/net/tun", checkTun},
 		{"network namespace sandbox with a TAP device", func() error { return checkSandbox(o, log) }},
 	}
@@ -71,8 +72,12 @@ func checkCaps() error {
 		if eff&(1<<capSysAdmin) == 0 {
 			missing = append(missing, "CAP_SYS_ADMIN")
 		}
+		if eff&(1<<capDacOverride) == 0 {
+			missing = append(missing, "CAP_DAC_OVERRIDE")
+		}
 		if len(missing) > 0 {
-			return fmt.Errorf("missing %s: run the provider as root (or grant the capabilities to gvpn-runtime)", strings.Join(missing, ", "))
+			return fmt.Errorf("missing %s: run the provider as root, or: setcap cap_net_admin,cap_sys_admin,cap_dac_override+ep %s",
+				strings.Join(missing, ", "), selfPath())
 		}
 		return nil
 	}
@@ -105,4 +110,12 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 		return err
 	}
 	return dev.Close()
+}
+
+// selfPath is this binary's path, for the setcap hint.
+func selfPath() string {
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return "gvpn-runtime"
 }
