@@ -25,23 +25,6 @@ import (
 // on the link as theirs.
 const GatewayRouteMetric = 101
 
-// LinkConfig is the configuration Apply gives one interface.
-type LinkConfig struct {
-	// Name is the interface name in the target namespace.
-	Name string
-	// Net is the validated network, usually from ParseNetwork. Its
-	// address gives the interface its MAC, 90:13:<if_addr>.
-	Net Network
-	// More are further networks on the same interface (the ExeUnit sends
-	// one per network of the requestor's Deploy): each gets its address
-	// and prefix route, and its gateway route if it has one. They must not
-	// overlap Net or each other (CheckNetworks).
-	More []Network
-	// MTU is the IP MTU; 0 means DefaultMTU. A value the kernel refuses
-	// (a TAP takes 68 to 65535) fails at step "set mtu".
-	MTU int
-}
-
 // StepError is how Apply and Teardown fail: which interface, which step,
 // and the cause (wrapped). Steps are "validate", "netlink", "find link",
 // "set mac", "set mtu", "disable ipv6", "remove stale addresses",
@@ -58,11 +41,6 @@ func (e *StepError) Error() string {
 }
 
 func (e *StepError) Unwrap() error { return e.Err }
-
-// Networks returns Net followed by More.
-func (cfg LinkConfig) Networks() []Network {
-	return append([]Network{cfg.Net}, cfg.More...)
-}
 
 // ErrInvalidConfig is wrapped by Apply's "validate" step.
 var ErrInvalidConfig = errors.New("invalid link config")

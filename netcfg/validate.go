@@ -17,6 +17,29 @@ const (
 	MaxHostname = 64
 )
 
+// LinkConfig is the configuration Apply gives one interface.
+type LinkConfig struct {
+	// Name is the interface name in the target namespace.
+	Name string
+	// Net is the validated network, usually from Request.Parse or
+	// ParseNetwork. Its address gives the interface its MAC,
+	// 90:13:<if_addr>.
+	Net Network
+	// More are further networks on the same interface (the ExeUnit sends
+	// one per network of the requestor's Deploy): each gets its address
+	// and prefix route, and its gateway route if it has one. They must not
+	// overlap Net or each other (CheckNetworks).
+	More []Network
+	// MTU is the IP MTU; 0 means DefaultMTU. A value the kernel refuses
+	// (a TAP takes 68 to 65535) fails at step "set mtu".
+	MTU int
+}
+
+// Networks returns Net followed by More.
+func (cfg LinkConfig) Networks() []Network {
+	return append([]Network{cfg.Net}, cfg.More...)
+}
+
 // Request is a VPN interface's configuration as it arrives, in text: from
 // the ExeUnit's CreateNetwork, from the bridge's configure message, from
 // gvpn-agent's flags. Parse is the one validator all of them go through.
