@@ -54,8 +54,10 @@ type Lab struct {
 type LabNode struct {
 	// Name is the node's name and hostname.
 	Name string
-	// IP is the node's VPN address.
-	IP netip.Addr
+	// IP is the node's VPN address; MoreIPs its addresses on the lab's
+	// further networks (LabConfig.MoreNets), in that order.
+	IP      netip.Addr
+	MoreIPs []netip.Addr
 	// Workdir is the node's activity work directory.
 	Workdir string
 	// Netns is the name of the runtime's sandbox network namespace
@@ -127,10 +129,18 @@ func (l *Lab) up(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		var more []netip.Addr
+		for _, m := range l.plan.more {
+			if err := l.hub.AddAddress(hn, m.ips[i]); err != nil {
+				return err
+			}
+			more = append(more, m.ips[i])
+		}
 		wd := filepath.Join(l.workdir, name)
 		n := &LabNode{
 			Name:    name,
 			IP:      l.plan.ips[i],
+			MoreIPs: more,
 			Workdir: wd,
 			Netns:   netns.NameFor(l.plan.prefix, wd),
 			Hub:     hn,
@@ -158,14 +168,17 @@ func (l *Lab) up(ctx context.Context) error {
 		return fmt.Errorf("runtime self-test (`%s test`): %w%s", l.cfg.Runtime, err, selfLogs.LastLines(3))
 	}
 
-	hosts := make(map[string]string, len(l.nodes))
-	for _, n := range l.nodes {
-		hosts[n.Name] = n.IP.String()
+	var hosts map[string]string
+	if !l.cfg.NoHosts {
+		hosts = make(map[string]string, len(l.nodes))
+		for _, n := range l.nodes {
+			hosts[n.Name] = n.IP.String()
+		}
 	}
 	errs := make([]error, len(l.nodes))
 	var wg sync.WaitGroup
 	for i, n := range l.nodes {
-		wg.Go(func() { errs[i] = l.startNode(ctx, n, hosts) })
+		wg.Go(func() { errs[i] = l.startNode(ctx, n, i, hosts) })
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -192,7 +205,7 @@ func (l *Lab) exeUnitConfig(workdir string) ExeUnitConfig {
 
 // startNode plays the ExeUnit for one activity: deploy, start, Hello,
 // CreateNetwork; then points the hub at the runtime's endpoint.
-func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string) error {
+func (l *Lab) startNode(ctx context.Context, n *LabNode, index int, hosts map[string]string) error {
 	fail := func(step string, err error) error {
 		return fmt.Errorf("node %s: %s: %w%s", n.Name, step, err, n.logTail().LastLines(3))
 	}
@@ -221,7 +234,7 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 	}
 	n.ExeUnit = eu
 	l.progress(n.Name, "CreateNetwork")
-	ep, err := eu.CreateNetwork(ctx, l.vpnNetwork(n), hosts)
+	ep, err := eu.CreateNetworks(ctx, l.vpnNetworks(index), hosts)
 	if err != nil {
 		return fail("CreateNetwork", err)
 	}
@@ -239,14 +252,25 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 	return nil
 }
 
-// vpnNetwork is the Deploy net entry as the ExeUnit passes it: the network
-// address (not the node's), the dotted mask, the node's own address.
-func (l *Lab) vpnNetwork(n *LabNode) VPNNetwork {
-	v := VPNNetwork{Addr: l.plan.net.Addr().String(), Mask: l.plan.mask, IfAddr: n.IP.String()}
-	if l.cfg.Gateway == GatewayFirstHost {
-		v.Gateway = l.plan.net.Addr().Next().String()
+// vpnNetworks are node i's Deploy net entries as the ExeUnit passes them:
+// the network address (not the node's), the dotted mask, the node's own
+// address, the gateway of the lab's ExeUnit version; with several
+// networks, in an order that differs from node to node, as the ExeUnit's
+// hash map gives them.
+func (l *Lab) vpnNetworks(i int) []VPNNetwork {
+	entry := func(pfx netip.Prefix, mask string, ip netip.Addr) VPNNetwork {
+		v := VPNNetwork{Addr: pfx.Addr().String(), Mask: mask, IfAddr: ip.String()}
+		if l.cfg.Gateway == GatewayFirstHost {
+			v.Gateway = pfx.Addr().Next().String()
+		}
+		return v
 	}
-	return v
+	nets := []VPNNetwork{entry(l.plan.net, l.plan.mask, l.plan.ips[i])}
+	for _, m := range l.plan.more {
+		nets = append(nets, entry(m.net, m.mask, m.ips[i]))
+	}
+	k := i % len(nets)
+	return append(nets[k:], nets[:k]...)
 }
 
 // Net returns the lab's VPN.

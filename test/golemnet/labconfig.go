@@ -62,6 +62,16 @@ type LabConfig struct {
 	Net netip.Prefix
 	// Gateway is what CreateNetwork carries as the gateway.
 	Gateway GatewayMode
+	// MoreNets are further networks every node joins, as with a
+	// requestor's Deploy of several networks: node i gets the (i+2)th
+	// address of each too, the lab sends all networks in the one
+	// CreateNetwork (each node gets them in another order, as the
+	// ExeUnit's hash map would) and the hub knows every node's address on
+	// each. They must not overlap each other or Net.
+	MoreNets []netip.Prefix
+	// NoHosts sends CreateNetwork without hosts, as stock requestors do;
+	// nodes then reach each other by address only.
+	NoHosts bool
 	// Hostnames name the nodes, one per node, in order; they are the
 	// nodes' names in the lab and the hub, their --hostname at deploy and
 	// the keys of the hosts map every node gets. Empty means node-a,
@@ -110,7 +120,15 @@ type labPlan struct {
 	mask   string
 	names  []string
 	ips    []netip.Addr
+	more   []labNet // MoreNets, planned
 	prefix string
+}
+
+// labNet is one of MoreNets with the nodes' addresses on it.
+type labNet struct {
+	net  netip.Prefix
+	mask string
+	ips  []netip.Addr
 }
 
 // plan validates c and assigns names and addresses. It touches nothing.
@@ -174,12 +192,37 @@ func (c LabConfig) plan() (labPlan, error) {
 			p.names = append(p.names, h)
 		}
 	}
-	ip := pfx.Addr().Next() // .1 stays free
-	for range c.Nodes {
-		ip = ip.Next()
-		p.ips = append(p.ips, ip)
+	p.ips = nodeAddrs(pfx, c.Nodes)
+	taken := []netip.Prefix{pfx}
+	for _, m := range c.MoreNets {
+		if !m.IsValid() || !m.Addr().Is4() {
+			return bad("further network %s is not IPv4", m)
+		}
+		m = m.Masked()
+		if room := LabCapacity(m); room < c.Nodes {
+			return bad("further network %s has room for %d node%s, not %d", m, room, plural(room), c.Nodes)
+		}
+		for _, t := range taken {
+			if m.Overlaps(t) {
+				return bad("networks %s and %s overlap", t, m)
+			}
+		}
+		taken = append(taken, m)
+		p.more = append(p.more, labNet{net: m, mask: net.IP(net.CIDRMask(m.Bits(), 32)).String(), ips: nodeAddrs(m, c.Nodes)})
 	}
 	return p, nil
+}
+
+// nodeAddrs gives n nodes the addresses of pfx from its second host on
+// (the first stays free, as a requestor's or gateway's address).
+func nodeAddrs(pfx netip.Prefix, n int) []netip.Addr {
+	var ips []netip.Addr
+	ip := pfx.Addr().Next()
+	for range n {
+		ip = ip.Next()
+		ips = append(ips, ip)
+	}
+	return ips
 }
 
 // LabCapacity returns how many nodes fit in the IPv4 network pfx: its

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -324,4 +325,28 @@ func TestCutLinkStallsTransferWhichResumesIntact(t *testing.T) {
 	srv.Hub.SetFault(golemnet.Fault{})
 	checkDownload(t, "transfer across the cut", dl, file, size)
 	t.Logf("stalled at %d of %d bytes for 2 s; %d frames dropped as cut", during, size, dropsDuring)
+}
+
+// TestSeveralNetworksNoHosts: the lab as a stock requestor's Deploy with
+// two networks makes it, under each ExeUnit version's gateway rule: one
+// CreateNetwork with both networks (in another order on each node), no
+// hosts; every node reaches every other on both networks.
+func TestSeveralNetworksNoHosts(t *testing.T) {
+	for _, gw := range []golemnet.GatewayMode{golemnet.GatewayNone, golemnet.GatewayFirstHost} {
+		t.Run("gateway="+string(gw), func(t *testing.T) {
+			lab := newLab(t, golemnet.LabConfig{Nodes: 2, Gateway: gw, NoHosts: true,
+				MoreNets: []netip.Prefix{netip.MustParsePrefix("10.30.0.0/16")}})
+			ctx := ctxFor(t, guard)
+			a, b := lab.Nodes()[0], lab.Nodes()[1]
+			for _, ip := range append([]netip.Addr{b.IP}, b.MoreIPs...) {
+				res, err := lab.Exec(ctx, a.Name, "ping", "-n", "-c", "1", "-W", "3", ip.String())
+				if err != nil || res.ReturnCode != 0 {
+					t.Errorf("%s → %s: rc %d %v\n%s%s", a.Name, ip, res.ReturnCode, err, res.Stdout, res.Stderr)
+				}
+			}
+			if res, _ := lab.Exec(ctx, a.Name, "ping", "-c", "1", "-W", "1", b.Name); res.ReturnCode == 0 {
+				t.Errorf("%s resolved %s without hosts entries", a.Name, b.Name)
+			}
+		})
+	}
 }

@@ -141,6 +141,9 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
+	if cfg.NoHosts {
+		return fail(stderr, "demo", usagef("--no-hosts: the demo fetches a file by hostname; use it with up"))
+	}
 	size, err := ParseSize(*sizeFlag)
 	if err != nil || size < 1 || size > 1<<30 {
 		return fail(stderr, "demo", usagef("--http-size %q: want 1 byte to 1G", *sizeFlag))

@@ -47,6 +47,8 @@ Flags:
 
 // labFlags are the flags of the commands that run a lab (demo, up).
 type labFlags struct {
+	moreNets    multiFlag
+	noHosts     bool
 	logDir      string
 	runtime     string
 	net         string
@@ -161,6 +163,8 @@ func up(args []string, stdout, stderr io.Writer) int {
 func (f *labFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&f.net, "net", golemnet.DefaultLabNet, "the VPN, an IPv4 `CIDR`")
 	fs.StringVar(&f.gateway, "gateway", "", "gateway in CreateNetwork: \"\" (newer ExeUnits) or \"first-host\" (≤ v0.17.6)")
+	fs.Var(&f.moreNets, "also-net", "a further VPN every node joins, an IPv4 `CIDR`; repeatable (one CreateNetwork carries them all)")
+	fs.BoolVar(&f.noHosts, "no-hosts", false, "send CreateNetwork without hosts, as stock requestors do (reach nodes by IP)")
 	fs.StringVar(&f.runtime, "runtime", "", "gvpn-runtime `binary` (default: next to gvpn-lab, else in PATH)")
 	fs.StringVar(&f.prefix, "sandbox-prefix", golemnet.DefaultLabSandboxPrefix, "`prefix` of the nodes' network namespace names")
 	fs.StringVar(&f.stateDir, "state-dir", DefaultStateDir, "`dir` for the control socket and work dirs (removed when the lab stops)")
@@ -183,12 +187,20 @@ func (f *labFlags) config(nodes int, hostnames string) (golemnet.LabConfig, erro
 		Nodes:         nodes,
 		Net:           pfx,
 		Gateway:       golemnet.GatewayMode(f.gateway),
+		NoHosts:       f.noHosts,
 		SandboxPrefix: f.prefix,
 		// Counters reach `status` and the demo's summary every second.
 		RuntimeArgs: append([]string{"--stats-interval", "1s"}, f.runtimeArgs...),
 	}
 	if hostnames != "" {
 		cfg.Hostnames = strings.Split(hostnames, ",")
+	}
+	for _, m := range f.moreNets {
+		p, err := netip.ParsePrefix(m)
+		if err != nil || !p.Addr().Is4() {
+			return cfg, usagef("--also-net %q is not an IPv4 CIDR like 10.20.0.0/16", m)
+		}
+		cfg.MoreNets = append(cfg.MoreNets, p)
 	}
 	if cfg.Nodes > 0 && golemnet.LabCapacity(pfx.Masked()) < cfg.Nodes {
 		room := golemnet.LabCapacity(pfx.Masked())
