@@ -37,11 +37,7 @@ func twoNodes(t *testing.T, gateway string, extraArgs ...string) (*golemnet.Hub,
 	t.Helper()
 	privtest.RequireRoot(t)
 	ctx := ctxFor(t, 60*time.Second)
-	quiet := logrus.New()
-	quiet.SetOutput(os.Stderr)
-	quiet.SetLevel(logrus.WarnLevel)
-	hub := golemnet.NewHub(logrus.NewEntry(quiet))
-	t.Cleanup(func() { hub.Close() })
+	hub := quietHub(t)
 	nodes := []*vpnNode{{name: "node-a", ip: "192.168.0.2"}, {name: "node-b", ip: "192.168.0.3"}}
 	hosts := map[string]string{}
 	for _, n := range nodes {
@@ -300,4 +296,14 @@ func lineWith(s, sub string) string {
 		}
 	}
 	return ""
+}
+
+// quietHub returns a hub that logs warnings only and closes with the test.
+func quietHub(t *testing.T) *golemnet.Hub {
+	quiet := logrus.New()
+	quiet.SetOutput(os.Stderr)
+	quiet.SetLevel(logrus.WarnLevel)
+	hub := golemnet.NewHub(logrus.NewEntry(quiet))
+	t.Cleanup(func() { hub.Close() })
+	return hub
 }

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/privtest"
 )
@@ -35,11 +33,7 @@ func TestAsYagnaRunsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	quiet := logrus.New()
-	quiet.SetOutput(os.Stderr)
-	quiet.SetLevel(logrus.WarnLevel)
-	hub := golemnet.NewHub(logrus.NewEntry(quiet))
-	t.Cleanup(func() { hub.Close() })
+	hub := quietHub(t)
 
 	type node struct {
 		name     string
