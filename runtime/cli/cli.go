@@ -371,16 +371,19 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 			lj := &lumberjack.Logger{Filename: api.LogPath(o.Workdir), MaxSize: logMaxMB, MaxBackups: logMaxBackups}
 			w, sink.file = lj, lj
 		}
+		watched := o.LogStderr || isTerminal(stderr)
 		switch {
+		case w == nil && cmd == "deploy" && !watched:
+			// deploy's stderr goes to the requestor: its JSON says what
+			// went wrong, without host paths.
+			out = io.Discard
 		case w == nil:
-			// No usable workdir: the command itself reports that.
-		case o.LogStderr || isTerminal(stderr):
+			// No usable workdir for start (it reports that): stderr is
+			// the only place left.
+		case watched:
 			out = io.MultiWriter(w, stderr)
 		default:
 			out = w
-		}
-		if w == nil && !(o.LogStderr || isTerminal(stderr)) {
-			out = io.Discard
 		}
 	}
 	l.SetOutput(out)
