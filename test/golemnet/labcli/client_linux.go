@@ -149,7 +149,10 @@ func status(args []string, stdout, stderr io.Writer) int {
 			// Scripts piping into jq get JSON either way.
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
-			enc.Encode(StatusJSON{Running: false, Error: err.Error()})
+			enc.Encode(struct {
+				Running bool   `json:"running"`
+				Error   string `json:"error"`
+			}{false, err.Error()})
 			return 1
 		}
 		return fail(stderr, "status", err)

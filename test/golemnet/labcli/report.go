@@ -68,9 +68,9 @@ type HubJSON struct {
 
 // StatusJSON is `gvpn-lab status --json`.
 type StatusJSON struct {
-	// Running is false when no lab answered; Error then says why.
+	// Running is true: without a running lab, status --json prints only
+	// {"running": false, "error": "why"}.
 	Running       bool       `json:"running"`
-	Error         string     `json:"error,omitempty"`
 	Pid           int        `json:"pid"`
 	Network       string     `json:"network"`
 	SandboxPrefix string     `json:"sandbox_prefix"`
