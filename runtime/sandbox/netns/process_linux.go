@@ -372,17 +372,19 @@ func (p *Process) closePipes() {
 	p.stderr.Close()
 }
 
-// shimPath is the file the shim is executed from: this binary, by its
-// path rather than /proc/self/exe. The shim starts in a new mount
-// namespace, and the kernel honours file capabilities only for a file
-// reached through a mount of the namespace that executes it; the magic
-// link /proc/self/exe points into the runtime's namespace, so a runtime
-// given file capabilities instead of root would start a shim without
-// them. The path is resolved once, at the first process.
+// shimPath is the file the shim is executed from: /proc/self/exe, or, for
+// a runtime that is not root but holds file capabilities, this binary by
+// its path. The shim starts in a new mount namespace, and the kernel
+// honours file capabilities only for a file reached through a mount of the
+// namespace that executes it; /proc/self/exe points into the runtime's
+// namespace, so such a runtime would start a shim without them. As root
+// the magic link stays: it cannot name a file replaced on disk meanwhile.
 var shimPath = sync.OnceValue(func() string {
-	if p, err := os.Executable(); err == nil {
-		if p, err = filepath.EvalSymlinks(p); err == nil {
-			return p
+	if os.Geteuid() != 0 {
+		if p, err := os.Executable(); err == nil {
+			if p, err = filepath.EvalSymlinks(p); err == nil {
+				return p
+			}
 		}
 	}
 	return "/proc/self/exe"
