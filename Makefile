@@ -30,7 +30,7 @@ deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl
 	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(DEB_DEPS) (missing:$$missing)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_DEPS) >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $(DEB_DEPS) >/dev/null; \
 	fi
 
 test: deps ## all tests with the race detector (as root the privileged ones run too)
