@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 func dialData(t *testing.T, a Addr) link.Link {
@@ -33,7 +34,7 @@ func waitConnected(t *testing.T, acc *Acceptor, accepted uint64) {
 // acceptor closes; frames flow on the newest, in order, both ways.
 func TestAcceptorNewestWins(t *testing.T) {
 	addr := tempUnix(t)
-	acc, err := ListenAcceptor(addr, testLogger(t))
+	acc, err := ListenAcceptor(addr, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func TestAcceptorNewestWins(t *testing.T) {
 // counted.
 func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 	addr := tempUnix(t)
-	acc, err := ListenAcceptor(addr, testLogger(t))
+	acc, err := ListenAcceptor(addr, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 // not the link.
 func TestAcceptorDesync(t *testing.T) {
 	addr := tempUnix(t)
-	acc, err := ListenAcceptor(addr, testLogger(t))
+	acc, err := ListenAcceptor(addr, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/runtime/link"
@@ -31,21 +30,6 @@ func tempUnix(t testing.TB) Addr {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return Addr{Scheme: SchemeUnix, Path: filepath.Join(dir, "bridge.sock")}
-}
-
-// testLogger sends logs to the test log, so a failing test shows them.
-func testLogger(t testing.TB) logrus.FieldLogger {
-	l := logrus.New()
-	l.Out = testWriter{t}
-	l.Level = logrus.DebugLevel
-	return l
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
 }
 
 // waitFor polls cond until it holds, failing after the deadlock guard.

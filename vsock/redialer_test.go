@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // fastBackoff keeps the reconnect tests short; the backoff itself is
@@ -100,7 +101,7 @@ func TestRedialerReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewRedialer(context.Background(), a, fastBackoff, testLogger(t))
+	r, err := NewRedialer(context.Background(), a, fastBackoff, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestRedialerWriteFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	r, err := NewRedialer(context.Background(), a, fastBackoff, testLogger(t))
+	r, err := NewRedialer(context.Background(), a, fastBackoff, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestRedialerWriteFailure(t *testing.T) {
 func TestRedialerCloseUnblocks(t *testing.T) {
 	t.Run("disconnected", func(t *testing.T) {
 		a := tempUnix(t) // nothing listens
-		r, err := NewRedialer(context.Background(), a, fastBackoff, testLogger(t))
+		r, err := NewRedialer(context.Background(), a, fastBackoff, privtest.Log(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +238,7 @@ func TestRedialerCloseUnblocks(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		r, err := NewRedialer(context.Background(), a, fastBackoff, testLogger(t))
+		r, err := NewRedialer(context.Background(), a, fastBackoff, privtest.Log(t))
 		if err != nil {
 			t.Fatal(err)
 		}
