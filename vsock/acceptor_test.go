@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -57,7 +58,7 @@ func TestAcceptorNewestWins(t *testing.T) {
 	second := dialData(t, addr)
 	waitConnected(t, acc, 2)
 	// The old connection was closed by the acceptor: its reader sees EOF.
-	bufs, sizes := newBufs(first.BatchSize())
+	bufs, sizes := linktest.Bufs(first.BatchSize())
 	if _, err := first.Read(bufs, sizes, link.Headroom); !errors.Is(err, io.EOF) {
 		t.Fatalf("read on the replaced connection: %v, want EOF", err)
 	}
@@ -110,7 +111,7 @@ func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 	if _, err := os.Stat(addr.Path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket file left after Close: %v", err)
 	}
-	if _, err := acc.Write([][]byte{withHeadroom(testFrame(0, 60))}, link.Headroom); !link.IsClosed(err) {
+	if _, err := acc.Write([][]byte{linktest.WithHeadroom(testFrame(0, 60))}, link.Headroom); !link.IsClosed(err) {
 		t.Fatalf("Write after Close: %v, want ErrClosed", err)
 	}
 	if err := acc.Close(); err != nil {
@@ -182,9 +183,9 @@ func TestAcceptorAllocs(t *testing.T) {
 	peer := dialData(t, addr)
 	waitConnected(t, acc, 1)
 
-	out := [][]byte{withHeadroom(testFrame(1, 1234))}
-	bufs, sizes := newBufs(acc.BatchSize())
-	pbufs, psizes := newBufs(peer.BatchSize())
+	out := [][]byte{linktest.WithHeadroom(testFrame(1, 1234))}
+	bufs, sizes := linktest.Bufs(acc.BatchSize())
+	pbufs, psizes := linktest.Bufs(peer.BatchSize())
 	allocs := testing.AllocsPerRun(200, func() {
 		if _, err := acc.Write(out, link.Headroom); err != nil {
 			t.Fatal(err)
