@@ -33,6 +33,7 @@ import (
 	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/endpoint"
+	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
@@ -353,14 +354,6 @@ func (l *logSink) Close() {
 // --log-stderr asks. test and offer-template have no workdir and log to
 // stderr, which the provider shows.
 func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
-	l := logrus.New()
-	lvl, _ := logrus.ParseLevel(o.LogLevel) // validated
-	l.SetLevel(lvl)
-	if o.LogFormat == "json" {
-		l.SetFormatter(&logrus.JSONFormatter{})
-	} else {
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, DisableColors: true})
-	}
 	sink := &logSink{}
 	var out io.Writer = stderr
 	if (cmd == "deploy" || cmd == "start") && o.Workdir != "" {
@@ -386,12 +379,12 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 			out = w
 		}
 	}
-	l.SetOutput(out)
+	l, err := logs.New(out, o.LogLevel, o.LogFormat)
+	if err != nil {
+		sink.Close()
+		return nil, err
+	}
 	sink.out = out
-	// Packages that log through the standard logger go to the same place.
-	logrus.SetOutput(out)
-	logrus.SetLevel(lvl)
-	logrus.SetFormatter(l.Formatter)
 	sink.entry = logrus.NewEntry(l).WithField("runtime", "gvpn")
 	return sink, nil
 }
@@ -549,6 +542,9 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	err := service.Serve(ctx, service.Config{
 		In:            stdin,
 		Out:           stdout,
@@ -557,6 +553,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		Network:       mgr,
 		StatsInterval: o.StatsInterval,
 		StateEvents:   o.StateEvents,
+		LogStats:      usr1,
 		Log:           log,
 	})
 	if err != nil {

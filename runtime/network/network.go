@@ -75,12 +75,12 @@ type Manager struct {
 // attachment is one live VPN interface and its pump.
 type attachment struct {
 	nets     []netcfg.Network // sorted by address; nets[0] gives the MAC
-	payload  link.Link
+	iface    link.Link        // the payload's interface side, from the Attacher
 	ep       *endpoint.Endpoint
 	mu       sync.Mutex
 	pump     *pump.Pump
 	counters link.Counters // the endpoint link's own drop counts, if it keeps any
-	network  link.Link     // the endpoint's link once the ExeUnit is there
+	uplink   link.Link     // the endpoint's link once the ExeUnit is there
 }
 
 // New returns a Manager.
@@ -134,7 +134,7 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	if err != nil {
 		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "open the data endpoint", Err: err}
 	}
-	payload, err := m.opts.Attacher.Attach(ctx, cfg, req.GetHosts())
+	iface, err := m.opts.Attacher.Attach(ctx, cfg, req.GetHosts())
 	if err != nil {
 		ep.Close()
 		e := &api.Error{Code: api.Response_INTERNAL, Message: "bring up the VPN interface", Err: err}
@@ -146,11 +146,11 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	}
 	reply := ep.Reply()
 	if !reply.IsValid() {
-		payload.Close()
+		iface.Close()
 		ep.Close()
 		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: fmt.Errorf("no reply form for endpoint %s", m.opts.VPN)}
 	}
-	a := &attachment{nets: parsed, payload: payload, ep: ep}
+	a := &attachment{nets: parsed, iface: iface, ep: ep}
 	m.vpn = a
 	m.waiters.Add(1)
 	go m.connect(a, cfg, log)
@@ -164,7 +164,7 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	defer m.waiters.Done()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.ConnectTimeout)
 	defer cancel()
-	network, err := a.ep.Link(ctx)
+	uplink, err := a.ep.Link(ctx)
 	if err != nil {
 		if m.ctx.Err() == nil {
 			log.WithError(err).Error("the ExeUnit never connected to the data endpoint; VPN frames cannot flow")
@@ -173,16 +173,16 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	}
 	maxFrame := cfg.MTU + frame.EthernetLen
 	p := pump.Start(pump.Config{
-		Payload: a.payload,
-		Network: network,
-		Egress:  &pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, More: ownAddrs(cfg.More), MaxFrame: maxFrame},
-		Ingress: &pump.NetworkFilter{MaxFrame: maxFrame},
+		Iface:   a.iface,
+		Uplink:  uplink,
+		Egress:  &pump.EgressFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, More: ownAddrs(cfg.More), MaxFrame: maxFrame},
+		Ingress: &pump.IngressFilter{MaxFrame: maxFrame},
 		Log:     log,
 	})
 	a.mu.Lock()
 	a.pump = p
-	a.counters, _ = network.(link.Counters)
-	a.network = network
+	a.counters, _ = uplink.(link.Counters)
+	a.uplink = uplink
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -267,7 +267,7 @@ func (m *Manager) Stats() api.VPNStats {
 		return api.VPNStats{}
 	}
 	a.mu.Lock()
-	p, own, nl := a.pump, a.counters, a.network
+	p, own, up := a.pump, a.counters, a.uplink
 	a.mu.Unlock()
 	first := a.nets[0]
 	s := api.VPNStats{Address: first.IfAddr.String(), Network: first.Prefix.String()}
@@ -287,7 +287,7 @@ func (m *Manager) Stats() api.VPNStats {
 		}
 	}
 	var errs []error
-	for _, l := range []link.Link{a.payload, nl} {
+	for _, l := range []link.Link{a.iface, up} {
 		kd, ok := l.(link.KernelDropper)
 		if !ok {
 			continue
@@ -334,7 +334,7 @@ func (m *Manager) Close() error {
 	if p != nil {
 		p.Close()
 	}
-	a.payload.Close()
+	a.iface.Close()
 	a.ep.Close()
 	return nil
 }

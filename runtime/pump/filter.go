@@ -50,11 +50,11 @@ type Filter interface {
 	Check(frame []byte) Reason
 }
 
-// PayloadFilter checks frames the payload sends toward the Golem network.
+// EgressFilter checks frames the payload sends toward the Golem network.
 // The payload may only speak as itself: ExeUnits learn which node owns an
 // address from the source of the frames they receive, so a spoofed source
 // would poison the routing of every other node.
-type PayloadFilter struct {
+type EgressFilter struct {
 	MAC frame.MAC
 	IP  netip.Addr // IPv4
 	// More are the payload's further IPv4 addresses, one per extra network
@@ -65,7 +65,7 @@ type PayloadFilter struct {
 }
 
 // own reports whether ip is one of the payload's addresses.
-func (p *PayloadFilter) own(ip [4]byte) bool {
+func (p *EgressFilter) own(ip [4]byte) bool {
 	if ip == p.IP.As4() {
 		return true
 	}
@@ -78,7 +78,7 @@ func (p *PayloadFilter) own(ip [4]byte) bool {
 }
 
 // Check implements Filter.
-func (p *PayloadFilter) Check(f []byte) Reason {
+func (p *EgressFilter) Check(f []byte) Reason {
 	if r := checkCommon(f, p.MaxFrame); r != Pass {
 		return r
 	}
@@ -103,14 +103,14 @@ func (p *PayloadFilter) Check(f []byte) Reason {
 	return Pass
 }
 
-// NetworkFilter checks frames arriving from the Golem network before they
+// IngressFilter checks frames arriving from the Golem network before they
 // reach the payload.
-type NetworkFilter struct {
+type IngressFilter struct {
 	MaxFrame int // MTU + Ethernet header
 }
 
 // Check implements Filter.
-func (n *NetworkFilter) Check(f []byte) Reason {
+func (n *IngressFilter) Check(f []byte) Reason {
 	return checkCommon(f, n.MaxFrame)
 }
 

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -46,7 +45,11 @@ type Config struct {
 	// ExeUnit acts only on counter events and logs every state event as
 	// unsupported; the lab asks for them.
 	StateEvents bool
-	Log         *logrus.Entry
+	// LogStats, when it delivers, makes the service log the VPN counters.
+	// The binary connects it to SIGUSR1: only main-level code installs
+	// signal handlers. Nil never delivers.
+	LogStats <-chan os.Signal
+	Log      *logrus.Entry
 }
 
 // ErrProtocol wraps a broken request stream: a bad length prefix or a
@@ -68,10 +71,6 @@ func Serve(ctx context.Context, cfg Config) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	go readRequests(api.NewReader(cfg.In, api.DefaultMaxSize), reqs, stop)
-
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
 
 	var tick <-chan time.Time
 	if interval := cfg.StatsInterval; interval > 0 {
@@ -95,7 +94,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			}
 		case <-tick:
 			s.periodicStats()
-		case <-usr1:
+		case <-cfg.LogStats:
 			s.logStats("counters (SIGUSR1)")
 		case <-ctx.Done():
 			s.log.Info("signalled: tearing down")

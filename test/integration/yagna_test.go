@@ -28,7 +28,7 @@ import (
 // the host's /etc/hosts must not change by one byte.
 func TestAsYagnaRunsIt(t *testing.T) {
 	privtest.RequireRoot(t)
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := privtest.Context(t, 90*time.Second)
 	hostsBefore, err := os.ReadFile("/etc/hosts")
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +163,7 @@ func TestFileCapabilitiesSuffice(t *testing.T) {
 	if err != nil {
 		t.Skip("setcap is not installed (make deps installs libcap2-bin)")
 	}
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := privtest.Context(t, 60*time.Second)
 	dir := t.TempDir()
 	for _, d := range []string{filepath.Dir(dir), dir} { // nobody must reach the binary
 		if err := os.Chmod(d, 0o755); err != nil {

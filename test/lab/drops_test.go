@@ -14,6 +14,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/tap"
 	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // TestKernelDropsAreReported: under TCP load, a TAP whose queue toward
@@ -26,7 +27,7 @@ func TestKernelDropsAreReported(t *testing.T) {
 		t.Skip("iperf3 is not installed (make deps installs it)")
 	}
 	lab := newLab(t, golemnet.LabConfig{Nodes: 2})
-	ctx := ctxFor(t, guard)
+	ctx := privtest.Context(t, guard)
 	a, b := lab.Nodes()[0], lab.Nodes()[1]
 
 	// A 4-frame queue on node-a's vpn0: the payload's TCP bursts overflow it.
