@@ -26,7 +26,8 @@ import (
 )
 
 // Attacher brings up the payload's VPN interface and returns the link that
-// carries its frames. Each sandbox provides one: the netns sandbox creates a
+// carries its frames. It validates the hosts entries (netcfg.CheckHosts)
+// before it makes anything, and reports a bad one as a *netcfg.FieldError. Each sandbox provides one: the netns sandbox creates a
 // TAP in its namespace, the agent sandbox configures the agent's TAP and
 // hands over the bridge.
 type Attacher interface {
@@ -214,9 +215,9 @@ func (m *Manager) parseNetworks(req *api.Request_CreateNetwork) (netcfg.LinkConf
 	if len(nets) == 0 {
 		return netcfg.LinkConfig{}, badRequest("networks", "the request has no network")
 	}
-	if _, err := netcfg.CheckHosts(req.GetHosts()); err != nil {
-		return fail("invalid hosts", err)
-	}
+	// The hosts entries are checked by the attacher, which writes them (by
+	// the same netcfg rule): inside a VM it is the agent, and its refusal
+	// is what the ExeUnit should see.
 	var cfg netcfg.LinkConfig
 	all := make([]netcfg.Network, 0, len(nets))
 	for i, n := range nets {
