@@ -1,0 +1,174 @@
+// Package vmbox is gvpn-runtime's VM sandbox: the payload runs in a QEMU
+// guest that the runtime boots itself (a kernel and initramfs made by
+// `make vm-image`, the task package as its root when there is one), with
+// gvpn-agent inside creating vpn0 there. The bridge crosses virtio-serial
+// ports whose host ends are the runtime's unix sockets, so that once QEMU
+// runs, the sandbox is an agent sandbox (package agentbox) like any other:
+// the same control protocol, process semantics and reconnection.
+package vmbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/agentbox"
+	"github.com/gvpn/gvpn/vsock"
+)
+
+// Volume is a host directory the guest sees at Guest, as a 9p share.
+type Volume struct {
+	Host  string // an existing directory on the host
+	Guest string // an absolute path inside the guest
+}
+
+// Config says what to boot.
+type Config struct {
+	// Name names the VM for QEMU and ps (-name).
+	Name string
+	// Kernel and Initrd are the guest's (bin/vm/vmlinuz and
+	// bin/vm/initrd.img from make vm-image).
+	Kernel, Initrd string
+	// QEMU is the emulator binary, a path or a name looked up in PATH;
+	// empty means DefaultQEMU.
+	QEMU string
+	// MemoryMiB and CPUs size the guest; zero means the defaults.
+	MemoryMiB, CPUs int
+	// Root, when set, is a squashfs image (the task package) that the guest
+	// mounts read-only, under a writable overlay in memory, as its root.
+	// Empty: the guest runs from its initramfs (busybox).
+	Root string
+	// Volumes are shared into the guest.
+	Volumes []Volume
+	// Hostname is the guest's hostname; empty means "golem".
+	Hostname string
+	// SocketDir is the directory Open creates for the bridge's unix
+	// sockets (bridge.sock, bridge.sock.ctl) and Close removes.
+	SocketDir string
+	// Timeout bounds the wait for the agent's hello (the boot) and for each
+	// of its answers; zero means agentbox.DefaultTimeout.
+	Timeout time.Duration
+	// Console receives the guest's serial console (its init's and
+	// gvpn-agent's logs); nil discards it. The last of it is quoted in
+	// errors either way.
+	Console io.Writer
+	// Log receives the sandbox's logs; nil discards them.
+	Log *logrus.Entry
+}
+
+// Open checks cfg, starts QEMU and returns the sandbox at once, while the
+// guest boots: the first request (CreateNetwork, RunProcess) waits for the
+// agent's hello up to Timeout and fails, quoting the console's last lines,
+// when it does not come or QEMU ends first. Closing the returned Box asks
+// the agent to shut down (the guest then powers off), stops QEMU if it has
+// not ended, and removes the sockets.
+func Open(ctx context.Context, cfg Config) (*agentbox.Box, error) {
+	if cfg.QEMU == "" {
+		cfg.QEMU = DefaultQEMU
+	}
+	if cfg.MemoryMiB == 0 {
+		cfg.MemoryMiB = DefaultMemoryMiB
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = DefaultCPUs
+	}
+	if cfg.Name == "" {
+		cfg.Name = "gvpn"
+	}
+	if err := check(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.SocketDir == "" {
+		return nil, errors.New("vmbox: no socket directory")
+	}
+	data := filepath.Join(cfg.SocketDir, "bridge.sock")
+	bridge := vsock.Addr{Scheme: vsock.SchemeUnix, Path: data}
+	ctl, err := bridge.Control()
+	if err != nil {
+		return nil, fmt.Errorf("vmbox: socket directory %s: %w", cfg.SocketDir, err)
+	}
+	accel := "tcg"
+	if kvmUsable() {
+		accel = "kvm"
+	}
+	argv := append([]string{cfg.QEMU}, qemuArgs(cfg, data, ctl.Path, accel)...)
+	if cfg.Log != nil {
+		cfg.Log.WithFields(logrus.Fields{"kernel": cfg.Kernel, "initrd": cfg.Initrd, "root": cfg.Root,
+			"memory_mib": cfg.MemoryMiB, "cpus": cfg.CPUs, "accel": accel, "volumes": len(cfg.Volumes)}).Info("booting the payload VM")
+	}
+	return agentbox.Open(ctx, agentbox.Config{
+		Bridge:    bridge,
+		SocketDir: cfg.SocketDir,
+		Argv:      argv,
+		Launcher:  "QEMU",
+		Kind:      "vm",
+		Lazy:      true,
+		Timeout:   cfg.Timeout,
+		Output:    cfg.Console,
+		Log:       cfg.Log,
+	})
+}
+
+// check resolves and validates cfg's files, naming the setting at fault.
+func check(cfg *Config) error {
+	q, err := exec.LookPath(cfg.QEMU)
+	if err != nil {
+		return fmt.Errorf("vmbox: QEMU %q not found (install qemu-system-x86 or pass --vm-qemu): %w", cfg.QEMU, err)
+	}
+	cfg.QEMU = q
+	for _, f := range []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}} {
+		if f.path == "" {
+			return fmt.Errorf("vmbox: no guest %s (make vm-image builds bin/vm/)", f.what)
+		}
+		fi, err := os.Stat(f.path)
+		if err != nil {
+			return fmt.Errorf("vmbox: guest %s: %w (make vm-image builds bin/vm/)", f.what, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("vmbox: guest %s %s is not a regular file", f.what, f.path)
+		}
+	}
+	if cfg.Root != "" {
+		if err := CheckRoot(cfg.Root); err != nil {
+			return fmt.Errorf("vmbox: %w", err)
+		}
+	}
+	if cfg.MemoryMiB < 64 {
+		return fmt.Errorf("vmbox: memory %d MiB is too little for the guest (at least 64)", cfg.MemoryMiB)
+	}
+	if cfg.CPUs < 1 || cfg.CPUs > 255 {
+		return fmt.Errorf("vmbox: cpus %d out of range 1…255", cfg.CPUs)
+	}
+	for _, v := range cfg.Volumes {
+		if err := checkGuestPath(v.Guest); err != nil {
+			return fmt.Errorf("vmbox: volume: %w", err)
+		}
+		fi, err := os.Stat(v.Host)
+		if err != nil {
+			return fmt.Errorf("vmbox: volume %s: %w", v.Guest, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("vmbox: volume %s: %s is not a directory", v.Guest, v.Host)
+		}
+	}
+	return nil
+}
+
+// kvmUsable reports whether QEMU can use KVM here; without it the guest
+// runs under TCG, slower but the same.
+func kvmUsable() bool {
+	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+}

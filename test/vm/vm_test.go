@@ -1,0 +1,166 @@
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/payload"
+)
+
+// TestVMNode: a payload VM with no task package (the guest runs from its
+// initramfs, busybox) and a netns node, joined by the hub.
+func TestVMNode(t *testing.T) {
+	kernel, initrd := requireVM(t)
+	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd})
+}
+
+// vmScenario checks everything a VM node must do: it is a real guest; its
+// vpn0 is a Golem VPN interface; ping and HTTP (by hash) both ways with a
+// netns node; RunProcess semantics; a file through the work volume; QEMU
+// killed is reported and the sandbox recovers; Shutdown leaves nothing.
+func vmScenario(t *testing.T, vmOpts nodeOpts) {
+	vm := &node{name: "node-vm", ip: "192.168.12.2"}
+	ns := &node{name: "node-ns", ip: "192.168.12.3"}
+	startHub(t, vm, ns)
+	hosts := map[string]string{vm.name: vm.ip, ns.name: ns.ip}
+	vm.start(t, vmOpts)
+	ns.start(t, nodeOpts{})
+	ctx := ctxFor(t, 8*time.Minute)
+
+	// CreateNetwork waits for the guest to boot.
+	booting := time.Now()
+	vm.join(t, ctx, hosts)
+	t.Logf("VM booted and configured in %v", time.Since(booting).Round(time.Millisecond))
+	ns.join(t, ctx, hosts)
+
+	// A real guest: its own kernel.
+	host, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	guest := strings.TrimSpace(vm.run(t, ctx, "uname", "-r"))
+	if guest == "" || guest == strings.TrimSpace(string(host)) {
+		t.Fatalf("uname -r in the VM is %q, the host's is %q: not a guest", guest, strings.TrimSpace(string(host)))
+	}
+	link := vm.run(t, ctx, "ip", "-o", "link", "show", "vpn0")
+	if !strings.Contains(link, "mtu 1220") || !strings.Contains(link, "90:13:c0:a8:0c:02") || !strings.Contains(link, "UP") {
+		t.Fatalf("vpn0 in the VM: %s", link)
+	}
+	if addr := vm.run(t, ctx, "ip", "-o", "-4", "addr", "show", "vpn0"); !strings.Contains(addr, "192.168.12.2/24") {
+		t.Fatalf("vpn0 address in the VM: %s", addr)
+	}
+
+	vm.run(t, ctx, "ping", "-c", "3", "-W", "5", ns.ip)
+	ns.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "5", vm.ip)
+	if out := vm.run(t, ctx, "ping", "-c", "1", "-W", "5", ns.name); !strings.Contains(out, ns.ip) {
+		t.Fatalf("ping %s in the VM did not resolve through its hosts file: %s", ns.name, out)
+	}
+
+	// HTTP, 5 MiB each way, checked by hash. netns → VM: the test's own
+	// payload server on the netns node, busybox wget in the guest.
+	const size = 5 << 20
+	self, _ := os.Executable()
+	srv, err := ns.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", self, "0.0.0.0:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.sh(t, ctx, "for i in $(seq 400); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
+	out := vm.sh(t, ctx, fmt.Sprintf("wget -q -O - http://%s:8080/bytes/%d | sha256sum", ns.name, size))
+	if got := strings.Fields(out)[0]; got != payload.Hash(size) {
+		t.Fatalf("HTTP %s → %s: body hash %s, want %s", ns.name, vm.name, got, payload.Hash(size))
+	}
+	if err := ns.eu.KillProcess(ctx, srv.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := srv.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
+		t.Fatalf("HTTP server after SIGTERM: rc %d err %v", r.ReturnCode, err)
+	}
+	// VM → netns: busybox httpd in the guest serving random bytes, curl on
+	// the netns node.
+	want := strings.Fields(vm.sh(t, ctx, fmt.Sprintf("mkdir -p /tmp/www && head -c %d /dev/urandom > /tmp/www/blob && sha256sum /tmp/www/blob", size)))[0]
+	httpd, err := vm.eu.Spawn(ctx, "httpd", "-f", "-p", "8080", "-h", "/tmp/www")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm.sh(t, ctx, "for i in $(seq 400); do netstat -ltn | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
+	out = ns.sh(t, ctx, fmt.Sprintf("curl -sS --fail --max-time 120 http://%s:8080/blob | sha256sum", vm.name))
+	if got := strings.Fields(out)[0]; got != want {
+		t.Fatalf("HTTP %s → %s: body hash %s, want %s", vm.name, ns.name, got, want)
+	}
+	if err := vm.eu.KillProcess(ctx, httpd.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := httpd.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
+		t.Fatalf("httpd after SIGTERM: rc %d err %v", r.ReturnCode, err)
+	}
+
+	// RunProcess semantics are the netns sandbox's.
+	res, err := vm.eu.Run(ctx, "/bin/sh", "-c", "echo hi; echo err >&2; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.Stdout) != "hi\n" || string(res.Stderr) != "err\n" || res.ReturnCode != 3 {
+		t.Fatalf("got stdout %q stderr %q rc %d; want \"hi\\n\" \"err\\n\" 3", res.Stdout, res.Stderr, res.ReturnCode)
+	}
+	var ce *golemnet.CallError
+	if _, err := vm.eu.Spawn(ctx, "/no/such/program"); !errors.As(err, &ce) || ce.Code != api.Response_NOT_FOUND {
+		t.Fatalf("missing program: %v, want a NOT_FOUND error", err)
+	}
+
+	// A file each way through the work volume, as the ExeUnit's uploads and
+	// downloads reach it: <workdir>/vol-…/ on the host is /golem/work in
+	// the guest.
+	vols, _ := filepath.Glob(filepath.Join(vm.workdir, "vol-*"))
+	if len(vols) != 1 {
+		t.Fatalf("volume directories in the workdir: %v, want one", vols)
+	}
+	if err := os.WriteFile(filepath.Join(vols[0], "in.txt"), []byte("uploaded by the requestor\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := vm.run(t, ctx, "cat", "/golem/work/in.txt"); got != "uploaded by the requestor\n" {
+		t.Fatalf("the guest read %q from the volume", got)
+	}
+	vm.sh(t, ctx, "uname -r > /golem/work/out.txt")
+	if got, err := os.ReadFile(filepath.Join(vols[0], "out.txt")); err != nil || strings.TrimSpace(string(got)) != guest {
+		t.Fatalf("the host read %q (%v) from the volume, want %q", got, err, guest)
+	}
+
+	// QEMU killed outright: the guest's running process is reported gone
+	// (-1), and the sandbox boots the VM again and configures it.
+	sleeper, err := vm.eu.Spawn(ctx, "sleep", "1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := vm.qemuPIDs()
+	if len(pids) != 1 {
+		t.Fatalf("QEMU processes of the VM node: %v, want one", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := sleeper.Wait(ctx); err != nil || r.ReturnCode != -1 {
+		t.Fatalf("process in the killed VM: rc %d err %v, want -1", r.ReturnCode, err)
+	}
+	waitFor(t, "the runtime's log to report QEMU's end", func() bool { return strings.Contains(vm.logs.String(), "QEMU exited") })
+	if got := strings.TrimSpace(vm.run(t, ctx, "uname", "-r")); got != guest {
+		t.Fatalf("uname -r after the VM was booted again: %q", got)
+	}
+	vm.run(t, ctx, "ping", "-c", "1", "-W", "5", ns.ip)
+
+	for _, n := range []*node{vm, ns} {
+		if err := n.eu.ProtocolError(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []*node{vm, ns} {
+		if err := n.eu.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n.checkGone(t)
+	}
+}
