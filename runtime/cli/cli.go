@@ -64,6 +64,7 @@ type Options struct {
 	VMQEMU   string
 	VMMemory int
 	VMCPUs   int
+	VMBridge string
 }
 
 type multiFlag []string
@@ -138,6 +139,7 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.VMQEMU, "vm-qemu", "qemu-system-x86_64", "vm sandbox: the QEMU binary (KVM when /dev/kvm is usable, else TCG)")
 	fs.IntVar(&o.VMMemory, "vm-memory", 512, "vm sandbox: guest memory in MiB")
 	fs.IntVar(&o.VMCPUs, "vm-cpus", 1, "vm sandbox: guest CPUs")
+	fs.StringVar(&o.VMBridge, "vm-bridge", "", "vm sandbox: how the agent in the guest reaches the runtime: virtio-serial or vsock\n(default: vsock where /dev/vhost-vsock is usable, else virtio-serial)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageHead)
 		fs.PrintDefaults()

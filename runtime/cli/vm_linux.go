@@ -66,6 +66,7 @@ func openVMSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.En
 		Volumes:   []vmbox.Volume{{Host: work, Guest: vmWorkVolume}},
 		Hostname:  hostname,
 		SocketDir: filepath.Join("/run/gvpn", name),
+		Bridge:    o.VMBridge,
 		Timeout:   o.AgentTimeout,
 		Console:   stderr,
 		Log:       log,

@@ -2,6 +2,7 @@ package vmbox
 
 import (
 	"fmt"
+	"hash/fnv"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,15 +24,15 @@ const (
 	DefaultCPUs      = 1
 )
 
-// qemuArgs returns QEMU's arguments for cfg (after the program name), with
-// the bridge's data and control unix sockets at data and ctl. accel is
-// "kvm" or "tcg".
+// qemuArgs returns QEMU's arguments for cfg (after the program name). The
+// bridge is b: with virtio-serial, the data and control unix sockets the
+// runtime listens on; with vsock, the guest's CID. accel is "kvm" or "tcg".
 //
 // The guest has no network card: its only link to the VPN is gvpn-agent's
-// TAP, fed through the virtio-serial ports. QEMU dials the runtime's
+// TAP, fed through the bridge. Over virtio-serial, QEMU dials the runtime's
 // listening sockets (server=off) and dials again a second after losing
 // them (reconnect=1), the way the agent re-dials a unix or vsock bridge.
-func qemuArgs(cfg Config, data, ctl, accel string) []string {
+func qemuArgs(cfg Config, b bridge, accel string) []string {
 	args := []string{
 		"-name", qemuEscape(cfg.Name),
 		"-accel", accel,
@@ -43,12 +44,17 @@ func qemuArgs(cfg Config, data, ctl, accel string) []string {
 		"-serial", "stdio",
 		"-kernel", cfg.Kernel,
 		"-initrd", cfg.Initrd,
-		"-append", kernelCmdline(cfg),
-		"-device", "virtio-serial-pci,id=gvpnserial",
-		"-chardev", "socket,id=gvpndata,reconnect=1,path=" + qemuEscape(data),
-		"-device", "virtserialport,bus=gvpnserial.0,chardev=gvpndata,name=" + DataPort,
-		"-chardev", "socket,id=gvpnctl,reconnect=1,path=" + qemuEscape(ctl),
-		"-device", "virtserialport,bus=gvpnserial.0,chardev=gvpnctl,name=" + ControlPort,
+		"-append", kernelCmdline(cfg, b.guest),
+	}
+	if b.cid != 0 {
+		args = append(args, "-device", "vhost-vsock-pci,guest-cid="+strconv.FormatUint(uint64(b.cid), 10))
+	} else {
+		args = append(args,
+			"-device", "virtio-serial-pci,id=gvpnserial",
+			"-chardev", "socket,id=gvpndata,reconnect=1,path="+qemuEscape(b.data),
+			"-device", "virtserialport,bus=gvpnserial.0,chardev=gvpndata,name="+DataPort,
+			"-chardev", "socket,id=gvpnctl,reconnect=1,path="+qemuEscape(b.ctl),
+			"-device", "virtserialport,bus=gvpnserial.0,chardev=gvpnctl,name="+ControlPort)
 	}
 	if accel == "kvm" {
 		args = append(args, "-cpu", "host")
@@ -66,14 +72,14 @@ func qemuArgs(cfg Config, data, ctl, accel string) []string {
 }
 
 // kernelCmdline tells the guest's init what to do (vm/mkimage/init.sh).
-func kernelCmdline(cfg Config) string {
+func kernelCmdline(cfg Config, guestBridge vsock.Addr) string {
 	hostname := cfg.Hostname
 	if hostname == "" {
 		hostname = "golem"
 	}
 	c := []string{
 		"console=ttyS0", "panic=-1", "quiet",
-		"gvpn.bridge=" + vsock.Addr{Scheme: vsock.SchemeVirtioSerial, Name: DataPort}.String(),
+		"gvpn.bridge=" + guestBridge.String(),
 		"gvpn.hostname=" + hostname,
 	}
 	if cfg.Root != "" {
@@ -83,6 +89,52 @@ func kernelCmdline(cfg Config) string {
 		c = append(c, "gvpn.vol="+volumeTag(i)+":"+v.Guest)
 	}
 	return strings.Join(c, " ")
+}
+
+// bridge is how the runtime and the guest's agent reach each other.
+type bridge struct {
+	listen vsock.Addr // the runtime's data address
+	guest  vsock.Addr // the agent's data address
+	data   string     // virtio-serial: the unix sockets QEMU dials
+	ctl    string
+	cid    uint32 // vsock: the guest's CID
+}
+
+// Bridge kinds for Config.Bridge.
+const (
+	BridgeAuto         = ""
+	BridgeVirtioSerial = "virtio-serial"
+	BridgeVsock        = "vsock"
+)
+
+// vsockBridge picks the guest CID and the port pair of a vsock bridge from
+// the VM's name, so that VMs of different activities do not collide.
+func vsockBridge(name string) bridge {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	v := h.Sum32()
+	cid := 3 + v%(1<<24)
+	port := 20000 + 2*(v%20000)
+	return bridge{
+		listen: vsock.Addr{Scheme: vsock.SchemeVsock, CID: vsock.CIDAny, Port: port},
+		guest:  vsock.Addr{Scheme: vsock.SchemeVsock, CID: vsock.CIDHost, Port: port},
+		cid:    cid,
+	}
+}
+
+// serialBridge is a virtio-serial bridge through unix sockets in dir.
+func serialBridge(dir string) (bridge, error) {
+	data := vsock.Addr{Scheme: vsock.SchemeUnix, Path: filepath.Join(dir, "bridge.sock")}
+	ctl, err := data.Control()
+	if err != nil {
+		return bridge{}, err
+	}
+	return bridge{
+		listen: data,
+		guest:  vsock.Addr{Scheme: vsock.SchemeVirtioSerial, Name: DataPort},
+		data:   data.Path,
+		ctl:    ctl.Path,
+	}, nil
 }
 
 func volumeTag(i int) string { return "gvpnvol" + strconv.Itoa(i) }

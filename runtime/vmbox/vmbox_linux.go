@@ -14,14 +14,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/runtime/agentbox"
-	"github.com/gvpn/gvpn/vsock"
 )
 
 // Volume is a host directory the guest sees at Guest, as a 9p share.
@@ -53,6 +51,10 @@ type Config struct {
 	// SocketDir is the directory Open creates for the bridge's unix
 	// sockets (bridge.sock, bridge.sock.ctl) and Close removes.
 	SocketDir string
+	// Bridge is BridgeVirtioSerial, BridgeVsock (QEMU's vhost-vsock-pci,
+	// which needs the host's vhost_vsock) or BridgeAuto: vsock where
+	// /dev/vhost-vsock is usable, else virtio-serial.
+	Bridge string
 	// Timeout bounds the wait for the agent's hello (the boot) and for each
 	// of its answers; zero means agentbox.DefaultTimeout.
 	Timeout time.Duration
@@ -89,23 +91,39 @@ func Open(ctx context.Context, cfg Config) (*agentbox.Box, error) {
 	if cfg.SocketDir == "" {
 		return nil, errors.New("vmbox: no socket directory")
 	}
-	data := filepath.Join(cfg.SocketDir, "bridge.sock")
-	bridge := vsock.Addr{Scheme: vsock.SchemeUnix, Path: data}
-	ctl, err := bridge.Control()
-	if err != nil {
-		return nil, fmt.Errorf("vmbox: socket directory %s: %w", cfg.SocketDir, err)
+	var b bridge
+	switch cfg.Bridge {
+	case BridgeVsock:
+		if !deviceUsable("/dev/vhost-vsock") {
+			return nil, errors.New("vmbox: a vsock bridge needs /dev/vhost-vsock (modprobe vhost_vsock); use the virtio-serial bridge")
+		}
+		b = vsockBridge(cfg.Name)
+	case BridgeAuto:
+		if deviceUsable("/dev/vhost-vsock") {
+			b = vsockBridge(cfg.Name)
+			break
+		}
+		fallthrough
+	case BridgeVirtioSerial:
+		var err error
+		if b, err = serialBridge(cfg.SocketDir); err != nil {
+			return nil, fmt.Errorf("vmbox: socket directory %s: %w", cfg.SocketDir, err)
+		}
+	default:
+		return nil, fmt.Errorf("vmbox: bridge %q: want %s or %s", cfg.Bridge, BridgeVirtioSerial, BridgeVsock)
 	}
 	accel := "tcg"
-	if kvmUsable() {
+	if deviceUsable("/dev/kvm") {
 		accel = "kvm"
 	}
-	argv := append([]string{cfg.QEMU}, qemuArgs(cfg, data, ctl.Path, accel)...)
+	argv := append([]string{cfg.QEMU}, qemuArgs(cfg, b, accel)...)
 	if cfg.Log != nil {
 		cfg.Log.WithFields(logrus.Fields{"kernel": cfg.Kernel, "initrd": cfg.Initrd, "root": cfg.Root,
-			"memory_mib": cfg.MemoryMiB, "cpus": cfg.CPUs, "accel": accel, "volumes": len(cfg.Volumes)}).Info("booting the payload VM")
+			"memory_mib": cfg.MemoryMiB, "cpus": cfg.CPUs, "accel": accel, "volumes": len(cfg.Volumes),
+			"bridge": b.guest.String()}).Info("booting the payload VM")
 	}
 	return agentbox.Open(ctx, agentbox.Config{
-		Bridge:    bridge,
+		Bridge:    b.listen,
 		SocketDir: cfg.SocketDir,
 		Argv:      argv,
 		Launcher:  "QEMU",
@@ -162,10 +180,11 @@ func check(cfg *Config) error {
 	return nil
 }
 
-// kvmUsable reports whether QEMU can use KVM here; without it the guest
-// runs under TCG, slower but the same.
-func kvmUsable() bool {
-	fd, err := unix.Open("/dev/kvm", unix.O_RDWR|unix.O_CLOEXEC, 0)
+// deviceUsable reports whether QEMU can open a host device: /dev/kvm
+// (without it the guest runs under TCG, slower but the same), or
+// /dev/vhost-vsock.
+func deviceUsable(dev string) bool {
+	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}

@@ -89,6 +89,7 @@ type nodeOpts struct {
 	kernel      string
 	initrd      string
 	taskPackage string
+	bridge      string // --vm-bridge
 }
 
 // startHub starts the hub with the nodes registered.
@@ -128,6 +129,9 @@ func (n *node) start(t *testing.T, o nodeOpts) {
 	if o.vm {
 		// TCG on a machine shared with other tests: give the boot time.
 		args = append(args, "--sandbox", "vm", "--vm-kernel", o.kernel, "--vm-initrd", o.initrd, "--agent-timeout", "150s")
+		if o.bridge != "" {
+			args = append(args, "--vm-bridge", o.bridge)
+		}
 		if o.taskPackage != "" {
 			args = append(args, "--task-package", o.taskPackage)
 		}

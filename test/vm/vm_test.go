@@ -164,3 +164,15 @@ func vmScenario(t *testing.T, vmOpts nodeOpts) {
 		n.checkGone(t)
 	}
 }
+
+// TestVMNodeVsock: the same over a vsock bridge (QEMU's vhost-vsock-pci),
+// where the host has vhost_vsock.
+func TestVMNodeVsock(t *testing.T) {
+	kernel, initrd := requireVM(t)
+	if f, err := os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0); err != nil {
+		t.Skipf("skipped: no usable /dev/vhost-vsock here (%v; modprobe vhost_vsock on a host that has it); the VM tests run over virtio-serial", err)
+	} else {
+		f.Close()
+	}
+	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, bridge: "vsock"})
+}
