@@ -13,9 +13,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/agentbox"
-	"github.com/gvpn/gvpn/runtime/sandbox"
-	"github.com/gvpn/gvpn/runtime/vmbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
+	"github.com/gvpn/gvpn/runtime/sandbox/vm"
 )
 
 // vmWorkVolume is the volume every VM activity gets, like the /golem/work
@@ -49,13 +49,13 @@ func vmRoot(o *Options) string {
 
 // openVMSandbox boots the payload VM for --sandbox vm. The guest's console
 // goes to stderr with the runtime's logs.
-func openVMSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.Entry) (*agentbox.Box, error) {
+func openVMSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
 	work := filepath.Join(o.Workdir, vmVolumeName(vmWorkVolume))
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		return nil, fmt.Errorf("volume %s: %w", vmWorkVolume, err)
 	}
-	name := sandbox.NameFor(o.SandboxPrefix, o.Workdir)
-	cfg := vmbox.Config{
+	name := netns.NameFor(o.SandboxPrefix, o.Workdir)
+	cfg := vm.Config{
 		Name:      name,
 		Kernel:    o.VMKernel,
 		Initrd:    o.VMInitrd,
@@ -63,7 +63,7 @@ func openVMSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.En
 		MemoryMiB: o.VMMemory,
 		CPUs:      o.VMCPUs,
 		Root:      vmRoot(o),
-		Volumes:   []vmbox.Volume{{Host: work, Guest: vmWorkVolume}},
+		Volumes:   []vm.Volume{{Host: work, Guest: vmWorkVolume}},
 		Hostname:  hostname,
 		SocketDir: filepath.Join("/run/gvpn", name),
 		Bridge:    o.VMBridge,
@@ -73,7 +73,7 @@ func openVMSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.En
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	box, err := vmbox.Open(ctx, cfg)
+	box, err := vm.Open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

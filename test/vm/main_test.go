@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/payload"
 	"github.com/gvpn/gvpn/test/privtest"
 )
@@ -24,7 +24,7 @@ var runtimeBin string
 const nsPrefix = "gv12-"
 
 func TestMain(m *testing.M) {
-	sandbox.MaybeRunShim()
+	netns.MaybeRunShim()
 	payload.RunIfAsked()
 	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime")
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/privtest"
 )
@@ -135,7 +135,7 @@ func (n *node) start(t *testing.T, o nodeOpts) {
 		if o.taskPackage != "" {
 			args = append(args, "--task-package", o.taskPackage)
 		}
-		n.sockDir = filepath.Join("/run/gvpn", sandbox.NameFor(nsPrefix, n.workdir))
+		n.sockDir = filepath.Join("/run/gvpn", netns.NameFor(nsPrefix, n.workdir))
 	}
 	cfg := golemnet.ExeUnitConfig{
 		Runtime:     runtimeBin,
@@ -236,7 +236,7 @@ func (n *node) checkGone(t *testing.T) {
 			t.Errorf("%s: socket directory %s left after Shutdown (%v)", n.name, n.sockDir, err)
 		}
 	}
-	name := sandbox.NameFor(nsPrefix, n.workdir)
+	name := netns.NameFor(nsPrefix, n.workdir)
 	if _, err := os.Stat(filepath.Join("/run/netns", name)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s: network namespace %s left after Shutdown (%v)", n.name, name, err)
 	}

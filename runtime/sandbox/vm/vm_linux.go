@@ -1,11 +1,11 @@
-// Package vmbox is gvpn-runtime's VM sandbox: the payload runs in a QEMU
+// Package vm is gvpn-runtime's VM sandbox: the payload runs in a QEMU
 // guest that the runtime boots itself (a kernel and initramfs made by
 // `make vm-image`, the task package as its root when there is one), with
 // gvpn-agent inside creating vpn0 there. The bridge crosses virtio-serial
 // ports whose host ends are the runtime's unix sockets, so that once QEMU
-// runs, the sandbox is an agent sandbox (package agentbox) like any other:
+// runs, the sandbox is an agent sandbox (package agent) like any other:
 // the same control protocol, process semantics and reconnection.
-package vmbox
+package vm
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/gvpn/gvpn/runtime/agentbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent"
 )
 
 // Volume is a host directory the guest sees at Guest, as a 9p share.
@@ -56,7 +56,7 @@ type Config struct {
 	// /dev/vhost-vsock is usable, else virtio-serial.
 	Bridge string
 	// Timeout bounds the wait for the agent's hello (the boot) and for each
-	// of its answers; zero means agentbox.DefaultTimeout.
+	// of its answers; zero means agent.DefaultTimeout.
 	Timeout time.Duration
 	// Console receives the guest's serial console (its init's and
 	// gvpn-agent's logs); nil discards it. The last of it is quoted in
@@ -72,7 +72,7 @@ type Config struct {
 // when it does not come or QEMU ends first. Closing the returned Box asks
 // the agent to shut down (the guest then powers off), stops QEMU if it has
 // not ended, and removes the sockets.
-func Open(ctx context.Context, cfg Config) (*agentbox.Box, error) {
+func Open(ctx context.Context, cfg Config) (*agent.Box, error) {
 	if cfg.QEMU == "" {
 		cfg.QEMU = DefaultQEMU
 	}
@@ -89,13 +89,13 @@ func Open(ctx context.Context, cfg Config) (*agentbox.Box, error) {
 		return nil, err
 	}
 	if cfg.SocketDir == "" {
-		return nil, errors.New("vmbox: no socket directory")
+		return nil, errors.New("vm sandbox: no socket directory")
 	}
 	var b bridge
 	switch cfg.Bridge {
 	case BridgeVsock:
 		if !deviceUsable("/dev/vhost-vsock") {
-			return nil, errors.New("vmbox: a vsock bridge needs /dev/vhost-vsock (modprobe vhost_vsock); use the virtio-serial bridge")
+			return nil, errors.New("vm sandbox: a vsock bridge needs /dev/vhost-vsock (modprobe vhost_vsock); use the virtio-serial bridge")
 		}
 		b = vsockBridge(cfg.Name)
 	case BridgeAuto:
@@ -107,10 +107,10 @@ func Open(ctx context.Context, cfg Config) (*agentbox.Box, error) {
 	case BridgeVirtioSerial:
 		var err error
 		if b, err = serialBridge(cfg.SocketDir); err != nil {
-			return nil, fmt.Errorf("vmbox: socket directory %s: %w", cfg.SocketDir, err)
+			return nil, fmt.Errorf("vm sandbox: socket directory %s: %w", cfg.SocketDir, err)
 		}
 	default:
-		return nil, fmt.Errorf("vmbox: bridge %q: want %s or %s", cfg.Bridge, BridgeVirtioSerial, BridgeVsock)
+		return nil, fmt.Errorf("vm sandbox: bridge %q: want %s or %s", cfg.Bridge, BridgeVirtioSerial, BridgeVsock)
 	}
 	accel := "tcg"
 	if deviceUsable("/dev/kvm") {
@@ -122,7 +122,7 @@ func Open(ctx context.Context, cfg Config) (*agentbox.Box, error) {
 			"memory_mib": cfg.MemoryMiB, "cpus": cfg.CPUs, "accel": accel, "volumes": len(cfg.Volumes),
 			"bridge": b.guest.String()}).Info("booting the payload VM")
 	}
-	return agentbox.Open(ctx, agentbox.Config{
+	return agent.Open(ctx, agent.Config{
 		Bridge:    b.listen,
 		SocketDir: cfg.SocketDir,
 		Argv:      argv,
@@ -139,42 +139,42 @@ func Open(ctx context.Context, cfg Config) (*agentbox.Box, error) {
 func check(cfg *Config) error {
 	q, err := exec.LookPath(cfg.QEMU)
 	if err != nil {
-		return fmt.Errorf("vmbox: QEMU %q not found (install qemu-system-x86 or pass --vm-qemu): %w", cfg.QEMU, err)
+		return fmt.Errorf("vm sandbox: QEMU %q not found (install qemu-system-x86 or pass --vm-qemu): %w", cfg.QEMU, err)
 	}
 	cfg.QEMU = q
 	for _, f := range []struct{ what, path string }{{"kernel", cfg.Kernel}, {"initrd", cfg.Initrd}} {
 		if f.path == "" {
-			return fmt.Errorf("vmbox: no guest %s (make vm-image builds bin/vm/)", f.what)
+			return fmt.Errorf("vm sandbox: no guest %s (make vm-image builds bin/vm/)", f.what)
 		}
 		fi, err := os.Stat(f.path)
 		if err != nil {
-			return fmt.Errorf("vmbox: guest %s: %w (make vm-image builds bin/vm/)", f.what, err)
+			return fmt.Errorf("vm sandbox: guest %s: %w (make vm-image builds bin/vm/)", f.what, err)
 		}
 		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("vmbox: guest %s %s is not a regular file", f.what, f.path)
+			return fmt.Errorf("vm sandbox: guest %s %s is not a regular file", f.what, f.path)
 		}
 	}
 	if cfg.Root != "" {
 		if err := CheckRoot(cfg.Root); err != nil {
-			return fmt.Errorf("vmbox: %w", err)
+			return fmt.Errorf("vm sandbox: %w", err)
 		}
 	}
 	if cfg.MemoryMiB < 64 {
-		return fmt.Errorf("vmbox: memory %d MiB is too little for the guest (at least 64)", cfg.MemoryMiB)
+		return fmt.Errorf("vm sandbox: memory %d MiB is too little for the guest (at least 64)", cfg.MemoryMiB)
 	}
 	if cfg.CPUs < 1 || cfg.CPUs > 255 {
-		return fmt.Errorf("vmbox: cpus %d out of range 1…255", cfg.CPUs)
+		return fmt.Errorf("vm sandbox: cpus %d out of range 1…255", cfg.CPUs)
 	}
 	for _, v := range cfg.Volumes {
 		if err := checkGuestPath(v.Guest); err != nil {
-			return fmt.Errorf("vmbox: volume: %w", err)
+			return fmt.Errorf("vm sandbox: volume: %w", err)
 		}
 		fi, err := os.Stat(v.Host)
 		if err != nil {
-			return fmt.Errorf("vmbox: volume %s: %w", v.Guest, err)
+			return fmt.Errorf("vm sandbox: volume %s: %w", v.Guest, err)
 		}
 		if !fi.IsDir() {
-			return fmt.Errorf("vmbox: volume %s: %s is not a directory", v.Guest, v.Host)
+			return fmt.Errorf("vm sandbox: volume %s: %s is not a directory", v.Guest, v.Host)
 		}
 	}
 	return nil

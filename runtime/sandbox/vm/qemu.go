@@ -1,4 +1,4 @@
-package vmbox
+package vm
 
 import (
 	"fmt"
