@@ -26,6 +26,8 @@ func TestParseAddr(t *testing.T) {
 		{"unix:///run/gvpn/bridge.sock", Addr{Scheme: SchemeUnix, Path: "/run/gvpn/bridge.sock"}, ""},
 		{"unix:///a b/c:d", Addr{Scheme: SchemeUnix, Path: "/a b/c:d"}, ""},
 		{"unix://" + long, Addr{Scheme: SchemeUnix, Path: long}, ""},
+		{"virtio-serial://gvpn.bridge", Addr{Scheme: SchemeVirtioSerial, Name: "gvpn.bridge"}, ""},
+		{"virtio-serial://A_b-9", Addr{Scheme: SchemeVirtioSerial, Name: "A_b-9"}, ""},
 	}
 	for _, tc := range good {
 		a, err := ParseAddr(tc.in)
@@ -57,6 +59,11 @@ func TestParseAddr(t *testing.T) {
 		{"/run/gvpn/bridge.sock", "want vsock://"},
 		{"vsock:3:1024", "want vsock://"},
 		{"tcp://127.0.0.1:80", `unknown scheme "tcp"`},
+		{"virtio-serial://", "empty virtio-serial port name"},
+		{"virtio-serial://a/b", `has '/'`},
+		{"virtio-serial://..", "not a file name"},
+		{"virtio-serial://a b", `has ' '`},
+		{"virtio-serial://" + strings.Repeat("p", MaxPortName+1), "longer than 255"},
 		{"VSOCK://3:1024", `unknown scheme "VSOCK"`},
 		{"vsock://3", "missing :PORT"},
 		{"vsock://:1024", "missing CID"},
@@ -123,6 +130,7 @@ func TestControlAddr(t *testing.T) {
 		{"vsock://any:5000", "vsock://any:5001"},
 		{"vsock://host:4294967293", "vsock://host:4294967294"},
 		{"unix:///run/gvpn/bridge.sock", "unix:///run/gvpn/bridge.sock.ctl"},
+		{"virtio-serial://gvpn.bridge", "virtio-serial://gvpn.bridge.ctl"},
 		{"unix:///" + strings.Repeat("a", MaxUnixPath-1-len(controlSuffix)), "unix:///" + strings.Repeat("a", MaxUnixPath-1-len(controlSuffix)) + ".ctl"},
 	} {
 		a, err := ParseAddr(tc.data)

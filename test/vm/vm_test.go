@@ -176,3 +176,25 @@ func TestVMNodeVsock(t *testing.T) {
 	}
 	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, bridge: "vsock"})
 }
+
+// TestDeployRefusesNonSquashfs: a task package that is not a squashfs
+// image is refused by deploy, with an Err naming the file, before any VM
+// boots.
+func TestDeployRefusesNonSquashfs(t *testing.T) {
+	dir := t.TempDir()
+	pkg := filepath.Join(dir, "task.tar.gz")
+	if err := os.WriteFile(pkg, []byte("\x1f\x8b\x08\x00 this is a tarball, not a root file system image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := golemnet.Deploy(ctxFor(t, time.Minute), golemnet.ExeUnitConfig{
+		Runtime:     runtimeBin,
+		Workdir:     filepath.Join(dir, "work"),
+		RuntimeArgs: []string{"--sandbox", "vm", "--task-package", pkg},
+	})
+	if err == nil {
+		t.Fatal("deploy accepted a tarball as the guest's root")
+	}
+	if e := res.Valid["Err"]; !strings.Contains(e, pkg) || !strings.Contains(e, "not a squashfs image") {
+		t.Fatalf("deploy's Err: %q, want it to name %s as not a squashfs image", e, pkg)
+	}
+}
