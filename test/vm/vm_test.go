@@ -19,14 +19,36 @@ import (
 // initramfs, busybox) and a netns node, joined by the hub.
 func TestVMNode(t *testing.T) {
 	kernel, initrd := requireVM(t)
-	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd})
+	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd}, busyboxTools)
+}
+
+// guestTools are the commands the scenario runs in the guest, which differ
+// between busybox (the initramfs) and a Debian root.
+type guestTools struct {
+	fetch     string   // prints the body of the URL that follows
+	httpd     []string // serves /tmp/www on port 8080 in the foreground
+	listening string   // lists listening TCP sockets
+}
+
+var busyboxTools = guestTools{
+	fetch:     "wget -q -O -",
+	httpd:     []string{"httpd", "-f", "-p", "8080", "-h", "/tmp/www"},
+	listening: "netstat -ltn",
+}
+
+// debianTools are a Debian minbase root's own tools; the web server is the
+// guest's busybox, which init copies to /.gvpn.
+var debianTools = guestTools{
+	fetch:     "curl -sS --fail --max-time 120",
+	httpd:     []string{"/.gvpn/busybox", "httpd", "-f", "-p", "8080", "-h", "/tmp/www"},
+	listening: "ss -ltn",
 }
 
 // vmScenario checks everything a VM node must do: it is a real guest; its
 // vpn0 is a Golem VPN interface; ping and HTTP (by hash) both ways with a
 // netns node; RunProcess semantics; a file through the work volume; QEMU
 // killed is reported and the sandbox recovers; Shutdown leaves nothing.
-func vmScenario(t *testing.T, vmOpts nodeOpts) {
+func vmScenario(t *testing.T, vmOpts nodeOpts, tools guestTools) {
 	vm := &node{name: "node-vm", ip: "192.168.12.2"}
 	ns := &node{name: "node-ns", ip: "192.168.12.3"}
 	startHub(t, vm, ns)
@@ -40,6 +62,16 @@ func vmScenario(t *testing.T, vmOpts nodeOpts) {
 	vm.join(t, ctx, hosts)
 	t.Logf("VM booted and configured in %v", time.Since(booting).Round(time.Millisecond))
 	ns.join(t, ctx, hosts)
+
+	if vmOpts.taskPackage != "" {
+		// The payload runs in the task package's root: Debian's own tools.
+		if out := vm.run(t, ctx, "cat", "/etc/debian_version"); strings.TrimSpace(out) == "" {
+			t.Fatal("no /etc/debian_version in the guest's root")
+		}
+		if out := vm.run(t, ctx, "/usr/bin/curl", "--version"); !strings.HasPrefix(out, "curl ") {
+			t.Fatalf("curl --version in the guest: %q", out)
+		}
+	}
 
 	// A real guest: its own kernel.
 	host, _ := os.ReadFile("/proc/sys/kernel/osrelease")
@@ -70,7 +102,7 @@ func vmScenario(t *testing.T, vmOpts nodeOpts) {
 		t.Fatal(err)
 	}
 	ns.sh(t, ctx, "for i in $(seq 400); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
-	out := vm.sh(t, ctx, fmt.Sprintf("wget -q -O - http://%s:8080/bytes/%d | sha256sum", ns.name, size))
+	out := vm.sh(t, ctx, fmt.Sprintf("%s http://%s:8080/bytes/%d | sha256sum", tools.fetch, ns.name, size))
 	if got := strings.Fields(out)[0]; got != payload.Hash(size) {
 		t.Fatalf("HTTP %s → %s: body hash %s, want %s", ns.name, vm.name, got, payload.Hash(size))
 	}
@@ -83,11 +115,11 @@ func vmScenario(t *testing.T, vmOpts nodeOpts) {
 	// VM → netns: busybox httpd in the guest serving random bytes, curl on
 	// the netns node.
 	want := strings.Fields(vm.sh(t, ctx, fmt.Sprintf("mkdir -p /tmp/www && head -c %d /dev/urandom > /tmp/www/blob && sha256sum /tmp/www/blob", size)))[0]
-	httpd, err := vm.eu.Spawn(ctx, "httpd", "-f", "-p", "8080", "-h", "/tmp/www")
+	httpd, err := vm.eu.Spawn(ctx, tools.httpd[0], tools.httpd[1:]...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vm.sh(t, ctx, "for i in $(seq 400); do netstat -ltn | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
+	vm.sh(t, ctx, "for i in $(seq 400); do "+tools.listening+" | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
 	out = ns.sh(t, ctx, fmt.Sprintf("curl -sS --fail --max-time 120 http://%s:8080/blob | sha256sum", vm.name))
 	if got := strings.Fields(out)[0]; got != want {
 		t.Fatalf("HTTP %s → %s: body hash %s, want %s", vm.name, ns.name, got, want)
@@ -174,7 +206,7 @@ func TestVMNodeVsock(t *testing.T) {
 	} else {
 		f.Close()
 	}
-	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, bridge: "vsock"})
+	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, bridge: "vsock"}, busyboxTools)
 }
 
 // TestDeployRefusesNonSquashfs: a task package that is not a squashfs
@@ -197,4 +229,13 @@ func TestDeployRefusesNonSquashfs(t *testing.T) {
 	if e := res.Valid["Err"]; !strings.Contains(e, pkg) || !strings.Contains(e, "not a squashfs image") {
 		t.Fatalf("deploy's Err: %q, want it to name %s as not a squashfs image", e, pkg)
 	}
+}
+
+// TestVMNodeSquashfsRoot: the same with a task package, a squashfs image
+// of a Debian minbase root that the test builds (and caches beside the
+// guest image), so the payload runs Debian's tools in the guest.
+func TestVMNodeSquashfsRoot(t *testing.T) {
+	kernel, initrd := requireVM(t)
+	root := debianRoot(t)
+	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, taskPackage: root}, debianTools)
 }
