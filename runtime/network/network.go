@@ -76,7 +76,7 @@ type attachment struct {
 	ep       *endpoint.Endpoint
 	mu       sync.Mutex
 	pump     *pump.Pump
-	datagram *link.Datagram // the UDP endpoint link, for its foreign-source count
+	counters link.Counters // the endpoint link's own drop counts, if it keeps any
 }
 
 // New returns a Manager.
@@ -157,11 +157,11 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 		}
 		return api.Endpoint{}, e
 	}
-	reply, err := replyEndpoint(ep.Reply())
-	if err != nil {
+	reply := ep.Reply()
+	if !reply.IsValid() {
 		payload.Close()
 		ep.Close()
-		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: err}
+		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: fmt.Errorf("no reply form for endpoint %s", m.opts.VPN)}
 	}
 	a := &attachment{net: parsed, payload: payload, ep: ep}
 	m.vpn = a
@@ -194,7 +194,7 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	})
 	a.mu.Lock()
 	a.pump = p
-	a.datagram, _ = network.(*link.Datagram)
+	a.counters, _ = network.(link.Counters)
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -213,23 +213,6 @@ func gatewayString(n netcfg.Network) string {
 	return "none"
 }
 
-func replyEndpoint(r endpoint.Reply) (api.Endpoint, error) {
-	switch r.Field {
-	case "udp_datagram", "tcp_stream":
-		ap, err := netip.ParseAddrPort(r.Value)
-		if err != nil {
-			return api.Endpoint{}, err
-		}
-		if r.Field == "udp_datagram" {
-			return api.UDPEndpoint(ap), nil
-		}
-		return api.TCPStreamEndpoint(ap), nil
-	case "unix_stream":
-		return api.UnixStreamEndpoint(r.Value), nil
-	}
-	return api.Endpoint{}, fmt.Errorf("no reply form for endpoint %s", r.Field)
-}
-
 // Stats returns the counters of the VPN, if any.
 func (m *Manager) Stats() api.VPNStats {
 	m.mu.Lock()
@@ -239,7 +222,7 @@ func (m *Manager) Stats() api.VPNStats {
 		return api.VPNStats{}
 	}
 	a.mu.Lock()
-	p, dg := a.pump, a.datagram
+	p, own := a.pump, a.counters
 	a.mu.Unlock()
 	s := api.VPNStats{Address: a.net.IfAddr.String(), Network: a.net.Prefix.String()}
 	if p == nil {
@@ -249,8 +232,10 @@ func (m *Manager) Stats() api.VPNStats {
 	s.Up = p.Err() == nil
 	s.Egress = api.VPNDirStats{Frames: ps.Egress.Frames, Bytes: ps.Egress.Bytes, Drops: ps.Egress.DropMap()}
 	s.Ingress = api.VPNDirStats{Frames: ps.Ingress.Frames, Bytes: ps.Ingress.Bytes, Drops: ps.Ingress.DropMap()}
-	if dg != nil && dg.Foreign() > 0 {
-		s.Ingress.Drops["foreign_source"] = dg.Foreign()
+	if own != nil {
+		for reason, n := range own.Counters() {
+			s.Ingress.Drops[reason] = n
+		}
 	}
 	return s
 }
