@@ -60,7 +60,7 @@ type LabNode struct {
 	// Workdir is the node's activity work directory.
 	Workdir string
 	// Netns is the name of the runtime's sandbox network namespace
-	// (`ip netns exec NETNS …` enters it).
+	// (`ip netns exec NETNS …` enters it); empty for a VM node.
 	Netns string
 	// ExeUnit speaks to the node's runtime. Kill it to crash the node.
 	ExeUnit *ExeUnit
@@ -70,6 +70,9 @@ type LabNode struct {
 	// RuntimeEndpoint is the runtime's data endpoint from its
 	// CreateNetwork reply.
 	RuntimeEndpoint netip.AddrPort
+	// VM says the payload runs in a QEMU guest (busybox tools, no access
+	// to the host's files) rather than in a network namespace.
+	VM bool
 
 	logs *TailBuffer
 }
@@ -137,7 +140,11 @@ func (l *Lab) up(ctx context.Context) error {
 			Workdir: wd,
 			Netns:   netns.NameFor(l.plan.prefix, wd),
 			Hub:     hn,
+			VM:      i >= len(l.plan.names)-l.cfg.VMNodes,
 			logs:    NewTailBuffer(8 << 10),
+		}
+		if n.VM {
+			n.Netns = "" // the payload's network is the guest's
 		}
 		l.nodes = append(l.nodes, n)
 		l.byName[name] = n
@@ -200,6 +207,10 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 	}
 	cfg := l.exeUnitConfig(n.Name, n.Workdir, n.logs)
 	cfg.Hostname = n.Name
+	if n.VM {
+		// A guest boots under TCG on a loaded machine: give it time.
+		cfg.RuntimeArgs = append(append(cfg.RuntimeArgs, "--sandbox", "vm", "--agent-timeout", "120s"), l.cfg.VMArgs...)
+	}
 	cfg.VPNEndpoint = n.Hub.EndpointURL()
 
 	l.progress(n.Name, "deploy")

@@ -86,7 +86,7 @@ func writeStatus(w io.Writer, st StatusJSON) {
 		if !n.Alive {
 			rt = "exited"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.IP, n.Netns, rt, n.ExeUnitEndpoint, n.RuntimeEndpoint, n.Fault)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.IP, orDash(n.Netns), rt, n.ExeUnitEndpoint, n.RuntimeEndpoint, n.Fault)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
