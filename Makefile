@@ -12,9 +12,9 @@ FUZZTIME  ?= 30s
 DEB_DEPS  := iproute2 iputils-ping iperf3 curl
 DEB_CMDS  := ip ping iperf3 curl
 # What the VM sandbox and its tests need: QEMU, dpkg-deb and apt-get download
-# for the guest image, debootstrap and mksquashfs for a Debian task package.
-VM_DEPS   := qemu-system-x86 debootstrap squashfs-tools
-VM_CMDS   := qemu-system-x86_64 debootstrap mksquashfs dpkg-deb
+# for the guest image and a Debian task package, mksquashfs for that package.
+VM_DEPS   := qemu-system-x86 squashfs-tools
+VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb
 
 .PHONY: all build deps vm-deps vm-image test test-short fuzz bench demo lab vet fmt-check install clean help
 
@@ -37,7 +37,7 @@ deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_DEPS) >/dev/null; \
 	fi
 
-vm-deps: ## install what the VM sandbox needs (QEMU, debootstrap, squashfs-tools)
+vm-deps: ## install what the VM sandbox needs (QEMU, squashfs-tools)
 	@missing=""; for c in $(VM_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(VM_DEPS) (missing:$$missing)"; \
