@@ -27,7 +27,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
-	"github.com/gvpn/gvpn/runtime/sandbox/vm"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/service"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/sandbox/agent"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
-	"github.com/gvpn/gvpn/runtime/sandbox/vm"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 )
 
 // vmWorkVolume is the volume every VM activity gets, like the /golem/work
