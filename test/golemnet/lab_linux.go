@@ -72,6 +72,9 @@ type LabNode struct {
 	// VM says the payload runs in a QEMU guest (busybox tools, no access
 	// to the host's files) rather than in a network namespace.
 	VM bool
+	// Ready is how long the node took from start to the CreateNetwork
+	// reply: for a VM node, its boot until gvpn-agent configured vpn0.
+	Ready time.Duration
 
 	logs *TailBuffer
 }
@@ -217,6 +220,7 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 		return fail("deploy", err)
 	}
 	l.progress(n.Name, "start")
+	started := time.Now()
 	eu, err := Start(ctx, cfg)
 	if err != nil {
 		return fail("start", err)
@@ -235,6 +239,7 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 		return fail("CreateNetwork reply", err)
 	}
 	n.RuntimeEndpoint = ap
+	n.Ready = time.Since(started)
 	l.log.WithFields(logrus.Fields{"node": n.Name, "ip": n.IP, "netns": n.Netns,
 		"pid": eu.Pid(), "endpoint": ap}).Info("lab: node up")
 	l.progress(n.Name, "up")
@@ -353,6 +358,9 @@ type NodeStatus struct {
 	IP      netip.Addr
 	Netns   string
 	Workdir string
+	// VM and Ready are the LabNode's.
+	VM    bool
+	Ready time.Duration
 	// Pid is the runtime's process id; Alive is false once it exited.
 	Pid   int
 	Alive bool
@@ -381,6 +389,8 @@ func (l *Lab) Status() []NodeStatus {
 			IP:              n.IP,
 			Netns:           n.Netns,
 			Workdir:         n.Workdir,
+			VM:              n.VM,
+			Ready:           n.Ready,
 			Endpoint:        n.Hub.Addr(),
 			RuntimeEndpoint: n.RuntimeEndpoint,
 			Fault:           n.Hub.Fault(),

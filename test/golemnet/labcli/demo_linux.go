@@ -559,13 +559,17 @@ func writeDemo(w io.Writer, s DemoSummary) {
 	if len(s.Nodes) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tIP\tVPN0 MAC\tMTU\tNETNS")
+		fmt.Fprintln(tw, "NODE\tIP\tVPN0 MAC\tMTU\tNETNS\tREADY")
 		for _, n := range s.Nodes {
 			mtu := "-"
 			if n.MTU > 0 {
 				mtu = strconv.Itoa(n.MTU)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.IP, orDash(n.MAC), mtu, orDash(n.Netns))
+			sb := orDash(n.Netns)
+			if n.VM {
+				sb = "(QEMU guest)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1fs\n", n.Name, n.IP, orDash(n.MAC), mtu, sb, n.ReadySeconds)
 		}
 		tw.Flush()
 	}

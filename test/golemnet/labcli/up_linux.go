@@ -281,6 +281,8 @@ func nodesJSON(st []golemnet.NodeStatus) []NodeJSON {
 			Name:            s.Name,
 			IP:              s.IP.String(),
 			Netns:           s.Netns,
+			VM:              s.VM,
+			ReadySeconds:    s.Ready.Seconds(),
 			RuntimePid:      s.Pid,
 			Alive:           s.Alive,
 			ExeUnitEndpoint: s.Endpoint.String(),
