@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -238,4 +239,32 @@ func TestVMNodeSquashfsRoot(t *testing.T) {
 	kernel, initrd := requireVM(t)
 	root := debianRoot(t)
 	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, taskPackage: root}, debianTools)
+}
+
+// TestVMGuestNeverComesUp: a guest that cannot boot (an initramfs that is
+// not one: the kernel panics, and QEMU, told not to reboot, ends) fails
+// CreateNetwork at once with the end of the guest's console, and Shutdown
+// still leaves nothing behind.
+func TestVMGuestNeverComesUp(t *testing.T) {
+	kernel, _ := requireVM(t)
+	bad := filepath.Join(t.TempDir(), "initrd.img")
+	if err := os.WriteFile(bad, bytes.Repeat([]byte("not an initramfs "), 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vm := &node{name: "node-vm", ip: "192.168.12.2"}
+	startHub(t, vm)
+	vm.start(t, nodeOpts{vm: true, kernel: kernel, initrd: bad})
+	ctx := ctxFor(t, 5*time.Minute)
+	_, err := vm.eu.CreateNetwork(ctx, golemnet.VPNNetwork{Addr: "192.168.12.0", Mask: "255.255.255.0", IfAddr: vm.ip},
+		map[string]string{vm.name: vm.ip})
+	if err == nil {
+		t.Fatal("CreateNetwork succeeded in a guest that cannot boot")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "QEMU ended before the agent said hello") || !strings.Contains(msg, "Kernel panic") {
+		t.Fatalf("CreateNetwork error %q: want QEMU's end and the console's kernel panic", msg)
+	}
+	if err := vm.eu.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vm.checkGone(t)
 }
