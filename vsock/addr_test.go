@@ -159,3 +159,32 @@ func TestControlAddr(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseAddr: whatever the input, ParseAddr either refuses it with an
+// *AddrError or returns an address whose canonical form parses back to
+// it, and whose control address (when there is room for one) is valid.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"vsock://3:1024", "vsock://any:5000", "unix:///run/gvpn/bridge.sock",
+		"virtio-serial://gvpn.bridge", "virtio-serial://", "virtio-serial://a/b", "unix://rel", "vsock://host:4294967294"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseAddr(s)
+		if err != nil {
+			var ae *AddrError
+			if !errors.As(err, &ae) || !errors.Is(err, ErrInvalidAddr) {
+				t.Fatalf("ParseAddr(%q): %v is not an *AddrError", s, err)
+			}
+			return
+		}
+		back, err := ParseAddr(a.String())
+		if err != nil || back != a {
+			t.Fatalf("ParseAddr(%q) = %+v; its canonical form %q parses to %+v, %v", s, a, a.String(), back, err)
+		}
+		if c, err := a.Control(); err == nil {
+			if err := c.Validate(); err != nil {
+				t.Fatalf("control address of %q is invalid: %v", s, err)
+			}
+		}
+	})
+}

@@ -27,8 +27,8 @@ import (
 	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
-	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
 )
 

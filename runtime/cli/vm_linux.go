@@ -14,8 +14,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/sandbox/agent"
-	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
 
 // vmWorkVolume is the volume every VM activity gets, like the /golem/work
