@@ -69,6 +69,8 @@ type Options struct {
 	VMMemory int
 	VMCPUs   int
 	VMBridge string
+
+	agentTimeoutSet bool // --agent-timeout was given
 }
 
 type multiFlag []string
@@ -137,7 +139,7 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell command that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data address to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
 	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control address to listen on (default: derived from --bridge)")
-	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent and vm sandboxes: how long to wait for the agent's hello (a VM's boot)\nand for each of its answers")
+	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent and vm sandboxes: how long to wait for the agent's hello (a VM's boot)\nand for each of its answers (vm sandbox: 2m unless given)")
 	fs.StringVar(&o.VMKernel, "vm-kernel", vmDefaultFile("vmlinuz"), "vm sandbox: guest kernel (make vm-image writes bin/vm/vmlinuz)")
 	fs.StringVar(&o.VMInitrd, "vm-initrd", vmDefaultFile("initrd.img"), "vm sandbox: guest initramfs with gvpn-agent (make vm-image writes bin/vm/initrd.img)")
 	fs.StringVar(&o.VMQEMU, "vm-qemu", "qemu-system-x86_64", "vm sandbox: the QEMU binary (KVM when /dev/kvm is usable, else TCG)")
@@ -168,6 +170,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	fs.Visit(func(f *flag.Flag) { o.agentTimeoutSet = o.agentTimeoutSet || f.Name == "agent-timeout" })
 	log, err := setupLog(o, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "gvpn-runtime:", err)

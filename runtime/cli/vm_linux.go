@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -17,6 +18,10 @@ import (
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
+
+// vmDefaultTimeout is the VM sandbox's --agent-timeout when none is
+// given: a guest under TCG on a busy host took over 30 s to boot here.
+const vmDefaultTimeout = 2 * time.Minute
 
 // vmWorkVolume is the volume every VM activity gets, like the /golem/work
 // of Golem's own images.
@@ -47,6 +52,33 @@ func vmRoot(o *Options) string {
 	return o.TaskPackages[len(o.TaskPackages)-1]
 }
 
+func vmTimeout(o *Options) time.Duration {
+	if o.agentTimeoutSet {
+		return o.AgentTimeout
+	}
+	return vmDefaultTimeout
+}
+
+// vmConfig is the guest the flags describe; name is the sandbox's.
+func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io.Writer, log *logrus.Entry) vm.Config {
+	return vm.Config{
+		Name:      name,
+		Kernel:    o.VMKernel,
+		Initrd:    o.VMInitrd,
+		QEMU:      o.VMQEMU,
+		MemoryMiB: o.VMMemory,
+		CPUs:      o.VMCPUs,
+		Root:      vmRoot(o),
+		Volumes:   volumes,
+		Hostname:  hostname,
+		SocketDir: filepath.Join("/run/gvpn", name),
+		Bridge:    o.VMBridge,
+		Timeout:   vmTimeout(o),
+		Console:   console,
+		Log:       log,
+	}
+}
+
 // openVMSandbox boots the payload VM for --sandbox vm. The guest's console
 // goes to stderr with the runtime's logs.
 func openVMSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
@@ -55,22 +87,7 @@ func openVMSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.En
 		return nil, fmt.Errorf("volume %s: %w", vmWorkVolume, err)
 	}
 	name := netns.NameFor(o.SandboxPrefix, o.Workdir)
-	cfg := vm.Config{
-		Name:      name,
-		Kernel:    o.VMKernel,
-		Initrd:    o.VMInitrd,
-		QEMU:      o.VMQEMU,
-		MemoryMiB: o.VMMemory,
-		CPUs:      o.VMCPUs,
-		Root:      vmRoot(o),
-		Volumes:   []vm.Volume{{Host: work, Guest: vmWorkVolume}},
-		Hostname:  hostname,
-		SocketDir: filepath.Join("/run/gvpn", name),
-		Bridge:    o.VMBridge,
-		Timeout:   o.AgentTimeout,
-		Console:   stderr,
-		Log:       log,
-	}
+	cfg := vmConfig(o, name, hostname, []vm.Volume{{Host: work, Guest: vmWorkVolume}}, stderr, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	box, err := vm.Open(ctx, cfg)

@@ -73,6 +73,25 @@ type Config struct {
 // the agent to shut down (the guest then powers off), stops QEMU if it has
 // not ended, and removes the sockets.
 func Open(ctx context.Context, cfg Config) (*agent.Box, error) {
+	defaults(&cfg)
+	if err := check(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.SocketDir == "" {
+		return nil, errors.New("vm sandbox: no socket directory")
+	}
+	return open(ctx, cfg)
+}
+
+// Check reports whether cfg can boot here (QEMU found, the guest's files
+// and the task package usable, sizes in range) without starting anything:
+// what gvpn-runtime test checks for --sandbox vm.
+func Check(cfg Config) error {
+	defaults(&cfg)
+	return check(&cfg)
+}
+
+func defaults(cfg *Config) {
 	if cfg.QEMU == "" {
 		cfg.QEMU = DefaultQEMU
 	}
@@ -85,12 +104,9 @@ func Open(ctx context.Context, cfg Config) (*agent.Box, error) {
 	if cfg.Name == "" {
 		cfg.Name = "gvpn"
 	}
-	if err := check(&cfg); err != nil {
-		return nil, err
-	}
-	if cfg.SocketDir == "" {
-		return nil, errors.New("vm sandbox: no socket directory")
-	}
+}
+
+func open(ctx context.Context, cfg Config) (*agent.Box, error) {
 	var b bridge
 	switch cfg.Bridge {
 	case BridgeVsock:
