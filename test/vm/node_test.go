@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,23 +49,6 @@ func requireVM(t *testing.T) (kernel, initrd string) {
 	return kernel, initrd
 }
 
-type logWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 func ctxFor(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -81,7 +63,7 @@ type node struct {
 	hub      *golemnet.Node
 	workdir  string
 	sockDir  string // the VM's socket directory, /run/gvpn/<sandbox name>
-	logs     *logWriter
+	logs     *golemnet.TailBuffer
 }
 
 type nodeOpts struct {
@@ -117,7 +99,7 @@ func startHub(t *testing.T, nodes ...*node) *golemnet.Hub {
 func (n *node) start(t *testing.T, o nodeOpts) {
 	t.Helper()
 	n.vm = o.vm
-	n.logs = &logWriter{}
+	n.logs = golemnet.NewTailBuffer(256 << 10)
 	n.workdir = filepath.Join(t.TempDir(), n.name)
 	logs := n.logs
 	t.Cleanup(func() {
@@ -209,7 +191,7 @@ func (n *node) qemuPIDs() []int {
 			continue
 		}
 		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.HasPrefix(cmd, []byte("/usr/bin/qemu-system")) && !bytes.Contains(cmd, []byte("qemu-system")) {
+		if err != nil || !bytes.Contains(cmd, []byte("qemu-system")) {
 			continue
 		}
 		if bytes.Contains(cmd, []byte(n.sockDir+"/")) {
