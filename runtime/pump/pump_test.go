@@ -66,7 +66,7 @@ func ipv6Frame(t testing.TB) []byte {
 }
 
 func TestPayloadFilter(t *testing.T) {
-	f := &PayloadFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame}
+	f := &EgressFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame}
 	good := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("hello"))
 	truncatedIP := bytes.Clone(good[:frame.EthernetLen+10])
 	badLen := bytes.Clone(good)
@@ -103,7 +103,7 @@ func TestPayloadFilter(t *testing.T) {
 	}
 	// The network side accepts other nodes' sources, but not what the
 	// ExeUnit could never have routed.
-	n := &NetworkFilter{MaxFrame: maxFrame}
+	n := &IngressFilter{MaxFrame: maxFrame}
 	if got := n.Check(udpFrame(t, peerMAC, ownMAC, peerIP, ownIP, nil)); got != Pass {
 		t.Errorf("network filter dropped a peer's frame: %v", got)
 	}
@@ -124,10 +124,10 @@ func newHarness(t testing.TB) *harness {
 	payloadNear, payloadFar := linktest.StreamPair(t, link.PrefixU32BE)
 	networkNear, networkFar := linktest.StreamPair(t, link.PrefixU32BE)
 	p := Start(Config{
-		Payload: payloadNear,
-		Network: networkNear,
-		Egress:  &PayloadFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame},
-		Ingress: &NetworkFilter{MaxFrame: maxFrame},
+		Iface:   payloadNear,
+		Uplink:  networkNear,
+		Egress:  &EgressFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame},
+		Ingress: &IngressFilter{MaxFrame: maxFrame},
 	})
 	t.Cleanup(func() { p.Close() })
 	return &harness{pump: p, payload: payloadFar, network: networkFar}
@@ -281,7 +281,7 @@ func TestPumpDropsOnlyTheRefusedFrame(t *testing.T) {
 	payloadNear, payloadFar := linktest.StreamPair(t, link.PrefixU32BE)
 	networkNear, networkFar := linktest.StreamPair(t, link.PrefixU32BE)
 	bad := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, make([]byte, 77))
-	p := Start(Config{Payload: payloadNear, Network: &refusingLink{Link: networkNear, refuse: len(bad)}})
+	p := Start(Config{Iface: payloadNear, Uplink: &refusingLink{Link: networkNear, refuse: len(bad)}})
 	defer p.Close()
 	first := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("first"))
 	last := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("last"))
