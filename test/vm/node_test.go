@@ -49,12 +49,6 @@ func requireVM(t *testing.T) (kernel, initrd string) {
 	return kernel, initrd
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // node is one provider node: an ExeUnit stand-in driving a gvpn-runtime.
 type node struct {
 	name, ip string
@@ -129,7 +123,7 @@ func (n *node) start(t *testing.T, o nodeOpts) {
 	if n.hub != nil {
 		cfg.VPNEndpoint = n.hub.EndpointURL()
 	}
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := privtest.Context(t, 60*time.Second)
 	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
 		t.Fatalf("%s: %v", n.name, err)
 	}

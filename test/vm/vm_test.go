@@ -14,6 +14,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/payload"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // TestVMNode: a payload VM with no task package (the guest runs from its
@@ -56,7 +57,7 @@ func vmScenario(t *testing.T, vmOpts nodeOpts, tools guestTools) {
 	hosts := map[string]string{vm.name: vm.ip, ns.name: ns.ip}
 	vm.start(t, vmOpts)
 	ns.start(t, nodeOpts{})
-	ctx := ctxFor(t, 8*time.Minute)
+	ctx := privtest.Context(t, 8*time.Minute)
 
 	// CreateNetwork waits for the guest to boot.
 	booting := time.Now()
@@ -219,7 +220,7 @@ func TestDeployRefusesNonSquashfs(t *testing.T) {
 	if err := os.WriteFile(pkg, []byte("\x1f\x8b\x08\x00 this is a tarball, not a root file system image"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := golemnet.Deploy(ctxFor(t, time.Minute), golemnet.ExeUnitConfig{
+	res, err := golemnet.Deploy(privtest.Context(t, time.Minute), golemnet.ExeUnitConfig{
 		Runtime:     runtimeBin,
 		Workdir:     filepath.Join(dir, "work"),
 		RuntimeArgs: []string{"--sandbox", "vm", "--task-package", pkg},
@@ -254,7 +255,7 @@ func TestVMGuestNeverComesUp(t *testing.T) {
 	vm := &node{name: "node-vm", ip: "192.168.12.2"}
 	startHub(t, vm)
 	vm.start(t, nodeOpts{vm: true, kernel: kernel, initrd: bad})
-	ctx := ctxFor(t, 5*time.Minute)
+	ctx := privtest.Context(t, 5*time.Minute)
 	_, err := vm.eu.CreateNetwork(ctx, golemnet.VPNNetwork{Addr: "192.168.12.0", Mask: "255.255.255.0", IfAddr: vm.ip},
 		map[string]string{vm.name: vm.ip})
 	if err == nil {
