@@ -368,6 +368,17 @@ func TestBox(t *testing.T) {
 	}
 	a2.send(vsock.ConfiguredFor(c2.ID, nil))
 
+	// The command's pid, once its shell has written it (the fake agent
+	// plays the agent, so the test can get here before the shell runs).
+	var pid int
+	for deadline := time.Now().Add(guard); pid <= 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent command never wrote its pid")
+		}
+		pidb, _ := os.ReadFile(filepath.Join(dir, "pid"))
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(pidb)))
+	}
+
 	// Close: shutdown to the agent; the command is stopped; the process
 	// whose exit never came is reported exited (-1); sockets are gone.
 	got = a2.serveOne(func(m vsock.Message) []vsock.Message {
@@ -384,8 +395,6 @@ func TestBox(t *testing.T) {
 		t.Fatalf("events of the unfinished process: %v", ev43)
 	}
 	mu.Unlock()
-	pidb, _ := os.ReadFile(filepath.Join(dir, "pid"))
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidb)))
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Fatalf("agent command %d survived Close: %v", pid, err)
 	}
