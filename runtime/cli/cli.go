@@ -36,6 +36,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
 	"github.com/gvpn/gvpn/vsock"
@@ -80,6 +81,16 @@ type Options struct {
 	StateEvents         bool
 
 	vpn *endpoint.URL // --vpn-endpoint, parsed by validate
+
+	// The VM sandbox's guest.
+	VMKernel string
+	VMInitrd string
+	VMQEMU   string
+	VMMemory int
+	VMCPUs   int
+	VMBridge string
+
+	agentTimeoutSet bool // --agent-timeout was given
 }
 
 type multiFlag []string
@@ -124,6 +135,10 @@ Examples:
   gvpn-runtime -w /tmp/b --vpn-endpoint udp://127.0.0.1:7001 --debug-local-endpoint 127.0.0.1:7002 start
   # the payload in a VM with gvpn-agent inside, reached over vsock
   gvpn-runtime -w /tmp/a --sandbox agent --bridge vsock://any:5000 --agent-command 'exec /opt/start-vm.sh' start
+  # the payload in a QEMU guest booted by the runtime (make vm-image first),
+  # with a squashfs task package as its root
+  gvpn-runtime -w /tmp/a --sandbox vm --task-package /tmp/debian.squashfs deploy --
+  gvpn-runtime -w /tmp/a --sandbox vm --task-package /tmp/debian.squashfs --vpn-endpoint udp://127.0.0.1:40000 start
 
 Docs: docs/protocol.md (the ExeUnit contract), docs/provider.md (installing on a provider).
 `
@@ -136,7 +151,8 @@ var flagGroups = []cmdflag.Group{
 	{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
 		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "version"}},
 	{Title: "Sandbox settings", Names: []string{
-		"sandbox", "sandbox-prefix", "agent-command", "bridge", "bridge-control", "agent-timeout"}},
+		"sandbox", "sandbox-prefix", "agent-command", "bridge", "bridge-control", "agent-timeout",
+		"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"}},
 	{Title: "Debugging (not for production)", Names: []string{
 		"debug-local-endpoint", "debug-allow-remote-endpoint", "debug-state-events"}},
 }
@@ -162,12 +178,18 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.StringVar(&o.TapName, "tap-name", netcfg.DefaultName, "`name` of the VPN interface inside the sandbox")
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 5*time.Minute, "`interval` at which the VPN counters are logged when they changed (0 = only on SIGUSR1\nand at teardown)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
-	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host) or agent\n(a VM or container started by --agent-command, with gvpn-agent inside)")
+	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host), vm (a QEMU\nguest the runtime boots, the task package as its root) or agent (a VM or container started by\n--agent-command, with gvpn-agent inside)")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "`prefix` of the sandbox network namespace names")
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data `address` to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
 	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control `address` to listen on (default: derived from --bridge)")
-	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent sandbox: how long (a `duration`) to wait for the agent's hello and for each of its answers")
+	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent and vm sandboxes: how long (a `duration`) to wait for the agent's hello (a VM's boot)\nand for each of its answers (vm sandbox: 2m unless given)")
+	fs.StringVar(&o.VMKernel, "vm-kernel", vmDefaultFile("vmlinuz"), "vm sandbox: guest `kernel` (make vm-image writes bin/vm/vmlinuz)")
+	fs.StringVar(&o.VMInitrd, "vm-initrd", vmDefaultFile("initrd.img"), "vm sandbox: guest `initramfs` with gvpn-agent (make vm-image writes bin/vm/initrd.img)")
+	fs.StringVar(&o.VMQEMU, "vm-qemu", "qemu-system-x86_64", "vm sandbox: the QEMU `binary` (KVM when /dev/kvm is usable, else TCG)")
+	fs.IntVar(&o.VMMemory, "vm-memory", 512, "vm sandbox: guest memory in `MiB`")
+	fs.IntVar(&o.VMCPUs, "vm-cpus", 1, "vm sandbox: guest `CPUs`")
+	fs.StringVar(&o.VMBridge, "vm-bridge", "", "vm sandbox: how the agent in the guest reaches the runtime: virtio-serial or vsock\n(default: vsock where /dev/vhost-vsock is usable, else virtio-serial); a `kind`")
 	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint `address` (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
 	fs.BoolVar(&o.AllowRemoteEndpoint, "debug-allow-remote-endpoint", false, "accept a --vpn-endpoint that is not on loopback (VPN frames leave the host)")
 	fs.BoolVar(&o.StateEvents, "debug-state-events", false, "also send the VPN counters every --stats-interval as a RuntimeStatus state event\nnamed gvpn.vpn (the ExeUnit logs these as unsupported; gvpn-lab reads them)")
@@ -210,8 +232,17 @@ func (o *Options) validate() error {
 	if o.AgentTimeout <= 0 {
 		return bad("agent-timeout", errors.New("must be positive"))
 	}
-	if o.Sandbox != "netns" && o.Sandbox != "agent" {
-		return bad("sandbox", fmt.Errorf("%q is not netns or agent", o.Sandbox))
+	if o.Sandbox != "netns" && o.Sandbox != "agent" && o.Sandbox != "vm" {
+		return bad("sandbox", fmt.Errorf("%q is not netns, vm or agent", o.Sandbox))
+	}
+	if o.VMMemory < 64 {
+		return bad("vm-memory", fmt.Errorf("%d MiB is too little for a guest", o.VMMemory))
+	}
+	if o.VMCPUs < 1 {
+		return bad("vm-cpus", fmt.Errorf("%d: at least 1", o.VMCPUs))
+	}
+	if o.VMBridge != "" && o.VMBridge != "virtio-serial" && o.VMBridge != "vsock" {
+		return bad("vm-bridge", fmt.Errorf("%q is not virtio-serial or vsock", o.VMBridge))
 	}
 	if o.Hostname != "" {
 		if err := netcfg.CheckHostname(o.Hostname); err != nil {
@@ -283,6 +314,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, cmdflag.Explain(prog, err))
 		return 2
 	}
+	fs.Visit(func(f *flag.Flag) { o.agentTimeoutSet = o.agentTimeoutSet || f.Name == "agent-timeout" })
 	if o.ShowVersion {
 		fmt.Fprintln(stdout, prog, Version)
 		return 0
@@ -443,13 +475,26 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		return fail("the activity's work directory is missing or not writable", err)
 	}
+	vols := []any{}
+	switch o.Sandbox {
+	case "netns", "agent":
+	case "vm":
+		if root := vmRoot(o); root != "" {
+			if err := vm.CheckRoot(root); err != nil {
+				return fail("the task package cannot be the guest's root (a squashfs image is needed)", err)
+			}
+		}
+		vols = append(vols, map[string]string{"name": vmVolumeName(vmWorkVolume), "path": vmWorkVolume})
+	default:
+		return fail("unknown sandbox kind", fmt.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox))
+	}
 	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Version: Version})
 	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
 		return fail("cannot record the deployment in the activity's work directory", err)
 	}
 	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname}).Info("deployed")
 	// Exactly one JSON object, nothing else: the ExeUnit parses stdout.
-	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: []any{}, StartMode: "blocking"})
+	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: vols, StartMode: "blocking"})
 	stdout.Write(b)
 	return 0
 }
@@ -528,8 +573,15 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 			return 1
 		}
 		sbx, attacher = box, box
+	case "vm":
+		box, err := openVMSandbox(o, hostname, logOut, log)
+		if err != nil {
+			log.WithError(err).Error("cannot start the VM sandbox")
+			return 1
+		}
+		sbx, attacher = box, box
 	default:
-		log.Errorf("--sandbox must be netns or agent, not %q", o.Sandbox)
+		log.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox)
 		return 2
 	}
 	mgr := network.New(network.Options{

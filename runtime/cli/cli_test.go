@@ -72,7 +72,8 @@ func TestBadCommandLines(t *testing.T) {
 	oneLine(t, "--tap-name", "--tap-name", "a/b", "offer-template")
 	oneLine(t, "--log-level", "--log-level", "loud", "offer-template")
 	oneLine(t, "--cpu-cores", "--cpu-cores", "two", "offer-template")
-	oneLine(t, "--sandbox", "--sandbox", "vm", "offer-template")
+	oneLine(t, "--sandbox", "--sandbox", "docker", "offer-template")
+	oneLine(t, "--vm-bridge", "--vm-bridge", "pigeon", "offer-template")
 	oneLine(t, "--hostname", "offer-template", "--hostname", "bad host")
 	oneLine(t, "--debug-local-endpoint", "--debug-local-endpoint", "10.1.1.1:5", "offer-template")
 	if code, _, errOut := run("--vpn-endpoint", "udp://192.0.2.1:53", "--debug-allow-remote-endpoint", "offer-template"); code != 0 {
