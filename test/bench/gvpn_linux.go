@@ -81,7 +81,7 @@ func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbe
 			Hostname: n.name,
 			RuntimeArgs: []string{
 				"--sandbox-prefix", namePrefix,
-				"--stats-interval", statsInterval.String(), "--debug-state-events",
+				"--stats-interval", statsInterval.String(), "--debug-state-events", "--log-stderr",
 				"--log-level", "warn",
 			},
 			VPNEndpoint: n.hn.EndpointURL(),

@@ -98,7 +98,7 @@ func (n *node) start(t *testing.T, o nodeOpts) {
 	logs := n.logs
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("stderr of %s's runtime:\n%s", n.name, logs.String())
+			t.Logf("stderr of %s's runtime:\n%s\nits log file:\n%s", n.name, logs.String(), golemnet.RuntimeLog(n.workdir))
 		}
 	})
 	args := []string{"--sandbox-prefix", nsPrefix, "--log-level", "debug", "--stats-interval", "500ms"}
