@@ -67,7 +67,22 @@ type Config struct {
 	// process dies. A persistent device must be deleted by whoever created
 	// it (for example with netlink.LinkDel).
 	Persist bool
+
+	// Offload opens the device with a virtio-net header (IFF_VNET_HDR) in
+	// front of every frame read and written, and asks the kernel for
+	// checksum, TCP (TSO4) and, where the kernel has it, UDP (USO4)
+	// segmentation offload: reads may then return superframes of up to
+	// 64 KiB with partial checksums, and writes may pass superframes back.
+	// Where the kernel refuses, Create falls back (USO, then all offloads,
+	// then the header itself) and logs which; TAP.VNetHdr reports whether
+	// frames carry the header. The offload package turns such a device back
+	// into a link of plain frames.
+	Offload bool
 }
+
+// VNetHdrLen is the size of the virtio-net header in front of every frame
+// of a device created with Config.Offload (when TAP.VNetHdr is true).
+const VNetHdrLen = 10
 
 var (
 	// ErrExists means an interface with the requested name already exists in

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/offload"
 	"github.com/gvpn/gvpn/tap"
 )
 
@@ -21,7 +22,7 @@ type NetnsPayload struct {
 
 // Attach implements Payload.
 func (p *NetnsPayload) Attach(_ context.Context, cfg netcfg.LinkConfig, hosts map[string]string) (link.Link, error) {
-	dev, err := tap.Create(p.NS, tap.Config{Name: cfg.Name})
+	dev, err := tap.Create(p.NS, tap.Config{Name: cfg.Name, Offload: true})
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", cfg.Name, err)
 	}
@@ -34,6 +35,11 @@ func (p *NetnsPayload) Attach(_ context.Context, cfg netcfg.LinkConfig, hosts ma
 			dev.Close()
 			return nil, fmt.Errorf("write hosts: %w", err)
 		}
+	}
+	if dev.VNetHdr() {
+		// The payload's TCP hands the TAP superframes; the ExeUnit and
+		// the filters take one MTU-sized frame at a time.
+		return offload.NewLink(dev), nil
 	}
 	return dev, nil
 }
