@@ -27,10 +27,10 @@ const MaxPacket = VNetHdrLen + ethLen + maxIPv4Len
 // A Coalescer owns the buffers of the superframes it builds (Coalesce
 // returns views of them) and allocates nothing after NewCoalescer.
 type Coalescer struct {
-	bufs   [][]byte // superframe buffers, MaxPacket bytes each
-	used   int      // superframe buffers taken in this call
-	pkts   [][]byte
-	ends   []int
+	bufs [][]byte // superframe buffers, MaxPacket bytes each
+	used int      // superframe buffers taken in this call
+	pkts [][]byte
+	ends []int
 
 	// The caller's frames during a Coalesce call.
 	in     [][]byte
