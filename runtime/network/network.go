@@ -202,6 +202,12 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 		}
 		return
 	}
+	if dg, ok := network.(*link.Datagram); ok {
+		dg.OnGSOFailure = func(err error) {
+			log.WithError(err).Warn("the kernel refused UDP segmentation toward the ExeUnit; sending one datagram per frame from now on")
+		}
+		log.WithField("udp-offloads", dg.Offloads()).Debug("data endpoint link ready")
+	}
 	maxFrame := cfg.MTU + frame.EthernetLen
 	p := pump.Start(pump.Config{
 		Payload: a.payload,

@@ -162,6 +162,32 @@ func setGSO(h *unix.Mmsghdr, ctl []byte, segment int) {
 	h.Hdr.SetControllen(len(ctl))
 }
 
+var groCmsgSpace = unix.CmsgSpace(4)
+
+// groSize returns the segment size of a message UDP GRO glued from several
+// datagrams (from its UDP_GRO control message in ctl), or 0.
+func groSize(h *unix.Mmsghdr, ctl []byte) int {
+	n := int(h.Hdr.Controllen)
+	if n < unix.CmsgLen(4) || n > len(ctl) {
+		return 0
+	}
+	cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+	if cm.Level != unix.SOL_UDP || cm.Type != unix.UDP_GRO {
+		return 0
+	}
+	return int(binary.NativeEndian.Uint32(ctl[unix.CmsgLen(0):]))
+}
+
+// enableGRO asks the kernel to glue datagrams of one sender into one
+// message (Linux 5.0+) and reports whether it agreed.
+func enableGRO(rc syscall.RawConn) bool {
+	ok := false
+	rc.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	})
+	return ok
+}
+
 // probeGSO reports whether the kernel takes UDP_SEGMENT on this socket.
 func probeGSO(rc syscall.RawConn) bool {
 	ok := false
