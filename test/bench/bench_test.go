@@ -29,7 +29,7 @@ import (
 func TestQuickRunEndToEnd(t *testing.T) {
 	privtest.RequireRoot(t)
 	if testing.Short() {
-		t.Skip("skipped with -short: runs three iperf3/ping scenarios (~30 s)")
+		t.Skip("skipped with -short: runs four iperf3/ping scenarios (~2 min)")
 	}
 	tl, err := findTools()
 	if err != nil {
@@ -39,7 +39,7 @@ func TestQuickRunEndToEnd(t *testing.T) {
 	before := gvbNetns(t)
 
 	// Without the race detector, as `make bench` builds it.
-	dir, cleanup, err := privtest.Binaries(false, "gvpn-runtime")
+	dir, cleanup, err := privtest.Binaries(false, "gvpn-runtime", "gvpn-agent")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestQuickRunEndToEnd(t *testing.T) {
 	bin := filepath.Join(dir, "gvpn-runtime")
 
 	cfg := options{quick: true}.config()
-	cfg.Runtime, cfg.Tools, cfg.Progress = bin, tl, testLog{t}
+	cfg.Runtime, cfg.Agent, cfg.Tools, cfg.Progress = bin, filepath.Join(dir, "gvpn-agent"), tl, testLog{t}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rep, err := runAll(ctx, &cfg, scenarioOrder)
@@ -113,6 +113,9 @@ func checkScenario(t *testing.T, s *scenarioResult) {
 	if len(s.Ping) != len(pingSizes) {
 		t.Fatalf("%s: %d ping results", s.Name, len(s.Ping))
 	}
+	if len(s.Parallel) != 1 || s.Parallel[0].BitsPerSecond <= 0 || s.UDP == nil || s.UDP.RecvPPS() <= 0 {
+		t.Errorf("%s: 4-stream runs %+v, UDP %+v", s.Name, s.Parallel, s.UDP)
+	}
 	for _, p := range s.Ping {
 		if p.Received <= 0 || p.AvgMs <= 0 || p.MinMs <= 0 || p.MaxMs < p.AvgMs {
 			t.Errorf("%s: ping %+v", s.Name, p)
@@ -137,6 +140,13 @@ func checkScenario(t *testing.T, s *scenarioResult) {
 			if n.Egress.Frames == 0 || n.Ingress.Frames == 0 || n.Hub.RxFrames == 0 || n.Hub.TxFrames == 0 {
 				t.Errorf("gvpn: counters of %s: %+v", n.Name, n)
 			}
+		}
+		if p := s.Plain; p == nil || p.RuntimeFPS <= 0 || p.CeilingFPS <= 0 {
+			t.Errorf("gvpn: plain-receiver rates %+v", p)
+		}
+	case "agent":
+		if len(fwd.CPU) != 7 || fwd.Frames == 0 || s.GVPN == nil {
+			t.Errorf("agent: CPU %+v, frames %d", fwd.CPU, fwd.Frames)
 		}
 	case "naive":
 		if len(fwd.CPU) != 3 || fwd.Frames == 0 {

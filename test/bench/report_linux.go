@@ -24,7 +24,7 @@ const (
 )
 
 // scenarioOrder is the order scenarios run and appear in.
-var scenarioOrder = []string{"gvpn", "veth", "naive"}
+var scenarioOrder = []string{"gvpn", "agent", "veth", "naive"}
 
 // machineInfo says where the numbers were taken.
 type machineInfo struct {
@@ -102,6 +102,7 @@ func (s *scenarioResult) forwardMedian() tcpRun {
 
 var scenarioTitles = map[string]string{
 	"gvpn":  "gvpn (2 runtimes + hub)",
+	"agent": "gvpn agent path (2 runtimes + 2 agents + hub)",
 	"veth":  "veth (kernel baseline)",
 	"naive": "naive TAP↔TAP pump",
 }
@@ -281,7 +282,7 @@ func methodText(r *report) string {
 	secs := max(1, int((r.Duration+time.Second/2)/time.Second))
 	return fmt.Sprintf(`## Method
 
-One run of the tool measures three testbeds, one after the other, with the same
+One run of the tool measures four testbeds, one after the other, with the same
 commands, on this machine. In each, node A (192.168.0.2, the client) and node B
 (192.168.0.3, the server) are two network namespaces whose interface has MTU %d,
 the VPN's.
@@ -297,6 +298,11 @@ the VPN's.
   filtered, in-order TCP segments glued back) → TAP → kernel. On the wire
   between runtime and hub every datagram is still one 1234-byte frame. The
   payload commands run in the sandboxes through RunProcess.
+- **agent** — the agent path: the same, but each runtime runs `+"`--sandbox agent`"+`
+  and its payload is gvpn-agent in a namespace of its own, holding the TAP and
+  joined to the runtime by the bridge (a unix socket): kernel → TAP → agent A
+  (cut into frames, filtered) → bridge → runtime A → hub → runtime B → bridge →
+  agent B (glued) → TAP → kernel, as in a container or VM sandbox.
 - **veth** — the kernel baseline: a veth pair between two fresh namespaces. No
   user space touches a frame, and veth keeps its TSO/GSO, so it moves 64 KiB
   super-packets where the TAPs move single 1234-byte frames.
