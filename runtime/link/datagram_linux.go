@@ -65,11 +65,7 @@ type Datagram struct {
 
 	gso, gro   atomic.Bool
 	gsoFailure atomic.Pointer[error]
-
-	// OnGSOFailure, when set before the first Write, is told once if the
-	// kernel refuses a segmented send and the link falls back to one
-	// datagram per frame.
-	OnGSOFailure func(error)
+	onFailure  atomic.Pointer[func(error)]
 
 	// The syscall callbacks are bound once, at construction: a closure
 	// made per call would escape to the heap and allocate on every batch.
@@ -168,6 +164,17 @@ func (d *Datagram) Offloads() string {
 		return "gro"
 	}
 	return "none"
+}
+
+var _ Counters = (*Datagram)(nil)
+
+// Counters implements Counters: datagrams dropped because they came
+// from a foreign source ("foreign_source"), once there are any.
+func (d *Datagram) Counters() map[string]uint64 {
+	if n := d.Foreign(); n > 0 {
+		return map[string]uint64{"foreign_source": n}
+	}
+	return nil
 }
 
 // BatchSize implements Link.
@@ -403,10 +410,16 @@ func isGSORefusal(err error) bool {
 
 func (d *Datagram) gsoRefused(err error) {
 	d.gso.Store(false)
-	if d.gsoFailure.CompareAndSwap(nil, &err) && d.OnGSOFailure != nil {
-		d.OnGSOFailure(err)
+	if d.gsoFailure.CompareAndSwap(nil, &err) {
+		if fn := d.onFailure.Load(); fn != nil {
+			(*fn)(err)
+		}
 	}
 }
+
+// OnOffloadFailure sets fn to be told, once, if the kernel refuses a
+// segmented send and the link falls back to one datagram per frame.
+func (d *Datagram) OnOffloadFailure(fn func(error)) { d.onFailure.Store(&fn) }
 
 // sendmmsg sends the first n prepared headers, retrying until all are sent.
 func (d *Datagram) sendmmsg(n int) (int, error) {
@@ -455,5 +468,5 @@ func (d *Datagram) wrapErr(err error) error {
 	if errors.Is(err, unix.EBADF) {
 		err = ErrClosed
 	}
-	return fmt.Errorf("datagram link %s→%s: %w", d.LocalAddr(), d.peer, err)
+	return fmt.Errorf("datagram link %s→%s: %w", d.LocalAddr(), d.peer, gone(err))
 }

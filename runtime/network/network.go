@@ -46,7 +46,8 @@ type Options struct {
 	Endpoint endpoint.Options
 	// Attacher brings up the payload's interface.
 	Attacher Attacher
-	// Name is the interface name inside the payload; empty means "vpn0".
+	// Name is the interface name inside the payload; empty means
+	// netcfg.DefaultName.
 	Name string
 	// MTU of the VPN interface; zero means netcfg.DefaultMTU (1220).
 	MTU int
@@ -76,13 +77,13 @@ type attachment struct {
 	ep       *endpoint.Endpoint
 	mu       sync.Mutex
 	pump     *pump.Pump
-	datagram *link.Datagram // the UDP endpoint link, for its foreign-source count
+	counters link.Counters // the endpoint link's own drop counts, if it keeps any
 }
 
 // New returns a Manager.
 func New(opts Options) *Manager {
 	if opts.Name == "" {
-		opts.Name = "vpn0"
+		opts.Name = netcfg.DefaultName
 	}
 	if opts.MTU == 0 {
 		opts.MTU = netcfg.DefaultMTU
@@ -157,11 +158,11 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 		}
 		return api.Endpoint{}, e
 	}
-	reply, err := replyEndpoint(ep.Reply())
-	if err != nil {
+	reply := ep.Reply()
+	if !reply.IsValid() {
 		payload.Close()
 		ep.Close()
-		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: err}
+		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: fmt.Errorf("no reply form for endpoint %s", m.opts.VPN)}
 	}
 	a := &attachment{net: parsed, payload: payload, ep: ep}
 	m.vpn = a
@@ -184,11 +185,11 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 		}
 		return
 	}
-	if dg, ok := network.(*link.Datagram); ok {
-		dg.OnGSOFailure = func(err error) {
+	if o, ok := network.(offloader); ok {
+		o.OnOffloadFailure(func(err error) {
 			log.WithError(err).Warn("the kernel refused UDP segmentation toward the ExeUnit; sending one datagram per frame from now on")
-		}
-		log.WithField("udp-offloads", dg.Offloads()).Debug("data endpoint link ready")
+		})
+		log.WithField("offloads", o.Offloads()).Debug("data endpoint link ready")
 	}
 	maxFrame := cfg.MTU + frame.EthernetLen
 	p := pump.Start(pump.Config{
@@ -200,7 +201,7 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	})
 	a.mu.Lock()
 	a.pump = p
-	a.datagram, _ = network.(*link.Datagram)
+	a.counters, _ = network.(link.Counters)
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -212,28 +213,19 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	}
 }
 
+// offloader is implemented by endpoint links that use kernel offloads (the
+// UDP endpoint: GSO and GRO), so that the log says what they use and when
+// the kernel stops them.
+type offloader interface {
+	Offloads() string
+	OnOffloadFailure(func(error))
+}
+
 func gatewayString(n netcfg.Network) string {
 	if n.Gateway.IsValid() {
 		return n.Gateway.String()
 	}
 	return "none"
-}
-
-func replyEndpoint(r endpoint.Reply) (api.Endpoint, error) {
-	switch r.Field {
-	case "udp_datagram", "tcp_stream":
-		ap, err := netip.ParseAddrPort(r.Value)
-		if err != nil {
-			return api.Endpoint{}, err
-		}
-		if r.Field == "udp_datagram" {
-			return api.UDPEndpoint(ap), nil
-		}
-		return api.TCPStreamEndpoint(ap), nil
-	case "unix_stream":
-		return api.UnixStreamEndpoint(r.Value), nil
-	}
-	return api.Endpoint{}, fmt.Errorf("no reply form for endpoint %s", r.Field)
 }
 
 // Stats returns the counters of the VPN, if any.
@@ -245,7 +237,7 @@ func (m *Manager) Stats() api.VPNStats {
 		return api.VPNStats{}
 	}
 	a.mu.Lock()
-	p, dg := a.pump, a.datagram
+	p, own := a.pump, a.counters
 	a.mu.Unlock()
 	s := api.VPNStats{Address: a.net.IfAddr.String(), Network: a.net.Prefix.String()}
 	if p == nil {
@@ -255,8 +247,10 @@ func (m *Manager) Stats() api.VPNStats {
 	s.Up = p.Err() == nil
 	s.Egress = api.VPNDirStats{Frames: ps.Egress.Frames, Bytes: ps.Egress.Bytes, Drops: ps.Egress.DropMap()}
 	s.Ingress = api.VPNDirStats{Frames: ps.Ingress.Frames, Bytes: ps.Ingress.Bytes, Drops: ps.Ingress.DropMap()}
-	if dg != nil && dg.Foreign() > 0 {
-		s.Ingress.Drops["foreign_source"] = dg.Foreign()
+	if own != nil {
+		for reason, n := range own.Counters() {
+			s.Ingress.Drops[reason] = n
+		}
 	}
 	return s
 }
