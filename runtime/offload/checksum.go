@@ -1,38 +1,42 @@
 package offload
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // sum adds b to the one's-complement accumulator acc as a sequence of
-// big-endian 16-bit words (a trailing odd byte is padded with zero). It
-// reads 8 bytes at a time: 2^16 ≡ 1 modulo 2^16-1, so adding 32-bit halves
-// into a 64-bit accumulator and folding at the end gives the same result.
+// big-endian 16-bit words (a trailing odd byte is padded with zero). It adds
+// 64-bit words with end-around carry: 2^16 ≡ 1 modulo 2^16-1, so folding
+// the 64-bit sum at the end gives the same result as adding 16-bit words.
 func sum(b []byte, acc uint64) uint64 {
+	var c uint64
 	for len(b) >= 32 {
-		x0 := binary.BigEndian.Uint64(b)
-		x1 := binary.BigEndian.Uint64(b[8:])
-		x2 := binary.BigEndian.Uint64(b[16:])
-		x3 := binary.BigEndian.Uint64(b[24:])
-		acc += x0>>32 + x0&0xffffffff + x1>>32 + x1&0xffffffff +
-			x2>>32 + x2&0xffffffff + x3>>32 + x3&0xffffffff
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
 		b = b[32:]
 	}
 	for len(b) >= 8 {
-		x := binary.BigEndian.Uint64(b)
-		acc += x>>32 + x&0xffffffff
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
 		b = b[8:]
 	}
+	var tail uint64
 	if len(b) >= 4 {
-		acc += uint64(binary.BigEndian.Uint32(b))
+		tail = uint64(binary.BigEndian.Uint32(b)) << 32
 		b = b[4:]
 	}
 	if len(b) >= 2 {
-		acc += uint64(binary.BigEndian.Uint16(b))
+		tail |= uint64(binary.BigEndian.Uint16(b)) << 16
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		acc += uint64(b[0]) << 8
+		tail |= uint64(b[0]) << 8
 	}
-	return acc
+	acc, c = bits.Add64(acc, tail, c)
+	acc, c = bits.Add64(acc, 0, c)
+	return acc + c // no carry is left after adding one to a wrapped sum
 }
 
 // fold reduces an accumulator to 16 bits with end-around carries.
