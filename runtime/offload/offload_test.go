@@ -416,8 +416,8 @@ func (v *vnetLink) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return 1, nil
 }
 func (v *vnetLink) Write(bufs [][]byte, offset int) (int, error) { return len(bufs), nil }
-func (v *vnetLink) BatchSize() int                                { return 1 }
-func (v *vnetLink) Close() error                                  { return nil }
+func (v *vnetLink) BatchSize() int                               { return 1 }
+func (v *vnetLink) Close() error                                 { return nil }
 
 // TestLinkNoAllocations: splitting superframes into a batch of frames and
 // coalescing them back allocate nothing per frame.
