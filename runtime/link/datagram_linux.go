@@ -32,10 +32,37 @@ const (
 	rxBufSize      = 1 << 16
 )
 
+// UDPSegmentSpace and UDPGROSpace are the sizes of the control messages
+// of UDP segmentation (UDP_SEGMENT, sent) and of UDP GRO (UDP_GRO,
+// received).
 var (
-	cmsgU16Space = unix.CmsgSpace(2)
-	cmsgIntSpace = unix.CmsgSpace(4)
+	UDPSegmentSpace = unix.CmsgSpace(2)
+	UDPGROSpace     = unix.CmsgSpace(4)
 )
+
+// PutUDPSegment writes into ctl (at least UDPSegmentSpace bytes) the
+// control message that asks the kernel to cut a sent message into
+// datagrams of size bytes (the last may be shorter).
+func PutUDPSegment(ctl []byte, size int) {
+	cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+	cm.Level, cm.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	cm.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(ctl[unix.CmsgLen(0):], uint16(size))
+}
+
+// UDPGROSize returns the datagram size of a received message that UDP GRO
+// glued from several datagrams, from the controllen bytes of control
+// messages the kernel left in ctl; 0 when there is no UDP_GRO message.
+func UDPGROSize(ctl []byte, controllen int) int {
+	if controllen < unix.CmsgLen(4) || controllen > len(ctl) {
+		return 0
+	}
+	cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+	if cm.Level != unix.SOL_UDP || cm.Type != unix.UDP_GRO || int(cm.Len) < unix.CmsgLen(4) {
+		return 0
+	}
+	return int(binary.NativeEndian.Uint32(ctl[unix.CmsgLen(0):]))
+}
 
 // Datagram is a Link over a UDP socket: one datagram carries exactly one
 // Ethernet frame, with no header — the ExeUnit's udp_datagram endpoint and
@@ -119,10 +146,10 @@ func NewDatagram(conn *net.UDPConn, peer netip.AddrPort) (*Datagram, error) {
 	d.recvFn, d.sendFn = d.recv, d.send
 	for i := range d.rx.bufs {
 		d.rx.bufs[i] = make([]byte, rxBufSize)
-		d.rx.ctl[i] = make([]byte, cmsgIntSpace)
+		d.rx.ctl[i] = make([]byte, UDPGROSpace)
 	}
 	for i := range d.tx.ctl {
-		d.tx.ctl[i] = make([]byte, cmsgU16Space)
+		d.tx.ctl[i] = make([]byte, UDPSegmentSpace)
 	}
 	raw.Control(func(fd uintptr) {
 		// Segment size 0 for the socket: GSO is asked for per message.
@@ -275,17 +302,7 @@ func (d *Datagram) startMessage() {
 }
 
 // groSize returns the segment size of a glued message, or 0.
-func groSize(h *unix.Mmsghdr, ctl []byte) int {
-	n := int(h.Hdr.Controllen)
-	if n < unix.CmsgLen(4) || n > len(ctl) {
-		return 0
-	}
-	cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
-	if cm.Level != unix.SOL_UDP || cm.Type != unix.UDP_GRO || int(cm.Len) < unix.CmsgLen(4) {
-		return 0
-	}
-	return int(binary.NativeEndian.Uint32(ctl[unix.CmsgLen(0):]))
-}
+func groSize(h *unix.Mmsghdr, ctl []byte) int { return UDPGROSize(ctl, int(h.Hdr.Controllen)) }
 
 // gluedCount returns how many datagrams a received message holds.
 func gluedCount(h *unix.Mmsghdr, ctl []byte) int {
@@ -388,10 +405,7 @@ func (d *Datagram) prepare(bufs [][]byte, offset int, gso bool) (nh, used int) {
 		h.Hdr.SetIovlen(nf - start)
 		if nf-start > 1 {
 			ctl := t.ctl[nh]
-			cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
-			cm.Level, cm.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-			cm.SetLen(unix.CmsgLen(2))
-			binary.NativeEndian.PutUint16(ctl[unix.CmsgLen(0):], uint16(seg))
+			PutUDPSegment(ctl, seg)
 			h.Hdr.Control = &ctl[0]
 			h.Hdr.SetControllen(len(ctl))
 		}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"testing"
 	"time"
-	"unsafe"
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -467,11 +466,8 @@ func TestDatagramGROFromGSOSender(t *testing.T) {
 	defer d.Close()
 	const seg, perMsg, msgs = 1234, 40, 3
 	var want [][]byte
-	oob := make([]byte, unix.CmsgSpace(2))
-	cm := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-	cm.Level, cm.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-	cm.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], seg)
+	oob := make([]byte, UDPSegmentSpace)
+	PutUDPSegment(oob, seg)
 	for m := range msgs {
 		var msg []byte
 		for i := range perMsg {

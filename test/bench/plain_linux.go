@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,13 +10,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/runtime/link"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
 
@@ -121,11 +119,8 @@ func gsoSend(conn *net.UDPConn, dst netip.AddrPort, stop <-chan struct{}) {
 	for i := range msg {
 		msg[i] = byte(i)
 	}
-	oob := make([]byte, unix.CmsgSpace(2))
-	cm := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-	cm.Level, cm.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-	cm.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], plainPayload)
+	oob := make([]byte, link.UDPSegmentSpace)
+	link.PutUDPSegment(oob, plainPayload)
 	to := net.UDPAddrFromAddrPort(dst)
 	for {
 		select {

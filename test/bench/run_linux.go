@@ -289,15 +289,12 @@ const udpPayload = mtu - 28
 // runUDP runs iperf3 -u at full speed (-b 0) from A to B once.
 func runUDP(ctx context.Context, cfg *config, tb testbed) (udpRun, error) {
 	port := strconv.Itoa(cfg.Port)
-	srv, err := tb.Start(ctx, nodeB, cfg.Tools.Iperf3, "-s", "-1", "-p", port)
+	srv, err := startServer(ctx, cfg, tb, port)
 	if err != nil {
-		return udpRun{}, fmt.Errorf("start server: %w", err)
-	}
-	defer srv.Stop()
-	if err := waitListening(ctx, cfg, tb, port); err != nil {
 		return udpRun{}, err
 	}
-	secs := max(1, int((cfg.Duration+time.Second/2)/time.Second))
+	defer srv.Stop()
+	secs := iperfSeconds(cfg)
 	runCtx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
 	r, err := tb.Run(runCtx, nodeA, cfg.Tools.Iperf3, "-c", tb.ServerIP(), "-p", port, "-t", strconv.Itoa(secs),
@@ -342,16 +339,13 @@ func runPing(ctx context.Context, cfg *config, tb testbed, size int) (pingResult
 // A, and the testbed's counters sampled right around the client.
 func runTCP(ctx context.Context, cfg *config, tb testbed, reverse bool, parallel int) (tcpRun, error) {
 	port := strconv.Itoa(cfg.Port)
-	srv, err := tb.Start(ctx, nodeB, cfg.Tools.Iperf3, "-s", "-1", "-p", port)
+	srv, err := startServer(ctx, cfg, tb, port)
 	if err != nil {
-		return tcpRun{}, fmt.Errorf("start server: %w", err)
-	}
-	defer srv.Stop()
-	if err := waitListening(ctx, cfg, tb, port); err != nil {
 		return tcpRun{}, err
 	}
+	defer srv.Stop()
 
-	secs := max(1, int((cfg.Duration+time.Second/2)/time.Second))
+	secs := iperfSeconds(cfg)
 	args := []string{"-c", tb.ServerIP(), "-p", port, "-t", strconv.Itoa(secs), "-J", "--connect-timeout", "5000"}
 	if reverse {
 		args = append(args, "-R")
@@ -407,6 +401,25 @@ func runTCP(ctx context.Context, cfg *config, tb testbed, reverse bool, parallel
 		roleCPU{Role: "iperf3 client", Seconds: ir.ClientCPU / 100 * ir.Seconds},
 		roleCPU{Role: "iperf3 server", Seconds: ir.ServerCPU / 100 * ir.Seconds})
 	return run, nil
+}
+
+// startServer starts a one-off iperf3 server on B and waits until it
+// listens.
+func startServer(ctx context.Context, cfg *config, tb testbed, port string) (background, error) {
+	srv, err := tb.Start(ctx, nodeB, cfg.Tools.Iperf3, "-s", "-1", "-p", port)
+	if err != nil {
+		return nil, fmt.Errorf("start server: %w", err)
+	}
+	if err := waitListening(ctx, cfg, tb, port); err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	return srv, nil
+}
+
+// iperfSeconds is iperf3's -t: the run length in whole seconds.
+func iperfSeconds(cfg *config) int {
+	return max(1, int((cfg.Duration+time.Second/2)/time.Second))
 }
 
 // waitListening polls ss on node B until the iperf3 server listens.

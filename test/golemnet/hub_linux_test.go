@@ -4,7 +4,6 @@ package golemnet
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -14,10 +13,11 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/link"
 )
 
 // guard bounds every wait in these tests; it only catches deadlocks.
@@ -893,11 +893,8 @@ func TestHubMixedSizes(t *testing.T) {
 func TestHubGROFromGSOSender(t *testing.T) {
 	l := newLab(t)
 	const seg, perMsg, msgs = 1234, 50, 20
-	oob := make([]byte, unix.CmsgSpace(2))
-	cm := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-	cm.Level, cm.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-	cm.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], seg)
+	oob := make([]byte, link.UDPSegmentSpace)
+	link.PutUDPSegment(oob, seg)
 	var sent [][]byte
 	for m := range msgs {
 		var msg []byte
