@@ -22,6 +22,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
@@ -243,8 +244,10 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		return fail(err)
 	}
-	if o.Hostname != "" && !validHostname(o.Hostname) {
-		return fail(fmt.Errorf("--hostname %q is not a valid hostname", o.Hostname))
+	if o.Hostname != "" {
+		if err := netcfg.CheckHostname(o.Hostname); err != nil {
+			return fail(fmt.Errorf("--hostname: %w", err))
+		}
 	}
 	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Version: Version})
 	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
@@ -277,22 +280,21 @@ func checkWorkdir(dir string) error {
 	return nil
 }
 
-func validHostname(h string) bool {
-	if len(h) == 0 || len(h) > 63 {
-		return false
-	}
-	for _, c := range h {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		log.WithError(err).Error("cannot start")
 		return 1
+	}
+	// The operator's interface settings are checked now, by the rules
+	// CreateNetwork applies, so that a bad flag stops the runtime with the
+	// flag's name instead of failing every CreateNetwork.
+	if err := ifname.Check(o.TapName); err != nil {
+		log.WithError(err).Errorf("--tap-name %q", o.TapName)
+		return 2
+	}
+	if err := netcfg.CheckMTU(o.MTU); err != nil {
+		log.WithError(err).Error("--mtu")
+		return 2
 	}
 	hostname := o.Hostname
 	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {
