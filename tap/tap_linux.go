@@ -32,6 +32,7 @@ type TAP struct {
 	rawConn syscall.RawConn
 	name    string
 	index   int
+	log     logrus.FieldLogger
 	vnetHdr bool
 	offload string
 
@@ -134,18 +135,24 @@ func Create(ns netns.NsHandle, cfg Config) (*TAP, error) {
 		nsDup.Close()
 		return nil, fmt.Errorf("tap: create %q: %w", actual, err)
 	}
-	t := &TAP{file: f, rawConn: rc, name: actual, index: index, ns: nsDup, vnetHdr: off.vnetHdr, offload: off.String()}
+	log := cfg.Log
+	if log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		log = l
+	}
+	t := &TAP{file: f, rawConn: rc, name: actual, index: index, ns: nsDup, log: log, vnetHdr: off.vnetHdr, offload: off.String()}
 	t.rd.fn = t.readReady
 	t.rd.overflow = make([]byte, maxTAPFrame+VNetHdrLen)
 	t.wr.fn = t.writeReady
-	log := logrus.WithFields(logrus.Fields{"interface-name": actual, "persist": cfg.Persist})
+	created := log.WithFields(logrus.Fields{"interface-name": actual, "persist": cfg.Persist})
 	if cfg.Offload {
-		log = log.WithField("offload", t.offload)
+		created = created.WithField("offload", t.offload)
 		if off.refused != nil {
-			log.WithError(off.refused).Info("tap: the kernel refused some offloads; frames take the slower path for those")
+			created.WithError(off.refused).Info("tap: the kernel refused some offloads; frames take the slower path for those")
 		}
 	}
-	log.Debug("tap: created")
+	created.Debug("tap: created")
 	return t, nil
 }
 
@@ -518,7 +525,7 @@ func (t *TAP) Close() error {
 		t.nsMu.Lock()
 		t.ns.Close()
 		t.nsMu.Unlock()
-		logrus.WithField("interface-name", t.name).Debug("tap: closed")
+		t.log.WithField("interface-name", t.name).Debug("tap: closed")
 	})
 	return t.closeErr
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/runtime/endpoint"
+	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
@@ -181,25 +182,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func setupLog(o *Options, stderr io.Writer) (*logrus.Entry, error) {
-	l := logrus.New()
-	l.SetOutput(stderr)
-	lvl, err := logrus.ParseLevel(o.LogLevel)
+	l, err := logs.New(stderr, o.LogLevel, o.LogFormat)
 	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, err
 	}
-	l.SetLevel(lvl)
-	switch o.LogFormat {
-	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{})
-	default:
-		return nil, fmt.Errorf("--log-format must be text or json, not %q", o.LogFormat)
-	}
-	// Packages that log through the standard logger go to stderr too.
-	logrus.SetOutput(stderr)
-	logrus.SetLevel(lvl)
-	logrus.SetFormatter(l.Formatter)
 	return logrus.NewEntry(l).WithField("runtime", "gvpn"), nil
 }
 
@@ -354,6 +340,9 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	interval := o.StatsInterval
 	if interval == 0 {
 		interval = -1
@@ -365,6 +354,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 		Sandbox:       sbx,
 		Network:       mgr,
 		StatsInterval: interval,
+		LogStats:      usr1,
 		Log:           log,
 	})
 	if err != nil {

@@ -23,7 +23,8 @@ import (
 )
 
 // Attacher brings up the payload's VPN interface and returns the link that
-// carries its frames. Each sandbox provides one: the netns sandbox creates a
+// carries its frames. It validates the hosts entries (netcfg.CheckHosts)
+// before it makes anything, and reports a bad one as a *netcfg.FieldError. Each sandbox provides one: the netns sandbox creates a
 // TAP in its namespace, the agent sandbox configures the agent's TAP and
 // hands over the bridge.
 type Attacher interface {
@@ -72,7 +73,7 @@ type Manager struct {
 // attachment is one live VPN interface and its pump.
 type attachment struct {
 	net      netcfg.Network
-	payload  link.Link
+	iface    link.Link // the payload's interface side, from the Attacher
 	ep       *endpoint.Endpoint
 	mu       sync.Mutex
 	pump     *pump.Pump
@@ -124,9 +125,12 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 			"gvpn joins exactly one VPN network per activity; the request has %d", len(nets))
 	}
 	n := nets[0]
+	// The hosts entries are checked by the attacher, which writes them
+	// (by the same netcfg rule): inside a VM it is the agent, and its
+	// refusal is what the ExeUnit should see.
 	cfg, _, err := netcfg.Request{
 		Name: m.opts.Name, Addr: n.GetAddr(), Mask: n.GetMask(), Gateway: n.GetGateway(), IfAddr: n.GetIfAddr(),
-		MTU: m.opts.MTU, Hosts: req.GetHosts(),
+		MTU: m.opts.MTU,
 	}.Parse()
 	if err != nil {
 		e := &api.Error{Code: api.Response_BAD_REQUEST, Message: "invalid network", Err: err}
@@ -144,7 +148,7 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	if err != nil {
 		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "open the data endpoint", Err: err}
 	}
-	payload, err := m.opts.Attacher.Attach(ctx, cfg, req.GetHosts())
+	iface, err := m.opts.Attacher.Attach(ctx, cfg, req.GetHosts())
 	if err != nil {
 		ep.Close()
 		e := &api.Error{Code: api.Response_INTERNAL, Message: "bring up the VPN interface", Err: err}
@@ -156,11 +160,11 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	}
 	reply := ep.Reply()
 	if !reply.IsValid() {
-		payload.Close()
+		iface.Close()
 		ep.Close()
 		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: fmt.Errorf("no reply form for endpoint %s", m.opts.VPN)}
 	}
-	a := &attachment{net: parsed, payload: payload, ep: ep}
+	a := &attachment{net: parsed, iface: iface, ep: ep}
 	m.vpn = a
 	m.waiters.Add(1)
 	go m.connect(a, cfg, log)
@@ -174,14 +178,14 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	defer m.waiters.Done()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.ConnectTimeout)
 	defer cancel()
-	network, err := a.ep.Link(ctx)
+	uplink, err := a.ep.Link(ctx)
 	if err != nil {
 		if m.ctx.Err() == nil {
 			log.WithError(err).Error("the ExeUnit never connected to the data endpoint; VPN frames cannot flow")
 		}
 		return
 	}
-	if o, ok := network.(offloader); ok {
+	if o, ok := uplink.(offloader); ok {
 		o.OnOffloadFailure(func(err error) {
 			log.WithError(err).Warn("the kernel refused UDP segmentation toward the ExeUnit; sending one datagram per frame from now on")
 		})
@@ -189,15 +193,15 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	}
 	maxFrame := cfg.MTU + frame.EthernetLen
 	p := pump.Start(pump.Config{
-		Payload: a.payload,
-		Network: network,
-		Egress:  &pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, MaxFrame: maxFrame},
-		Ingress: &pump.NetworkFilter{MaxFrame: maxFrame},
+		Iface:   a.iface,
+		Uplink:  uplink,
+		Egress:  &pump.EgressFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, MaxFrame: maxFrame},
+		Ingress: &pump.IngressFilter{MaxFrame: maxFrame},
 		Log:     log,
 	})
 	a.mu.Lock()
 	a.pump = p
-	a.counters, _ = network.(link.Counters)
+	a.counters, _ = uplink.(link.Counters)
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -269,7 +273,7 @@ func (m *Manager) Close() error {
 	if p != nil {
 		p.Close()
 	}
-	a.payload.Close()
+	a.iface.Close()
 	a.ep.Close()
 	return nil
 }

@@ -70,10 +70,10 @@ func TestTCPThroughOffloadTAPs(t *testing.T) {
 	}
 	a, b := newNode(t, "offa", "192.168.13.2"), newNode(t, "offb", "192.168.13.3")
 	p := pump.Start(pump.Config{
-		Payload: a.link,
-		Network: b.link,
-		Egress:  &pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(a.ip)), IP: a.ip, MaxFrame: 1234},
-		Ingress: &pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(b.ip)), IP: b.ip, MaxFrame: 1234},
+		Iface:   a.link,
+		Uplink:  b.link,
+		Egress:  &pump.EgressFilter{MAC: frame.MAC(netcfg.MAC(a.ip)), IP: a.ip, MaxFrame: 1234},
+		Ingress: &pump.EgressFilter{MAC: frame.MAC(netcfg.MAC(b.ip)), IP: b.ip, MaxFrame: 1234},
 	})
 	defer p.Close()
 

@@ -70,6 +70,14 @@ var rules = []rule{
 		why: "segmentation and coalescing are a data-plane leaf beside the pump: they turn a virtio-net-header link into a plain one; only their test joins real TAPs with the pump",
 	},
 	{
+		pkgs: []string{"runtime/logs"}, allow: []string{}, tests: true,
+		why: "the binaries' one logging set-up is used by all three mains' packages, so it depends on nothing",
+	},
+	{
+		pkgs: []string{"runtime/proc"}, allow: []string{}, tests: true,
+		why: "how a payload program is found and how its end is reported is shared by every sandbox and gvpn-agent, so it depends on nothing",
+	},
+	{
 		pkgs: []string{"runtime/link/linktest"}, allow: []string{"runtime/link"},
 		why: "the link test kit is imported by every data-plane test, so it may depend on the link contract only",
 	},
