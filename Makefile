@@ -45,7 +45,7 @@ vm-deps: ## install what the VM sandbox needs (QEMU, squashfs-tools)
 	fi
 
 vm-image: vm-deps build ## guest kernel and initramfs for --sandbox vm in bin/vm/ (Debian packages, cached)
-	$(GO) run ./vm/mkimage -cache bin/vm/debs -agent bin/gvpn-agent -out bin/vm
+	$(GO) run ./runtime/sandbox/agent/vm/mkimage -cache bin/vm/debs -agent bin/gvpn-agent -out bin/vm
 
 test: deps vm-image ## all tests with the race detector (as root the privileged ones run too)
 	$(GO) vet ./...

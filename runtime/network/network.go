@@ -172,6 +172,12 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 		}
 		return
 	}
+	if o, ok := uplink.(offloader); ok {
+		o.OnOffloadFailure(func(err error) {
+			log.WithError(err).Warn("the kernel refused UDP segmentation toward the ExeUnit; sending one datagram per frame from now on")
+		})
+		log.WithField("offloads", o.Offloads()).Debug("data endpoint link ready")
+	}
 	maxFrame := cfg.MTU + frame.EthernetLen
 	p := pump.Start(pump.Config{
 		Iface:   a.iface,
@@ -193,6 +199,14 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 		}
 	case <-m.ctx.Done():
 	}
+}
+
+// offloader is implemented by endpoint links that use kernel offloads (the
+// UDP endpoint: GSO and GRO), so that the log says what they use and when
+// the kernel stops them.
+type offloader interface {
+	Offloads() string
+	OnOffloadFailure(func(error))
 }
 
 // parseNetworks validates the request with netcfg's one validator and
@@ -289,7 +303,7 @@ func (m *Manager) Stats() api.VPNStats {
 	}
 	var errs []error
 	for _, l := range []link.Link{a.iface, up} {
-		kd, ok := l.(link.KernelDropper)
+		kd, ok := kernelDropper(l)
 		if !ok {
 			continue
 		}
@@ -305,6 +319,22 @@ func (m *Manager) Stats() api.VPNStats {
 		s.KernelError = err.Error()
 	}
 	return s
+}
+
+// kernelDropper finds the link.KernelDropper in l or in the links it wraps
+// (the offload link around a TAP says which link it wraps with Inner).
+func kernelDropper(l link.Link) (link.KernelDropper, bool) {
+	for l != nil {
+		if kd, ok := l.(link.KernelDropper); ok {
+			return kd, true
+		}
+		w, ok := l.(interface{ Inner() link.Link })
+		if !ok {
+			return nil, false
+		}
+		l = w.Inner()
+	}
+	return nil, false
 }
 
 func mergeCounts(into, from map[string]uint64) map[string]uint64 {

@@ -71,7 +71,7 @@ func qemuArgs(cfg Config, b bridge, accel string) []string {
 	return args
 }
 
-// kernelCmdline tells the guest's init what to do (vm/mkimage/init.sh).
+// kernelCmdline tells the guest's init what to do (runtime/sandbox/agent/vm/mkimage/init.sh).
 func kernelCmdline(cfg Config, guestBridge vsock.Addr) string {
 	hostname := cfg.Hostname
 	if hostname == "" {

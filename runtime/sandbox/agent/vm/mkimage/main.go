@@ -46,7 +46,7 @@ func main() {
 		busybox = flag.String("busybox-package", "busybox-static", "Debian package with a static /bin/busybox")
 	)
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: go run ./vm/mkimage [flags]\n\nBuilds the VM sandbox's guest kernel and initramfs from Debian packages.\n\n")
+		fmt.Fprintf(os.Stderr, "usage: go run ./runtime/sandbox/agent/vm/mkimage [flags]\n\nBuilds the VM sandbox's guest kernel and initramfs from Debian packages.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
