@@ -67,6 +67,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return faultCmd(rest, stdout, stderr)
 	case "serve-http":
 		return serveHTTP(rest, stdout, stderr)
+	case "images":
+		return imagesCmd(rest, stdout, stderr)
+	case "docker-node":
+		return dockerNode(rest, stdout, stderr)
+	case "docker-hub":
+		return dockerHub(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return 0

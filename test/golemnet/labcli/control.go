@@ -36,6 +36,9 @@ type ctlRequest struct {
 	LatencyMs *float64 `json:"latency_ms,omitempty"`
 	Loss      *float64 `json:"loss,omitempty"`
 	Restore   bool     `json:"restore,omitempty"`
+	// Docker is a fault on the node's container in a Docker lab
+	// (partition, heal, pause, unpause, kill, restart); it comes alone.
+	Docker string `json:"docker,omitempty"`
 }
 
 // ctlReply is one line from the server.
@@ -47,6 +50,8 @@ type ctlReply struct {
 	Code   int         `json:"code,omitempty"` // the client's exit code with Error
 	Status *StatusJSON `json:"status,omitempty"`
 	Fault  *FaultJSON  `json:"fault,omitempty"`
+	// Done says what a Docker fault did.
+	Done string `json:"done,omitempty"`
 }
 
 // maxLatencyMs bounds a fault's latency (one minute).
@@ -78,6 +83,12 @@ func decodeRequest(line []byte) (ctlRequest, error) {
 			return r, errors.New("fault needs a node")
 		}
 		given := r.Cut != nil || r.LatencyMs != nil || r.Loss != nil
+		if r.Docker != "" {
+			if given || r.Restore {
+				return r, fmt.Errorf("fault --%s comes alone", r.Docker)
+			}
+			break
+		}
 		if r.Restore == given {
 			return r, errors.New("fault needs --restore or at least one of --cut, --uncut, --latency, --loss (not both)")
 		}

@@ -46,6 +46,7 @@ Examples:
   sudo gvpn-lab demo
   sudo gvpn-lab demo --json | jq '.pings[] | [.from, .to, .rtt_avg_ms]'
   sudo gvpn-lab demo --gateway first-host     # as released ExeUnits send it
+  sudo gvpn-lab demo --docker                 # every node a container (builds the images once)
 
 Flags:
 `
@@ -134,10 +135,16 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	seconds := fs.Int("iperf-time", 3, "`seconds` of the iperf3 run")
 	var lf labFlags
 	lf.add(fs.FlagSet)
+	var df dockerFlags
+	df.add(fs)
 	if _, code, ok := parseFlags(fs, args, stderr, 0); !ok {
 		return code
 	}
 	cfg, err := lf.config(3, "")
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
+	subnet, err := df.check(fs, 3)
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
@@ -154,6 +161,9 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
 		return fail(stderr, "demo", err)
+	}
+	if df.docker {
+		return demoDocker(cfg, &lf, &df, subnet, size, *seconds, *asJSON, log, stdout, stderr)
 	}
 	if cfg.Runtime, err = findRuntime(lf.runtime); err != nil {
 		return fail(stderr, "demo", err)

@@ -41,6 +41,13 @@ Examples:
   sudo gvpn-lab up --nodes 5 --net 10.7.0.0/24
   sudo gvpn-lab up --hostnames web,db --gateway first-host
   sudo gvpn-lab up --runtime-arg=--log-level=debug   # chatty runtime logs
+  sudo gvpn-lab up --docker --nodes 4 --agent-nodes 1  # every node a container (make images first)
+
+With --docker every node is a privileged container (the ExeUnit stand-in and
+gvpn-runtime) and the hub one more, on a Docker network of their own; frames
+cross it as UDP. Containers and the network carry the labels gvpn.lab=<id>
+and gvpn.node=<node> (hub: gvpn.node=hub); Ctrl-C removes them, and a lab
+started on the same state dir removes what a crashed one left.
 
 Flags:
 `
@@ -62,6 +69,8 @@ func up(args []string, stdout, stderr io.Writer) int {
 	hostnames := fs.String("hostnames", "", "comma-separated node `names` (default node-a, node-b, …)")
 	var lf labFlags
 	lf.add(fs.FlagSet)
+	var df dockerFlags
+	df.add(fs)
 	if _, code, ok := parseFlags(fs, args, stderr, 0); !ok {
 		return code
 	}
@@ -72,12 +81,19 @@ func up(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "up", err)
 	}
+	subnet, err := df.check(fs, *nodes)
+	if err != nil {
+		return fail(stderr, "up", err)
+	}
 	log, err := newLog(lf.logLevel, stderr)
 	if err != nil {
 		return fail(stderr, "up", err)
 	}
 	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
 		return fail(stderr, "up", err)
+	}
+	if df.docker {
+		return upDocker(cfg, &lf, &df, subnet, log, stdout, stderr)
 	}
 	if cfg.Runtime, err = findRuntime(lf.runtime); err != nil {
 		return fail(stderr, "up", err)
@@ -297,13 +313,24 @@ func faultJSON(f golemnet.Fault) FaultJSON {
 	return FaultJSON{Cut: f.Cut, LatencyMs: float64(f.Latency) / float64(time.Millisecond), Loss: f.Loss}
 }
 
-// controlServer serves the control socket of an `up` lab.
+// nodeFinder finds a node whose ExeUnit runs the commands of exec.
+type nodeFinder interface {
+	Lookup(name string) (*golemnet.LabNode, error)
+}
+
+// controlServer serves the control socket of an `up` lab (and, in the
+// Docker lab, of each node's and the hub's container).
 type controlServer struct {
 	ln     net.Listener
 	path   string
-	lab    *golemnet.Lab
+	lab    nodeFinder
 	log    *logrus.Entry
 	status func() StatusJSON
+	// setFault answers a fault request.
+	setFault func(ctlRequest) ctlReply
+	// proxy, if set, runs exec requests instead of lab (the Docker lab
+	// passes them to the node's container).
+	proxy func(ctx context.Context, c net.Conn, sc *bufio.Scanner, enc *json.Encoder, req ctlRequest)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -313,8 +340,15 @@ type controlServer struct {
 }
 
 func serveControl(stateDir string, lab *golemnet.Lab, log *logrus.Entry, status func() StatusJSON) (*controlServer, error) {
-	path := socketPath(stateDir)
-	os.Remove(path) // we hold the state dir's lock: any socket here is stale
+	return listenControl(socketPath(stateDir), &controlServer{lab: lab, log: log, status: status,
+		setFault: func(req ctlRequest) ctlReply { return hubFault(lab.Lookup, req, log) }})
+}
+
+// listenControl serves the control protocol on the unix socket path (any
+// socket there is taken to be stale) with the handlers in s (lab or proxy,
+// log, status, setFault).
+func listenControl(path string, s *controlServer) (*controlServer, error) {
+	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -323,7 +357,7 @@ func serveControl(stateDir string, lab *golemnet.Lab, log *logrus.Entry, status 
 		ln.Close()
 		return nil, err
 	}
-	s := &controlServer{ln: ln, path: path, lab: lab, log: log, status: status, conns: map[net.Conn]bool{}}
+	s.ln, s.path, s.conns = ln, path, map[net.Conn]bool{}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Go(s.accept)
 	return s, nil
@@ -381,16 +415,21 @@ func (s *controlServer) handle(c net.Conn) {
 		st := s.status()
 		enc.Encode(ctlReply{Status: &st})
 	case "fault":
-		enc.Encode(s.fault(req))
+		enc.Encode(s.setFault(req))
 	case "exec":
+		if s.proxy != nil {
+			s.proxy(s.ctx, c, sc, enc, req)
+			return
+		}
 		s.exec(c, sc, enc, req)
 	default:
 		enc.Encode(ctlReply{Error: fmt.Sprintf("op %q must follow an exec", req.Op), Code: 2})
 	}
 }
 
-func (s *controlServer) fault(req ctlRequest) ctlReply {
-	n, err := s.lab.Lookup(req.Node)
+// hubFault sets a node's fault in the hub that lookup finds it in.
+func hubFault(lookup func(string) (*golemnet.LabNode, error), req ctlRequest, log *logrus.Entry) ctlReply {
+	n, err := lookup(req.Node)
 	if err != nil {
 		return ctlReply{Error: err.Error(), Code: 2}
 	}
@@ -408,7 +447,7 @@ func (s *controlServer) fault(req ctlRequest) ctlReply {
 		f.Loss = *req.Loss
 	}
 	n.Hub.SetFault(f)
-	s.log.WithFields(logrus.Fields{"node": n.Name, "fault": faultJSON(n.Hub.Fault()).String()}).Info("fault set")
+	log.WithFields(logrus.Fields{"node": n.Name, "fault": faultJSON(n.Hub.Fault()).String()}).Info("fault set")
 	fj := faultJSON(n.Hub.Fault())
 	return ctlReply{Fault: &fj}
 }
