@@ -12,7 +12,7 @@ FUZZTIME  ?= 30s
 DEB_DEPS  := iproute2 iputils-ping iperf3 curl
 DEB_CMDS  := ip ping iperf3 curl
 
-.PHONY: all build deps test test-short fuzz bench demo lab vet fmt-check install clean help
+.PHONY: all build deps deps-images images demo-docker lab-docker bench-docker test test-short fuzz bench demo lab vet fmt-check install clean help
 
 all: build
 
@@ -33,7 +33,25 @@ deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_DEPS) >/dev/null; \
 	fi
 
-test: deps ## all tests with the race detector (as root the privileged ones run too)
+# The Docker lab's images are built offline: debootstrap makes the base.
+deps-images: ## install debootstrap if missing (make images needs it)
+	@command -v debootstrap >/dev/null 2>&1 || { \
+		echo "installing debootstrap"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq debootstrap >/dev/null; }
+
+images: build deps-images ## the Docker lab's images, offline (the debootstrap base is cached in /var/cache/gvpn-lab)
+	bin/gvpn-lab images --bin bin --dockerfile Dockerfile
+
+demo-docker: images ## the demo with every node and the hub a container of its own
+	bin/gvpn-lab demo --docker --bin bin --dockerfile Dockerfile
+
+lab-docker: images ## a 3-node lab in containers until Ctrl-C (node-c's payload in a container of its own)
+	bin/gvpn-lab up --docker --nodes 3 --agent-nodes 1 --bin bin --dockerfile Dockerfile
+
+bench-docker: images ## image sizes, container start-to-ready, Docker vs local lab throughput; writes its section of docs/BENCHMARKS.md
+	bin/gvpn-lab bench-docker --bin bin --dockerfile Dockerfile --out docs/BENCHMARKS.md
+
+test: deps deps-images ## all tests with the race detector (as root the privileged ones run too, Docker ones too)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 

@@ -61,9 +61,9 @@ func (e *Error) Error() string {
 	if msg == "" {
 		msg = e.Err.Error()
 	}
-	// The first line of docker's complaint says it; the command line of a
-	// docker run is long, its subcommand and the last argument name it.
-	msg, _, _ = strings.Cut(msg, "\n")
+	msg = complaint(msg)
+	// The command line of a docker run is long: its subcommand and its
+	// last argument name it.
 	what := strings.Join(e.Args, " ")
 	if len(e.Args) > 3 {
 		what = e.Args[0] + " … " + e.Args[len(e.Args)-1]
@@ -72,6 +72,23 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// complaint picks the line of docker's stderr that says what went wrong:
+// the first that mentions an error (docker prints notices and hints around
+// it), else the last.
+func complaint(stderr string) string {
+	ls := lines(stderr)
+	for _, l := range ls {
+		lower := strings.ToLower(l)
+		if strings.Contains(lower, "error") || strings.Contains(lower, "non-zero code") {
+			return l
+		}
+	}
+	if len(ls) == 0 {
+		return ""
+	}
+	return ls[len(ls)-1]
+}
 
 // Run runs docker with args and returns its stdout, trimmed.
 func (c CLI) Run(ctx context.Context, args ...string) (string, error) {

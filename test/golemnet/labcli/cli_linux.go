@@ -69,6 +69,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return serveHTTP(rest, stdout, stderr)
 	case "images":
 		return imagesCmd(rest, stdout, stderr)
+	case "bench-docker":
+		return benchDocker(rest, stdout, stderr)
 	case "docker-node":
 		return dockerNode(rest, stdout, stderr)
 	case "docker-hub":
