@@ -6,12 +6,12 @@ import (
 	"os"
 
 	"github.com/gvpn/gvpn/runtime/cli"
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
 
 func main() {
 	// The sandbox re-executes this binary to enter a payload's namespaces
 	// before exec; that path must run before anything else.
-	sandbox.MaybeRunShim()
+	netns.MaybeRunShim()
 	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

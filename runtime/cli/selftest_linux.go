@@ -10,7 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/tap"
 )
 
@@ -95,7 +95,7 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	defer os.RemoveAll(dir)
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
-	sb, err := sandbox.Open(sandbox.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet)})
+	sb, err := netns.Open(netns.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet)})
 	if err != nil {
 		return err
 	}

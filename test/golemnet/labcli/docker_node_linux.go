@@ -19,7 +19,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
 )
 
@@ -123,7 +123,7 @@ func (n *dockerNodeProc) run(ctx context.Context) error {
 		return err
 	}
 	// A restarted container finds its last run's work directory.
-	sandbox.Cleanup(n.prefix, dockerNodeWorkdir)
+	netns.Cleanup(n.prefix, dockerNodeWorkdir)
 	os.RemoveAll(dockerNodeWorkdir)
 	logFile, err := os.OpenFile(filepath.Join(logs, "runtime.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -189,7 +189,7 @@ func (n *dockerNodeProc) run(ctx context.Context) error {
 	}
 	relay.SetRuntime(rt)
 	n.node = &golemnet.LabNode{Name: n.name, IP: n.ip, Workdir: dockerNodeWorkdir,
-		Netns: sandbox.NameFor(n.prefix, dockerNodeWorkdir), ExeUnit: eu, RuntimeEndpoint: rt}
+		Netns: netns.NameFor(n.prefix, dockerNodeWorkdir), ExeUnit: eu, RuntimeEndpoint: rt}
 
 	srv, err := listenControl(filepath.Join(n.dir, ControlSocketName), &controlServer{lab: n, log: n.log, status: n.status,
 		setFault: func(ctlRequest) ctlReply {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package netns
 
 import (
 	"errors"
@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
 // Where named namespaces and hosts files live. Variables only so that the
@@ -50,7 +51,7 @@ const (
 type Config struct {
 	// Workdir is the activity's working directory. The namespace name is
 	// derived from its absolute path (see NameFor), and it is the working
-	// directory of processes whose ProcessSpec.Dir is empty. Required.
+	// directory of processes whose sandbox.ProcessSpec.Dir is empty. Required.
 	Workdir string
 	// Hostname, when set, gives every process its own UTS namespace with
 	// this hostname and adds "127.0.1.1 Hostname" to the hosts file. At
@@ -100,6 +101,10 @@ type Sandbox struct {
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// A Sandbox is both halves of the netns sandbox: the service's sandbox and
+// the network manager's attacher (see Attach).
+var _ sandbox.Sandbox = (*Sandbox)(nil)
 
 // Open creates the sandbox for cfg.Workdir: a named network namespace
 // (like `ip netns add NAME`) with lo up, and the hosts file
@@ -266,7 +271,7 @@ func (s *Sandbox) HostsPath() string { return s.hostsPath }
 // Kill sends sig to the process group of the process pid (Start puts each
 // process in its own group, so its children get the signal too). Signal 0
 // means SIGKILL: the wire's KillProcess carries 0 when the requestor did
-// not choose one. It returns ErrNoProcess (wrapped) if pid was not started
+// not choose one. It returns sandbox.ErrNoProcess (wrapped) if pid was not started
 // by this sandbox or its process has already exited, even if the Exited
 // event is still on its way.
 func (s *Sandbox) Kill(pid uint64, sig syscall.Signal) error {
@@ -277,7 +282,7 @@ func (s *Sandbox) Kill(pid uint64, sig syscall.Signal) error {
 	p := s.live[pid]
 	s.mu.Unlock()
 	if p == nil {
-		return fmt.Errorf("%w: pid %d", ErrNoProcess, pid)
+		return fmt.Errorf("%w: pid %d", sandbox.ErrNoProcess, pid)
 	}
 	return p.signalGroup(sig)
 }
