@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -248,9 +249,12 @@ func TestDockerLab(t *testing.T) {
 
 	t.Run("every pair pings by hostname", func(t *testing.T) {
 		for _, a := range nodes {
-			for _, b := range nodes {
-				if a != b {
-					u.ping(a, b)
+			others := slices.DeleteFunc(slices.Clone(nodes), func(b string) bool { return b == a })
+			// One exec per node: the pings of one source, in turn.
+			out := u.exec(a, append([]string{"sh", "-c", `for h; do ping -n -c 2 -i 0.2 -W 3 "$h" || exit 1; done`, "ping"}, others...)...)
+			for _, b := range others {
+				if !strings.Contains(out, "--- "+b+" ping statistics ---\n2 packets transmitted, 2 received") {
+					t.Errorf("%s → %s: no clean ping in:\n%s", a, b, out)
 				}
 			}
 		}
@@ -412,5 +416,41 @@ func TestDockerLab(t *testing.T) {
 	}
 	if !strings.Contains(u.stderr.String(), "no container or network left") {
 		t.Errorf("up's last words:\n%s", u.stderr.String())
+	}
+}
+
+func TestDemoDocker(t *testing.T) {
+	requireImage(t)
+	id := privtest.UniqueName("gvpn11-d-")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
+	defer cancel()
+	c := exec.CommandContext(ctx, labBin, "demo", "--docker", "--json", "--image", image, "--lab-id", id,
+		"--docker-subnet", "172.31.215.0/24", "--state-dir", t.TempDir(), "--http-size", "20M")
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	out, err := c.Output()
+	t.Logf("progress:\n%s", stderr.String())
+	if err != nil {
+		t.Fatalf("demo --docker: %v\n%s", err, out)
+	}
+	var sum labcli.DemoSummary
+	if err := json.Unmarshal(out, &sum); err != nil {
+		t.Fatalf("not the JSON summary: %v\n%s", err, out)
+	}
+	if !sum.OK || len(sum.Steps) != 6 || len(sum.Pings) != 6 || len(sum.HTTP) != 2 || sum.Throughput == nil {
+		t.Fatalf("summary: %s", out)
+	}
+	for _, h := range sum.HTTP {
+		if !h.SHA256OK || h.Bytes != 20<<20 {
+			t.Errorf("http %+v", h)
+		}
+	}
+	for _, n := range sum.Nodes {
+		if n.Docker == nil || n.Docker.Container != id+"-"+n.Name || n.Hub.RxFrames == 0 {
+			t.Errorf("%s: %+v", n.Name, n)
+		}
+	}
+	if cs, ns, err := docker.Labeled(context.Background(), dockerlab.LabelLab+"="+id); err != nil || len(cs)+len(ns) > 0 {
+		t.Errorf("left behind: containers %v networks %v (%v)", cs, ns, err)
 	}
 }
