@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -54,6 +55,9 @@ type ctlReply struct {
 	Done string `json:"done,omitempty"`
 }
 
+// dockerFaults are the faults on a Docker lab node's container.
+var dockerFaults = []string{"partition", "heal", "pause", "unpause", "kill", "restart"}
+
 // maxLatencyMs bounds a fault's latency (one minute).
 const maxLatencyMs = 60_000
 
@@ -84,6 +88,9 @@ func decodeRequest(line []byte) (ctlRequest, error) {
 		}
 		given := r.Cut != nil || r.LatencyMs != nil || r.Loss != nil
 		if r.Docker != "" {
+			if !slices.Contains(dockerFaults, r.Docker) {
+				return r, fmt.Errorf("unknown container fault %q (want one of %s)", r.Docker, strings.Join(dockerFaults, ", "))
+			}
 			if given || r.Restore {
 				return r, fmt.Errorf("fault --%s comes alone", r.Docker)
 			}

@@ -398,9 +398,6 @@ func (l *dockerLab) Lookup(name string) (*dockerMember, error) {
 	return nil, fmt.Errorf("%w %q (nodes: %s)", golemnet.ErrUnknownNode, name, strings.Join(l.cfg.Names, ", "))
 }
 
-// dockerFaults are the fault actions on a node's container.
-var dockerFaults = []string{"partition", "heal", "pause", "unpause", "kill", "restart"}
-
 // fault sets a hub fault (cut, latency, loss: through the hub container's
 // control socket) or does one of dockerFaults to the node's container.
 func (l *dockerLab) fault(ctx context.Context, req ctlRequest) ctlReply {
