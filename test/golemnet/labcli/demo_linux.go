@@ -224,23 +224,52 @@ func demo(args []string, stdout, stderr io.Writer) int {
 }
 
 func (d *demoRun) run(ctx context.Context) {
-	start := time.Now()
 	d.sum.Network = d.cfg.Net.Masked().String()
-	steps := []struct {
-		title   string
-		timeout time.Duration
-		fn      func(context.Context) (string, error)
-	}{
+	runDemo(ctx, d.p, &d.sum, []demoStepSpec{
 		{"bring up 3 nodes", 60 * time.Second, d.bringUp},
 		{"ping every pair", 30 * time.Second, d.pingPairs},
 		{"HTTP by hostname", 60 * time.Second, d.httpByName},
 		{"throughput", time.Duration(d.seconds)*time.Second + 30*time.Second, d.throughput},
 		{"counters", 10 * time.Second, d.counters},
-	}
+	}, func() {
+		if d.lab != nil {
+			d.sum.Nodes = d.nodes()
+		}
+	}, d.teardown)
+}
+
+// demoStepSpec is one step of a demo: its title, its time limit and its
+// work, which returns the one-line result.
+type demoStepSpec struct {
+	title   string
+	timeout time.Duration
+	fn      func(context.Context) (string, error)
+}
+
+// runDemo runs the steps in order until one fails, shows each on p and
+// records it in sum; then, whatever happened, it fills sum.Nodes with
+// snapshot if no step did (a failed run still shows what the nodes saw)
+// and runs teardown as the last step.
+func runDemo(ctx context.Context, p *progress, sum *DemoSummary, steps []demoStepSpec, snapshot func(), teardown func() (string, error)) {
+	start := time.Now()
 	total := len(steps) + 1
 	failed := false
+	record := func(i int, title string, t0 time.Time, res string, err error) {
+		sum.Steps = append(sum.Steps, DemoStep{Name: title, OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
+		if err == nil {
+			p.Done(res)
+			return
+		}
+		p.Failed(err)
+		sum.Steps[len(sum.Steps)-1].Result = err.Error()
+		if !failed {
+			sum.FailedStep = fmt.Sprintf("%d/%d (%s)", i, total, title)
+			sum.Error = err.Error()
+			failed = true
+		}
+	}
 	for i, st := range steps {
-		d.p.Step(i+1, st.title)
+		p.Step(i+1, st.title)
 		t0 := time.Now()
 		sctx, cancel := context.WithTimeout(ctx, st.timeout)
 		res, err := st.fn(sctx)
@@ -248,37 +277,20 @@ func (d *demoRun) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			err = errInterrupted // whatever the step says, it was cut short
 		}
-		d.sum.Steps = append(d.sum.Steps, DemoStep{Name: st.title, OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
+		record(i+1, st.title, t0, res, err)
 		if err != nil {
-			d.p.Failed(err)
-			d.sum.FailedStep = fmt.Sprintf("%d/%d (%s)", i+1, total, st.title)
-			d.sum.Error = err.Error()
-			d.sum.Steps[len(d.sum.Steps)-1].Result = err.Error()
-			failed = true
 			break
 		}
-		d.p.Done(res)
 	}
-	if d.sum.Nodes == nil && d.lab != nil {
-		d.sum.Nodes = d.nodes() // a failed run still shows what the nodes saw
+	if sum.Nodes == nil {
+		snapshot()
 	}
-
-	d.p.Step(total, "tear down")
+	p.Step(total, "tear down")
 	t0 := time.Now()
-	res, err := d.teardown()
-	d.sum.Steps = append(d.sum.Steps, DemoStep{Name: "tear down", OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
-	if err != nil {
-		d.p.Failed(err)
-		if !failed {
-			d.sum.FailedStep = fmt.Sprintf("%d/%d (tear down)", total, total)
-			d.sum.Error = err.Error()
-			failed = true
-		}
-	} else {
-		d.p.Done(res)
-	}
-	d.sum.OK = !failed
-	d.sum.DurationSeconds = time.Since(start).Seconds()
+	res, err := teardown()
+	record(total, "tear down", t0, res, err)
+	sum.OK = !failed
+	sum.DurationSeconds = time.Since(start).Seconds()
 }
 
 func (d *demoRun) bringUp(ctx context.Context) (string, error) {

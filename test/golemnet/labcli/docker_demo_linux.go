@@ -119,9 +119,6 @@ type dockerDemo struct {
 
 func demoDocker(cfg golemnet.LabConfig, lf *labFlags, f *dockerFlags, subnet netip.Prefix, size int64, seconds int,
 	asJSON bool, log *logrus.Entry, stdout, stderr io.Writer) int {
-	if err := os.MkdirAll(lf.stateDir, 0o700); err != nil {
-		return fail(stderr, "demo", err)
-	}
 	lock, err := lockStateDir(lf.stateDir)
 	if err != nil {
 		return fail(stderr, "demo", err)
@@ -131,7 +128,7 @@ func demoDocker(cfg golemnet.LabConfig, lf *labFlags, f *dockerFlags, subnet net
 	defer stop()
 	d := &dockerDemo{cfg: newDockerLabConfig(cfg, f, subnet, lf.stateDir, "", log), flags: f,
 		p: newProgress(stderr, terminalWidth(stderr), 6), size: size, seconds: seconds}
-	d.run(ctx, stderr)
+	d.run(ctx)
 	d.p.Close()
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -152,70 +149,33 @@ func demoDocker(cfg golemnet.LabConfig, lf *labFlags, f *dockerFlags, subnet net
 	return 0
 }
 
-func (d *dockerDemo) run(ctx context.Context, stderr io.Writer) {
-	start := time.Now()
+func (d *dockerDemo) run(ctx context.Context) {
 	d.sum.Network = d.cfg.Net.String()
-	steps := []struct {
-		title   string
-		timeout time.Duration
-		fn      func(context.Context) (string, error)
-	}{
-		{"images and containers up", 15 * time.Minute, func(ctx context.Context) (string, error) { return d.bringUp(ctx, stderr) }},
+	runDemo(ctx, d.p, &d.sum, []demoStepSpec{
+		{"images and containers up", 15 * time.Minute, d.bringUp},
 		{"ping every pair by name", 60 * time.Second, d.pingPairs},
 		{"HTTP by hostname", 2 * time.Minute, d.httpByName},
 		{"throughput", time.Duration(d.seconds)*time.Second + 60*time.Second, d.throughput},
 		{"counters", 10 * time.Second, d.counters},
-	}
-	total := len(steps) + 1
-	failed := false
-	for i, st := range steps {
-		d.p.Step(i+1, st.title)
-		t0 := time.Now()
-		sctx, cancel := context.WithTimeout(ctx, st.timeout)
-		res, err := st.fn(sctx)
-		cancel()
-		if ctx.Err() != nil {
-			err = errInterrupted
+	}, func() {
+		if d.lab != nil {
+			d.sum.Nodes = d.lab.status(context.Background()).Nodes
 		}
-		d.sum.Steps = append(d.sum.Steps, DemoStep{Name: st.title, OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
-		if err != nil {
-			d.p.Failed(err)
-			d.sum.FailedStep = fmt.Sprintf("%d/%d (%s)", i+1, total, st.title)
-			d.sum.Error = err.Error()
-			d.sum.Steps[len(d.sum.Steps)-1].Result = err.Error()
-			failed = true
-			break
-		}
-		d.p.Done(res)
-	}
-	if d.sum.Nodes == nil && d.lab != nil {
-		d.sum.Nodes = d.lab.status(context.Background()).Nodes
-	}
-	d.p.Step(total, "tear down")
-	t0 := time.Now()
-	res, err := "nothing to tear down", error(nil)
-	if d.lab != nil {
-		d.p.Detail("docker stop (the nodes Shutdown their runtimes), then removing containers and network")
-		if err = d.lab.Close(); err == nil {
-			res = "every container and the network removed"
-		}
-	}
-	d.sum.Steps = append(d.sum.Steps, DemoStep{Name: "tear down", OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
-	if err != nil {
-		d.p.Failed(err)
-		if !failed {
-			d.sum.FailedStep = fmt.Sprintf("%d/%d (tear down)", total, total)
-			d.sum.Error = err.Error()
-			failed = true
-		}
-	} else {
-		d.p.Done(res)
-	}
-	d.sum.OK = !failed
-	d.sum.DurationSeconds = time.Since(start).Seconds()
+	}, d.teardown)
 }
 
-func (d *dockerDemo) bringUp(ctx context.Context, stderr io.Writer) (string, error) {
+func (d *dockerDemo) teardown() (string, error) {
+	if d.lab == nil {
+		return "nothing to tear down", nil
+	}
+	d.p.Detail("docker stop (the nodes Shutdown their runtimes), then removing containers and network")
+	if err := d.lab.Close(); err != nil {
+		return "", err
+	}
+	return "every container and the network removed", nil
+}
+
+func (d *dockerDemo) bringUp(ctx context.Context) (string, error) {
 	dc := dockerlab.CLI{}
 	d.p.Detail("images: gvpn-base (debootstrap, cached) and gvpn-lab (make build's binaries)")
 	image, err := d.flags.dockerImage(ctx, dc, progressWriter{d.p})

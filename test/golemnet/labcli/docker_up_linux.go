@@ -107,9 +107,6 @@ func newDockerLabConfig(cfg golemnet.LabConfig, f *dockerFlags, subnet netip.Pre
 }
 
 func upDocker(cfg golemnet.LabConfig, lf *labFlags, f *dockerFlags, subnet netip.Prefix, log *logrus.Entry, stdout, stderr io.Writer) int {
-	if err := os.MkdirAll(lf.stateDir, 0o700); err != nil {
-		return fail(stderr, "up", err)
-	}
 	lock, err := lockStateDir(lf.stateDir)
 	if err != nil {
 		return fail(stderr, "up", err)

@@ -100,9 +100,6 @@ func up(args []string, stdout, stderr io.Writer) int {
 	}
 
 	// One `up` per state dir: the control socket is its address.
-	if err := os.MkdirAll(lf.stateDir, 0o700); err != nil {
-		return fail(stderr, "up", err)
-	}
 	lock, err := lockStateDir(lf.stateDir)
 	if err != nil {
 		return fail(stderr, "up", err)
@@ -228,8 +225,12 @@ func validPrefix(p string) bool {
 	return true
 }
 
-// lockStateDir takes the lock that makes one `up` per state dir.
+// lockStateDir makes the state dir if needed and takes the lock that
+// makes one `up` per state dir.
 func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(filepath.Join(dir, "up.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
