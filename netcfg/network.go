@@ -15,6 +15,10 @@ import (
 	"strconv"
 )
 
+// DefaultName is the VPN interface's name when none is given: the name the
+// runtime, the agent and the lab give the payload's interface.
+const DefaultName = "vpn0"
+
 // DefaultMTU is the IP MTU of the VPN interface when LinkConfig.MTU is 0.
 // Golem's VM runtime uses 1220 so that a frame (MTU+14) plus the Golem Net
 // framing around it still fits a 1500-byte path unfragmented.

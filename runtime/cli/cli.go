@@ -21,6 +21,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
@@ -112,8 +113,8 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.INETEndpoint, "inet-endpoint", "", "the ExeUnit's outbound-internet socket (accepted; INET is not supported)")
 	fs.StringVar(&o.LogLevel, "log-level", envOr("GVPN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GVPN_LOG_LEVEL)")
 	fs.StringVar(&o.LogFormat, "log-format", envOr("GVPN_LOG_FORMAT", "text"), "log format on stderr: text or json (env GVPN_LOG_FORMAT)")
-	fs.IntVar(&o.MTU, "mtu", 1220, "MTU of the VPN interface; every node of a network must agree")
-	fs.StringVar(&o.TapName, "tap-name", "vpn0", "name of the VPN interface inside the sandbox")
+	fs.IntVar(&o.MTU, "mtu", netcfg.DefaultMTU, "MTU of the VPN interface; every node of a network must agree")
+	fs.StringVar(&o.TapName, "tap-name", netcfg.DefaultName, "name of the VPN interface inside the sandbox")
 	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint address (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 30*time.Second, "how often VPN counters go to the ExeUnit as a RuntimeStatus event (0 = never)")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "prefix of the sandbox network namespace names")

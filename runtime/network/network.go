@@ -46,7 +46,8 @@ type Options struct {
 	Endpoint endpoint.Options
 	// Attacher brings up the payload's interface.
 	Attacher Attacher
-	// Name is the interface name inside the payload; empty means "vpn0".
+	// Name is the interface name inside the payload; empty means
+	// netcfg.DefaultName.
 	Name string
 	// MTU of the VPN interface; zero means netcfg.DefaultMTU (1220).
 	MTU int
@@ -82,7 +83,7 @@ type attachment struct {
 // New returns a Manager.
 func New(opts Options) *Manager {
 	if opts.Name == "" {
-		opts.Name = "vpn0"
+		opts.Name = netcfg.DefaultName
 	}
 	if opts.MTU == 0 {
 		opts.MTU = netcfg.DefaultMTU
