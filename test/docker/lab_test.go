@@ -297,8 +297,8 @@ func TestDockerLab(t *testing.T) {
 
 	t.Run("partition 10s during a TCP transfer", func(t *testing.T) {
 		serve(t, "node-a")
-		// 12 MiB at 1 MiB/s: the transfer runs when the partition starts.
-		const size = 12 << 20
+		// 6 MiB at 1 MiB/s: the transfer runs when the partition starts.
+		const size = 6 << 20
 		url := fmt.Sprintf("http://node-a:8080/data?size=%d&rate=1M", size)
 		type result struct {
 			n   int64
@@ -316,7 +316,7 @@ func TestDockerLab(t *testing.T) {
 			}
 			res <- r
 		}()
-		eventually(t, "the transfer is under way", func() bool { return u.node("node-a").Hub.RxBytes > 2<<20 })
+		eventually(t, "the transfer is under way", func() bool { return u.node("node-a").Hub.RxBytes > 1<<20 })
 		u.fault("node-a", "--partition")
 		if st := u.node("node-a").Docker.State; st != "partitioned" {
 			t.Errorf("node-a state %q while partitioned", st)
@@ -425,7 +425,7 @@ func TestDemoDocker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
 	defer cancel()
 	c := exec.CommandContext(ctx, labBin, "demo", "--docker", "--json", "--image", image, "--lab-id", id,
-		"--docker-subnet", "172.31.215.0/24", "--state-dir", t.TempDir(), "--http-size", "20M")
+		"--docker-subnet", "172.31.215.0/24", "--state-dir", t.TempDir())
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
 	out, err := c.Output()
@@ -441,7 +441,7 @@ func TestDemoDocker(t *testing.T) {
 		t.Fatalf("summary: %s", out)
 	}
 	for _, h := range sum.HTTP {
-		if !h.SHA256OK || h.Bytes != 20<<20 {
+		if !h.SHA256OK || h.Bytes != 8<<20 {
 			t.Errorf("http %+v", h)
 		}
 	}

@@ -35,6 +35,10 @@ var (
 
 var docker = dockerlab.CLI{}
 
+// BinDirEnv names a directory with the gvpn binaries for the images (bin/
+// after make build); without it the suite builds them.
+const BinDirEnv = "GVPN_DOCKER_BINDIR"
+
 func TestMain(m *testing.M) {
 	code := run(m)
 	if code == 0 {
@@ -62,12 +66,19 @@ func run(m *testing.M) int {
 	}
 	out, _ := docker.Run(ctx, "images", "-q", "--no-trunc", "-f", "dangling=true")
 	dangling = lines(out)
-	dir, cleanup, err := privtest.Binaries(true, dockerlab.LabBinaries...)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	// The images hold binaries without the race detector, as make build
+	// makes them: they build faster, and make test passes bin/ itself
+	// (BinDirEnv), so that the suite uses the image make images made.
+	dir := os.Getenv(BinDirEnv)
+	if dir == "" {
+		var cleanup func()
+		var err error
+		if dir, cleanup, err = privtest.Binaries(false, dockerlab.LabBinaries...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer cleanup()
 	}
-	defer cleanup()
 	labBin = filepath.Join(dir, "gvpn-lab")
 	t0 := time.Now()
 	im, err := dockerlab.Build(ctx, docker, dockerlab.BuildConfig{BinDir: dir, Dockerfile: "../../Dockerfile", Progress: os.Stderr})

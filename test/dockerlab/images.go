@@ -33,6 +33,9 @@ var LabBinaries = []string{"gvpn-runtime", "gvpn-agent", "gvpn-lab"}
 // DefaultCacheDir keeps the debootstrap tarballs, one per package list.
 const DefaultCacheDir = "/var/cache/gvpn-lab"
 
+// aptArchives is where apt keeps downloaded packages.
+const aptArchives = "/var/cache/apt/archives"
+
 // baseRecipe is part of the base key: change it when the way the tarball is
 // made changes.
 const baseRecipe = "debootstrap minbase, docs/man/locales/apt lists trimmed, v1"
@@ -257,8 +260,13 @@ func debootstrap(ctx context.Context, suite, mirror, tarball string, progress io
 	if out == nil {
 		out = io.Discard
 	}
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant=minbase",
-		"--include="+strings.Join(BasePackages, ","), suite, root, mirror)
+	args := []string{"--variant=minbase", "--include=" + strings.Join(BasePackages, ",")}
+	// The packages this machine's apt already downloaded are not fetched
+	// again, and those fetched land there for next time.
+	if fi, err := os.Stat(aptArchives); err == nil && fi.IsDir() {
+		args = append(args, "--cache-dir="+aptArchives)
+	}
+	cmd := exec.CommandContext(ctx, "debootstrap", append(args, suite, root, mirror)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("debootstrap %s from %s: %w (its log: %s)", suite, mirror, err, filepath.Join(root, "debootstrap/debootstrap.log"))
