@@ -446,7 +446,7 @@ func TestDemoDocker(t *testing.T) {
 		}
 	}
 	for _, n := range sum.Nodes {
-		if n.Docker == nil || n.Docker.Container != id+"-"+n.Name || n.Hub.RxFrames == 0 {
+		if n.Docker == nil || n.Docker.Container != id+"-"+n.Name || n.Hub.RxFrames == 0 || n.MTU != 1220 || !strings.HasPrefix(n.MAC, "90:13:") {
 			t.Errorf("%s: %+v", n.Name, n)
 		}
 	}

@@ -114,6 +114,7 @@ type dockerDemo struct {
 	size    int64
 	seconds int
 	lab     *dockerLab
+	links   map[string]LinkInfo
 	sum     DemoSummary
 }
 
@@ -127,7 +128,7 @@ func demoDocker(cfg golemnet.LabConfig, lf *labFlags, f *dockerFlags, subnet net
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	d := &dockerDemo{cfg: newDockerLabConfig(cfg, f, subnet, lf.stateDir, "", log), flags: f,
-		p: newProgress(stderr, terminalWidth(stderr), 6), size: size, seconds: seconds}
+		p: newProgress(stderr, terminalWidth(stderr), 6), size: size, seconds: seconds, links: map[string]LinkInfo{}}
 	d.run(ctx)
 	d.p.Close()
 	if asJSON {
@@ -159,9 +160,19 @@ func (d *dockerDemo) run(ctx context.Context) {
 		{"counters", 10 * time.Second, d.counters},
 	}, func() {
 		if d.lab != nil {
-			d.sum.Nodes = d.lab.status(context.Background()).Nodes
+			d.sum.Nodes = d.nodes(context.Background())
 		}
 	}, d.teardown)
+}
+
+// nodes is the lab's status with what the payloads saw of vpn0.
+func (d *dockerDemo) nodes(ctx context.Context) []NodeJSON {
+	nodes := d.lab.status(ctx).Nodes
+	for i := range nodes {
+		li := d.links[nodes[i].Name]
+		nodes[i].MTU, nodes[i].MAC = li.MTU, li.MAC
+	}
+	return nodes
 }
 
 func (d *dockerDemo) teardown() (string, error) {
@@ -194,6 +205,21 @@ func (d *dockerDemo) bringUp(ctx context.Context) (string, error) {
 		return "", err
 	}
 	d.lab = lab
+	for _, n := range lab.nodes {
+		d.p.Detail("%s: checking vpn0", n.Name)
+		res, err := lab.Exec(ctx, n.Name, "ip", "-o", "link", "show", "dev", "vpn0")
+		if err != nil || res.ReturnCode != 0 {
+			return "", fmt.Errorf("%s: no vpn0 in the payload (%v): %s", n.Name, err, lastLine(res.Stderr))
+		}
+		li, err := ParseIPLink(res.Stdout)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", n.Name, err)
+		}
+		if want := wantMAC(n.IP); li.MAC != want || !li.Up {
+			return "", fmt.Errorf("%s: vpn0 has MAC %s (up %v), want %s and up", n.Name, li.MAC, li.Up, want)
+		}
+		d.links[n.Name] = li
+	}
 	return fmt.Sprintf("%s; %d node containers + hub on %s; ready after %s", image, len(lab.nodes), lab.cfg.Subnet, lab.readyTimes()), nil
 }
 
@@ -320,10 +346,9 @@ func (l *dockerLab) iperf(ctx context.Context, cli, srv string, seconds int) (Ip
 
 func (d *dockerDemo) counters(ctx context.Context) (string, error) {
 	time.Sleep(1200 * time.Millisecond) // the runtimes report every second
-	st := d.lab.status(ctx)
-	d.sum.Nodes = st.Nodes
+	d.sum.Nodes = d.nodes(ctx)
 	var frames, drops uint64
-	for _, n := range st.Nodes {
+	for _, n := range d.sum.Nodes {
 		frames += n.Hub.RxFrames
 		for _, v := range n.Hub.Drops {
 			drops += v
