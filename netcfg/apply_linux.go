@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
@@ -23,17 +24,6 @@ import (
 // gateway for tools that look. Apply and Teardown treat metric-101 routes
 // on the link as theirs.
 const GatewayRouteMetric = 101
-
-// LinkConfig is the configuration Apply gives one interface.
-type LinkConfig struct {
-	// Name is the interface name in the target namespace.
-	Name string
-	// Net is the validated network, usually from ParseNetwork.
-	Net Network
-	// MTU is the IP MTU; 0 means DefaultMTU. A value the kernel refuses
-	// (a TAP takes 68 to 65535) fails at step "set mtu".
-	MTU int
-}
 
 // StepError is how Apply and Teardown fail: which interface, which step,
 // and the cause (wrapped). Steps are "validate", "netlink", "find link",
@@ -279,8 +269,8 @@ func (cfg *LinkConfig) validate() error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
 	switch {
-	case checkIfName(cfg.Name) != "":
-		return bad("interface name %q: %s", cfg.Name, checkIfName(cfg.Name))
+	case ifname.Check(cfg.Name) != nil:
+		return bad("interface name %q: %v", cfg.Name, ifname.Check(cfg.Name))
 	case cfg.MTU < 0:
 		return bad("negative MTU %d", cfg.MTU)
 	case !n.Prefix.IsValid() || !n.Prefix.Addr().Is4() || n.Prefix.Bits() == 0:
@@ -293,22 +283,6 @@ func (cfg *LinkConfig) validate() error {
 		return bad("gateway %v is the interface's own address", n.Gateway)
 	}
 	return nil
-}
-
-// checkIfName returns why name cannot be an interface name, or "". It also
-// keeps the name from escaping /proc/sys/net/ipv6/conf.
-func checkIfName(name string) string {
-	switch {
-	case name == "":
-		return "empty"
-	case len(name) >= unix.IFNAMSIZ:
-		return fmt.Sprintf("longer than %d bytes", unix.IFNAMSIZ-1)
-	case name == "." || name == "..":
-		return "reserved"
-	case strings.ContainsAny(name, "/: \t\n\v\f\r\x00"):
-		return "contains '/', ':', NUL or white space"
-	}
-	return ""
 }
 
 // applier runs Apply's steps and remembers how to undo each change.
@@ -359,8 +333,8 @@ func (a *applier) rollback() {
 // of times. It leaves MAC, MTU and disable_ipv6 alone. Errors are
 // *StepError.
 func Teardown(ns netns.NsHandle, name string) error {
-	if reason := checkIfName(name); reason != "" {
-		return &StepError{name, "validate", fmt.Errorf("%w: interface name %q: %s", ErrInvalidConfig, name, reason)}
+	if err := ifname.Check(name); err != nil {
+		return &StepError{name, "validate", fmt.Errorf("%w: interface name %q: %w", ErrInvalidConfig, name, err)}
 	}
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
@@ -31,6 +31,7 @@ type TAP struct {
 	rawConn syscall.RawConn
 	name    string
 	index   int
+	log     logrus.FieldLogger
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -130,11 +131,17 @@ func Create(ns netns.NsHandle, cfg Config) (*TAP, error) {
 		nsDup.Close()
 		return nil, fmt.Errorf("tap: create %q: %w", actual, err)
 	}
-	t := &TAP{file: f, rawConn: rc, name: actual, index: index, ns: nsDup}
+	log := cfg.Log
+	if log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		log = l
+	}
+	t := &TAP{file: f, rawConn: rc, name: actual, index: index, ns: nsDup, log: log}
 	t.rd.fn = t.readReady
 	t.rd.overflow = make([]byte, maxTAPFrame)
 	t.wr.fn = t.writeReady
-	logrus.WithFields(logrus.Fields{"interface-name": actual, "persist": cfg.Persist}).Debug("tap: created")
+	log.WithFields(logrus.Fields{"interface-name": actual, "persist": cfg.Persist}).Debug("tap: created")
 	return t, nil
 }
 
@@ -199,19 +206,11 @@ func ifIndex(name string) (int, error) {
 	return int(ifr.Uint32()), nil
 }
 
-// checkName applies the kernel's rules for interface names (dev_valid_name)
-// so that a bad name gets a clear error instead of EINVAL.
+// checkName applies the rule for interface names (netcfg/ifname) so that a
+// bad name gets a clear error instead of EINVAL.
 func checkName(name string) error {
-	bad := func(why string) error {
-		return fmt.Errorf("%w %q: %s", ErrInvalidName, name, why)
-	}
-	switch {
-	case len(name) >= unix.IFNAMSIZ:
-		return bad(fmt.Sprintf("longer than %d bytes", unix.IFNAMSIZ-1))
-	case name == "." || name == "..":
-		return bad("reserved")
-	case strings.ContainsAny(name, "/: \t\n\v\f\r\x00"):
-		return bad("contains '/', ':', NUL or white space")
+	if err := ifname.Check(name); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrInvalidName, name, err)
 	}
 	return nil
 }
@@ -431,7 +430,7 @@ func (t *TAP) Close() error {
 		t.nsMu.Lock()
 		t.ns.Close()
 		t.nsMu.Unlock()
-		logrus.WithField("interface-name", t.name).Debug("tap: closed")
+		t.log.WithField("interface-name", t.name).Debug("tap: closed")
 	})
 	return t.closeErr
 }

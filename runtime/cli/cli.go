@@ -22,7 +22,9 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/runtime/endpoint"
+	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
@@ -180,25 +182,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func setupLog(o *Options, stderr io.Writer) (*logrus.Entry, error) {
-	l := logrus.New()
-	l.SetOutput(stderr)
-	lvl, err := logrus.ParseLevel(o.LogLevel)
+	l, err := logs.New(stderr, o.LogLevel, o.LogFormat)
 	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, err
 	}
-	l.SetLevel(lvl)
-	switch o.LogFormat {
-	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{})
-	default:
-		return nil, fmt.Errorf("--log-format must be text or json, not %q", o.LogFormat)
-	}
-	// Packages that log through the standard logger go to stderr too.
-	logrus.SetOutput(stderr)
-	logrus.SetLevel(lvl)
-	logrus.SetFormatter(l.Formatter)
 	return logrus.NewEntry(l).WithField("runtime", "gvpn"), nil
 }
 
@@ -243,8 +230,10 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		return fail(err)
 	}
-	if o.Hostname != "" && !validHostname(o.Hostname) {
-		return fail(fmt.Errorf("--hostname %q is not a valid hostname", o.Hostname))
+	if o.Hostname != "" {
+		if err := netcfg.CheckHostname(o.Hostname); err != nil {
+			return fail(fmt.Errorf("--hostname: %w", err))
+		}
 	}
 	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Version: Version})
 	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
@@ -277,22 +266,21 @@ func checkWorkdir(dir string) error {
 	return nil
 }
 
-func validHostname(h string) bool {
-	if len(h) == 0 || len(h) > 63 {
-		return false
-	}
-	for _, c := range h {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		log.WithError(err).Error("cannot start")
 		return 1
+	}
+	// The operator's interface settings are checked now, by the rules
+	// CreateNetwork applies, so that a bad flag stops the runtime with the
+	// flag's name instead of failing every CreateNetwork.
+	if err := ifname.Check(o.TapName); err != nil {
+		log.WithError(err).Errorf("--tap-name %q", o.TapName)
+		return 2
+	}
+	if err := netcfg.CheckMTU(o.MTU); err != nil {
+		log.WithError(err).Error("--mtu")
+		return 2
 	}
 	hostname := o.Hostname
 	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {
@@ -352,6 +340,9 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	interval := o.StatsInterval
 	if interval == 0 {
 		interval = -1
@@ -363,6 +354,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 		Sandbox:       sbx,
 		Network:       mgr,
 		StatsInterval: interval,
+		LogStats:      usr1,
 		Log:           log,
 	})
 	if err != nil {

@@ -137,8 +137,8 @@ func newAgent(cfg Config) (*agent, error) {
 		return nil, err
 	}
 	a.pump = pump.Start(pump.Config{
-		Payload: a.gate,
-		Network: a.data,
+		Iface:   a.gate,
+		Uplink:  a.data,
 		Egress:  a.egress,
 		Ingress: a.ingress,
 		Log:     log,
@@ -243,11 +243,10 @@ func (a *agent) logCounters(msg string) {
 		"ingress_drops":  st.Ingress.DropMap(),
 		"unconfigured":   a.gate.Unconfigured(),
 	}
-	switch d := a.data.(type) {
-	case *vsock.Redialer:
-		f["bridge_dropped"], f["bridge_reconnects"] = d.Dropped(), d.Reconnects()
-	case *vsock.Acceptor:
-		f["bridge_dropped"], f["bridge_accepted"] = d.Dropped(), d.Accepted()
+	if c, ok := a.data.(link.Counters); ok {
+		for name, n := range c.Counters() {
+			f[name] = n
+		}
 	}
 	a.log.WithFields(f).Info(msg)
 }

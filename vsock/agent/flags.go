@@ -210,8 +210,8 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 }
 
 // manualConfigure builds the configure request the flags describe and
-// validates it the way a runtime's request is validated, naming the flag
-// at fault.
+// validates it with the one validator a runtime's request goes through
+// (netcfg.Request, by way of Configure.Validate), naming the flag at fault.
 func manualConfigure(ipStr, gateway, name string, mtu int, hosts map[string]string) (vsock.Configure, error) {
 	p, err := netip.ParsePrefix(ipStr)
 	if err != nil || !p.Addr().Is4() {
@@ -233,15 +233,6 @@ func manualConfigure(ipStr, gateway, name string, mtu int, hosts map[string]stri
 			return c, &UsageError{Flag: flagOf[fe.Field], Err: fe.Err}
 		}
 		return c, &UsageError{Err: err}
-	}
-	// What the runtime's CreateNetwork check refuses too: the network's own
-	// or broadcast address as the interface's.
-	if _, err := netcfg.ParseNetwork(p.Masked().Addr().String(), c.Mask, gateway, c.IfAddr); err != nil {
-		var fe *netcfg.FieldError
-		if errors.As(err, &fe) && fe.Field == "gateway" {
-			return c, &UsageError{Flag: "gateway", Err: err}
-		}
-		return c, &UsageError{Flag: "ip", Err: err}
 	}
 	return c, nil
 }

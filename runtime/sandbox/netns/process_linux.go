@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
@@ -185,7 +186,7 @@ func (p *Process) wait() {
 	rc := int32(-1)
 	state, err := p.proc.Wait()
 	if err == nil {
-		rc = returnCode(state.Sys().(syscall.WaitStatus))
+		rc = proc.ReturnCode(state.Sys().(syscall.WaitStatus))
 	} else {
 		p.sb.log.WithError(err).WithField("pid", p.pid).Warn("wait for process")
 	}
@@ -197,17 +198,6 @@ func (p *Process) wait() {
 	p.sb.mu.Unlock()
 	p.sb.log.WithField("pid", p.pid).WithField("rc", rc).Debug("process exited")
 	close(p.reaped)
-}
-
-func returnCode(ws syscall.WaitStatus) int32 {
-	switch {
-	case ws.Exited():
-		return int32(ws.ExitStatus())
-	case ws.Signaled():
-		return 128 + int32(ws.Signal())
-	default:
-		return -1
-	}
 }
 
 func (p *Process) hasExited() bool {

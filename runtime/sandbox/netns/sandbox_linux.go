@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
@@ -54,8 +55,8 @@ type Config struct {
 	// directory of processes whose sandbox.ProcessSpec.Dir is empty. Required.
 	Workdir string
 	// Hostname, when set, gives every process its own UTS namespace with
-	// this hostname and adds "127.0.1.1 Hostname" to the hosts file. At
-	// most 64 characters of [A-Za-z0-9.-_].
+	// this hostname and adds "127.0.1.1 Hostname" to the hosts file. It
+	// must pass netcfg.CheckHostname.
 	Hostname string
 	// Log receives the sandbox's logs; nil means logrus.StandardLogger().
 	Log *logrus.Entry
@@ -120,8 +121,10 @@ func Open(cfg Config) (*Sandbox, error) {
 	if strings.ContainsAny(cfg.NamePrefix, "/\x00") {
 		return nil, fmt.Errorf("%w: name prefix %q contains '/' or NUL", ErrBadConfig, cfg.NamePrefix)
 	}
-	if !validHostname(cfg.Hostname) {
-		return nil, fmt.Errorf("%w: hostname %q", ErrBadConfig, cfg.Hostname)
+	if cfg.Hostname != "" {
+		if err := netcfg.CheckHostname(cfg.Hostname); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+		}
 	}
 	workdir, err := filepath.Abs(cfg.Workdir)
 	if err != nil {
@@ -167,22 +170,6 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-// validHostname accepts "" (no own hostname) and conservative host names:
-// the value ends up in a hosts file line and in sethostname(2).
-func validHostname(h string) bool {
-	if len(h) > 64 {
-		return false
-	}
-	for _, c := range h {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // create makes the namespace, brings lo up, writes the hosts file and

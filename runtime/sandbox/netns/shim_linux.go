@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
@@ -33,10 +33,6 @@ const (
 
 	// maxReport bounds what Start reads from the report pipe.
 	maxReport = 64 << 10
-
-	// defaultPath is searched when the process environment has no PATH,
-	// as execvp does.
-	defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
 // Report kinds, one per sentinel error.
@@ -112,7 +108,7 @@ func runShim(args []string) int {
 			return fail(kindSetup, exitNoExec, "set hostname %q: %v", spec.hostname, err)
 		}
 	}
-	path, err := lookPath(spec.bin)
+	path, err := proc.LookPath(spec.bin, proc.PathOf(os.Environ()), "")
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return fail(kindNotFound, exitNotFound, "%s: command not found", spec.bin)
@@ -124,44 +120,6 @@ func runShim(args []string) int {
 		return fail(kindNotFound, exitNotFound, "%s: %v", path, err)
 	}
 	return fail(kindNoExec, exitNoExec, "%s: %v", path, err)
-}
-
-// lookPath resolves bin the way execvp does: a name with a slash is used as
-// is (relative to the working directory), any other name is searched in the
-// PATH of the process environment (defaultPath when unset). A match that is
-// not executable is skipped, and reported as EACCES when nothing else
-// matches; no match at all is ENOENT.
-func lookPath(bin string) (string, error) {
-	if bin == "" {
-		return "", unix.ENOENT
-	}
-	if strings.Contains(bin, "/") {
-		return bin, nil
-	}
-	dirs, ok := os.LookupEnv("PATH")
-	if !ok {
-		dirs = defaultPath
-	}
-	var denied error
-	for _, dir := range strings.Split(dirs, ":") {
-		if dir == "" {
-			dir = "."
-		}
-		candidate := dir + "/" + bin
-		var st unix.Stat_t
-		if unix.Stat(candidate, &st) != nil || st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			continue
-		}
-		if err := unix.Access(candidate, unix.X_OK); err != nil {
-			denied = err
-			continue
-		}
-		return candidate, nil
-	}
-	if denied != nil {
-		return "", denied
-	}
-	return "", unix.ENOENT
 }
 
 // readShimReport reads the report pipe until EOF (the shim exec'd or
