@@ -73,3 +73,15 @@ func TestPrivilegedArgs(t *testing.T) {
 		t.Errorf("args %v note %q", args, note)
 	}
 }
+
+func FuzzMirrorOf(f *testing.F) {
+	f.Add("Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n")
+	f.Add("deb [arch=amd64] http://ftp.example/debian bookworm main\n")
+	f.Add("deb http://security.debian.org/debian-security bookworm-security main\n")
+	f.Fuzz(func(t *testing.T, content string) {
+		m := mirrorOf(strings.NewReader(content))
+		if m != "" && (!strings.HasPrefix(m, "http") || strings.Contains(m, "security") || !strings.Contains(content, m)) {
+			t.Fatalf("mirrorOf(%q) = %q", content, m)
+		}
+	})
+}

@@ -218,7 +218,12 @@ func mirrorIn(path string) string {
 		return ""
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return mirrorOf(f)
+}
+
+// mirrorOf is mirrorIn on the file's content.
+func mirrorOf(r io.Reader) string {
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
 		var uris []string

@@ -514,6 +514,11 @@ func (l *dockerLab) containerStates(ctx context.Context) map[string]containerSta
 	}
 	format := `{{.Name}} {{.State.Status}} {{with index .NetworkSettings.Networks "` + l.network + `"}}{{.IPAddress}}{{end}}`
 	out, _ := l.d.Run(ctx, append([]string{"inspect", "--format", format}, names...)...)
+	return parseStates(out)
+}
+
+// parseStates reads containerStates' lines: "/NAME STATE [ADDRESS]".
+func parseStates(out string) map[string]containerState {
 	m := map[string]containerState{}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
@@ -522,7 +527,9 @@ func (l *dockerLab) containerStates(ctx context.Context) map[string]containerSta
 			if len(f) >= 3 {
 				cs.addr = f[2]
 			}
-			m[strings.TrimPrefix(f[0], "/")] = cs
+			if name := strings.TrimPrefix(f[0], "/"); name != "" {
+				m[name] = cs
+			}
 		}
 	}
 	return m

@@ -62,3 +62,31 @@ func mustPrefix(t *testing.T, s string) netip.Prefix {
 	}
 	return p
 }
+
+func TestParseStates(t *testing.T) {
+	got := parseStates("/lab-node-a running 172.31.211.10\n/lab-node-b exited \n/lab-hub paused 172.31.211.2\n\ngarbage\n")
+	want := map[string]containerState{
+		"lab-node-a": {"running", "172.31.211.10"},
+		"lab-node-b": {"exited", ""},
+		"lab-hub":    {"paused", "172.31.211.2"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("parseStates = %v", got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %+v, want %+v", k, got[k], v)
+		}
+	}
+}
+
+func FuzzParseStates(f *testing.F) {
+	f.Add("/lab-node-a running 172.31.211.10\n/lab-node-b exited\n")
+	f.Fuzz(func(t *testing.T, out string) {
+		for name, st := range parseStates(out) {
+			if name == "" || st.state == "" || strings.ContainsAny(name+st.state+st.addr, " \t\n") {
+				t.Fatalf("parseStates(%q): %q → %+v", out, name, st)
+			}
+		}
+	})
+}
