@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/tap"
 )
@@ -32,6 +33,14 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", checkCaps},
 		{"/dev/net/tun", checkTun},
 		{"network namespace sandbox with a TAP device", func() error { return checkSandbox(o, log) }},
+	}
+	if o.Sandbox == "vm" {
+		checks = append(checks, struct {
+			name string
+			run  func() error
+		}{"payload VM (QEMU, guest kernel and initramfs, task package)", func() error {
+			return vm.Check(vmConfig(o, "selftest", "", nil, nil, log))
+		}})
 	}
 	failed := 0
 	for _, c := range checks {

@@ -193,20 +193,3 @@ func runAll(ctx context.Context, cfg *config, names []string) (*report, error) {
 	}
 	return rep, errors.Join(errs...)
 }
-
-// dockerSectionMarker starts the section `make bench-docker` writes at the
-// end of the file (labcli.DockerBenchMarker); a bench run keeps it.
-const dockerSectionMarker = "<!-- gvpn-lab bench-docker:"
-
-// keptSections returns the part of the existing file that other commands
-// generate, to be written back after this bench's report.
-func keptSections(path string) string {
-	old, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	if i := strings.Index(string(old), dockerSectionMarker); i >= 0 {
-		return "\n" + string(old[i:])
-	}
-	return ""
-}

@@ -2,6 +2,8 @@ package labcli
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -89,4 +91,23 @@ func FuzzParseStates(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The Docker section goes below what make bench keeps, and replaces
+// itself on a rerun.
+func TestReplaceSection(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	if err := os.WriteFile(path, []byte("# gvpn benchmarks\n\nbench's own part\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{"first\n", "second\n"} {
+		if err := replaceSection(path, DockerBenchMarker+"\n"+body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(path)
+	want := "# gvpn benchmarks\n\nbench's own part\n\n" + benchKeptMarker + "\n\n" + DockerBenchMarker + "\nsecond\n"
+	if string(b) != want {
+		t.Errorf("file:\n%s\nwant:\n%s", b, want)
+	}
 }
