@@ -28,10 +28,10 @@ import (
 	"golang.org/x/sys/unix"
 	"gopkg.in/natefinch/lumberjack.v2"
 
-	"github.com/gvpn/gvpn/internal/cmdflag"
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/cmdflag"
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gvpn/gvpn/internal/cmdflag"
 	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/cmdflag"
 )
 
 func run(args ...string) (code int, stdout, stderr string) {

@@ -10,8 +10,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/gvpn/gvpn/internal/cmdflag"
 	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/runtime/cmdflag"
 	"github.com/gvpn/gvpn/vsock"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/internal/cmdflag"
+	"github.com/gvpn/gvpn/runtime/cmdflag"
 	"github.com/gvpn/gvpn/runtime/logs"
 )
 

@@ -7,7 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/gvpn/gvpn/internal/cmdflag"
+	"github.com/gvpn/gvpn/runtime/cmdflag"
 )
 
 // usageError is bad input: exit code 2.
