@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 )
 
 func TestLockRefusesSecondHolderAndNamesTheFirst(t *testing.T) {

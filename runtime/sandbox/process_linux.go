@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,10 +30,11 @@ type ProcessSpec struct {
 	// Args is the complete argument vector INCLUDING argv[0], as the
 	// ExeUnit sends it. Empty means []string{Bin}.
 	Args []string
-	// Dir is the working directory; empty means the sandbox's workdir.
+	// Dir is the working directory inside the sandbox; empty means the
+	// default volume's path (or "/" when there is none).
 	Dir string
-	// Env is the environment ("KEY=value"); nil means the runtime's own
-	// environment, like exec.Cmd.
+	// Env is the whole environment ("KEY=value"), never the runtime's; a
+	// PATH (DefaultPath) is added when it has none.
 	Env []string
 }
 
@@ -102,11 +105,12 @@ func (s *Sandbox) Start(spec ProcessSpec) (*Process, error) {
 	}
 	dir := spec.Dir
 	if dir == "" {
-		dir = s.workdir
+		dir = s.dir
 	}
-
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("%w: working directory: %v", ErrSetup, err)
+	env := payloadEnv(spec.Env)
+	uid, gid := strconv.Itoa(int(s.user.UID)), strconv.Itoa(int(s.user.GID))
+	if s.root {
+		uid, gid = shimRoot, shimRoot
 	}
 
 	s.life.RLock()
@@ -136,23 +140,19 @@ func (s *Sandbox) Start(spec ProcessSpec) (*Process, error) {
 		return nil, fmt.Errorf("%w: pipes: %v", ErrSetup, err)
 	}
 
-	flags := uintptr(unix.CLONE_NEWNS)
-	if s.hostname != "" {
-		flags |= unix.CLONE_NEWUTS
-	}
+	// The starter's thread is in the sandbox's namespaces already; the
+	// shim drops privileges, changes to dir and execs.
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
-		Args:       append([]string{shimArgv0, shimMarker, s.hostsPath, s.hostname, spec.Bin}, argv...),
-		Env:        spec.Env,
-		Dir:        dir,
+		Args:       append([]string{shimArgv0, shimMarker, uid, gid, dir, spec.Bin}, argv...),
+		Env:        env,
 		Stdout:     outW,
 		Stderr:     errW,
 		ExtraFiles: []*os.File{repW},
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:      true,
-			Pdeathsig:    syscall.SIGKILL,
-			Unshareflags: flags,
-		},
+		// No Pdeathsig: in the holder's PID namespace the parent is not
+		// visible, and os/exec would take that for the parent's death.
+		// The process dies with the holder instead, which has one.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
 	err := s.starter.start(cmd)
 	// The child has its copies of the write ends; ours must go so that the
@@ -195,6 +195,21 @@ func (s *Sandbox) Start(spec ProcessSpec) (*Process, error) {
 	go p.wait()
 	s.log.WithField("pid", p.pid).WithField("bin", spec.Bin).Debug("process started")
 	return p, nil
+}
+
+// payloadEnv is the request's environment plus DefaultPath when it has no
+// PATH: nothing of the runtime's own environment reaches the payload.
+func payloadEnv(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	hasPath := false
+	for _, kv := range env {
+		hasPath = hasPath || strings.HasPrefix(kv, "PATH=")
+		out = append(out, kv)
+	}
+	if !hasPath {
+		out = append(out, "PATH="+DefaultPath)
+	}
+	return out
 }
 
 // wait marks the leader as exited before reaping it, so that Kill, which

@@ -61,16 +61,16 @@ func TestPlanSimpleListAndDefaultReplaced(t *testing.T) {
 
 func TestPlanRejectsBadInputNamingIt(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"/":{"host":{}}}`:             `"/"`,
-		`["relative"]`:                  `"relative"`,
-		`["/a/../b"]`:                   "not clean",
-		`["/proc/x"]`:                   "/proc",
-		`["/tmp"]`:                      "/tmp",
-		`{"/x":{"nfs":{}}}`:             `"nfs"`,
-		`{"/x":{"ram":{"size":"lots"}}}`: `"lots"`,
-		`{"/x":{}}`:                     "exactly one",
-		`{"/x":{"host":{},"ram":{}}}`:   "exactly one",
-		`42`:                            "not a list",
+		`{"/":{"host":{}}}`:                      `"/"`,
+		`["relative"]`:                           `"relative"`,
+		`["/a/../b"]`:                            "not clean",
+		`["/proc/x"]`:                            "/proc",
+		`["/tmp"]`:                               "/tmp",
+		`{"/x":{"nfs":{}}}`:                      `"nfs"`,
+		`{"/x":{"ram":{"size":"lots"}}}`:         `"lots"`,
+		`{"/x":{}}`:                              "exactly one",
+		`{"/x":{"host":{},"ram":{}}}`:            "exactly one",
+		`42`:                                     "not a list",
 		`["/` + strings.Repeat("a", 2000) + `"]`: "too long",
 	} {
 		_, err := Plan(in)
