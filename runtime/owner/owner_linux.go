@@ -120,7 +120,7 @@ func startTime(pid int) (uint64, error) {
 	return strconv.ParseUint(fields[19], 10, 64)
 }
 
-// Claim creates dir (mode 0755 whatever the umask) holding the calling
+// Claim creates dir (mode 0700 whatever the umask: only root may enter) holding the calling
 // process's owner record, atomically: the directory appears with its
 // record or not at all, so a sweep never sees an ownerless directory of a
 // live runtime. When dir exists already the error wraps ErrBusy if its
@@ -140,7 +140,7 @@ func Claim(dir string) error {
 		return err
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
-	if err := os.Chmod(tmp, 0o755); err != nil {
+	if err := os.Chmod(tmp, 0o700); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(tmp, RecordFile), []byte(self.String()+"\n"), 0o644); err != nil {

@@ -73,8 +73,8 @@ func TestClaimRecordsALiveOwner(t *testing.T) {
 		t.Fatalf("record %+v, %v; alive %v", r, err, r.Alive())
 	}
 	fi, _ := os.Stat(dir)
-	if fi.Mode().Perm() != 0o755 {
-		t.Errorf("mode %v, want 0755", fi.Mode().Perm())
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("mode %v, want 0700", fi.Mode().Perm())
 	}
 	if err := Claim(dir); !errors.Is(err, ErrBusy) {
 		t.Fatalf("claim of a live owner's dir = %v, want ErrBusy", err)
