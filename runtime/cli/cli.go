@@ -23,8 +23,10 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/network"
+	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/service"
+	"github.com/gvpn/gvpn/runtime/volume"
 )
 
 // Version is stamped at build time (-ldflags -X).
@@ -49,6 +51,8 @@ type Options struct {
 	LocalEndpoint string
 	StatsInterval time.Duration
 	SandboxPrefix string
+	PayloadUser   string
+	PayloadRoot   bool
 
 	// The sandbox kind and, for the agent sandbox, how to reach the payload.
 	Sandbox       string
@@ -105,7 +109,9 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU cores from the agreement (accepted, logged)")
 	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory from the agreement (accepted, logged)")
 	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage from the agreement (accepted, logged)")
-	fs.StringVar(&o.VolumeOverride, "volume-override", "", "Deploy volumes as JSON (accepted; the netns sandbox shares the host's files)")
+	fs.StringVar(&o.VolumeOverride, "volume-override", "", "the Deploy command's volumes as JSON, e.g. {\"/golem/input\":{\"host\":{}},\"/scratch\":{\"ram\":{\"size\":\"1GiB\"}}};\ndeploy creates them in the workdir and lists the host ones as \"vols\" (/golem/work is always one)")
+	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user name, a uid, or uid:gid\n(never root; they get no capabilities either way)")
+	fs.BoolVar(&o.PayloadRoot, "payload-root", false, "netns sandbox: UNSAFE: run payload processes as root with the runtime's capabilities;\nonly for payloads you trust (the log and `test` say so)")
 	fs.StringVar(&o.Hostname, "hostname", "", "hostname of the payload (deploy remembers it for start)")
 	fs.StringVar(&o.VPNEndpoint, "vpn-endpoint", "", "the ExeUnit's VPN data socket: udp://IP:PORT (what the ExeUnit passes),\nunix://PATH, tcp-connect://IP:PORT or tcp-listen://IP:PORT")
 	fs.StringVar(&o.INETEndpoint, "inet-endpoint", "", "the ExeUnit's outbound-internet socket (accepted; INET is not supported)")
@@ -219,22 +225,23 @@ func offerTemplate(stdout io.Writer) int {
 // deployment is what deploy leaves in the workdir for start: flags that the
 // ExeUnit passes only to deploy.
 type deployment struct {
-	Hostname string `json:"hostname,omitempty"`
-	Version  string `json:"version"`
+	Hostname string      `json:"hostname,omitempty"`
+	Volumes  volume.List `json:"volumes,omitempty"`
+	Version  string      `json:"version"`
 }
 
 const deploymentFile = "gvpn-deployment.json"
 
 type deployResult struct {
 	Valid     map[string]string `json:"valid"`
-	Vols      []any             `json:"vols"`
+	Vols      []volume.Vol      `json:"vols"`
 	StartMode string            `json:"startMode"`
 }
 
 func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	fail := func(err error) int {
 		log.WithError(err).Error("deploy failed")
-		b, _ := json.Marshal(deployResult{Valid: map[string]string{"Err": err.Error()}, Vols: []any{}, StartMode: "blocking"})
+		b, _ := json.Marshal(deployResult{Valid: map[string]string{"Err": err.Error()}, Vols: []volume.Vol{}, StartMode: "blocking"})
 		stdout.Write(b)
 		return 1
 	}
@@ -244,13 +251,28 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if o.Hostname != "" && !validHostname(o.Hostname) {
 		return fail(fmt.Errorf("--hostname %q is not a valid hostname", o.Hostname))
 	}
-	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Version: Version})
+	vols, err := volume.Plan(o.VolumeOverride)
+	if err != nil {
+		return fail(err)
+	}
+	u, root, err := payloadUser(o)
+	if err != nil {
+		return fail(err)
+	}
+	uid := int(u.UID)
+	if root {
+		uid = 0
+	}
+	if err := vols.Prepare(o.Workdir, uid); err != nil {
+		return fail(err)
+	}
+	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Volumes: vols, Version: Version})
 	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
 		return fail(fmt.Errorf("write deployment: %w", err))
 	}
-	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname}).Info("deployed")
+	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname, "vols": vols.Vols()}).Info("deployed")
 	// Exactly one JSON object, nothing else: the ExeUnit parses stdout.
-	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: []any{}, StartMode: "blocking"})
+	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: vols.Vols(), StartMode: "blocking"})
 	stdout.Write(b)
 	return 0
 }
@@ -292,14 +314,30 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 		log.WithError(err).Error("cannot start")
 		return 1
 	}
+	// One activity per workdir: a second start refuses before it touches
+	// anything. The kernel drops the lock when this process dies.
+	lock, err := owner.Lock(o.Workdir)
+	if err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
+	}
+	defer lock.Unlock()
+	sweep(o, log)
 	hostname := o.Hostname
+	var vols volume.List
 	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {
 		var d deployment
-		if json.Unmarshal(b, &d) == nil && hostname == "" {
-			hostname = d.Hostname
+		if json.Unmarshal(b, &d) == nil {
+			if hostname == "" {
+				hostname = d.Hostname
+			}
+			vols = d.Volumes
 		}
 	} else {
 		log.Warn("no deployment in the workdir (was deploy run?); starting with defaults")
+	}
+	if vols == nil {
+		vols, _ = volume.Plan("")
 	}
 	var vpn *endpoint.URL
 	if o.VPNEndpoint != "" {
@@ -322,12 +360,21 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	)
 	switch o.Sandbox {
 	case "netns":
-		sb, err := sandbox.Open(sandbox.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix})
+		u, root, err := payloadUser(o)
+		if err != nil {
+			log.WithError(err).Error("cannot start")
+			return 2
+		}
+		if root {
+			warnRoot(log)
+		}
+		sb, err := sandbox.Open(sandbox.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
+			User: u, Root: root, Volumes: vols})
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1
 		}
-		log.WithField("netns", sb.Name()).Info("sandbox ready")
+		log.WithFields(logrus.Fields{"netns": sb.Name(), "payload": describePayload(u, root), "vols": vols.Vols()}).Info("sandbox ready")
 		sbx, payload = service.NetnsSandbox{Sandbox: sb}, &network.NetnsPayload{NS: sb.NetNS(), HostsPath: sb.HostsPath()}
 	case "agent":
 		box, err := openAgentSandbox(o, hostname, stderr, log)
@@ -354,7 +401,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	if interval == 0 {
 		interval = -1
 	}
-	err := service.Serve(ctx, service.Config{
+	err = service.Serve(ctx, service.Config{
 		In:            stdin,
 		Out:           stdout,
 		Version:       Version,

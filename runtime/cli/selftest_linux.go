@@ -31,7 +31,19 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 	}{
 		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN)", checkCaps},
 		{"/dev/net/tun", checkTun},
-		{"network namespace sandbox with a TAP device", func() error { return checkSandbox(o, log) }},
+		{"sandboxes left by runtimes that died removed", func() error { return sweep(o, log) }},
+		{"network namespace sandbox with a TAP device and a payload", func() error { return checkSandbox(o, log) }},
+	}
+	u, root, err := payloadUser(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "gvpn-runtime test: FAIL payload user: %v\n", err)
+		return 1
+	}
+	if root {
+		warnRoot(log)
+		fmt.Fprintf(stderr, "gvpn-runtime test: WARN payloads run as %s\n", describePayload(u, root))
+	} else {
+		fmt.Fprintf(stderr, "gvpn-runtime test: ok   payloads run as %s\n", describePayload(u, root))
 	}
 	failed := 0
 	for _, c := range checks {
@@ -95,7 +107,11 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	defer os.RemoveAll(dir)
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
-	sb, err := sandbox.Open(sandbox.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet)})
+	u, root, err := payloadUser(o)
+	if err != nil {
+		return err
+	}
+	sb, err := sandbox.Open(sandbox.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet), User: u, Root: root})
 	if err != nil {
 		return err
 	}
@@ -104,5 +120,40 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	return dev.Close()
+	if err := dev.Close(); err != nil {
+		return err
+	}
+	return runTrue(sb)
+}
+
+// runTrue runs `true` as a payload: the sandbox's init, the privilege drop
+// and the exec all work on this host.
+func runTrue(sb *sandbox.Sandbox) error {
+	p, err := sb.Start(sandbox.ProcessSpec{Bin: "true"})
+	if err != nil {
+		return err
+	}
+	rc := make(chan int32, 1)
+	p.Stream(func(ev sandbox.Event) {
+		if ev.Exited {
+			rc <- ev.ReturnCode
+		}
+	})
+	if code := <-rc; code != 0 {
+		return fmt.Errorf("a payload running `true` exited with %d", code)
+	}
+	return nil
+}
+
+// sweep removes the sandboxes of runtimes that died (never a live one's);
+// start and test run it, so that a crash leaves nothing behind for long.
+func sweep(o *Options, log *logrus.Entry) error {
+	removed, err := sandbox.Sweep(o.SandboxPrefix, log)
+	if len(removed) > 0 {
+		log.WithField("sandboxes", removed).Warn("removed sandboxes left by runtimes that died")
+	}
+	if err != nil {
+		log.WithError(err).Warn("sweeping sandboxes left by runtimes that died")
+	}
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 
@@ -16,9 +17,10 @@ import (
 // namespace, /run/gvpn directory, processes still in the namespace) and
 // every agent sandbox socket directory whose name starts with prefix
 // (DefaultPrefix when empty) and whose owner record names a process that is
-// gone. A sandbox whose owner runs is never touched; a namespace without a
-// claimed directory (an older version's, or half removed) is stale. It
-// returns the names it removed; errors of single sandboxes are joined and
+// gone. A sandbox whose owner runs is never touched. One without an owner
+// record (an older version's, or half removed) is stale only when no
+// thread of any process is in its namespace: an older runtime keeps a
+// thread there for its whole life. It returns the names it removed; errors of single sandboxes are joined and
 // the sweep goes on.
 func Sweep(prefix string, log *logrus.Entry) ([]string, error) {
 	if log == nil {
@@ -32,12 +34,15 @@ func Sweep(prefix string, log *logrus.Entry) ([]string, error) {
 	var errs []error
 	for _, name := range names {
 		dir := filepath.Join(runDir, name)
-		if _, err := os.Lstat(dir); err == nil && !owner.Stale(dir) {
-			continue
-		}
 		l := log.WithField("sandbox", name)
-		if rec, err := owner.Read(dir); err == nil {
+		rec, err := owner.Read(dir)
+		switch {
+		case err == nil && rec.Alive():
+			continue
+		case err == nil:
 			l = l.WithField("dead_owner_pid", rec.PID)
+		case inUse(name), listening(dir):
+			continue
 		}
 		if _, err := cleanupName(name, l); err != nil {
 			errs = append(errs, err)
@@ -47,4 +52,43 @@ func Sweep(prefix string, log *logrus.Entry) ([]string, error) {
 		removed = append(removed, name)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// listening reports whether a unix socket is bound to a path in dir: an
+// older runtime's agent sandbox listens there. /proc/net/unix lists them
+// without connecting (a connection would take the agent's bridge over).
+func listening(dir string) bool {
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 8 && strings.HasPrefix(f[7], dir+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// inUse reports whether any thread of any process is in the named
+// namespace (or whether that cannot be told).
+func inUse(name string) bool {
+	id, err := nsIDOfPath(filepath.Join(netnsDir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return false // no namespace: only a directory to remove
+	}
+	if err != nil {
+		return true
+	}
+	tasks, err := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
+	if err != nil {
+		return true
+	}
+	for _, t := range tasks {
+		if got, err := nsIDOfPath(t); err == nil && got == id {
+			return true
+		}
+	}
+	return false
 }
