@@ -74,7 +74,8 @@ type LabNode struct {
 	// CreateNetwork reply.
 	RuntimeEndpoint netip.AddrPort
 
-	logs *TailBuffer
+	logs     *TailBuffer
+	deployed DeployResult
 }
 
 // NewLab brings a lab up: it validates cfg, starts the hub, runs the
@@ -206,9 +207,11 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 	cfg.VPNEndpoint = n.Hub.EndpointURL()
 
 	l.progress(n.Name, "deploy")
-	if _, err := Deploy(ctx, cfg); err != nil {
+	dep, err := Deploy(ctx, cfg)
+	if err != nil {
 		return fail("deploy", err)
 	}
+	n.deployed = dep
 	l.progress(n.Name, "start")
 	eu, err := Start(ctx, cfg)
 	if err != nil {
@@ -277,6 +280,17 @@ func (l *Lab) Exec(ctx context.Context, node string, argv ...string) (Result, er
 		return Result{}, err
 	}
 	return p.Wait(ctx)
+}
+
+// Install copies the program src into the node's default volume, as a
+// requestor uploads its program, and returns its path in the sandbox (the
+// payload sees none of the host's /tmp, /root or /home).
+func (l *Lab) Install(node, src, name string) (string, error) {
+	n, err := l.Lookup(node)
+	if err != nil {
+		return "", err
+	}
+	return Install(n.Workdir, n.deployed, src, name)
 }
 
 // Spawn starts argv in the node's sandbox through RunProcess and returns

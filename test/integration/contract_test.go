@@ -17,6 +17,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/privtest"
 )
@@ -101,8 +102,18 @@ func TestDeployPrintsExactlyOneJSONObject(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deploy exit %d: %s", code, stderr)
 	}
-	if out != `{"valid":{"Ok":""},"vols":[],"startMode":"blocking"}` {
+	// The default volume, named as the ExeUnit maps container paths:
+	// <workdir>/<name>, created for the payload user.
+	vol := volume.NameFor(volume.DefaultPath)
+	if out != `{"valid":{"Ok":""},"vols":[{"name":"`+vol+`","path":"/golem/work"}],"startMode":"blocking"}` {
 		t.Fatalf("deploy stdout %q", out)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, vol)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o770 {
+		t.Fatalf("volume directory: %v %v", fi, err)
+	}
+	out, _, code = runCLI(t, "--workdir", dir, "--volume-override", `{"/etc/x":{"host":{}}}`, "deploy", "--")
+	if code == 0 || !strings.Contains(out, `{"valid":{"Err":"--volume-override`) {
+		t.Fatalf("deploy with a volume in /etc: exit %d, stdout %q", code, out)
 	}
 	out, _, code = runCLI(t, "--workdir", filepath.Join(dir, "missing"), "deploy", "--")
 	if code == 0 || !strings.HasPrefix(out, `{"valid":{"Err":"`) {
@@ -123,7 +134,7 @@ func TestSelfTest(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("test failed on a host that can run VPN: %s", stderr)
 	}
-	if !strings.Contains(stderr, "all 3 checks passed") {
+	if !strings.Contains(stderr, "all 4 checks passed") || !strings.Contains(stderr, "ok   payloads run as uid 65534") {
 		t.Fatalf("stderr %q", stderr)
 	}
 }
