@@ -11,13 +11,15 @@ package tap
 
 import (
 	"errors"
-
-	"github.com/gvpn/gvpn/runtime/link"
 )
 
-// Device is a TAP device seen as a frame link.
+// Device is a TAP device that moves whole Ethernet frames in batches. Its
+// method set is a frame link's (runtime/link.Link), so the runtime and the
+// agent use a Device as a link directly; this package needs nothing of
+// theirs. Errors that mean "the device is gone" wrap net.ErrClosed, which is
+// what link.ErrClosed is.
 //
-// The link.Link methods keep their contract:
+// The methods keep the frame link's contract:
 //
 //   - Read fills bufs[i][offset:] with one frame each and returns how many it
 //     read, blocking only until at least one frame is ready. It never waits
@@ -27,14 +29,26 @@ import (
 //   - Write writes bufs[i][offset:] as one frame each, in order. Empty frames
 //     are skipped and count as written. If the device refuses one frame
 //     (too short, interface down), Write returns that frame's index and an
-//     error that is not link.ErrClosed: drop the frame and go on.
+//     error that is not net.ErrClosed: drop the frame and go on.
 //   - Close is idempotent and unblocks pending Read and Write calls; after it
-//     every call returns an error wrapping link.ErrClosed.
+//     every call returns an error wrapping net.ErrClosed.
 //
 // One goroutine may Read while another Writes; Name and MTU may be called
 // from any goroutine.
 type Device interface {
-	link.Link
+	// Read reads up to len(bufs) frames into bufs[i][offset:], their
+	// lengths into sizes[i], and returns how many it read.
+	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
+
+	// Write writes bufs[i][offset:] as one frame each and returns how many
+	// it wrote. bufs[i][:offset] is scratch space.
+	Write(bufs [][]byte, offset int) (int, error)
+
+	// BatchSize is the most frames one Read returns; it never changes.
+	BatchSize() int
+
+	// Close releases the device; it is idempotent.
+	Close() error
 
 	// Name returns the interface name the kernel gave the device when it was
 	// created. It does not follow later renames.
@@ -42,7 +56,7 @@ type Device interface {
 
 	// MTU returns the interface's current IP MTU as the kernel reports it
 	// (frames carry up to MTU+14 bytes). It fails with an error wrapping
-	// link.ErrClosed after Close.
+	// net.ErrClosed after Close.
 	MTU() (int, error)
 }
 
@@ -52,7 +66,7 @@ const DefaultName = "vpn0"
 // BatchSize is the number of frames a TAP's Read returns at most and the
 // batch its Write expects. A read drains what the kernel has queued, up to
 // this many frames, in one wake-up; 32 amortises the netpoller round trip
-// well while keeping a caller's buffer set at 32 × link.BufSize ≈ 2 MiB.
+// well while keeping a caller's buffer set at 32 × 64 KiB ≈ 2 MiB.
 const BatchSize = 32
 
 // Config says how to create a TAP device. The zero value is valid.

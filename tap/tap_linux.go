@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -17,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
-	"github.com/gvpn/gvpn/runtime/link"
 )
 
 // cloneDevice is the TUN/TAP clone device; every open of it can become one
@@ -234,7 +234,7 @@ func dupNetns(ns netns.NsHandle) (netns.NsHandle, error) {
 // Name implements Device.
 func (t *TAP) Name() string { return t.name }
 
-// BatchSize implements link.Link; it is BatchSize.
+// BatchSize implements Device; it is BatchSize.
 func (t *TAP) BatchSize() int { return BatchSize }
 
 // MTU implements Device. It asks the kernel over netlink each time, so it
@@ -257,17 +257,17 @@ func (t *TAP) MTU() (int, error) {
 	return l.Attrs().MTU, nil
 }
 
-// Read implements link.Link. It reads at most min(len(bufs), BatchSize)
+// Read implements Device. It reads at most min(len(bufs), BatchSize)
 // frames: it waits in the netpoller until one frame is ready, then keeps
 // reading without waiting until the kernel's queue is empty or the batch is
 // full.
 //
 // A frame longer than its buffer shows up as sizes[i] > len(bufs[i])-offset
-// with its real length, as link.Link requires: every read has a private
+// with its real length, as Device requires: every read has a private
 // overflow buffer after the caller's, large enough for any TAP frame, so the
-// kernel never truncates silently. With link.BufSize buffers and
-// link.Headroom offset that only happens for frames over link.MaxFrame
-// bytes, which a TAP never sends at MTU ≤ 65521.
+// kernel never truncates silently. With the runtime's buffers (room for a
+// 65535-byte frame after the headroom) that only happens for frames over
+// 65535 bytes, which a TAP never sends at MTU ≤ 65521.
 func (t *TAP) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if t.closed.Load() {
 		return 0, t.closedError("read", nil)
@@ -327,10 +327,10 @@ func (t *TAP) readReady(fd uintptr) bool {
 	return true
 }
 
-// Write implements link.Link with one write(2) per frame, in order. If the
+// Write implements Device with one write(2) per frame, in order. If the
 // kernel refuses a frame (EINVAL for one shorter than an Ethernet header,
 // EIO while the interface is down), Write stops there and returns that
-// frame's index with an error that is not link.ErrClosed, so the caller can
+// frame's index with an error that is not net.ErrClosed, so the caller can
 // drop the frame and write the rest.
 func (t *TAP) Write(bufs [][]byte, offset int) (int, error) {
 	if t.closed.Load() {
@@ -383,7 +383,7 @@ func (t *TAP) writeReady(fd uintptr) bool {
 }
 
 // ioError maps an error from the descriptor to the link contract: anything
-// meaning the TAP is gone wraps link.ErrClosed.
+// meaning the TAP is gone wraps net.ErrClosed.
 func (t *TAP) ioError(op string, err error) error {
 	if err == nil {
 		return nil
@@ -413,12 +413,12 @@ func (t *TAP) detached() bool {
 
 func (t *TAP) closedError(op string, cause error) error {
 	if cause != nil {
-		return fmt.Errorf("tap %s: %s: %w: %w", t.name, op, link.ErrClosed, cause)
+		return fmt.Errorf("tap %s: %s: %w: %w", t.name, op, net.ErrClosed, cause)
 	}
-	return fmt.Errorf("tap %s: %s: %w", t.name, op, link.ErrClosed)
+	return fmt.Errorf("tap %s: %s: %w", t.name, op, net.ErrClosed)
 }
 
-// Close implements link.Link. It closes the descriptor, which unblocks a
+// Close implements Device. It closes the descriptor, which unblocks a
 // pending Read or Write and, unless the device was created with Persist,
 // makes the kernel delete the interface. Close returns once the descriptor
 // is really closed. Later calls return the first call's result.

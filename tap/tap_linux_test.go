@@ -16,7 +16,6 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
-	"github.com/gvpn/gvpn/runtime/link"
 	"github.com/gvpn/gvpn/test/privtest"
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
@@ -28,6 +27,14 @@ func TestMain(m *testing.M) {
 
 // guard is the deadlock guard for anything that waits on the kernel.
 const guard = 10 * time.Second
+
+// The buffer shape the runtime's frame links use (runtime/link.Headroom,
+// MaxFrame): room in front of each frame, and room for any frame after it.
+const (
+	headroom = 16
+	maxFrame = 65535
+	bufSize  = headroom + maxFrame
+)
 
 var (
 	peerMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
@@ -141,9 +148,9 @@ func makeBufs(n, size int) ([][]byte, []int) {
 
 func writeOne(t testing.TB, d Device, frame []byte) {
 	t.Helper()
-	buf := make([]byte, link.Headroom+len(frame))
-	copy(buf[link.Headroom:], frame)
-	n, err := d.Write([][]byte{buf}, link.Headroom)
+	buf := make([]byte, headroom+len(frame))
+	copy(buf[headroom:], frame)
+	n, err := d.Write([][]byte{buf}, headroom)
 	if err != nil || n != 1 {
 		t.Fatalf("Write = %d, %v; want 1, nil", n, err)
 	}
@@ -154,14 +161,14 @@ func writeOne(t testing.TB, d Device, frame []byte) {
 func pingKernel(t *testing.T, d Device, tapMAC net.HardwareAddr, seq uint16, payload []byte) []byte {
 	t.Helper()
 	writeOne(t, d, echoRequest(t, tapMAC, seq, payload))
-	bufs, sizes := makeBufs(BatchSize, link.BufSize)
+	bufs, sizes := makeBufs(BatchSize, bufSize)
 	for {
-		n, err := readGuarded(t, d, bufs, sizes, link.Headroom)
+		n, err := readGuarded(t, d, bufs, sizes, headroom)
 		if err != nil {
 			t.Fatalf("Read: %v", err)
 		}
 		for i := range n {
-			frame := bufs[i][link.Headroom : link.Headroom+sizes[i]]
+			frame := bufs[i][headroom : headroom+sizes[i]]
 			p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
 			if arp, ok := p.Layer(layers.LayerTypeARP).(*layers.ARP); ok {
 				if arp.Operation == layers.ARPRequest && bytes.Equal(arp.DstProtAddress, peerIP) {
@@ -332,26 +339,26 @@ func TestReadBatch(t *testing.T) {
 	pingKernel(t, d, tapMAC, 1, nil) // resolves the peer's MAC
 
 	const burst = 8
-	bufs, sizes := makeBufs(BatchSize, link.BufSize)
+	bufs, sizes := makeBufs(BatchSize, bufSize)
 	maxBatch := 0
 	for round := range 20 {
 		frames := make([][]byte, burst)
 		for i := range frames {
-			frames[i] = append(make([]byte, link.Headroom), echoRequest(t, tapMAC, uint16(100+round*burst+i), nil)...)
+			frames[i] = append(make([]byte, headroom), echoRequest(t, tapMAC, uint16(100+round*burst+i), nil)...)
 		}
-		if n, err := d.Write(frames, link.Headroom); err != nil || n != burst {
+		if n, err := d.Write(frames, headroom); err != nil || n != burst {
 			t.Fatalf("Write = %d, %v", n, err)
 		}
 		// The kernel answers each request while the write is still in
 		// progress, so all replies are queued now; collect them.
 		for got := 0; got < burst; {
-			n, err := readGuarded(t, d, bufs, sizes, link.Headroom)
+			n, err := readGuarded(t, d, bufs, sizes, headroom)
 			if err != nil {
 				t.Fatal(err)
 			}
 			maxBatch = max(maxBatch, n)
 			for i := range n {
-				p := gopacket.NewPacket(bufs[i][link.Headroom:link.Headroom+sizes[i]], layers.LayerTypeEthernet, gopacket.Default)
+				p := gopacket.NewPacket(bufs[i][headroom:headroom+sizes[i]], layers.LayerTypeEthernet, gopacket.Default)
 				if icmp, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); ok {
 					if want := uint16(100 + round*burst + got); icmp.Seq != want {
 						t.Fatalf("reply seq %d, want %d (order lost)", icmp.Seq, want)
@@ -382,8 +389,8 @@ func TestReadOversize(t *testing.T) {
 	want := 14 + 20 + 8 + len(payload)
 	for _, room := range []int{100, 0} {
 		writeOne(t, d, echoRequest(t, tapMAC, 2, payload))
-		bufs, sizes := makeBufs(1, link.Headroom+room)
-		n, err := readGuarded(t, d, bufs, sizes, link.Headroom)
+		bufs, sizes := makeBufs(1, headroom+room)
+		n, err := readGuarded(t, d, bufs, sizes, headroom)
 		if err != nil || n != 1 {
 			t.Fatalf("Read = %d, %v", n, err)
 		}
@@ -402,17 +409,17 @@ func TestWriteRules(t *testing.T) {
 	ns, h := newNS(t)
 	d := create(t, ns, Config{})
 	tapMAC := configure(t, ns, h, d.Name())
-	req := append(make([]byte, link.Headroom), echoRequest(t, tapMAC, 1, nil)...)
+	req := append(make([]byte, headroom), echoRequest(t, tapMAC, 1, nil)...)
 
 	// Empty frames are skipped and count as written.
-	if n, err := d.Write([][]byte{make([]byte, link.Headroom), req}, link.Headroom); err != nil || n != 2 {
+	if n, err := d.Write([][]byte{make([]byte, headroom), req}, headroom); err != nil || n != 2 {
 		t.Errorf("Write(empty, frame) = %d, %v; want 2, nil", n, err)
 	}
 	// A runt frame is refused by the kernel; Write stops at it and the error
 	// is a frame fault, not closure.
-	runt := append(make([]byte, link.Headroom), 1, 2, 3, 4, 5)
-	n, err := d.Write([][]byte{req, runt, req}, link.Headroom)
-	if n != 1 || err == nil || link.IsClosed(err) || !errors.Is(err, unix.EINVAL) {
+	runt := append(make([]byte, headroom), 1, 2, 3, 4, 5)
+	n, err := d.Write([][]byte{req, runt, req}, headroom)
+	if n != 1 || err == nil || errors.Is(err, net.ErrClosed) || !errors.Is(err, unix.EINVAL) {
 		t.Errorf("Write(frame, runt, frame) = %d, %v; want 1 and EINVAL", n, err)
 	}
 	// A down interface refuses frames the same way.
@@ -420,8 +427,8 @@ func TestWriteRules(t *testing.T) {
 	if err := h.LinkSetDown(l); err != nil {
 		t.Fatal(err)
 	}
-	n, err = d.Write([][]byte{req}, link.Headroom)
-	if n != 0 || err == nil || link.IsClosed(err) {
+	n, err = d.Write([][]byte{req}, headroom)
+	if n != 0 || err == nil || errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write on a down interface = %d, %v; want 0 and a frame error", n, err)
 	}
 	t.Logf("write while down: %v", err)
@@ -434,8 +441,8 @@ func TestCloseUnblocksRead(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		bufs, sizes := makeBufs(4, link.BufSize)
-		_, err := d.Read(bufs, sizes, link.Headroom)
+		bufs, sizes := makeBufs(4, bufSize)
+		_, err := d.Read(bufs, sizes, headroom)
 		done <- err
 	}()
 	// Let the reader block in the netpoller. This sleep is not an
@@ -446,8 +453,8 @@ func TestCloseUnblocksRead(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		if !link.IsClosed(err) {
-			t.Errorf("Read after Close = %v, want link.ErrClosed", err)
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Read after Close = %v, want net.ErrClosed", err)
 		}
 	case <-time.After(guard):
 		t.Fatal("Close did not unblock Read")
@@ -455,13 +462,13 @@ func TestCloseUnblocksRead(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := d.Write([][]byte{make([]byte, 64)}, 0); !link.IsClosed(err) {
+	if _, err := d.Write([][]byte{make([]byte, 64)}, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after Close = %v", err)
 	}
-	if _, err := d.Read([][]byte{make([]byte, 64)}, []int{0}, 0); !link.IsClosed(err) {
+	if _, err := d.Read([][]byte{make([]byte, 64)}, []int{0}, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Read after Close = %v", err)
 	}
-	if _, err := d.MTU(); !link.IsClosed(err) {
+	if _, err := d.MTU(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("MTU after Close = %v", err)
 	}
 	var nf netlink.LinkNotFoundError
@@ -492,16 +499,16 @@ func TestPersist(t *testing.T) {
 }
 
 // TestDeletedUnderneath: deleting the interface while it is open ends reads
-// with link.ErrClosed.
+// with net.ErrClosed.
 func TestDeletedUnderneath(t *testing.T) {
 	ns, h := newNS(t)
 	d := create(t, ns, Config{})
 	configure(t, ns, h, d.Name())
 	done := make(chan error, 1)
 	go func() {
-		bufs, sizes := makeBufs(4, link.BufSize)
+		bufs, sizes := makeBufs(4, bufSize)
 		for {
-			if _, err := d.Read(bufs, sizes, link.Headroom); err != nil {
+			if _, err := d.Read(bufs, sizes, headroom); err != nil {
 				done <- err
 				return
 			}
@@ -513,15 +520,15 @@ func TestDeletedUnderneath(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		if !link.IsClosed(err) {
-			t.Errorf("Read after the interface was deleted = %v, want link.ErrClosed", err)
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Read after the interface was deleted = %v, want net.ErrClosed", err)
 		}
 	case <-time.After(guard):
 		d.Close()
 		<-done
 		t.Fatal("Read did not return after the interface was deleted")
 	}
-	if _, err := d.Write([][]byte{make([]byte, 64)}, 0); !link.IsClosed(err) {
+	if _, err := d.Write([][]byte{make([]byte, 64)}, 0); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after the interface was deleted = %v", err)
 	}
 }
@@ -530,7 +537,7 @@ func TestBadArguments(t *testing.T) {
 	ns, _ := newNS(t)
 	d := create(t, ns, Config{})
 	// Both fail before touching the descriptor, so Read does not wait.
-	if n, err := d.Read([][]byte{make([]byte, 4)}, []int{0}, 8); err == nil || n != 0 || link.IsClosed(err) {
+	if n, err := d.Read([][]byte{make([]byte, 4)}, []int{0}, 8); err == nil || n != 0 || errors.Is(err, net.ErrClosed) {
 		t.Errorf("Read with offset beyond buffer = %d, %v", n, err)
 	}
 	if n, err := d.Write([][]byte{make([]byte, 4)}, 8); err == nil || n != 0 {
@@ -553,13 +560,13 @@ func TestAllocs(t *testing.T) {
 	tapMAC := configure(t, ns, h, d.Name())
 	pingKernel(t, d, tapMAC, 1, nil)
 
-	wbufs := [][]byte{append(make([]byte, link.Headroom), echoRequest(t, tapMAC, 7, nil)...)}
-	rbufs, sizes := makeBufs(BatchSize, link.BufSize)
+	wbufs := [][]byte{append(make([]byte, headroom), echoRequest(t, tapMAC, 7, nil)...)}
+	rbufs, sizes := makeBufs(BatchSize, bufSize)
 	allocs := testing.AllocsPerRun(200, func() {
-		if _, err := d.Write(wbufs, link.Headroom); err != nil {
+		if _, err := d.Write(wbufs, headroom); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.Read(rbufs, sizes, link.Headroom); err != nil {
+		if _, err := d.Read(rbufs, sizes, headroom); err != nil {
 			t.Fatal(err)
 		}
 	})

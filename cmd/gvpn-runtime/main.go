@@ -8,13 +8,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/runtime/cli"
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
 
 func main() {
 	// The sandbox re-executes this binary to enter a payload's namespaces
 	// before exec; that path must run before anything else.
-	sandbox.MaybeRunShim()
+	netns.MaybeRunShim()
 	// Descriptors inherited from the ExeUnit without close-on-exec must
 	// reach no child: not the agent command, not a payload.
 	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/agentbox"
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/vsock"
 )
 
@@ -20,11 +20,11 @@ import (
 // directory the netns sandbox would use for this workdir), runs
 // --agent-command and waits for the agent's hello. The agent's logs go to
 // stderr with the runtime's.
-func openAgentSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.Entry) (*agentbox.Box, error) {
+func openAgentSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
 	if o.AgentCommand == "" {
 		return nil, fmt.Errorf("--sandbox agent needs --agent-command (the command that starts the payload with gvpn-agent inside)")
 	}
-	cfg := agentbox.Config{
+	cfg := agent.Config{
 		Command: o.AgentCommand,
 		Dir:     o.Workdir,
 		Timeout: o.AgentTimeout,
@@ -32,7 +32,7 @@ func openAgentSandbox(o *Options, hostname string, stderr io.Writer, log *logrus
 		Log:     log,
 	}
 	if o.Bridge == "" {
-		dir := filepath.Join("/run/gvpn", sandbox.NameFor(o.SandboxPrefix, o.Workdir))
+		dir := filepath.Join("/run/gvpn", netns.NameFor(o.SandboxPrefix, o.Workdir))
 		cfg.Bridge = vsock.Addr{Scheme: vsock.SchemeUnix, Path: filepath.Join(dir, "bridge.sock")}
 		cfg.SocketDir = dir
 	} else {
@@ -50,12 +50,12 @@ func openAgentSandbox(o *Options, hostname string, stderr io.Writer, log *logrus
 		cfg.Control = a
 	}
 	if hostname != "" {
-		cfg.Env = append(cfg.Env, agentbox.EnvHostname+"="+hostname)
+		cfg.Env = append(cfg.Env, agent.EnvHostname+"="+hostname)
 	}
 	// A SIGTERM while the payload boots must not leave it behind.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	box, err := agentbox.Open(ctx, cfg)
+	box, err := agent.Open(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
 	"github.com/gvpn/gvpn/runtime/volume"
 )
@@ -121,7 +122,7 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.TapName, "tap-name", "vpn0", "name of the VPN interface inside the sandbox")
 	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint address (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 30*time.Second, "how often VPN counters go to the ExeUnit as a RuntimeStatus event (0 = never)")
-	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", sandbox.DefaultPrefix, "prefix of the sandbox network namespace names")
+	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "prefix of the sandbox network namespace names")
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "where the payload runs: netns (a network namespace on this host) or agent\n(a VM or container started by --agent-command, with gvpn-agent inside)")
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell command that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data address to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
@@ -355,8 +356,8 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "version": Version}).Info("starting service")
 
 	var (
-		sbx     service.Sandbox
-		payload network.Payload
+		sbx      sandbox.Sandbox
+		attacher network.Attacher
 	)
 	switch o.Sandbox {
 	case "netns":
@@ -368,21 +369,21 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 		if root {
 			warnRoot(log)
 		}
-		sb, err := sandbox.Open(sandbox.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
+		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
 			User: u, Root: root, Volumes: vols})
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1
 		}
 		log.WithFields(logrus.Fields{"netns": sb.Name(), "payload": describePayload(u, root), "vols": vols.Vols()}).Info("sandbox ready")
-		sbx, payload = service.NetnsSandbox{Sandbox: sb}, &network.NetnsPayload{NS: sb.NetNS(), HostsPath: sb.HostsPath()}
+		sbx, attacher = sb, sb
 	case "agent":
 		box, err := openAgentSandbox(o, hostname, stderr, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the agent sandbox")
 			return 1
 		}
-		sbx, payload = box, box
+		sbx, attacher = box, box
 	default:
 		log.Errorf("--sandbox must be netns or agent, not %q", o.Sandbox)
 		return 2
@@ -390,7 +391,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	mgr := network.New(network.Options{
 		VPN:      vpn,
 		Endpoint: endpoint.Options{Local: o.LocalEndpoint},
-		Payload:  payload,
+		Attacher: attacher,
 		Name:     o.TapName,
 		MTU:      o.MTU,
 		Log:      log,

@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/tap"
 )
 
@@ -111,7 +112,7 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	sb, err := sandbox.Open(sandbox.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet), User: u, Root: root})
+	sb, err := netns.Open(netns.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet), User: u, Root: root})
 	if err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 
 // runTrue runs `true` as a payload: the sandbox's init, the privilege drop
 // and the exec all work on this host.
-func runTrue(sb *sandbox.Sandbox) error {
+func runTrue(sb *netns.Sandbox) error {
 	p, err := sb.Start(sandbox.ProcessSpec{Bin: "true"})
 	if err != nil {
 		return err
@@ -148,7 +149,7 @@ func runTrue(sb *sandbox.Sandbox) error {
 // sweep removes the sandboxes of runtimes that died (never a live one's);
 // start and test run it, so that a crash leaves nothing behind for long.
 func sweep(o *Options, log *logrus.Entry) error {
-	removed, err := sandbox.Sweep(o.SandboxPrefix, log)
+	removed, err := netns.Sweep(o.SandboxPrefix, log)
 	if len(removed) > 0 {
 		log.WithField("sandboxes", removed).Warn("removed sandboxes left by runtimes that died")
 	}

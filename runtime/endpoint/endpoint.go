@@ -13,10 +13,10 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/link"
 )
 
@@ -106,18 +106,11 @@ func Parse(s string) (URL, error) {
 	return URL{Kind: kind, Addr: ap.String()}, nil
 }
 
-// Reply is what the runtime puts in the CreateNetwork response's endpoint.
-type Reply struct {
-	// One of "udp_datagram", "unix_stream", "tcp_stream".
-	Field string
-	Value string
-}
-
 // Endpoint is the runtime's side of one data endpoint, ready before the
 // reply. Link returns the frame link when the ExeUnit is connected.
 type Endpoint struct {
 	url   URL
-	reply Reply
+	reply api.Endpoint
 
 	udp      *net.UDPConn
 	listener net.Listener
@@ -154,7 +147,7 @@ func Open(u URL, opts Options) (*Endpoint, error) {
 		}
 		setBuffers(conn)
 		e.udp = conn
-		e.reply = Reply{"udp_datagram", conn.LocalAddr().(*net.UDPAddr).AddrPort().String()}
+		e.reply = api.UDPEndpoint(conn.LocalAddr().(*net.UDPAddr).AddrPort())
 	case Unix:
 		if err := removeStaleSocket(u.Addr); err != nil {
 			return nil, err
@@ -164,7 +157,7 @@ func Open(u URL, opts Options) (*Endpoint, error) {
 			return nil, fmt.Errorf("listen on unix endpoint %s: %w", u.Addr, err)
 		}
 		e.listener, e.prefix = l, link.PrefixU16NE
-		e.reply = Reply{"unix_stream", u.Addr}
+		e.reply = api.UnixStreamEndpoint(u.Addr)
 	case TCPListen:
 		addr := opts.Local
 		if addr == "" {
@@ -180,7 +173,7 @@ func Open(u URL, opts Options) (*Endpoint, error) {
 			return nil, fmt.Errorf("listen on tcp endpoint %s: %w", addr, err)
 		}
 		e.listener, e.prefix = l, link.PrefixU32BE
-		e.reply = Reply{"tcp_stream", l.Addr().String()}
+		e.reply = api.TCPStreamEndpoint(l.Addr().(*net.TCPAddr).AddrPort())
 	case TCPConnect:
 		timeout := opts.DialTimeout
 		if timeout == 0 {
@@ -192,7 +185,7 @@ func Open(u URL, opts Options) (*Endpoint, error) {
 		}
 		setBuffers(conn.(*net.TCPConn))
 		e.conn, e.prefix = conn, link.PrefixU32BE
-		e.reply = Reply{"tcp_stream", u.Addr}
+		e.reply = api.TCPStreamEndpoint(conn.RemoteAddr().(*net.TCPAddr).AddrPort())
 	default:
 		return nil, fmt.Errorf("%w: kind %v", ErrBadURL, u.Kind)
 	}
@@ -249,7 +242,7 @@ func removeStaleSocket(path string) error {
 func (e *Endpoint) URL() URL { return e.url }
 
 // Reply returns the endpoint for the CreateNetwork response.
-func (e *Endpoint) Reply() Reply { return e.reply }
+func (e *Endpoint) Reply() api.Endpoint { return e.reply }
 
 // Link returns the frame link to the ExeUnit. For UDP it sends to peer,
 // the address of the ExeUnit's own socket (from --vpn-endpoint), and is
@@ -280,7 +273,7 @@ func (e *Endpoint) Link(ctx context.Context) (link.Link, error) {
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
-			return nil, fmt.Errorf("wait for the ExeUnit on %s: %w", e.reply.Value, err)
+			return nil, fmt.Errorf("wait for the ExeUnit on %s: %w", e.reply.Addr(), err)
 		}
 		// One connection per endpoint: the ExeUnit never reconnects.
 		e.closeListener()
@@ -318,5 +311,5 @@ func (e *Endpoint) Close() error {
 
 // Describe returns a one-line description for logs.
 func (e *Endpoint) Describe() string {
-	return strings.Join([]string{e.url.String(), "→", e.reply.Field, e.reply.Value}, " ")
+	return e.url.String() + " → " + e.reply.String()
 }

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/link"
 )
 
@@ -66,10 +67,10 @@ func TestUDPEndpointIsBoundBeforeTheReply(t *testing.T) {
 	}
 	defer e.Close()
 	r := e.Reply()
-	if r.Field != "udp_datagram" {
-		t.Fatalf("reply field %q", r.Field)
+	if r.Kind() != api.EndpointUDPDatagram {
+		t.Fatalf("reply kind %v", r.Kind())
 	}
-	runtimeAddr := netip.MustParseAddrPort(r.Value)
+	runtimeAddr := netip.MustParseAddrPort(r.Addr())
 	// The ExeUnit may send as soon as it has the reply, before the pump
 	// has even started: the datagram must wait in the bound socket.
 	exeunit.WriteToUDPAddrPort([]byte("early frame"), runtimeAddr)
@@ -100,8 +101,8 @@ func TestPinnedLocalAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if e.Reply().Value != pinned {
-		t.Fatalf("reply %q, want the pinned %q", e.Reply().Value, pinned)
+	if e.Reply().Addr() != pinned {
+		t.Fatalf("reply %q, want the pinned %q", e.Reply().Addr(), pinned)
 	}
 	if _, err := Open(u, Options{Local: "10.1.2.3:5000"}); err == nil {
 		t.Fatal("a non-loopback local address was accepted")
@@ -116,7 +117,7 @@ func TestUnixEndpointU16Framing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if r := e.Reply(); r.Field != "unix_stream" || r.Value != path {
+	if r := e.Reply(); r.Kind() != api.EndpointUnixStream || r.Addr() != path {
 		t.Fatalf("reply %+v", r)
 	}
 	// The ExeUnit connects after the reply.
@@ -167,10 +168,10 @@ func TestTCPListenAndConnectU32Framing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if e.Reply().Field != "tcp_stream" {
+	if e.Reply().Kind() != api.EndpointTCPStream {
 		t.Fatalf("reply %+v", e.Reply())
 	}
-	exeunitSide, err := net.Dial("tcp", e.Reply().Value)
+	exeunitSide, err := net.Dial("tcp", e.Reply().Addr())
 	if err != nil {
 		t.Fatal(err)
 	}

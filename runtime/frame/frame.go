@@ -22,14 +22,32 @@ type MAC [6]byte
 // Broadcast is the Ethernet broadcast address.
 var Broadcast = MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// Dst returns the destination MAC. f must be at least EthernetLen long.
-func Dst(f []byte) MAC { return MAC(f[0:6]) }
+// Dst returns the destination MAC, or the zero MAC when f is shorter than an
+// Ethernet header.
+func Dst(f []byte) MAC {
+	if len(f) < EthernetLen {
+		return MAC{}
+	}
+	return MAC(f[0:6])
+}
 
-// Src returns the source MAC. f must be at least EthernetLen long.
-func Src(f []byte) MAC { return MAC(f[6:12]) }
+// Src returns the source MAC, or the zero MAC when f is shorter than an
+// Ethernet header.
+func Src(f []byte) MAC {
+	if len(f) < EthernetLen {
+		return MAC{}
+	}
+	return MAC(f[6:12])
+}
 
-// Type returns the EtherType. f must be at least EthernetLen long.
-func Type(f []byte) uint16 { return binary.BigEndian.Uint16(f[12:14]) }
+// Type returns the EtherType, or 0 (no EtherType) when f is shorter than an
+// Ethernet header.
+func Type(f []byte) uint16 {
+	if len(f) < EthernetLen {
+		return 0
+	}
+	return binary.BigEndian.Uint16(f[12:14])
+}
 
 // ARP holds the fields of an IPv4-over-Ethernet ARP packet.
 type ARP struct {

@@ -91,6 +91,17 @@ func (d *Datagram) LocalAddr() netip.AddrPort {
 // dropped.
 func (d *Datagram) Foreign() uint64 { return d.foreign.Load() }
 
+var _ Counters = (*Datagram)(nil)
+
+// Counters implements Counters: datagrams dropped because they came
+// from a foreign source ("foreign_source"), once there are any.
+func (d *Datagram) Counters() map[string]uint64 {
+	if n := d.Foreign(); n > 0 {
+		return map[string]uint64{"foreign_source": n}
+	}
+	return nil
+}
+
 // BatchSize implements Link.
 func (d *Datagram) BatchSize() int { return datagramBatch }
 
@@ -244,5 +255,5 @@ func (d *Datagram) wrapErr(err error) error {
 	if errors.Is(err, unix.EBADF) {
 		err = ErrClosed
 	}
-	return fmt.Errorf("datagram link %s→%s: %w", d.LocalAddr(), d.peer, err)
+	return fmt.Errorf("datagram link %s→%s: %w", d.LocalAddr(), d.peer, gone(err))
 }

@@ -11,7 +11,10 @@ package link
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"syscall"
 )
 
 // Headroom is the number of bytes a caller reserves in front of every frame
@@ -28,9 +31,10 @@ const MaxFrame = 65535
 // BufSize is the size of a frame buffer that can hold any frame plus headroom.
 const BufSize = Headroom + MaxFrame
 
-// ErrClosed is returned (wrapped) by Read and Write after Close. It is
-// net.ErrClosed so that callers can test for it with errors.Is whichever
-// kind of link they hold.
+// ErrClosed is returned (wrapped) by Read and Write after Close, and when
+// the peer is gone (it closed or reset the connection). It is net.ErrClosed
+// so that callers can test for it with errors.Is whichever kind of link they
+// hold, a TAP included.
 var ErrClosed = net.ErrClosed
 
 // Link carries whole Ethernet frames, one frame per buffer.
@@ -70,4 +74,28 @@ type Link interface {
 // opposed to a fault in one frame.
 func IsClosed(err error) bool {
 	return errors.Is(err, ErrClosed)
+}
+
+// Counters is implemented by links that count something of their own which
+// the pump cannot see, such as datagrams dropped because they came from a
+// foreign address. The counts only grow; names are the drop reasons as
+// they appear in the VPN counters.
+type Counters interface {
+	Counters() map[string]uint64
+}
+
+// gone wraps err with ErrClosed when it means the connection under a link
+// is gone: the peer closed or reset it (EOF, EPIPE, ECONNRESET), or it was
+// closed here (EBADF, a closed pipe). The cause stays in the chain, so
+// errors.Is finds both. Every socket-backed link passes its errors through
+// gone, so that callers need only IsClosed.
+func gone(err error) error {
+	if err == nil || errors.Is(err, ErrClosed) {
+		return err
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EBADF) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
 }

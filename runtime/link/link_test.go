@@ -329,6 +329,9 @@ func TestDatagramDropsForeignSourceAndReportsTruncation(t *testing.T) {
 	if a.Foreign() != 1 {
 		t.Fatalf("Foreign() = %d, want 1", a.Foreign())
 	}
+	if c := a.Counters(); c["foreign_source"] != 1 {
+		t.Fatalf("Counters() = %v, want foreign_source 1", c)
+	}
 }
 
 func TestDatagramCloseUnblocksRead(t *testing.T) {
@@ -387,5 +390,34 @@ func TestDatagramNoAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per write+read of 2 frames, want 0", allocs)
+	}
+}
+
+// TestStreamPeerGoneIsClosed: when the peer hangs up, Read (clean end) and
+// Write (broken pipe) both report ErrClosed, so the pump needs no list of
+// errnos; the cause stays visible.
+func TestStreamPeerGoneIsClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		op   func(s *Stream) error
+		want error
+	}{
+		{"read", func(s *Stream) error {
+			_, err := s.Read([][]byte{make([]byte, BufSize)}, []int{0}, Headroom)
+			return err
+		}, io.EOF},
+		{"write", func(s *Stream) error {
+			_, err := s.Write([][]byte{withHeadroom([]byte{1, 2, 3})}, Headroom)
+			return err
+		}, io.ErrClosedPipe},
+	} {
+		a, b := net.Pipe()
+		s := NewStream(a, PrefixU32BE)
+		b.Close()
+		err := tc.op(s)
+		if !IsClosed(err) || !errors.Is(err, tc.want) {
+			t.Errorf("%s after the peer closed: %v, want ErrClosed wrapping %v", tc.name, err, tc.want)
+		}
+		s.Close()
 	}
 }

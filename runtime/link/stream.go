@@ -115,8 +115,8 @@ func (s *Stream) BatchSize() int { return streamBatch }
 
 // Read implements Link. It blocks for the first frame only; further frames
 // are returned while they are already complete in the read buffer. A clean
-// end of the stream between frames is io.EOF; an end inside a frame is
-// io.ErrUnexpectedEOF.
+// end of the stream between frames is io.EOF, which also wraps ErrClosed
+// (the peer is gone); an end inside a frame is io.ErrUnexpectedEOF.
 func (s *Stream) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	psize := s.prefix.Size()
 	n := 0
@@ -219,5 +219,5 @@ func (s *Stream) Close() error {
 }
 
 func (s *Stream) wrapErr(err error) error {
-	return fmt.Errorf("stream link (%s): %w", s.prefix, err)
+	return fmt.Errorf("stream link (%s): %w", s.prefix, gone(err))
 }

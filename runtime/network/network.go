@@ -23,36 +23,18 @@ import (
 	"github.com/gvpn/gvpn/runtime/pump"
 )
 
-// Payload brings up the payload's VPN interface and returns the link that
-// carries its frames. Implementations: a TAP in the netns sandbox
-// (NetnsPayload) and the bridge to a gvpn-agent.
-type Payload interface {
+// Attacher brings up the payload's VPN interface and returns the link that
+// carries its frames. Each sandbox provides one: the netns sandbox creates a
+// TAP in its namespace, the agent sandbox configures the agent's TAP and
+// hands over the bridge.
+type Attacher interface {
 	// Attach creates and configures the interface. On error nothing it
 	// made is left behind. The returned link belongs to the caller.
 	Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[string]string) (link.Link, error)
 }
 
-// Error is a CreateNetwork failure with the error code the ExeUnit should
-// see: BAD_REQUEST for input the requestor got wrong, INTERNAL for failures
-// of this host.
-type Error struct {
-	Code    api.Response_ErrorCode
-	Field   string // the request field at fault, if one is
-	Message string
-	Err     error
-}
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return e.Message + ": " + e.Err.Error()
-	}
-	return e.Message
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-func badRequest(field, format string, args ...any) *Error {
-	return &Error{Code: api.Response_BAD_REQUEST, Field: field, Message: fmt.Sprintf(format, args...)}
+func badRequest(field, format string, args ...any) *api.Error {
+	return &api.Error{Code: api.Response_BAD_REQUEST, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
 // Options configures a Manager.
@@ -62,8 +44,8 @@ type Options struct {
 	VPN *endpoint.URL
 	// Endpoint tunes how the runtime's side is opened (pinned address).
 	Endpoint endpoint.Options
-	// Payload brings up the payload's interface.
-	Payload Payload
+	// Attacher brings up the payload's interface.
+	Attacher Attacher
 	// Name is the interface name inside the payload; empty means "vpn0".
 	Name string
 	// MTU of the VPN interface; zero means netcfg.DefaultMTU (1220).
@@ -94,7 +76,7 @@ type attachment struct {
 	ep       *endpoint.Endpoint
 	mu       sync.Mutex
 	pump     *pump.Pump
-	datagram *link.Datagram // the UDP endpoint link, for its foreign-source count
+	counters link.Counters // the endpoint link's own drop counts, if it keeps any
 }
 
 // New returns a Manager.
@@ -118,12 +100,12 @@ func New(opts Options) *Manager {
 
 // Create handles one CreateNetwork request and returns the endpoint for the
 // reply. The endpoint is bound (or listening) before Create returns, so the
-// ExeUnit can use it as soon as it reads the reply. Errors are *Error.
+// ExeUnit can use it as soon as it reads the reply. Errors are *api.Error.
 func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (api.Endpoint, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return api.Endpoint{}, &Error{Code: api.Response_INTERNAL, Message: "runtime is shutting down"}
+		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "runtime is shutting down"}
 	}
 	if req.GetInterface() == api.NetworkInterface_INET {
 		return api.Endpoint{}, badRequest("interface",
@@ -144,7 +126,7 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	n := nets[0]
 	parsed, err := netcfg.ParseNetwork(n.GetAddr(), n.GetMask(), n.GetGateway(), n.GetIfAddr())
 	if err != nil {
-		e := &Error{Code: api.Response_BAD_REQUEST, Message: "invalid network", Err: err}
+		e := &api.Error{Code: api.Response_BAD_REQUEST, Message: "invalid network", Err: err}
 		var fe *netcfg.FieldError
 		if errors.As(err, &fe) {
 			e.Field = fe.Field
@@ -163,23 +145,23 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 
 	ep, err := endpoint.Open(*m.opts.VPN, m.opts.Endpoint)
 	if err != nil {
-		return api.Endpoint{}, &Error{Code: api.Response_INTERNAL, Message: "open the data endpoint", Err: err}
+		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "open the data endpoint", Err: err}
 	}
-	payload, err := m.opts.Payload.Attach(ctx, cfg, req.GetHosts())
+	payload, err := m.opts.Attacher.Attach(ctx, cfg, req.GetHosts())
 	if err != nil {
 		ep.Close()
-		e := &Error{Code: api.Response_INTERNAL, Message: "bring up the VPN interface", Err: err}
+		e := &api.Error{Code: api.Response_INTERNAL, Message: "bring up the VPN interface", Err: err}
 		var fe *netcfg.FieldError
 		if errors.As(err, &fe) {
 			e.Code, e.Field = api.Response_BAD_REQUEST, fe.Field
 		}
 		return api.Endpoint{}, e
 	}
-	reply, err := replyEndpoint(ep.Reply())
-	if err != nil {
+	reply := ep.Reply()
+	if !reply.IsValid() {
 		payload.Close()
 		ep.Close()
-		return api.Endpoint{}, &Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: err}
+		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: fmt.Errorf("no reply form for endpoint %s", m.opts.VPN)}
 	}
 	a := &attachment{net: parsed, payload: payload, ep: ep}
 	m.vpn = a
@@ -212,7 +194,7 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	})
 	a.mu.Lock()
 	a.pump = p
-	a.datagram, _ = network.(*link.Datagram)
+	a.counters, _ = network.(link.Counters)
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -231,61 +213,29 @@ func gatewayString(n netcfg.Network) string {
 	return "none"
 }
 
-func replyEndpoint(r endpoint.Reply) (api.Endpoint, error) {
-	switch r.Field {
-	case "udp_datagram", "tcp_stream":
-		ap, err := netip.ParseAddrPort(r.Value)
-		if err != nil {
-			return api.Endpoint{}, err
-		}
-		if r.Field == "udp_datagram" {
-			return api.UDPEndpoint(ap), nil
-		}
-		return api.TCPStreamEndpoint(ap), nil
-	case "unix_stream":
-		return api.UnixStreamEndpoint(r.Value), nil
-	}
-	return api.Endpoint{}, fmt.Errorf("no reply form for endpoint %s", r.Field)
-}
-
-// Stats is a snapshot of the VPN's counters.
-type Stats struct {
-	Up      bool   `json:"up"`
-	Address string `json:"address,omitempty"`
-	Network string `json:"network,omitempty"`
-	// Egress is what the payload sent, Ingress what it received.
-	Egress  DirStats `json:"egress"`
-	Ingress DirStats `json:"ingress"`
-}
-
-// DirStats counts one direction.
-type DirStats struct {
-	Frames uint64            `json:"frames"`
-	Bytes  uint64            `json:"bytes"`
-	Drops  map[string]uint64 `json:"drops,omitempty"`
-}
-
 // Stats returns the counters of the VPN, if any.
-func (m *Manager) Stats() Stats {
+func (m *Manager) Stats() api.VPNStats {
 	m.mu.Lock()
 	a := m.vpn
 	m.mu.Unlock()
 	if a == nil {
-		return Stats{}
+		return api.VPNStats{}
 	}
 	a.mu.Lock()
-	p, dg := a.pump, a.datagram
+	p, own := a.pump, a.counters
 	a.mu.Unlock()
-	s := Stats{Address: a.net.IfAddr.String(), Network: a.net.Prefix.String()}
+	s := api.VPNStats{Address: a.net.IfAddr.String(), Network: a.net.Prefix.String()}
 	if p == nil {
 		return s
 	}
 	ps := p.Stats()
 	s.Up = p.Err() == nil
-	s.Egress = DirStats{Frames: ps.Egress.Frames, Bytes: ps.Egress.Bytes, Drops: ps.Egress.DropMap()}
-	s.Ingress = DirStats{Frames: ps.Ingress.Frames, Bytes: ps.Ingress.Bytes, Drops: ps.Ingress.DropMap()}
-	if dg != nil && dg.Foreign() > 0 {
-		s.Ingress.Drops["foreign_source"] = dg.Foreign()
+	s.Egress = api.VPNDirStats{Frames: ps.Egress.Frames, Bytes: ps.Egress.Bytes, Drops: ps.Egress.DropMap()}
+	s.Ingress = api.VPNDirStats{Frames: ps.Ingress.Frames, Bytes: ps.Ingress.Bytes, Drops: ps.Ingress.DropMap()}
+	if own != nil {
+		for reason, n := range own.Counters() {
+			s.Ingress.Drops[reason] = n
+		}
 	}
 	return s
 }

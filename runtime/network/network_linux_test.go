@@ -14,12 +14,12 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/endpoint"
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
 func TestMain(m *testing.M) {
-	sandbox.MaybeRunShim()
+	netns.MaybeRunShim()
 	goleak.VerifyTestMain(m)
 }
 
@@ -40,14 +40,14 @@ func vpnRequest(addr, mask, gw, ifAddr string, hosts map[string]string) *api.Req
 // activity is one sandbox plus its network manager, as gvpn-runtime's
 // start builds them.
 type activity struct {
-	sb      *sandbox.Sandbox
+	sb      *netns.Sandbox
 	mgr     *Manager
 	exeunit *net.UDPConn
 }
 
 func newActivity(t *testing.T) *activity {
 	t.Helper()
-	sb, err := sandbox.Open(sandbox.Config{Workdir: t.TempDir(), NamePrefix: "gvt-nw-", Log: quietLog()})
+	sb, err := netns.Open(netns.Config{Workdir: t.TempDir(), NamePrefix: "gvt-nw-", Log: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func newActivity(t *testing.T) *activity {
 		t.Fatal(err)
 	}
 	u, _ := endpoint.Parse("udp://" + exeunit.LocalAddr().String())
-	mgr := New(Options{VPN: &u, Payload: &NetnsPayload{NS: sb.NetNS(), HostsPath: sb.HostsPath()}, Log: quietLog()})
+	mgr := New(Options{VPN: &u, Attacher: sb, Log: quietLog()})
 	return &activity{sb: sb, mgr: mgr, exeunit: exeunit}
 }
 
@@ -113,7 +113,7 @@ func TestBadRequestsNameTheFieldAndLeaveNothing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		_, err := a.mgr.Create(ctx, tc.req)
-		var e *Error
+		var e *api.Error
 		if !errors.As(err, &e) || e.Code != api.Response_BAD_REQUEST || e.Field != tc.field {
 			t.Errorf("%s: err %v, want BAD_REQUEST naming %q", tc.name, err, tc.field)
 			continue

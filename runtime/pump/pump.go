@@ -9,12 +9,9 @@
 package pump
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -150,7 +147,7 @@ func (p *Pump) run(dir Direction, src, dst link.Link, filter Filter, st *dirStat
 			if werr == nil {
 				break
 			}
-			if isFatal(werr) {
+			if link.IsClosed(werr) {
 				st.add(frames, bytes, &drops)
 				p.fail(dir, fmt.Errorf("write: %w", werr))
 				return
@@ -172,17 +169,6 @@ func (p *Pump) run(dir Direction, src, dst link.Link, filter Filter, st *dirStat
 			return
 		}
 	}
-}
-
-// isFatal reports whether a write error means the link is gone for good, as
-// opposed to one refused frame.
-func isFatal(err error) bool {
-	return link.IsClosed(err) ||
-		errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrClosedPipe) ||
-		errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.EBADF)
 }
 
 // logLimiter lets one log line through per period, so that a flood of bad

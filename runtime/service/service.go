@@ -19,33 +19,13 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/api"
-	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
-
-// Sandbox runs the payload's processes.
-type Sandbox interface {
-	// Start starts spec; output stays queued until the Process is streamed.
-	Start(spec sandbox.ProcessSpec) (Process, error)
-	// Kill signals a process Start returned. Unknown pids give an error
-	// wrapping sandbox.ErrNoProcess.
-	Kill(pid uint64, sig syscall.Signal) error
-	// Close kills every process, delivers their last events and removes
-	// the sandbox. Idempotent.
-	Close() error
-}
-
-// Process is a started payload process.
-type Process interface {
-	Pid() uint64
-	// Stream delivers output and, last, the exit event to sink.
-	Stream(sink func(sandbox.Event))
-}
 
 // Network is the activity's VPN.
 type Network interface {
 	Create(ctx context.Context, req *api.Request_CreateNetwork) (api.Endpoint, error)
-	Stats() network.Stats
+	Stats() api.VPNStats
 	Close() error
 }
 
@@ -54,7 +34,7 @@ type Config struct {
 	In      io.Reader // the ExeUnit's requests (stdin)
 	Out     io.Writer // replies and events (stdout); nothing else may go there
 	Version string    // sent in the Hello reply
-	Sandbox Sandbox
+	Sandbox sandbox.Sandbox
 	Network Network
 	// StatsInterval is how often VPN counters go out as a RuntimeStatus
 	// state event named "gvpn.vpn" (only when they changed). Zero means
@@ -244,7 +224,7 @@ func (s *server) createNetwork(ctx context.Context, id uint64, n *api.Request_Cr
 	if err != nil {
 		log.WithError(err).Error("CreateNetwork failed")
 		code, ectx := api.Response_INTERNAL, map[string]string(nil)
-		var ne *network.Error
+		var ne *api.Error
 		if errors.As(err, &ne) {
 			code = ne.Code
 			if ne.Field != "" {
@@ -264,7 +244,7 @@ func (s *server) emitStats() {
 		return
 	}
 	s.lastStats = b
-	if err := s.w.WriteResponse(api.RuntimeState("gvpn.vpn", b)); err != nil {
+	if err := s.w.WriteResponse(api.RuntimeState(api.VPNStateName, b)); err != nil {
 		s.log.WithError(err).Debug("stats event not delivered")
 	}
 }
@@ -302,16 +282,4 @@ func (s *server) teardown() {
 		s.log.WithError(err).Warn("sandbox teardown")
 	}
 	s.log.Info("teardown complete")
-}
-
-// NetnsSandbox adapts *sandbox.Sandbox to Sandbox.
-type NetnsSandbox struct{ *sandbox.Sandbox }
-
-// Start implements Sandbox.
-func (n NetnsSandbox) Start(spec sandbox.ProcessSpec) (Process, error) {
-	p, err := n.Sandbox.Start(spec)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
 }

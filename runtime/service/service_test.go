@@ -13,7 +13,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/runtime/api"
-	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
@@ -59,7 +58,7 @@ func (p *fakeProcess) Stream(sink func(sandbox.Event)) {
 
 type fakeSandbox struct{ j *journal }
 
-func (s *fakeSandbox) Start(spec sandbox.ProcessSpec) (Process, error) {
+func (s *fakeSandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if spec.Bin == "/missing" {
 		return nil, sandbox.ErrNotFound
 	}
@@ -82,10 +81,10 @@ func (s *fakeSandbox) Close() error {
 type fakeNetwork struct{ j *journal }
 
 func (n *fakeNetwork) Create(ctx context.Context, req *api.Request_CreateNetwork) (api.Endpoint, error) {
-	return api.Endpoint{}, &network.Error{Code: api.Response_BAD_REQUEST, Field: "if_addr", Message: "invalid if_addr"}
+	return api.Endpoint{}, &api.Error{Code: api.Response_BAD_REQUEST, Field: "if_addr", Message: "invalid if_addr"}
 }
-func (n *fakeNetwork) Stats() network.Stats { return network.Stats{} }
-func (n *fakeNetwork) Close() error         { n.j.add("network closed"); return nil }
+func (n *fakeNetwork) Stats() api.VPNStats { return api.VPNStats{} }
+func (n *fakeNetwork) Close() error        { n.j.add("network closed"); return nil }
 
 // harness runs Serve on pipes, like the ExeUnit's stdin and stdout.
 type harness struct {

@@ -17,10 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gvpn/gvpn/runtime/api"
+
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/network"
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/privtest"
 )
@@ -163,7 +164,7 @@ func startNode(t *testing.T, n *node, o nodeOpts) {
 	args := []string{"--sandbox-prefix", nsPrefix, "--log-level", "debug", "--stats-interval", "200ms",
 		"--sandbox", "agent", "--agent-timeout", "20s",
 		"--agent-command", n.ns.agentCommand(o.agentArgs...)}
-	n.bridgeDir = filepath.Join("/run/gvpn", sandbox.NameFor(nsPrefix, n.workdir))
+	n.bridgeDir = filepath.Join("/run/gvpn", netns.NameFor(nsPrefix, n.workdir))
 	if o.runtimeBridge != "" {
 		args = append(args, "--bridge", o.runtimeBridge)
 		n.bridgeDir = ""
@@ -213,9 +214,9 @@ func (n *node) sh(t *testing.T, ctx context.Context, script string) string {
 }
 
 // stats returns the latest VPN counters the node's runtime reported.
-func (n *node) stats(t *testing.T) network.Stats {
+func (n *node) stats(t *testing.T) api.VPNStats {
 	t.Helper()
-	var st network.Stats
+	var st api.VPNStats
 	states := n.eu.States()
 	for i := len(states) - 1; i >= 0; i-- {
 		if s := states[i].GetState(); s != nil && s.GetName() == "gvpn.vpn" {

@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gvpn/gvpn/runtime/api"
+
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
-	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/golemnet/labcli"
 	"github.com/gvpn/gvpn/test/privtest"
@@ -184,9 +185,9 @@ func TestReportRendering(t *testing.T) {
 	}
 	g := mk("gvpn", []float64{0.9, 1.2, 1.1}, 0.25, 0.40)
 	g.GVPN = &gvpnCounters{Nodes: [2]gvpnNodeCounters{
-		{Name: "node-a", Egress: network.DirStats{Frames: 100}, Ingress: network.DirStats{Frames: 50, Drops: map[string]uint64{"short": 1}},
+		{Name: "node-a", Egress: api.VPNDirStats{Frames: 100}, Ingress: api.VPNDirStats{Frames: 50, Drops: map[string]uint64{"short": 1}},
 			Hub: golemnet.NodeStats{RxFrames: 98, TxFrames: 52}},
-		{Name: "node-b", Egress: network.DirStats{Frames: 52}, Ingress: network.DirStats{Frames: 98},
+		{Name: "node-b", Egress: api.VPNDirStats{Frames: 52}, Ingress: api.VPNDirStats{Frames: 98},
 			Hub: golemnet.NodeStats{RxFrames: 52, TxFrames: 98}},
 	}}
 	rep := &report{Machine: machineInfo{NProc: 2}, Duration: 10 * time.Second, Reps: 3, Pings: 200, Scenarios: map[string]*scenarioResult{

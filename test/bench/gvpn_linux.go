@@ -12,11 +12,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gvpn/gvpn/runtime/api"
+
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
-	"github.com/gvpn/gvpn/runtime/network"
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
 )
 
@@ -89,7 +90,7 @@ func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbe
 			// shuts the runtimes down in order, as the ExeUnit would.
 			SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 		}
-		res.Netns = append(res.Netns, sandbox.NameFor(namePrefix, n.cfg.Workdir))
+		res.Netns = append(res.Netns, netns.NameFor(namePrefix, n.cfg.Workdir))
 		if _, err := golemnet.Deploy(ctx, n.cfg); err != nil {
 			return nil, fmt.Errorf("%s: %w", n.name, err)
 		}
@@ -180,7 +181,7 @@ type gvpnCounters struct {
 type gvpnNodeCounters struct {
 	Name string
 	// Runtime counters, as the runtime's last gvpn.vpn RuntimeStatus said.
-	Egress, Ingress network.DirStats
+	Egress, Ingress api.VPNDirStats
 	// Hub counters for the node: frames received from and sent to its
 	// runtime, and drops charged to it.
 	Hub golemnet.NodeStats
@@ -221,8 +222,8 @@ func (b *gvpnBed) Finish(ctx context.Context, res *scenarioResult) error {
 }
 
 // lastStats returns the newest gvpn.vpn counters a runtime reported.
-func lastStats(eu *golemnet.ExeUnit) (network.Stats, error) {
-	var st network.Stats
+func lastStats(eu *golemnet.ExeUnit) (api.VPNStats, error) {
+	var st api.VPNStats
 	states := eu.States()
 	for i := len(states) - 1; i >= 0; i-- {
 		if s := states[i].GetState(); s != nil && s.GetName() == "gvpn.vpn" {
@@ -254,10 +255,10 @@ func (b *gvpnBed) Close() error {
 			}
 			n.eu = nil
 		}
-		name := sandbox.NameFor(namePrefix, n.cfg.Workdir)
+		name := netns.NameFor(namePrefix, n.cfg.Workdir)
 		if _, err := os.Lstat(filepath.Join(nsthread.RunDir, name)); !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("%s: the runtime left its sandbox %s behind", n.name, name))
-			if err := sandbox.Cleanup(namePrefix, n.cfg.Workdir); err != nil {
+			if err := netns.Cleanup(namePrefix, n.cfg.Workdir); err != nil {
 				errs = append(errs, err)
 			}
 		}

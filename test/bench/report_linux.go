@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/gvpn/gvpn/runtime/api"
 
-	"github.com/gvpn/gvpn/runtime/network"
+	"golang.org/x/sys/unix"
 )
 
 // Targets from the issue: what gvpn should reach on the 2-core machine.
@@ -375,7 +375,7 @@ func (r *report) gvpnSection() string {
 	return b.String()
 }
 
-func dropTotal(d network.DirStats) uint64 {
+func dropTotal(d api.VPNDirStats) uint64 {
 	var n uint64
 	for _, v := range d.Drops {
 		n += v

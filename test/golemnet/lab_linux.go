@@ -17,15 +17,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gvpn/gvpn/runtime/api"
+
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/network"
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
-
-// VPNStateName is the RuntimeStatus state event in which gvpn-runtime
-// reports its VPN counters (JSON of network.Stats).
-const VPNStateName = "gvpn.vpn"
 
 // shutdownTimeout bounds the wait for a runtime's Shutdown reply at Close;
 // the runtime is SIGKILLed after it either way, as the ExeUnit does.
@@ -139,7 +136,7 @@ func (l *Lab) up(ctx context.Context) error {
 			Name:    name,
 			IP:      l.plan.ips[i],
 			Workdir: wd,
-			Netns:   sandbox.NameFor(l.plan.prefix, wd),
+			Netns:   netns.NameFor(l.plan.prefix, wd),
 			Hub:     hn,
 			logs:    NewTailBuffer(8 << 10),
 		}
@@ -334,19 +331,19 @@ func (l *Lab) WaitListening(ctx context.Context, node string, port uint16) error
 // RuntimeStats returns the node's last VPN counters reported by its
 // runtime (the "gvpn.vpn" RuntimeStatus state events) and how many such
 // events arrived so far; events == 0 means none yet.
-func (n *LabNode) RuntimeStats() (stats network.Stats, events int) {
+func (n *LabNode) RuntimeStats() (stats api.VPNStats, events int) {
 	if n.ExeUnit == nil {
 		return stats, 0
 	}
 	var last []byte
 	for _, st := range n.ExeUnit.States() {
-		if s := st.GetState(); s != nil && s.GetName() == VPNStateName {
+		if s := st.GetState(); s != nil && s.GetName() == api.VPNStateName {
 			last = s.GetValue()
 			events++
 		}
 	}
 	if last != nil && json.Unmarshal(last, &stats) != nil {
-		stats = network.Stats{}
+		stats = api.VPNStats{}
 	}
 	return stats, events
 }
@@ -371,7 +368,7 @@ type NodeStatus struct {
 	Hub NodeStats
 	// Runtime are the runtime's last reported VPN counters; RuntimeEvents
 	// says how many reports arrived (0: none yet).
-	Runtime       network.Stats
+	Runtime       api.VPNStats
 	RuntimeEvents int
 }
 
@@ -439,11 +436,11 @@ func (l *Lab) close() error {
 	// SIGKILL) leaves its sandbox behind: remove it as the next runtime
 	// for the same workdir would.
 	for _, n := range l.nodes {
-		if err := sandbox.Cleanup(l.plan.prefix, n.Workdir); err != nil {
+		if err := netns.Cleanup(l.plan.prefix, n.Workdir); err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
 		}
 	}
-	if left, err := sandbox.List(l.plan.prefix); err == nil {
+	if left, err := netns.List(l.plan.prefix); err == nil {
 		for _, n := range l.nodes {
 			if slices.Contains(left, n.Netns) {
 				errs = append(errs, fmt.Errorf("node %s: sandbox %s is still there after teardown", n.Name, n.Netns))

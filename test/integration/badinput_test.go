@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gvpn/gvpn/runtime/api"
+
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-
-	"github.com/gvpn/gvpn/runtime/network"
 )
 
 func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
@@ -71,7 +71,7 @@ func TestBadFramesAreDroppedCountedAndHarmless(t *testing.T) {
 	a.eu.Run(ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "1", "192.168.0.3")
 	a.run(t, ctx, "/sbin/ip", "link", "set", "vpn0", "address", "90:13:c0:a8:00:02")
 
-	st := a.waitStats(t, "every drop reason", func(s network.Stats) bool {
+	st := a.waitStats(t, "every drop reason", func(s api.VPNStats) bool {
 		in, out := s.Ingress.Drops, s.Egress.Drops
 		return in["short"] >= 2 && in["malformed"] >= 1 && in["oversize"] >= 1 && in["ipv6"] >= 1 &&
 			in["ethertype"] >= 1 && out["spoofed_ip"] >= 1 && out["spoofed_mac"] >= 1

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/api"
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/privtest"
@@ -148,7 +148,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 // sandboxGone checks that nothing of an activity's sandbox is left.
 func sandboxGone(t *testing.T, workdir string) {
 	t.Helper()
-	name := sandbox.NameFor(testPrefix, workdir)
+	name := netns.NameFor(testPrefix, workdir)
 	if _, err := os.Stat(filepath.Join("/run/netns", name)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("netns %s still exists after teardown", name)
 	}

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/payload"
 	"github.com/gvpn/gvpn/test/privtest"
 )
@@ -19,7 +19,7 @@ import (
 var runtimeBin string
 
 func TestMain(m *testing.M) {
-	sandbox.MaybeRunShim()
+	netns.MaybeRunShim()
 	payload.RunIfAsked()
 	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime")
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/payload"
 )
@@ -127,7 +127,7 @@ func TestSafeByDefault(t *testing.T) {
 	// leaves no namespace, directory or process of it.
 	a.run(t, ctx, "/bin/sh", "-c", "setsid sleep 1234.5 </dev/null >/dev/null 2>&1 &")
 	a.eu.Kill()
-	name := sandbox.NameFor(testPrefix, a.dir)
+	name := netns.NameFor(testPrefix, a.dir)
 	if _, err := os.Lstat(filepath.Join("/run/netns", name)); err != nil {
 		t.Fatalf("the crashed runtime's namespace is gone before the sweep (the test proves nothing): %v", err)
 	}

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gvpn/gvpn/runtime/api"
+
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/payload"
 	"github.com/gvpn/gvpn/test/privtest"
@@ -136,9 +137,9 @@ func (n *vpnNode) run(t *testing.T, ctx context.Context, bin string, args ...str
 }
 
 // stats returns the latest VPN counters the node's runtime reported.
-func (n *vpnNode) stats(t *testing.T) network.Stats {
+func (n *vpnNode) stats(t *testing.T) api.VPNStats {
 	t.Helper()
-	var st network.Stats
+	var st api.VPNStats
 	states := n.eu.States()
 	for i := len(states) - 1; i >= 0; i-- {
 		if s := states[i].GetState(); s != nil && s.GetName() == "gvpn.vpn" {
@@ -152,7 +153,7 @@ func (n *vpnNode) stats(t *testing.T) network.Stats {
 }
 
 // waitStats polls the node's counters until ok accepts them.
-func (n *vpnNode) waitStats(t *testing.T, what string, ok func(network.Stats) bool) network.Stats {
+func (n *vpnNode) waitStats(t *testing.T, what string, ok func(api.VPNStats) bool) api.VPNStats {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -238,7 +239,7 @@ func TestTwoNodesTalkOverTheVPN(t *testing.T) {
 			// Lower bounds that hold whatever TCP does with its ACKs: a
 			// sent the whole body in frames of at most the MTU, and
 			// received at least the 200 UDP echoes.
-			st := a.waitStats(t, "traffic", func(s network.Stats) bool {
+			st := a.waitStats(t, "traffic", func(s api.VPNStats) bool {
 				return s.Egress.Bytes > size && s.Egress.Frames > size/1220 && s.Ingress.Frames >= 200
 			})
 			if !st.Up || st.Address != "192.168.0.2" {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet/labcli"
 	"github.com/gvpn/gvpn/test/privtest"
 )
@@ -107,7 +107,7 @@ func TestDemoJSON(t *testing.T) {
 	if tp := sum.Throughput; tp == nil || !(tp.BitsPerSecond > 0) || tp.Seconds < 1 {
 		t.Errorf("throughput %+v", sum.Throughput)
 	}
-	left, _ := sandbox.List(testPrefix)
+	left, _ := netns.List(testPrefix)
 	for _, n := range sum.Nodes {
 		if n.MTU != 1220 || !strings.HasPrefix(n.MAC, "90:13:") {
 			t.Errorf("%s: vpn0 MTU %d MAC %s", n.Name, n.MTU, n.MAC)
@@ -377,7 +377,7 @@ func TestUpExecStatusFaultAndCtrlC(t *testing.T) {
 	if !strings.Contains(upErr.String(), "nothing left behind") {
 		t.Errorf("up's stderr:\n%s", upErr.String())
 	}
-	left, _ := sandbox.List(testPrefix)
+	left, _ := netns.List(testPrefix)
 	for _, n := range st.Nodes {
 		if slices.Contains(left, n.Netns) {
 			t.Errorf("%s: namespace %s left behind", n.Name, n.Netns)

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/golemnet/labcli"
 	"github.com/gvpn/gvpn/test/privtest"
@@ -102,7 +102,7 @@ func newLab(t *testing.T, cfg golemnet.LabConfig) *golemnet.Lab {
 // runtime, and no process inside one of its namespaces.
 func nothingLeft(t *testing.T, lab *golemnet.Lab, netnsInodes map[string]uint64) {
 	t.Helper()
-	left, err := sandbox.List(testPrefix)
+	left, err := netns.List(testPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}

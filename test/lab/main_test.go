@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -21,7 +21,7 @@ import (
 var runtimeBin, labBin string
 
 func TestMain(m *testing.M) {
-	sandbox.MaybeRunShim()
+	netns.MaybeRunShim()
 	// Binaries keeps the directory readable by everyone: one test runs
 	// gvpn-lab as an unprivileged user.
 	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime", "gvpn-lab")

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/gvpn/gvpn/runtime/api"
 
-	"github.com/gvpn/gvpn/runtime/network"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
@@ -331,7 +331,7 @@ func TestProgressTerminal(t *testing.T) {
 
 func TestTablesRender(t *testing.T) {
 	rt := `{"up":true,"address":"192.168.0.2","network":"192.168.0.0/24","egress":{"frames":10,"bytes":868,"drops":{"ipv6":2}},"ingress":{"frames":9,"bytes":800}}`
-	var st network.Stats
+	var st api.VPNStats
 	if err := json.Unmarshal([]byte(rt), &st); err != nil {
 		t.Fatal(err)
 	}

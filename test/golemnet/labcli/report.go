@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/network"
+	"github.com/gvpn/gvpn/runtime/api"
 )
 
 // NodeJSON is one node in `status --json` and in the demo's summary.
@@ -28,7 +28,7 @@ type NodeJSON struct {
 	// Hub counts what the Golem Net stand-in saw of the node.
 	Hub HubJSON `json:"hub"`
 	// Runtime is the runtime's last VPN report; null until it sent one.
-	Runtime *network.Stats `json:"runtime"`
+	Runtime *api.VPNStats `json:"runtime"`
 }
 
 // FaultJSON is a node's fault in the hub.

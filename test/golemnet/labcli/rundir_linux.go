@@ -14,7 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
 
 // runDir is one lab's directory under the state dir: the nodes' work dirs,
@@ -102,7 +102,7 @@ func cleanStaleRuns(stateDir string, log *logrus.Entry) int {
 		var info runInfo
 		if b, err := os.ReadFile(filepath.Join(dir, runInfoFile)); err == nil && json.Unmarshal(b, &info) == nil && info.SandboxPrefix != "" {
 			for _, wd := range info.Workdirs {
-				if err := sandbox.Cleanup(info.SandboxPrefix, wd); err != nil {
+				if err := netns.Cleanup(info.SandboxPrefix, wd); err != nil {
 					log.WithError(err).Warn("cannot remove a sandbox left by an earlier lab")
 				}
 			}

@@ -1,4 +1,4 @@
-package taptest
+package linktest
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/tap"
 )
 
 func TestMain(m *testing.M) {
@@ -15,6 +16,9 @@ func TestMain(m *testing.M) {
 }
 
 const guard = 10 * time.Second
+
+// A ChannelDevice stands in for a TAP wherever a tap.Device is wanted.
+var _ tap.Device = (*ChannelDevice)(nil)
 
 func bufs(n, size int) ([][]byte, []int) {
 	b := make([][]byte, n)

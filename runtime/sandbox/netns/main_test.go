@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package netns
 
 import (
 	"fmt"
@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
 // crashHelperEnv makes the test binary act as a runtime that opens a
@@ -41,7 +43,7 @@ func crashHelper(workdir string) int {
 	c := newCollector()
 	p.Stream(c.sink)
 	<-c.exited
-	child, err := s.Start(ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
+	child, err := s.Start(sandbox.ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash helper:", err)
 		return 1

@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package netns
 
 import (
 	"errors"
@@ -16,41 +16,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/sandbox"
 )
-
-// ChunkSize is the most output bytes one Event carries.
-const ChunkSize = 64 << 10
-
-// ProcessSpec is what RunProcess asks for.
-type ProcessSpec struct {
-	// Bin is the program. A name without '/' is searched in the PATH of
-	// Env (a default PATH when Env has none), like execvp; a relative path
-	// is relative to Dir.
-	Bin string
-	// Args is the complete argument vector INCLUDING argv[0], as the
-	// ExeUnit sends it. Empty means []string{Bin}.
-	Args []string
-	// Dir is the working directory inside the sandbox; empty means the
-	// default volume's path (or "/" when there is none).
-	Dir string
-	// Env is the whole environment ("KEY=value"), never the runtime's; a
-	// PATH (DefaultPath) is added when it has none.
-	Env []string
-}
-
-// Event is one piece of a process's life, delivered by Process.Stream.
-// Exactly one of Stdout, Stderr, Exited is set.
-type Event struct {
-	Pid    uint64
-	Stdout []byte // a chunk of standard output, owned by the receiver
-	Stderr []byte // a chunk of standard error, owned by the receiver
-	// Exited is set on the last event of a process. ReturnCode is then
-	// the exit status, or 128+N when signal N killed the process (the
-	// shell convention: SIGKILL gives 137, SIGTERM 143), or -1 if the
-	// status could not be collected.
-	Exited     bool
-	ReturnCode int32
-}
 
 // Process is a process started by Sandbox.Start.
 type Process struct {
@@ -70,7 +38,7 @@ type Process struct {
 	// emitMu serialises sink calls and guards exitSent: output read after
 	// the Exited event (DrainTimeout expired) is discarded.
 	emitMu    sync.Mutex
-	sink      func(Event)
+	sink      func(sandbox.Event)
 	exitSent  bool
 	discarded int64
 
@@ -82,7 +50,7 @@ type Process struct {
 
 // Pid is the process's OS pid (in the host's pid namespace), used as the
 // RunProcess reply pid. It is unique among this sandbox's processes until
-// the process has exited; after that Kill reports ErrNoProcess for it.
+// the process has exited; after that Kill reports sandbox.ErrNoProcess for it.
 func (p *Process) Pid() uint64 { return p.pid }
 
 // Start runs spec in the sandbox: in its network namespace, in a private
@@ -92,12 +60,12 @@ func (p *Process) Pid() uint64 { return p.pid }
 // reads. The process (not the children it forks) gets SIGKILL if the
 // runtime dies; whatever is left in the namespace then is killed by the
 // next Open or Cleanup for the same workdir. Start returns once
-// the payload binary is running, or ErrNotFound, ErrNotExecutable or
-// ErrSetup (wrapped, with the reason) when it could not be started, or
-// ErrClosed after Close. No output is read until Stream is called.
-func (s *Sandbox) Start(spec ProcessSpec) (*Process, error) {
+// the payload binary is running, or sandbox.ErrNotFound, sandbox.ErrNotExecutable or
+// sandbox.ErrSetup (wrapped, with the reason) when it could not be started, or
+// sandbox.ErrClosed after Close. No output is read until Stream is called.
+func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if spec.Bin == "" {
-		return nil, fmt.Errorf("%w: empty binary name", ErrNotFound)
+		return nil, fmt.Errorf("%w: empty binary name", sandbox.ErrNotFound)
 	}
 	argv := spec.Args
 	if len(argv) == 0 {
@@ -116,7 +84,7 @@ func (s *Sandbox) Start(spec ProcessSpec) (*Process, error) {
 	s.life.RLock()
 	defer s.life.RUnlock()
 	if s.closed {
-		return nil, ErrClosed
+		return nil, sandbox.ErrClosed
 	}
 
 	var files []*os.File // every pipe end, closed on failure
@@ -137,7 +105,7 @@ func (s *Sandbox) Start(spec ProcessSpec) (*Process, error) {
 	repR, repW, err3 := pipe()
 	if err := errors.Join(err1, err2, err3); err != nil {
 		closeAll()
-		return nil, fmt.Errorf("%w: pipes: %v", ErrSetup, err)
+		return nil, fmt.Errorf("%w: pipes: %v", sandbox.ErrSetup, err)
 	}
 
 	// The starter's thread is in the sandbox's namespaces already; the
@@ -162,7 +130,7 @@ func (s *Sandbox) Start(spec ProcessSpec) (*Process, error) {
 	repW.Close()
 	if err != nil {
 		closeAll()
-		return nil, fmt.Errorf("%w: start %s in %s: %v", ErrSetup, spec.Bin, dir, err)
+		return nil, fmt.Errorf("%w: start %s in %s: %v", sandbox.ErrSetup, spec.Bin, dir, err)
 	}
 
 	_ = repR.SetReadDeadline(time.Now().Add(shimReportTimeout))
@@ -266,13 +234,13 @@ func (p *Process) signalGroup(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.exited {
-		return fmt.Errorf("%w: pid %d has exited", ErrNoProcess, p.pid)
+		return fmt.Errorf("%w: pid %d has exited", sandbox.ErrNoProcess, p.pid)
 	}
 	// While the leader is not reaped its pid cannot be reused, so the group
 	// id is still ours.
 	err := unix.Kill(-int(p.pid), sig)
 	if errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("%w: pid %d", ErrNoProcess, p.pid)
+		return fmt.Errorf("%w: pid %d", sandbox.ErrNoProcess, p.pid)
 	}
 	if err != nil {
 		return fmt.Errorf("sandbox: kill pid %d with %v: %w", p.pid, sig, err)
@@ -282,7 +250,7 @@ func (p *Process) signalGroup(sig syscall.Signal) error {
 
 // Stream starts delivering the process's events to sink: stdout chunks in
 // order, stderr chunks in order (no order between the two streams), each at
-// most ChunkSize bytes, exactly the bytes written; then exactly one Exited
+// most sandbox.ChunkSize bytes, exactly the bytes written; then exactly one Exited
 // event, after the process was reaped and both pipes reached EOF. Call it
 // after the RunProcess reply was written (golem-protocol.md §1.8): nothing
 // is read before, output waits in the pipes (a process that fills a pipe
@@ -297,9 +265,9 @@ func (p *Process) signalGroup(sig syscall.Signal) error {
 // process (calls for different processes may run concurrently), and must
 // not block long: it holds up the process's output. A nil sink discards
 // events. Stream is a no-op when called again or after Close.
-func (p *Process) Stream(sink func(Event)) {
+func (p *Process) Stream(sink func(sandbox.Event)) {
 	if sink == nil {
-		sink = func(Event) {}
+		sink = func(sandbox.Event) {}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -323,15 +291,15 @@ func (p *Process) pump(f *os.File, isStderr bool) {
 			close(p.drained)
 		}
 	}()
-	buf := make([]byte, ChunkSize)
+	buf := make([]byte, sandbox.ChunkSize)
 	for {
 		n, err := f.Read(buf)
 		if n > 0 {
 			chunk := make([]byte, n)
 			copy(chunk, buf[:n])
-			ev := Event{Pid: p.pid, Stdout: chunk}
+			ev := sandbox.Event{Pid: p.pid, Stdout: chunk}
 			if isStderr {
-				ev = Event{Pid: p.pid, Stderr: chunk}
+				ev = sandbox.Event{Pid: p.pid, Stderr: chunk}
 			}
 			p.emit(ev)
 		}
@@ -344,7 +312,7 @@ func (p *Process) pump(f *os.File, isStderr bool) {
 	}
 }
 
-func (p *Process) emit(ev Event) {
+func (p *Process) emit(ev sandbox.Event) {
 	p.emitMu.Lock()
 	defer p.emitMu.Unlock()
 	if p.exitSent {
@@ -375,7 +343,7 @@ func (p *Process) finish() {
 	timer.Stop()
 	p.emitMu.Lock()
 	p.exitSent = true
-	p.sink(Event{Pid: p.pid, Exited: true, ReturnCode: p.rc})
+	p.sink(sandbox.Event{Pid: p.pid, Exited: true, ReturnCode: p.rc})
 	p.emitMu.Unlock()
 	p.markDone()
 

@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package netns
 
 import (
 	"bufio"
@@ -18,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/privtest"
-	"golang.org/x/sys/unix"
 )
 
 const testPrefix = "gvt-sb-"
@@ -28,8 +30,8 @@ const testPrefix = "gvt-sb-"
 // guard is a deadlock guard for waits, not a performance bound.
 const guard = 30 * time.Second
 
-func sh(script string) ProcessSpec {
-	return ProcessSpec{Bin: "/bin/sh", Args: []string{"sh", "-c", script}}
+func sh(script string) sandbox.ProcessSpec {
+	return sandbox.ProcessSpec{Bin: "/bin/sh", Args: []string{"sh", "-c", script}}
 }
 
 // openTest opens a sandbox with the test prefix (and a fresh workdir unless
@@ -73,14 +75,14 @@ func assertGone(t *testing.T, name string) {
 // collector records the events of one process.
 type collector struct {
 	mu     sync.Mutex
-	events []Event
+	events []sandbox.Event
 	exits  int
 	exited chan struct{}
 }
 
 func newCollector() *collector { return &collector{exited: make(chan struct{})} }
 
-func (c *collector) sink(ev Event) {
+func (c *collector) sink(ev sandbox.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.events = append(c.events, ev)
@@ -92,7 +94,7 @@ func (c *collector) sink(ev Event) {
 	}
 }
 
-func (c *collector) snapshot() []Event {
+func (c *collector) snapshot() []sandbox.Event {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.events)
@@ -115,7 +117,7 @@ func (c *collector) stderr() []byte {
 }
 
 // wait waits for Exited and checks the event stream's shape: exactly one
-// Exited, last, every event one kind, chunks within ChunkSize, right pid.
+// Exited, last, every event one kind, chunks within sandbox.ChunkSize, right pid.
 func (c *collector) wait(t *testing.T, pid uint64) int32 {
 	t.Helper()
 	select {
@@ -137,8 +139,8 @@ func (c *collector) wait(t *testing.T, pid uint64) int32 {
 		if ev.Pid != pid {
 			t.Errorf("event %d pid %d, want %d", i, ev.Pid, pid)
 		}
-		if len(ev.Stdout) > ChunkSize || len(ev.Stderr) > ChunkSize {
-			t.Errorf("event %d larger than ChunkSize", i)
+		if len(ev.Stdout) > sandbox.ChunkSize || len(ev.Stderr) > sandbox.ChunkSize {
+			t.Errorf("event %d larger than sandbox.ChunkSize", i)
 		}
 		if ev.Exited != (i == len(evs)-1) {
 			t.Errorf("Exited at event %d of %d", i, len(evs))
@@ -152,7 +154,7 @@ type result struct {
 	rc             int32
 }
 
-func run(t *testing.T, s *Sandbox, spec ProcessSpec) result {
+func run(t *testing.T, s *Sandbox, spec sandbox.ProcessSpec) result {
 	t.Helper()
 	p, err := s.Start(spec)
 	if err != nil {
@@ -211,7 +213,7 @@ func TestOutputExitCodeAndNothingBeforeStream(t *testing.T) {
 	}
 	c := newCollector()
 	select {
-	case <-p.reaped:
+	case <-p.(*Process).reaped:
 	case <-time.After(guard):
 		t.Fatal("process not reaped")
 	}
@@ -244,7 +246,7 @@ func TestRunsInNetnsWithOnlyLo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := run(t, s, ProcessSpec{Bin: "readlink", Args: []string{"readlink", "/proc/self/ns/net"}})
+	r := run(t, s, sandbox.ProcessSpec{Bin: "readlink", Args: []string{"readlink", "/proc/self/ns/net"}})
 	want := fmt.Sprintf("net:[%d]\n", s.nsID.ino)
 	if r.stdout != want || r.rc != 0 {
 		t.Errorf("netns inside %q rc %d, want %q", r.stdout, r.rc, want)
@@ -252,7 +254,7 @@ func TestRunsInNetnsWithOnlyLo(t *testing.T) {
 	if strings.TrimSpace(r.stdout) == own {
 		t.Errorf("process runs in the test's netns %s", own)
 	}
-	r = run(t, s, ProcessSpec{Bin: "ip", Args: []string{"ip", "-o", "link"}})
+	r = run(t, s, sandbox.ProcessSpec{Bin: "ip", Args: []string{"ip", "-o", "link"}})
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if r.rc != 0 || len(lines) != 1 || !strings.Contains(lines[0], " lo: ") || !strings.Contains(lines[0], ",UP") {
 		t.Errorf("ip -o link inside: rc %d %q %q", r.rc, r.stdout, r.stderr)
@@ -273,7 +275,7 @@ func TestHostsFile(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o644 {
 		t.Fatalf("hosts file %v mode %v", err, st)
 	}
-	cat := ProcessSpec{Bin: "cat", Args: []string{"cat", "/etc/hosts"}}
+	cat := sandbox.ProcessSpec{Bin: "cat", Args: []string{"cat", "/etc/hosts"}}
 	r := run(t, s, cat)
 	if r.stdout != string(hostsContent(DefaultHostname)) || r.rc != 0 {
 		t.Errorf("/etc/hosts inside = %q (rc %d), want %q", r.stdout, r.rc, hostsContent(DefaultHostname))
@@ -308,7 +310,7 @@ func TestHostname(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := openTest(t, Config{Hostname: "gvt-sb-host"})
-	r := run(t, s, ProcessSpec{Bin: "cat", Args: []string{"cat", "/proc/sys/kernel/hostname", "/etc/hosts"}})
+	r := run(t, s, sandbox.ProcessSpec{Bin: "cat", Args: []string{"cat", "/proc/sys/kernel/hostname", "/etc/hosts"}})
 	if !strings.HasPrefix(r.stdout, "gvt-sb-host\n") || !strings.Contains(r.stdout, "127.0.1.1\tgvt-sb-host\n") {
 		t.Errorf("inside: %q", r.stdout)
 	}
@@ -329,7 +331,7 @@ func defaultVolumes(t *testing.T) volume.List {
 func TestArgvEnvDir(t *testing.T) {
 	s := openTest(t, Config{Volumes: defaultVolumes(t)})
 	workdir := volume.DefaultPath
-	spec := ProcessSpec{
+	spec := sandbox.ProcessSpec{
 		Bin:  "sh", // found through Env's PATH
 		Args: []string{"custom-argv0", "-c", `echo "$0 $FOO"; pwd`},
 		Env:  []string{"FOO=bar", "PATH=/usr/bin:/bin"},
@@ -343,7 +345,7 @@ func TestArgvEnvDir(t *testing.T) {
 		t.Errorf("with Dir: %q", r.stdout)
 	}
 	// No Args: argv is [Bin].
-	if r := run(t, s, ProcessSpec{Bin: "true"}); r.rc != 0 {
+	if r := run(t, s, sandbox.ProcessSpec{Bin: "true"}); r.rc != 0 {
 		t.Errorf("true: rc %d %q", r.rc, r.stderr)
 	}
 }
@@ -375,11 +377,11 @@ func TestKill(t *testing.T) {
 		if len(c.stdout()) != 0 {
 			t.Errorf("output %q", c.stdout())
 		}
-		if err := s.Kill(p.Pid(), syscall.SIGKILL); !errors.Is(err, ErrNoProcess) {
-			t.Errorf("Kill after exit: %v, want ErrNoProcess", err)
+		if err := s.Kill(p.Pid(), syscall.SIGKILL); !errors.Is(err, sandbox.ErrNoProcess) {
+			t.Errorf("Kill after exit: %v, want sandbox.ErrNoProcess", err)
 		}
 	}
-	if err := s.Kill(1<<40, syscall.SIGTERM); !errors.Is(err, ErrNoProcess) {
+	if err := s.Kill(1<<40, syscall.SIGTERM); !errors.Is(err, sandbox.ErrNoProcess) {
 		t.Errorf("Kill unknown pid: %v", err)
 	}
 }
@@ -405,7 +407,7 @@ func TestCloseKillsDaemonAndRemovesEverything(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := s.Start(sh("true")); !errors.Is(err, ErrClosed) {
+	if _, err := s.Start(sh("true")); !errors.Is(err, sandbox.ErrClosed) {
 		t.Errorf("Start after Close: %v", err)
 	}
 }
@@ -432,13 +434,13 @@ func TestBackgroundChildHoldingPipeDoesNotBlockExit(t *testing.T) {
 
 func TestCloseStopsRunningProcesses(t *testing.T) {
 	s := openTest(t, Config{})
-	streamed, err := s.Start(ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
+	streamed, err := s.Start(sandbox.ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := newCollector()
 	streamed.Stream(c.sink)
-	unstreamed, err := s.Start(ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
+	unstreamed, err := s.Start(sandbox.ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +470,7 @@ func TestCloseKillsProcessesIgnoringSIGTERM(t *testing.T) {
 	ready := make(chan struct{})
 	var once sync.Once
 	c := newCollector()
-	p.Stream(func(ev Event) {
+	p.Stream(func(ev sandbox.Event) {
 		c.sink(ev)
 		if bytes.Contains(ev.Stdout, []byte("ready")) {
 			once.Do(func() { close(ready) })
@@ -576,7 +578,7 @@ func TestCleanup(t *testing.T) {
 
 func TestBigOutputExact(t *testing.T) {
 	s := openTest(t, Config{})
-	r := run(t, s, ProcessSpec{Bin: "head", Args: []string{"head", "-c", "5000000", "/dev/zero"}})
+	r := run(t, s, sandbox.ProcessSpec{Bin: "head", Args: []string{"head", "-c", "5000000", "/dev/zero"}})
 	if len(r.stdout) != 5000000 || strings.Trim(r.stdout, "\x00") != "" || r.rc != 0 {
 		t.Errorf("got %d bytes rc %d", len(r.stdout), r.rc)
 	}
@@ -601,16 +603,16 @@ func TestStartErrors(t *testing.T) {
 	}
 	notExec := volume.DefaultPath + "/data"
 	for _, tc := range []struct {
-		spec ProcessSpec
+		spec sandbox.ProcessSpec
 		want error
 		text string
 	}{
-		{ProcessSpec{Bin: "gvt-sb-no-such-binary"}, ErrNotFound, "gvt-sb-no-such-binary: command not found"},
-		{ProcessSpec{Bin: "/nonexistent/gvt-sb"}, ErrNotFound, "/nonexistent/gvt-sb"},
-		{ProcessSpec{Bin: ""}, ErrNotFound, "empty"},
-		{ProcessSpec{Bin: notExec}, ErrNotExecutable, notExec},
-		{ProcessSpec{Bin: "/", Args: []string{"/"}}, ErrNotExecutable, "/"},
-		{ProcessSpec{Bin: "true", Dir: "/nonexistent/gvt-sb"}, ErrSetup, "/nonexistent/gvt-sb"},
+		{sandbox.ProcessSpec{Bin: "gvt-sb-no-such-binary"}, sandbox.ErrNotFound, "gvt-sb-no-such-binary: command not found"},
+		{sandbox.ProcessSpec{Bin: "/nonexistent/gvt-sb"}, sandbox.ErrNotFound, "/nonexistent/gvt-sb"},
+		{sandbox.ProcessSpec{Bin: ""}, sandbox.ErrNotFound, "empty"},
+		{sandbox.ProcessSpec{Bin: notExec}, sandbox.ErrNotExecutable, notExec},
+		{sandbox.ProcessSpec{Bin: "/", Args: []string{"/"}}, sandbox.ErrNotExecutable, "/"},
+		{sandbox.ProcessSpec{Bin: "true", Dir: "/nonexistent/gvt-sb"}, sandbox.ErrSetup, "/nonexistent/gvt-sb"},
 	} {
 		p, err := s.Start(tc.spec)
 		if !errors.Is(err, tc.want) || !strings.Contains(fmt.Sprint(err), tc.text) {
@@ -695,12 +697,12 @@ func TestParseShimReport(t *testing.T) {
 		want error
 	}{
 		{shimMagic, nil},
-		{"", ErrSetup},
-		{"garbage", ErrSetup},
-		{shimMagic + "notfound x: command not found", ErrNotFound},
-		{shimMagic + "noexec x: permission denied", ErrNotExecutable},
-		{shimMagic + "setup bind-mount failed", ErrSetup},
-		{shimMagic + "weird", ErrSetup},
+		{"", sandbox.ErrSetup},
+		{"garbage", sandbox.ErrSetup},
+		{shimMagic + "notfound x: command not found", sandbox.ErrNotFound},
+		{shimMagic + "noexec x: permission denied", sandbox.ErrNotExecutable},
+		{shimMagic + "setup bind-mount failed", sandbox.ErrSetup},
+		{shimMagic + "weird", sandbox.ErrSetup},
 	} {
 		err := parseShimReport([]byte(tc.in))
 		if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
@@ -719,7 +721,7 @@ func FuzzParseShimReport(f *testing.F) {
 		if err == nil && string(b) != shimMagic {
 			t.Fatalf("accepted %q", b)
 		}
-		if err != nil && !errors.Is(err, ErrSetup) && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrNotExecutable) {
+		if err != nil && !errors.Is(err, sandbox.ErrSetup) && !errors.Is(err, sandbox.ErrNotFound) && !errors.Is(err, sandbox.ErrNotExecutable) {
 			t.Fatalf("untyped error %v", err)
 		}
 	})

@@ -25,6 +25,6 @@
 // call MaybeRunShim first thing in main (or TestMain).
 //
 // The shim reports on an extra pipe whether the exec happened, so Start
-// returns only once the payload binary runs (or with ErrNotFound,
-// ErrNotExecutable or ErrSetup when it could not).
-package sandbox
+// returns only once the payload binary runs (or with sandbox.ErrNotFound,
+// sandbox.ErrNotExecutable or sandbox.ErrSetup when it could not).
+package netns

@@ -1,9 +1,9 @@
-// Package agentbox is gvpn-runtime's agent sandbox: the payload runs in a VM
+// Package agent is gvpn-runtime's agent sandbox: the payload runs in a VM
 // or container started by a configured command, with gvpn-agent inside,
 // and the runtime reaches it over the bridge (package vsock,
-// docs/bridge.md). A Box is both the service's Sandbox (RunProcess and
+// docs/bridge.md). A Box is both a sandbox.Sandbox (RunProcess and
 // KillProcess go to the agent over the control connection) and the network
-// manager's Payload (CreateNetwork becomes a configure request, and the
+// manager's Attacher (CreateNetwork becomes a configure request, and the
 // bridge's data connection is the payload's frame link).
 //
 // The runtime listens, the agent dials. The Box listens on the data and
@@ -14,7 +14,7 @@
 // last configuration again. If the command exits, the payload is gone: its
 // processes are reported exited (return code -1) and the command is run
 // again with backoff, and the new agent is configured like the old one.
-package agentbox
+package agent
 
 import (
 	"context"
@@ -38,7 +38,6 @@ import (
 	"github.com/gvpn/gvpn/runtime/link"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
-	"github.com/gvpn/gvpn/runtime/service"
 	"github.com/gvpn/gvpn/vsock"
 )
 
@@ -62,12 +61,12 @@ const tailSize = 2048
 var (
 	// ErrAgentTimeout: the agent did not say hello, or did not answer a
 	// request, in time.
-	ErrAgentTimeout = errors.New("agentbox: no answer from gvpn-agent in time")
+	ErrAgentTimeout = errors.New("agent sandbox: no answer from gvpn-agent in time")
 	// ErrAgentGone: the control connection failed before the answer.
-	ErrAgentGone = errors.New("agentbox: the control connection to gvpn-agent was lost")
+	ErrAgentGone = errors.New("agent sandbox: the control connection to gvpn-agent was lost")
 	// ErrCommandExited: the agent command ended before the agent said
 	// hello.
-	ErrCommandExited = errors.New("agentbox: the agent command exited")
+	ErrCommandExited = errors.New("agent sandbox: the agent command exited")
 )
 
 // Config says how to start and reach the payload.
@@ -147,7 +146,7 @@ type Box struct {
 }
 
 var (
-	_ service.Sandbox = (*Box)(nil)
+	_ sandbox.Sandbox = (*Box)(nil)
 	_ interface {
 		Attach(context.Context, netcfg.LinkConfig, map[string]string) (link.Link, error)
 	} = (*Box)(nil)
@@ -160,7 +159,7 @@ var (
 // command's last output. On failure nothing is left behind.
 func Open(ctx context.Context, cfg Config) (*Box, error) {
 	if strings.TrimSpace(cfg.Command) == "" {
-		return nil, errors.New("agentbox: no agent command")
+		return nil, errors.New("agent sandbox: no agent command")
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -232,7 +231,7 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 		return fail(fmt.Errorf("%w: no hello on %s within %v (does the command start gvpn-agent, and can it reach %s?)%s",
 			ErrAgentTimeout, control, cfg.Timeout, "$"+EnvControl, b.tail.quote()))
 	case <-ctx.Done():
-		return fail(fmt.Errorf("agentbox: waiting for the agent's hello: %w", ctx.Err()))
+		return fail(fmt.Errorf("agent sandbox: waiting for the agent's hello: %w", ctx.Err()))
 	}
 }
 
@@ -242,7 +241,7 @@ func (b *Box) Bridge() vsock.Addr { return b.cfg.Bridge }
 // Control returns the control address the Box listens on.
 func (b *Box) Control() vsock.Addr { return b.control }
 
-// Attach implements network.Payload: it sends the configuration to the
+// Attach implements network.Attacher: it sends the configuration to the
 // agent, waits until the agent confirms it and returns the bridge's data
 // link (which then belongs to the caller). When the agent refuses the
 // configuration because of an input of the ExeUnit's request (if_addr,
@@ -257,7 +256,7 @@ func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[strin
 		return nil, sandbox.ErrClosed
 	case b.attached:
 		b.mu.Unlock()
-		return nil, errors.New("agentbox: the bridge is attached already")
+		return nil, errors.New("agent sandbox: the bridge is attached already")
 	}
 	b.mu.Unlock()
 
@@ -296,7 +295,7 @@ func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[strin
 		}
 		cr, ok := r.m.(vsock.Configured)
 		if !ok {
-			return nil, fmt.Errorf("agentbox: the agent answered configure with %q", r.m.Type())
+			return nil, fmt.Errorf("agent sandbox: the agent answered configure with %q", r.m.Type())
 		}
 		if !cr.OK {
 			log.WithFields(logrus.Fields{"error": cr.Error, "field": cr.Field}).Error("the agent refused the configuration")
@@ -321,12 +320,12 @@ func claimSocketDir(dir string, log *logrus.Entry) error {
 	if errors.Is(err, os.ErrExist) {
 		log.WithField("dir", dir).Warn("removing a socket directory left by a runtime that died")
 		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("agentbox: socket directory: %w", err)
+			return fmt.Errorf("agent sandbox: socket directory: %w", err)
 		}
 		err = owner.Claim(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("agentbox: socket directory: %w", err)
+		return fmt.Errorf("agent sandbox: socket directory: %w", err)
 	}
 	return nil
 }
@@ -417,16 +416,16 @@ func (b *Box) teardown() error {
 	b.finishAll("the sandbox closed")
 	if b.ownDir {
 		if err := os.RemoveAll(b.cfg.SocketDir); err != nil {
-			errs = append(errs, fmt.Errorf("agentbox: remove %s: %w", b.cfg.SocketDir, err))
+			errs = append(errs, fmt.Errorf("agent sandbox: remove %s: %w", b.cfg.SocketDir, err))
 		}
 	}
 	b.log.Debug("agent sandbox closed")
 	return errors.Join(errs...)
 }
 
-// Start implements service.Sandbox: a run request to the agent. The
+// Start implements sandbox.Sandbox: a run request to the agent. The
 // process's events are queued until Stream.
-func (b *Box) Start(spec sandbox.ProcessSpec) (service.Process, error) {
+func (b *Box) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if spec.Bin == "" {
 		return nil, fmt.Errorf("%w: empty binary name", sandbox.ErrNotFound)
 	}
@@ -457,10 +456,10 @@ func (b *Box) Start(spec sandbox.ProcessSpec) (service.Process, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", sandbox.ErrSetup, m.Error)
 	}
-	return nil, fmt.Errorf("agentbox: the agent answered run with %q", r.m.Type())
+	return nil, fmt.Errorf("agent sandbox: the agent answered run with %q", r.m.Type())
 }
 
-// Kill implements service.Sandbox: a kill request to the agent. Signal 0
+// Kill implements sandbox.Sandbox: a kill request to the agent. Signal 0
 // means SIGKILL. A pid the agent did not start, or whose exit was
 // reported, gives sandbox.ErrNoProcess.
 func (b *Box) Kill(pid uint64, sig syscall.Signal) error {
@@ -468,7 +467,7 @@ func (b *Box) Kill(pid uint64, sig syscall.Signal) error {
 		sig = syscall.SIGKILL
 	}
 	if sig < 1 || sig > 64 {
-		return fmt.Errorf("agentbox: invalid signal %d", int(sig))
+		return fmt.Errorf("agent sandbox: invalid signal %d", int(sig))
 	}
 	b.mu.Lock()
 	p := b.procs[pid]
@@ -486,7 +485,7 @@ func (b *Box) Kill(pid uint64, sig syscall.Signal) error {
 	}
 	k, ok := r.m.(vsock.Killed)
 	if !ok {
-		return fmt.Errorf("agentbox: the agent answered kill with %q", r.m.Type())
+		return fmt.Errorf("agent sandbox: the agent answered kill with %q", r.m.Type())
 	}
 	if !k.OK {
 		// The agent refuses a kill only for a process it does not know

@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package netns
 
 import (
 	"errors"
@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/owner"
+	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -92,12 +93,12 @@ func TestOnlyStdioAndTheRequestEnvironmentReachThePayload(t *testing.T) {
 	defer syscall.Close(fd)
 	t.Setenv("GVT_SB_RUNTIME_SECRET", "leak")
 	s := openTest(t, Config{})
-	r := run(t, s, ProcessSpec{Bin: "ls", Args: []string{"ls", "/proc/self/fd"}})
+	r := run(t, s, sandbox.ProcessSpec{Bin: "ls", Args: []string{"ls", "/proc/self/fd"}})
 	// ls itself opens the directory it lists (one more descriptor).
 	if got := strings.Fields(r.stdout); len(got) != 4 || !slices.Equal(got[:3], []string{"0", "1", "2"}) {
 		t.Errorf("payload descriptors %q, want 0 1 2 and ls's own", r.stdout)
 	}
-	r = run(t, s, ProcessSpec{Bin: "env", Env: []string{"FOO=bar"}})
+	r = run(t, s, sandbox.ProcessSpec{Bin: "env", Env: []string{"FOO=bar"}})
 	if r.stdout != "FOO=bar\nPATH="+DefaultPath+"\n" {
 		t.Errorf("payload environment %q", r.stdout)
 	}
@@ -106,7 +107,7 @@ func TestOnlyStdioAndTheRequestEnvironmentReachThePayload(t *testing.T) {
 func TestSecondOpenOnALiveSandboxTouchesNothing(t *testing.T) {
 	workdir := t.TempDir()
 	s := openTest(t, Config{Workdir: workdir})
-	p, err := s.Start(ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
+	p, err := s.Start(sandbox.ProcessSpec{Bin: "sleep", Args: []string{"sleep", "1000"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package netns
 
 import (
 	"encoding/json"
@@ -24,6 +24,7 @@ import (
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
 	"github.com/gvpn/gvpn/runtime/owner"
+	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/volume"
 )
 
@@ -53,8 +54,8 @@ const (
 // Config describes a sandbox.
 type Config struct {
 	// Workdir is the activity's working directory. The namespace name is
-	// derived from its absolute path (see NameFor), and it is the working
-	// directory of processes whose ProcessSpec.Dir is empty. Required.
+	// derived from its absolute path (see NameFor); it holds the volumes'
+	// directories and the payload's /tmp. Required.
 	Workdir string
 	// Hostname is the payload's hostname (its own UTS namespace), also in
 	// /etc/hostname and as "127.0.1.1 Hostname" in the hosts file; empty
@@ -135,6 +136,10 @@ type Sandbox struct {
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// A Sandbox is both halves of the netns sandbox: the service's sandbox and
+// the network manager's attacher (see Attach).
+var _ sandbox.Sandbox = (*Sandbox)(nil)
 
 // Open creates the sandbox for cfg.Workdir: a named network namespace
 // (like `ip netns add NAME`) with lo up; the directory /run/gvpn/NAME with
@@ -385,7 +390,7 @@ func (s *Sandbox) startHolder() (pid int, err error) {
 	if err := parseShimReport(b); err != nil {
 		return 0, fmt.Errorf("sandbox init: %w", err)
 	}
-	return 0, fmt.Errorf("%w: sandbox init ended without a report (%s)", ErrSetup, strings.TrimSpace(stderr.String()))
+	return 0, fmt.Errorf("%w: sandbox init ended without a report (%s)", sandbox.ErrSetup, strings.TrimSpace(stderr.String()))
 }
 
 // waitHolder reaps the holder. Its death before Close means every payload
@@ -480,7 +485,7 @@ func (s *Sandbox) HostsPath() string { return s.hostsPath }
 // Kill sends sig to the process group of the process pid (Start puts each
 // process in its own group, so its children get the signal too). Signal 0
 // means SIGKILL: the wire's KillProcess carries 0 when the requestor did
-// not choose one. It returns ErrNoProcess (wrapped) if pid was not started
+// not choose one. It returns sandbox.ErrNoProcess (wrapped) if pid was not started
 // by this sandbox or its process has already exited, even if the Exited
 // event is still on its way.
 func (s *Sandbox) Kill(pid uint64, sig syscall.Signal) error {
@@ -491,7 +496,7 @@ func (s *Sandbox) Kill(pid uint64, sig syscall.Signal) error {
 	p := s.live[pid]
 	s.mu.Unlock()
 	if p == nil {
-		return fmt.Errorf("%w: pid %d", ErrNoProcess, pid)
+		return fmt.Errorf("%w: pid %d", sandbox.ErrNoProcess, pid)
 	}
 	return p.signalGroup(sig)
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package sandbox
+package netns
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
 // The shim is the current executable started by Start with this argument
@@ -223,7 +225,7 @@ func lookPath(bin string) (string, error) {
 func readShimReport(r io.Reader) error {
 	b, err := io.ReadAll(io.LimitReader(r, maxReport))
 	if err != nil {
-		return fmt.Errorf("%w: read shim report: %v", ErrSetup, err)
+		return fmt.Errorf("%w: read shim report: %v", sandbox.ErrSetup, err)
 	}
 	return parseShimReport(b)
 }
@@ -235,9 +237,9 @@ func parseShimReport(b []byte) error {
 	rest, ok := bytes.CutPrefix(b, []byte(shimMagic))
 	if !ok {
 		if len(b) == 0 {
-			return fmt.Errorf("%w: the re-executed binary did not run the sandbox shim (call sandbox.MaybeRunShim first in main)", ErrSetup)
+			return fmt.Errorf("%w: the re-executed binary did not run the sandbox shim (call sandbox.MaybeRunShim first in main)", sandbox.ErrSetup)
 		}
-		return fmt.Errorf("%w: unexpected shim report %q", ErrSetup, truncate(b, 200))
+		return fmt.Errorf("%w: unexpected shim report %q", sandbox.ErrSetup, truncate(b, 200))
 	}
 	if len(rest) == 0 {
 		return nil
@@ -246,11 +248,11 @@ func parseShimReport(b []byte) error {
 	text := string(truncate(msg, 4096))
 	switch string(kind) {
 	case kindNotFound:
-		return fmt.Errorf("%w: %s", ErrNotFound, text)
+		return fmt.Errorf("%w: %s", sandbox.ErrNotFound, text)
 	case kindNoExec:
-		return fmt.Errorf("%w: %s", ErrNotExecutable, text)
+		return fmt.Errorf("%w: %s", sandbox.ErrNotExecutable, text)
 	default:
-		return fmt.Errorf("%w: %s", ErrSetup, text)
+		return fmt.Errorf("%w: %s", sandbox.ErrSetup, text)
 	}
 }
 

@@ -1,4 +1,4 @@
-package sandbox
+package netns
 
 import (
 	"crypto/sha256"

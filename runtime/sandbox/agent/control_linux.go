@@ -1,4 +1,4 @@
-package agentbox
+package agent
 
 import (
 	"context"
@@ -410,10 +410,7 @@ type process struct {
 	done     bool
 }
 
-var _ interface {
-	Pid() uint64
-	Stream(func(sandbox.Event))
-} = (*process)(nil)
+var _ sandbox.Process = (*process)(nil)
 
 func newProcess(pid uint64) *process { return &process{pid: pid} }
 

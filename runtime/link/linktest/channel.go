@@ -1,17 +1,18 @@
-// Package taptest provides an in-memory tap.Device for tests that cannot or
-// need not create a real TAP (no root needed), in the manner of wireguard-go's
-// tuntest.ChannelTUN.
+// Package linktest is the test kit for frame links: an in-memory link (with
+// the Name and MTU of a tap.Device, so it stands in for a TAP) for tests that
+// cannot or need not create a real device (no root needed), in the manner of
+// wireguard-go's tuntest.ChannelTUN.
 //
 // A ChannelDevice is driven through two channels:
 //
-//	dev := taptest.NewChannelDevice()
+//	dev := linktest.NewChannelDevice()
 //	dev.Inbound <- frame   // the code under test reads it with dev.Read
 //	got := <-dev.Outbound  // a frame the code under test wrote with dev.Write
 //
 // NewPair joins two devices back to back, like the two ends of a cable.
 //
 // The fake is for correctness tests, not benchmarks: Write copies every frame.
-package taptest
+package linktest
 
 import (
 	"fmt"
@@ -19,7 +20,6 @@ import (
 	"sync"
 
 	"github.com/gvpn/gvpn/runtime/link"
-	"github.com/gvpn/gvpn/tap"
 )
 
 // QueueLen is the capacity of the channels NewChannelDevice makes. A Write
@@ -29,7 +29,8 @@ const QueueLen = 64
 // BatchSize is what a ChannelDevice's BatchSize returns.
 const BatchSize = 8
 
-// ChannelDevice is a tap.Device backed by channels. Frames sent on Inbound
+// ChannelDevice is a link.Link with a tap.Device's Name and MTU, backed by
+// channels. Frames sent on Inbound
 // come out of Read; frames passed to Write are copied and sent on Outbound.
 // Empty frames given to Write are skipped, as on a real TAP.
 //
@@ -48,8 +49,6 @@ type ChannelDevice struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 }
-
-var _ tap.Device = (*ChannelDevice)(nil)
 
 // NewChannelDevice returns a device named "vpn0" with MTU 1220 and buffered
 // channels of QueueLen frames.
@@ -78,7 +77,7 @@ func (d *ChannelDevice) Name() string { return d.name }
 // MTU implements tap.Device.
 func (d *ChannelDevice) MTU() (int, error) {
 	if d.isClosed() {
-		return 0, fmt.Errorf("taptest %s: mtu: %w", d.name, link.ErrClosed)
+		return 0, fmt.Errorf("linktest %s: mtu: %w", d.name, link.ErrClosed)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -104,18 +103,18 @@ func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 		return 0, nil
 	}
 	if d.isClosed() {
-		return 0, fmt.Errorf("taptest %s: read: %w", d.name, link.ErrClosed)
+		return 0, fmt.Errorf("linktest %s: read: %w", d.name, link.ErrClosed)
 	}
 	var frame []byte
 	select {
 	case <-d.closed:
-		return 0, fmt.Errorf("taptest %s: read: %w", d.name, link.ErrClosed)
+		return 0, fmt.Errorf("linktest %s: read: %w", d.name, link.ErrClosed)
 	case frame = <-d.Inbound:
 	}
 	n := 0
 	for {
 		if offset < 0 || offset > len(bufs[n]) {
-			return n, fmt.Errorf("taptest %s: read: %w", d.name, io.ErrShortBuffer)
+			return n, fmt.Errorf("linktest %s: read: %w", d.name, io.ErrShortBuffer)
 		}
 		sizes[n] = len(frame)
 		if len(frame) <= len(bufs[n])-offset {
@@ -138,18 +137,18 @@ func (d *ChannelDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 func (d *ChannelDevice) Write(bufs [][]byte, offset int) (int, error) {
 	for i, b := range bufs {
 		if offset < 0 || offset > len(b) {
-			return i, fmt.Errorf("taptest %s: write: %w", d.name, io.ErrShortBuffer)
+			return i, fmt.Errorf("linktest %s: write: %w", d.name, io.ErrShortBuffer)
 		}
 		if len(b) == offset {
 			continue
 		}
 		if d.isClosed() {
-			return i, fmt.Errorf("taptest %s: write: %w", d.name, link.ErrClosed)
+			return i, fmt.Errorf("linktest %s: write: %w", d.name, link.ErrClosed)
 		}
 		frame := append([]byte(nil), b[offset:]...)
 		select {
 		case <-d.closed:
-			return i, fmt.Errorf("taptest %s: write: %w", d.name, link.ErrClosed)
+			return i, fmt.Errorf("linktest %s: write: %w", d.name, link.ErrClosed)
 		case d.Outbound <- frame:
 		}
 	}

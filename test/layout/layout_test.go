@@ -1,0 +1,281 @@
+// Package layout checks that the module's imports keep the layout that
+// docs/architecture.md describes: dependencies point one way, from the
+// binaries down to the data-plane leaves, and each contract has one home
+// that its users import instead of its implementations.
+//
+// The test reads `go list -json ./...`, so it needs the go tool and the
+// module's source; it skips (saying so) where they are missing, as in the
+// Docker test image, which carries test binaries only.
+package layout
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/gvpn/gvpn"
+
+// pkg is one package of the module as go list reports it, with paths
+// relative to the module ("runtime/link"); imports from outside the module
+// are left out.
+type pkg struct {
+	path        string
+	imports     []string // of the package's own files
+	testImports []string // of its _test.go files (both in-package and external)
+}
+
+// rule restricts what the packages matching pkgs may import from the module.
+// Patterns are package paths relative to the module; "x/..." matches x and
+// everything below it.
+type rule struct {
+	pkgs   []string
+	except []string // packages among pkgs the rule does not apply to
+	// allow, when not nil, is the complete list of module packages the
+	// package may import; deny lists packages it must not import.
+	allow, deny []string
+	// tests applies the rule to the _test.go files too; testAllow adds
+	// packages only those may import (test kits).
+	tests     bool
+	testAllow []string
+	why       string
+}
+
+// rules is the layout. Read from the bottom of the graph up.
+var rules = []rule{
+	{
+		pkgs: []string{"runtime/link", "runtime/frame"}, allow: []string{},
+		tests: true, testAllow: []string{"runtime/link/linktest", "test/privtest"},
+		why: "the frame link and frame parsing are data-plane leaves: they sit below everything, as wireguard-go's tun sits below device",
+	},
+	{
+		pkgs: []string{"runtime/pump"}, allow: []string{"runtime/link", "runtime/frame"},
+		tests: true, testAllow: []string{"runtime/link/linktest", "test/privtest"},
+		why: "the pump is a data-plane leaf: it joins two links and knows nothing above them",
+	},
+	{
+		pkgs: []string{"runtime/link/linktest"}, allow: []string{"runtime/link"},
+		why: "the link test kit is imported by every data-plane test, so it may depend on the link contract only",
+	},
+	{
+		pkgs: []string{"tap/..."}, deny: []string{"runtime/...", "vsock/..."}, tests: true,
+		why: "tap is a library for runtime authors: its Device satisfies the frame link by its method set and net.ErrClosed, not by importing the runtime",
+	},
+	{
+		pkgs: []string{"netcfg/..."}, allow: []string{"netcfg/..."},
+		why: "netcfg (addressing, hosts, namespace handles) is a library below the runtime, the agent and tap",
+	},
+	{
+		pkgs: []string{"runtime/sandbox"}, allow: []string{}, tests: true,
+		why: "runtime/sandbox is the neutral home of the sandbox contract: every implementation imports it, it imports none of them",
+	},
+	{
+		pkgs: []string{"runtime/sandbox/..."}, except: []string{"runtime/sandbox"},
+		deny: []string{"runtime/service", "runtime/network", "runtime/cli", "runtime/endpoint", "test/..."},
+		why:  "a sandbox implements the contract in runtime/sandbox and knows nothing of the service or the network manager that use it",
+	},
+	{
+		pkgs: []string{"runtime/service"}, allow: []string{"runtime/api", "runtime/sandbox"}, tests: true,
+		why: "the service loop knows the API and the sandbox contract, never an implementation: a new sandbox is added without touching it",
+	},
+	{
+		pkgs: []string{"runtime/network"}, deny: []string{"runtime/sandbox/...", "runtime/service", "runtime/cli", "tap/...", "vsock/..."},
+		why: "the network manager gets the payload's side of the VPN through its Attacher contract; the sandboxes provide it",
+	},
+	{
+		pkgs: []string{"vsock/..."}, deny: []string{"runtime/api", "runtime/cli", "runtime/endpoint", "runtime/network", "runtime/sandbox/...", "runtime/service"},
+		why: "the bridge and the agent are built on the data-plane leaves and the libraries only; the runtime imports them, not the other way",
+	},
+	{
+		pkgs: []string{"runtime/..."}, deny: []string{"vsock/agent/..."},
+		why: "vsock/agent is gvpn-agent's own code, run inside the payload; the runtime talks to it over the bridge only",
+	},
+	{
+		pkgs: []string{"test/..."}, deny: []string{"runtime/network", "runtime/service", "runtime/cli"}, tests: true,
+		why: "the tests and the lab drive gvpn-runtime through its binary and the wire contract (runtime/api), not through the runtime's internal types",
+	},
+	{
+		pkgs: []string{"..."}, except: []string{"test/...", "cmd/..."}, deny: []string{"test/..."},
+		why: "test code never ships inside the libraries (their _test.go files may use the test kits)",
+	},
+	{
+		pkgs: []string{"..."}, except: []string{"cmd/..."}, deny: []string{"runtime/cli", "cmd/..."}, tests: true,
+		why: "the CLI and the mains are the top of the graph: only cmd/ imports runtime/cli, nothing imports cmd/",
+	},
+}
+
+// match reports whether path matches one of patterns.
+func match(path string, patterns []string) bool {
+	for _, p := range patterns {
+		switch {
+		case p == "...":
+			return true
+		case strings.HasSuffix(p, "/..."):
+			base := strings.TrimSuffix(p, "/...")
+			if path == base || strings.HasPrefix(path, base+"/") {
+				return true
+			}
+		case path == p:
+			return true
+		}
+	}
+	return false
+}
+
+// violations checks every package against every rule and returns one line
+// per broken rule and import.
+func violations(pkgs []pkg) []string {
+	var out []string
+	for _, p := range pkgs {
+		for _, r := range rules {
+			if !match(p.path, r.pkgs) || match(p.path, r.except) {
+				continue
+			}
+			check := func(imports []string, kind string, extra []string) {
+				for _, imp := range imports {
+					if imp == p.path {
+						continue
+					}
+					bad := match(imp, r.deny)
+					if r.allow != nil && !match(imp, r.allow) && !match(imp, extra) {
+						bad = true
+					}
+					if bad {
+						out = append(out, fmt.Sprintf("%s (%s) imports %s: %s", p.path, kind, imp, r.why))
+					}
+				}
+			}
+			check(p.imports, "code", nil)
+			if r.tests {
+				check(p.testImports, "tests", r.testAllow)
+			}
+		}
+		// Sandbox implementations are siblings: none builds on another.
+		if strings.HasPrefix(p.path, "runtime/sandbox/") {
+			own := strings.SplitN(strings.TrimPrefix(p.path, "runtime/sandbox/"), "/", 2)[0]
+			for _, imp := range p.imports {
+				if strings.HasPrefix(imp, "runtime/sandbox/") &&
+					strings.SplitN(strings.TrimPrefix(imp, "runtime/sandbox/"), "/", 2)[0] != own {
+					out = append(out, fmt.Sprintf("%s (code) imports %s: sandbox implementations are siblings; what they share belongs in a package below them", p.path, imp))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// load runs go list in the module root and returns the module's packages,
+// sorted by path.
+func load(t *testing.T) []pkg {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("the layout check needs the go tool to list the packages; none in PATH (a test image without the toolchain)")
+	}
+	gomod, err := exec.Command(gobin, "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == "/dev/null" {
+		t.Skip("the layout check needs the module's source (go env GOMOD found no go.mod)")
+	}
+	cmd := exec.Command(gobin, "list", "-json=ImportPath,Imports,TestImports,XTestImports", "./...")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.String())
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(bytes.NewReader(outb))
+	for {
+		var lp struct {
+			ImportPath                         string
+			Imports, TestImports, XTestImports []string
+		}
+		if err := dec.Decode(&lp); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decode go list output: %v", err)
+		}
+		p := pkg{path: rel(lp.ImportPath), imports: own(lp.Imports)}
+		p.testImports = own(append(lp.TestImports, lp.XTestImports...))
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) == 0 {
+		t.Fatal("go list found no packages")
+	}
+	slices.SortFunc(pkgs, func(a, b pkg) int { return strings.Compare(a.path, b.path) })
+	return pkgs
+}
+
+func rel(path string) string {
+	if path == module {
+		return "."
+	}
+	return strings.TrimPrefix(path, module+"/")
+}
+
+// own keeps the module's packages of imports, relative, sorted, once each.
+func own(imports []string) []string {
+	var out []string
+	for _, imp := range imports {
+		if imp == module || strings.HasPrefix(imp, module+"/") {
+			out = append(out, rel(imp))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func TestImportRules(t *testing.T) {
+	pkgs := load(t)
+	for _, v := range violations(pkgs) {
+		t.Error(v)
+	}
+}
+
+// TestRulesCatchBadImports makes sure the rules can fail: each import below
+// breaks the layout and must be reported.
+func TestRulesCatchBadImports(t *testing.T) {
+	for _, bad := range []pkg{
+		{path: "tap", imports: []string{"runtime/link"}},
+		{path: "tap", testImports: []string{"runtime/link"}},
+		{path: "runtime/link", imports: []string{"netcfg"}},
+		{path: "runtime/pump", imports: []string{"runtime/api"}},
+		{path: "runtime/sandbox", imports: []string{"runtime/sandbox/netns"}},
+		{path: "runtime/sandbox/netns", imports: []string{"runtime/service"}},
+		{path: "runtime/sandbox/vm", imports: []string{"runtime/sandbox/agent"}},
+		{path: "runtime/service", imports: []string{"runtime/sandbox/netns"}},
+		{path: "runtime/service", imports: []string{"runtime/network"}},
+		{path: "runtime/network", imports: []string{"tap"}},
+		{path: "test/golemnet", imports: []string{"runtime/network"}},
+		{path: "test/bench", testImports: []string{"runtime/network"}},
+		{path: "vsock", imports: []string{"runtime/api"}},
+		{path: "runtime/cli", imports: []string{"vsock/agent"}},
+		{path: "netcfg", imports: []string{"tap"}},
+		{path: "runtime/network", imports: []string{"test/privtest"}},
+		{path: "test/lab", imports: []string{"runtime/cli"}},
+		{path: "runtime/cli", imports: []string{"cmd/gvpn-runtime"}},
+	} {
+		if v := violations([]pkg{bad}); len(v) == 0 {
+			t.Errorf("%s importing %v (tests: %v) passes the rules; it must not", bad.path, bad.imports, bad.testImports)
+		}
+	}
+	good := []pkg{
+		{path: "runtime/sandbox/vm", imports: []string{"runtime/sandbox", "runtime/link", "netcfg", "vsock"}},
+		{path: "runtime/network", testImports: []string{"runtime/sandbox/netns", "test/privtest"}},
+		{path: "tap", testImports: []string{"test/privtest", "netcfg/nsthread"}},
+		{path: "cmd/gvpn-runtime", imports: []string{"runtime/cli", "runtime/sandbox/netns"}},
+	}
+	for _, p := range good {
+		if v := violations([]pkg{p}); len(v) > 0 {
+			t.Errorf("a valid import is reported: %v", v)
+		}
+	}
+}
