@@ -546,28 +546,37 @@ func baseName(p string) string {
 	return p
 }
 
+// DefaultVolume returns the name (its directory in the workdir) and the
+// path inside the sandbox of the /golem/work volume that deploy returned.
+func DefaultVolume(dep DeployResult) (name, path string, err error) {
+	for _, raw := range dep.Vols {
+		var v struct{ Name, Path string }
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return "", "", fmt.Errorf("deploy vols entry %s: %w", raw, err)
+		}
+		if v.Path == "/golem/work" {
+			return v.Name, v.Path, nil
+		}
+	}
+	return "", "", fmt.Errorf("deploy returned no /golem/work volume (vols %s)", dep.Vols)
+}
+
 // Install copies the program src into the default volume that deploy
 // returned, as a requestor uploads its program with a `container:`
 // transfer, and returns its path inside the sandbox: the payload sees
 // none of the host's /tmp or home directories, where test and lab
 // binaries usually live.
 func Install(workdir string, dep DeployResult, src, name string) (string, error) {
-	for _, raw := range dep.Vols {
-		var v struct{ Name, Path string }
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return "", fmt.Errorf("deploy vols entry %s: %w", raw, err)
-		}
-		if v.Path != "/golem/work" {
-			continue
-		}
-		b, err := os.ReadFile(src)
-		if err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(filepath.Join(workdir, v.Name, name), b, 0o755); err != nil {
-			return "", err
-		}
-		return v.Path + "/" + name, nil
+	vol, path, err := DefaultVolume(dep)
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("deploy returned no /golem/work volume (vols %s)", dep.Vols)
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(workdir, vol, name), b, 0o755); err != nil {
+		return "", err
+	}
+	return path + "/" + name, nil
 }

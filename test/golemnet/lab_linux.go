@@ -290,6 +290,21 @@ func (l *Lab) Install(node, src, name string) (string, error) {
 	return Install(n.Workdir, n.deployed, src, name)
 }
 
+// Volume returns where the node's default volume is: its directory on the
+// host and its path in the sandbox (the only place, with /tmp, where a
+// payload may write, e.g. a download to check from the host).
+func (l *Lab) Volume(node string) (hostDir, path string, err error) {
+	n, err := l.Lookup(node)
+	if err != nil {
+		return "", "", err
+	}
+	name, path, err := DefaultVolume(n.deployed)
+	if err != nil {
+		return "", "", err
+	}
+	return filepath.Join(n.Workdir, name), path, nil
+}
+
 // Spawn starts argv in the node's sandbox through RunProcess and returns
 // once it runs (servers, long transfers).
 func (l *Lab) Spawn(ctx context.Context, node string, argv ...string) (*Proc, error) {

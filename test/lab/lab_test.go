@@ -194,7 +194,13 @@ func TestEveryPairPingsByIPAndHostname(t *testing.T) {
 func startServer(t *testing.T, lab *golemnet.Lab, node string) {
 	t.Helper()
 	ctx := ctxFor(t, guard)
-	p, err := lab.Spawn(ctx, node, labBin, "serve-http", "--listen", ":8080")
+	// Uploaded like a requestor's program: the payload does not see the
+	// host's /tmp, where the test built it.
+	bin, err := lab.Install(node, labBin, "gvpn-lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := lab.Spawn(ctx, node, bin, "serve-http", "--listen", ":8080")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +215,17 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return fi.Size()
+}
+
+// volumeFile names a file in node's default volume: its host path (to
+// check) and its path in the sandbox (for the payload to write).
+func volumeFile(t *testing.T, lab *golemnet.Lab, node, name string) (host, inside string) {
+	t.Helper()
+	dir, path, err := lab.Volume(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name), path + "/" + name
 }
 
 // waitGrown waits until the file at path has at least n bytes.
@@ -247,9 +264,9 @@ func TestKilledNodeDoesNotDisturbTheOthers(t *testing.T) {
 	// A paced download (about 2 s) and a ping train between b and c, with
 	// a killed in the middle of both.
 	const size = 12 << 20
-	file := filepath.Join(t.TempDir(), "download")
+	file, inside := volumeFile(t, lab, b.Name, "download")
 	url := fmt.Sprintf("http://%s:8080/data?size=%d&rate=%d", c.Name, size, 6<<20)
-	dl, err := lab.Spawn(ctx, b.Name, "curl", "-fsS", "-o", file, url)
+	dl, err := lab.Spawn(ctx, b.Name, "curl", "-fsS", "-o", inside, url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,8 +303,8 @@ func TestKilledNodeDoesNotDisturbTheOthers(t *testing.T) {
 	}
 	// New connections between the survivors work too.
 	const small = 1 << 20
-	file2 := filepath.Join(t.TempDir(), "after")
-	dl2, err := lab.Spawn(ctx, b.Name, "curl", "-fsS", "-o", file2, fmt.Sprintf("http://%s:8080/data?size=%d", c.Name, small))
+	file2, inside2 := volumeFile(t, lab, b.Name, "after")
+	dl2, err := lab.Spawn(ctx, b.Name, "curl", "-fsS", "-o", inside2, fmt.Sprintf("http://%s:8080/data?size=%d", c.Name, small))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,9 +323,9 @@ func TestCutLinkStallsTransferWhichResumesIntact(t *testing.T) {
 	startServer(t, lab, srv.Name)
 
 	const size = 20 << 20
-	file := filepath.Join(t.TempDir(), "download")
+	file, inside := volumeFile(t, lab, cli.Name, "download")
 	url := fmt.Sprintf("http://%s:8080/data?size=%d&rate=%d", srv.Name, size, 5<<20)
-	dl, err := lab.Spawn(ctx, cli.Name, "curl", "-fsS", "-o", file, url)
+	dl, err := lab.Spawn(ctx, cli.Name, "curl", "-fsS", "-o", inside, url)
 	if err != nil {
 		t.Fatal(err)
 	}

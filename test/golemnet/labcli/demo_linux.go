@@ -369,8 +369,14 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 	var rates []string
 	for _, c := range nodes[1:] {
 		d.p.Detail("%s: curl %s", c.Name, url)
-		file := filepath.Join(d.rd.path, "http-"+c.Name+".bin")
-		res, err := d.lab.Exec(ctx, c.Name, "curl", "-fsS", "--max-time", "45", "-o", file,
+		// The payload writes only in its volumes: download there, check
+		// from the host.
+		volDir, volPath, err := d.lab.Volume(c.Name)
+		if err != nil {
+			return "", err
+		}
+		file := filepath.Join(volDir, "http.bin")
+		res, err := d.lab.Exec(ctx, c.Name, "curl", "-fsS", "--max-time", "45", "-o", volPath+"/http.bin",
 			"-w", "%{size_download} %{time_total}", url)
 		if err != nil {
 			return "", fmt.Errorf("%s: curl: %w", c.Name, err)
