@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
@@ -279,8 +280,8 @@ func (cfg *LinkConfig) validate() error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 	}
 	switch {
-	case checkIfName(cfg.Name) != "":
-		return bad("interface name %q: %s", cfg.Name, checkIfName(cfg.Name))
+	case ifname.Check(cfg.Name) != nil:
+		return bad("interface name %q: %v", cfg.Name, ifname.Check(cfg.Name))
 	case cfg.MTU < 0:
 		return bad("negative MTU %d", cfg.MTU)
 	case !n.Prefix.IsValid() || !n.Prefix.Addr().Is4() || n.Prefix.Bits() == 0:
@@ -293,22 +294,6 @@ func (cfg *LinkConfig) validate() error {
 		return bad("gateway %v is the interface's own address", n.Gateway)
 	}
 	return nil
-}
-
-// checkIfName returns why name cannot be an interface name, or "". It also
-// keeps the name from escaping /proc/sys/net/ipv6/conf.
-func checkIfName(name string) string {
-	switch {
-	case name == "":
-		return "empty"
-	case len(name) >= unix.IFNAMSIZ:
-		return fmt.Sprintf("longer than %d bytes", unix.IFNAMSIZ-1)
-	case name == "." || name == "..":
-		return "reserved"
-	case strings.ContainsAny(name, "/: \t\n\v\f\r\x00"):
-		return "contains '/', ':', NUL or white space"
-	}
-	return ""
 }
 
 // applier runs Apply's steps and remembers how to undo each change.
@@ -359,8 +344,8 @@ func (a *applier) rollback() {
 // of times. It leaves MAC, MTU and disable_ipv6 alone. Errors are
 // *StepError.
 func Teardown(ns netns.NsHandle, name string) error {
-	if reason := checkIfName(name); reason != "" {
-		return &StepError{name, "validate", fmt.Errorf("%w: interface name %q: %s", ErrInvalidConfig, name, reason)}
+	if err := ifname.Check(name); err != nil {
+		return &StepError{name, "validate", fmt.Errorf("%w: interface name %q: %w", ErrInvalidConfig, name, err)}
 	}
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {

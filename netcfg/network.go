@@ -15,6 +15,10 @@ import (
 	"strconv"
 )
 
+// DefaultName is the VPN interface's name when none is given: the name the
+// runtime, the agent and the lab give the payload's interface.
+const DefaultName = "vpn0"
+
 // DefaultMTU is the IP MTU of the VPN interface when LinkConfig.MTU is 0.
 // Golem's VM runtime uses 1220 so that a frame (MTU+14) plus the Golem Net
 // framing around it still fits a 1500-byte path unfragmented.
@@ -46,17 +50,24 @@ func (n Network) String() string {
 	return s
 }
 
-// FieldError says which CreateNetwork field was bad and why. Field is the
-// protocol's name for it: "addr", "mask", "gateway" or "if_addr".
+// FieldError says which field of a network configuration was bad and why.
+// Field is the protocol's name for it: "addr", "mask", "gateway",
+// "if_addr", and for a whole Request also "name", "mtu" and "hosts".
 type FieldError struct {
 	Field  string
 	Value  string
 	Reason string
+	Err    error // the cause, when there is one (a *HostsEntryError)
 }
 
 func (e *FieldError) Error() string {
+	if e.Field == "hosts" && e.Err != nil {
+		return e.Err.Error()
+	}
 	return fmt.Sprintf("invalid %s %q: %s", e.Field, e.Value, e.Reason)
 }
+
+func (e *FieldError) Unwrap() error { return e.Err }
 
 // ParseNetwork validates the four address fields of a CreateNetwork request
 // (golem-protocol §3.3) and returns the network they describe.
@@ -91,7 +102,7 @@ func ParseNetwork(addr, mask, gateway, ifAddr string) (Network, error) {
 		return Network{}, err
 	}
 	if !ip.IsGlobalUnicast() && !ip.IsLinkLocalUnicast() { // IsGlobalUnicast includes private ranges
-		return Network{}, &FieldError{"if_addr", ifAddr, "not a unicast address"}
+		return Network{}, &FieldError{"if_addr", ifAddr, "not a unicast address", nil}
 	}
 
 	n := Network{Prefix: prefix, IfAddr: ip}
@@ -114,14 +125,14 @@ func ParseNetwork(addr, mask, gateway, ifAddr string) (Network, error) {
 
 func parseIPv4(field, s string) (netip.Addr, error) {
 	if s == "" {
-		return netip.Addr{}, &FieldError{field, s, "empty"}
+		return netip.Addr{}, &FieldError{field, s, "empty", nil}
 	}
 	a, err := netip.ParseAddr(s)
 	switch {
 	case err != nil:
-		return netip.Addr{}, &FieldError{field, s, "not an IPv4 address"}
+		return netip.Addr{}, &FieldError{field, s, "not an IPv4 address", nil}
 	case !a.Is4():
-		return netip.Addr{}, &FieldError{field, s, "IPv6 is not supported"}
+		return netip.Addr{}, &FieldError{field, s, "IPv6 is not supported", nil}
 	}
 	return a, nil
 }
@@ -134,7 +145,7 @@ func parseMask(s string) (int, error) {
 		digits := s[1:]
 		n, err := strconv.Atoi(digits)
 		if err != nil || len(digits) > 2 || digits[0] < '0' || digits[0] > '9' || n > 32 {
-			return 0, &FieldError{"mask", s, "not a prefix length from /1 to /32"}
+			return 0, &FieldError{"mask", s, "not a prefix length from /1 to /32", nil}
 		}
 		length = n
 	} else {
@@ -146,11 +157,11 @@ func parseMask(s string) (int, error) {
 		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 		length = bits.LeadingZeros32(^v)
 		if v != ^uint32(0)<<(32-length) {
-			return 0, &FieldError{"mask", s, "not a contiguous netmask"}
+			return 0, &FieldError{"mask", s, "not a contiguous netmask", nil}
 		}
 	}
 	if length == 0 {
-		return 0, &FieldError{"mask", s, "a /0 network would take every address"}
+		return 0, &FieldError{"mask", s, "a /0 network would take every address", nil}
 	}
 	return length, nil
 }
@@ -158,16 +169,16 @@ func parseMask(s string) (int, error) {
 // checkHost checks that ip is a usable host address of prefix.
 func checkHost(field, value string, ip netip.Addr, prefix netip.Prefix) error {
 	if !prefix.Contains(ip) {
-		return &FieldError{field, value, "outside network " + prefix.String()}
+		return &FieldError{field, value, "outside network " + prefix.String(), nil}
 	}
 	if prefix.Bits() >= 31 {
 		return nil // RFC 3021 point-to-point /31 and host /32 have no such addresses
 	}
 	if ip == prefix.Addr() {
-		return &FieldError{field, value, "is the network address of " + prefix.String()}
+		return &FieldError{field, value, "is the network address of " + prefix.String(), nil}
 	}
 	if ip == broadcast(prefix) {
-		return &FieldError{field, value, "is the broadcast address of " + prefix.String()}
+		return &FieldError{field, value, "is the broadcast address of " + prefix.String(), nil}
 	}
 	return nil
 }

@@ -61,6 +61,8 @@ type Device interface {
 }
 
 // DefaultName is the interface name Create uses when Config.Name is empty.
+// It is netcfg.DefaultName (tap stays importable without netcfg; a test
+// keeps the two equal).
 const DefaultName = "vpn0"
 
 // BatchSize is the number of frames a TAP's Read returns at most and the

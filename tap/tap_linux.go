@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
 )
 
@@ -199,19 +199,11 @@ func ifIndex(name string) (int, error) {
 	return int(ifr.Uint32()), nil
 }
 
-// checkName applies the kernel's rules for interface names (dev_valid_name)
-// so that a bad name gets a clear error instead of EINVAL.
+// checkName applies the rule for interface names (netcfg/ifname) so that a
+// bad name gets a clear error instead of EINVAL.
 func checkName(name string) error {
-	bad := func(why string) error {
-		return fmt.Errorf("%w %q: %s", ErrInvalidName, name, why)
-	}
-	switch {
-	case len(name) >= unix.IFNAMSIZ:
-		return bad(fmt.Sprintf("longer than %d bytes", unix.IFNAMSIZ-1))
-	case name == "." || name == "..":
-		return bad("reserved")
-	case strings.ContainsAny(name, "/: \t\n\v\f\r\x00"):
-		return bad("contains '/', ':', NUL or white space")
+	if err := ifname.Check(name); err != nil {
+		return fmt.Errorf("%w %q: %w", ErrInvalidName, name, err)
 	}
 	return nil
 }

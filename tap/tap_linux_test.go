@@ -16,9 +16,8 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
-	"github.com/gvpn/gvpn/test/privtest"
-
 	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 func TestMain(m *testing.M) {

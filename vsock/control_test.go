@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gvpn/gvpn/netcfg"
 )
 
 // docMessages are the examples of docs/bridge.md, one per type.
@@ -367,14 +369,15 @@ func TestConfigureParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := NetConfig{Name: "vpn0", Addr: netip.MustParsePrefix("10.0.0.2/24"), Gateway: netip.MustParseAddr("10.0.0.1"), MTU: 1220,
+	want := NetConfig{Link: netcfg.LinkConfig{Name: "vpn0", MTU: 1220, Net: netcfg.Network{Prefix: netip.MustParsePrefix("10.0.0.0/24"),
+		IfAddr: netip.MustParseAddr("10.0.0.2"), Gateway: netip.MustParseAddr("10.0.0.1")}},
 		Hosts: map[string]netip.Addr{"node-a": netip.MustParseAddr("10.0.0.3"), "v6": netip.MustParseAddr("fd00::3")}}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("Parse = %+v, want %+v", cfg, want)
 	}
 	noGw := ok
 	noGw.Gateway, noGw.Hosts = "", nil
-	if cfg, err := noGw.Parse(); err != nil || cfg.Gateway.IsValid() || cfg.Hosts != nil {
+	if cfg, err := noGw.Parse(); err != nil || cfg.Link.Net.Gateway.IsValid() || cfg.Hosts != nil {
 		t.Fatalf("no gateway: %+v, %v", cfg, err)
 	}
 	selfGw := ok

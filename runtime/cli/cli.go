@@ -21,6 +21,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
@@ -118,8 +120,8 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.INETEndpoint, "inet-endpoint", "", "the ExeUnit's outbound-internet socket (accepted; INET is not supported)")
 	fs.StringVar(&o.LogLevel, "log-level", envOr("GVPN_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env GVPN_LOG_LEVEL)")
 	fs.StringVar(&o.LogFormat, "log-format", envOr("GVPN_LOG_FORMAT", "text"), "log format on stderr: text or json (env GVPN_LOG_FORMAT)")
-	fs.IntVar(&o.MTU, "mtu", 1220, "MTU of the VPN interface; every node of a network must agree")
-	fs.StringVar(&o.TapName, "tap-name", "vpn0", "name of the VPN interface inside the sandbox")
+	fs.IntVar(&o.MTU, "mtu", netcfg.DefaultMTU, "MTU of the VPN interface; every node of a network must agree")
+	fs.StringVar(&o.TapName, "tap-name", netcfg.DefaultName, "name of the VPN interface inside the sandbox")
 	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint address (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 30*time.Second, "how often VPN counters go to the ExeUnit as a RuntimeStatus event (0 = never)")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "prefix of the sandbox network namespace names")
@@ -249,8 +251,10 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		return fail(err)
 	}
-	if o.Hostname != "" && !validHostname(o.Hostname) {
-		return fail(fmt.Errorf("--hostname %q is not a valid hostname", o.Hostname))
+	if o.Hostname != "" {
+		if err := netcfg.CheckHostname(o.Hostname); err != nil {
+			return fail(fmt.Errorf("--hostname: %w", err))
+		}
 	}
 	vols, err := volume.Plan(o.VolumeOverride)
 	if err != nil {
@@ -298,22 +302,21 @@ func checkWorkdir(dir string) error {
 	return nil
 }
 
-func validHostname(h string) bool {
-	if len(h) == 0 || len(h) > 63 {
-		return false
-	}
-	for _, c := range h {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
-
 func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer, log *logrus.Entry) int {
 	if err := checkWorkdir(o.Workdir); err != nil {
 		log.WithError(err).Error("cannot start")
 		return 1
+	}
+	// The operator's interface settings are checked now, by the rules
+	// CreateNetwork applies, so that a bad flag stops the runtime with the
+	// flag's name instead of failing every CreateNetwork.
+	if err := ifname.Check(o.TapName); err != nil {
+		log.WithError(err).Errorf("--tap-name %q", o.TapName)
+		return 2
+	}
+	if err := netcfg.CheckMTU(o.MTU); err != nil {
+		log.WithError(err).Error("--mtu")
+		return 2
 	}
 	// One activity per workdir: a second start refuses before it touches
 	// anything. The kernel drops the lock when this process dies.

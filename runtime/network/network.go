@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -46,7 +45,8 @@ type Options struct {
 	Endpoint endpoint.Options
 	// Attacher brings up the payload's interface.
 	Attacher Attacher
-	// Name is the interface name inside the payload; empty means "vpn0".
+	// Name is the interface name inside the payload; empty means
+	// netcfg.DefaultName.
 	Name string
 	// MTU of the VPN interface; zero means netcfg.DefaultMTU (1220).
 	MTU int
@@ -82,7 +82,7 @@ type attachment struct {
 // New returns a Manager.
 func New(opts Options) *Manager {
 	if opts.Name == "" {
-		opts.Name = "vpn0"
+		opts.Name = netcfg.DefaultName
 	}
 	if opts.MTU == 0 {
 		opts.MTU = netcfg.DefaultMTU
@@ -124,7 +124,10 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 			"gvpn joins exactly one VPN network per activity; the request has %d", len(nets))
 	}
 	n := nets[0]
-	parsed, err := netcfg.ParseNetwork(n.GetAddr(), n.GetMask(), n.GetGateway(), n.GetIfAddr())
+	cfg, _, err := netcfg.Request{
+		Name: m.opts.Name, Addr: n.GetAddr(), Mask: n.GetMask(), Gateway: n.GetGateway(), IfAddr: n.GetIfAddr(),
+		MTU: m.opts.MTU, Hosts: req.GetHosts(),
+	}.Parse()
 	if err != nil {
 		e := &api.Error{Code: api.Response_BAD_REQUEST, Message: "invalid network", Err: err}
 		var fe *netcfg.FieldError
@@ -133,13 +136,7 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 		}
 		return api.Endpoint{}, e
 	}
-	for host, ip := range req.GetHosts() {
-		if _, err := netip.ParseAddr(ip); err != nil {
-			return api.Endpoint{}, badRequest("hosts", "invalid hosts entry %q: %q is not an IP address", host, ip)
-		}
-	}
-
-	cfg := netcfg.LinkConfig{Name: m.opts.Name, Net: parsed, MTU: m.opts.MTU}
+	parsed := cfg.Net
 	log := m.log.WithFields(logrus.Fields{"if": cfg.Name, "ip": parsed.IfAddr, "net": parsed.Prefix,
 		"gateway": gatewayString(parsed), "mtu": cfg.MTU, "endpoint": m.opts.VPN.String()})
 

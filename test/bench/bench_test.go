@@ -13,11 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/api"
-
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/golemnet/labcli"
 	"github.com/gvpn/gvpn/test/privtest"

@@ -12,11 +12,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/api"
-
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
 )
@@ -117,7 +117,7 @@ func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbe
 }
 
 func (b *gvpnBed) ServerIP() string { return addrB }
-func (b *gvpnBed) LinkName() string { return "vpn0" } // the runtime's --tap-name default
+func (b *gvpnBed) LinkName() string { return netcfg.DefaultName } // the runtime's --tap-name default
 
 // Run implements testbed through RunProcess; a command still running when
 // ctx ends is killed with KillProcess.

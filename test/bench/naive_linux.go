@@ -103,7 +103,7 @@ func (b *naiveBed) fail(err error) {
 }
 
 func (b *naiveBed) ServerIP() string { return addrB }
-func (b *naiveBed) LinkName() string { return tap.DefaultName }
+func (b *naiveBed) LinkName() string { return netcfg.DefaultName }
 
 // Sample implements testbed: the pump runs in this process, so the
 // process's CPU is the pump's (the other goroutines sleep during a run).

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/api"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/api"
 )
 
 // Targets from the issue: what gvpn should reach on the 2-core machine.

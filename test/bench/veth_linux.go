@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"strconv"
+
+	"github.com/gvpn/gvpn/netcfg"
 )
 
 // Addresses of nodes A and B in every testbed: the same /24 the gvpn
@@ -13,7 +15,7 @@ const (
 	addrB  = "192.168.0.3"
 	vpnNet = "192.168.0.0"
 	vpnMsk = "255.255.255.0"
-	mtu    = 1220 // the gvpn runtime's default, used by every testbed
+	mtu    = netcfg.DefaultMTU // the gvpn runtime's default, used by every testbed
 )
 
 // vethBed is the kernel baseline: a veth pair between two namespaces at

@@ -17,10 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/api"
-
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
 

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gvpn/gvpn/netcfg"
 )
 
 func TestLabConfigValidate(t *testing.T) {
@@ -93,7 +95,7 @@ func TestLabNodeNames(t *testing.T) {
 	seen := map[string]bool{}
 	for i := range MaxLabNodes {
 		n := LabNodeName(i)
-		if seen[n] || !validLabHostname(n) {
+		if seen[n] || netcfg.CheckHostname(n) != nil {
 			t.Fatalf("name %s repeated or invalid", n)
 		}
 		seen[n] = true

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/netcfg"
 )
 
 // GatewayMode says what a lab puts in the gateway field of CreateNetwork;
@@ -159,8 +161,8 @@ func (c LabConfig) plan() (labPlan, error) {
 		}
 		seen := map[string]bool{}
 		for _, h := range c.Hostnames {
-			if !validLabHostname(h) {
-				return bad("hostname %q: use letters, digits, '-' and '.', at most 63 characters", h)
+			if err := netcfg.CheckHostname(h); err != nil {
+				return bad("%v", err)
 			}
 			key := strings.ToLower(h)
 			if seen[key] {
@@ -196,21 +198,6 @@ func LabNodeName(i int) string {
 		return "node-" + string(rune('a'+i))
 	}
 	return fmt.Sprintf("node-%d", i+1)
-}
-
-// validLabHostname accepts what gvpn-runtime's deploy accepts as
-// --hostname, and what /etc/hosts can hold: letters, digits, '-' and '.',
-// not starting with '-' or '.'.
-func validLabHostname(h string) bool {
-	if len(h) == 0 || len(h) > 63 || h[0] == '-' || h[0] == '.' {
-		return false
-	}
-	for _, c := range h {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 func plural(n int) string {

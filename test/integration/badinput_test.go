@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/api"
-
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/gvpn/gvpn/runtime/api"
 )
 
 func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {

@@ -12,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/api"
-
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/payload"
 	"github.com/gvpn/gvpn/test/privtest"

@@ -69,6 +69,10 @@ var rules = []rule{
 		why: "tap is a library for runtime authors: its Device satisfies the frame link by its method set and net.ErrClosed, not by importing the runtime",
 	},
 	{
+		pkgs: []string{"netcfg/ifname"}, allow: []string{}, tests: true,
+		why: "the interface-name rule is shared by tap and netcfg, so it depends on neither",
+	},
+	{
 		pkgs: []string{"netcfg/..."}, allow: []string{"netcfg/..."},
 		why: "netcfg (addressing, hosts, namespace handles) is a library below the runtime, the agent and tap",
 	},

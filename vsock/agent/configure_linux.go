@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"strconv"
 
 	"github.com/sirupsen/logrus"
 
@@ -15,31 +14,6 @@ import (
 	"github.com/gvpn/gvpn/tap"
 	"github.com/gvpn/gvpn/vsock"
 )
-
-// linkConfig turns a configure request into netcfg's form, with netcfg's
-// own validation on top of Configure.Parse (if_addr must not be the
-// network's or broadcast address). Errors are *vsock.FieldError naming a
-// configure member.
-func linkConfig(c vsock.Configure) (netcfg.LinkConfig, vsock.NetConfig, error) {
-	nc, err := c.Parse()
-	if err != nil {
-		return netcfg.LinkConfig{}, nc, err
-	}
-	gw := ""
-	if nc.Gateway.IsValid() {
-		gw = nc.Gateway.String()
-	}
-	n, err := netcfg.ParseNetwork(nc.Addr.Masked().Addr().String(), "/"+strconv.Itoa(nc.Addr.Bits()), gw, nc.Addr.Addr().String())
-	if err != nil {
-		field := "if_addr"
-		var fe *netcfg.FieldError
-		if errors.As(err, &fe) && (fe.Field == "mask" || fe.Field == "gateway") {
-			field = fe.Field
-		}
-		return netcfg.LinkConfig{}, nc, &vsock.FieldError{Field: field, Err: err}
-	}
-	return netcfg.LinkConfig{Name: nc.Name, Net: n, MTU: nc.MTU}, nc, nil
-}
 
 // applied is the configuration the interface has now.
 type applied struct {
@@ -60,10 +34,11 @@ type applied struct {
 func (a *agent) configure(c vsock.Configure) error {
 	a.cfgMu.Lock()
 	defer a.cfgMu.Unlock()
-	lc, nc, err := linkConfig(c)
+	nc, err := c.Parse()
 	if err != nil {
 		return err
 	}
+	lc := nc.Link
 	log := a.log.WithFields(logrus.Fields{"if": lc.Name, "address": lc.Net.String(), "mtu": lc.MTU})
 	if a.cur != nil && a.cur.link.Name != lc.Name {
 		return &vsock.FieldError{Field: "name", Err: fmt.Errorf(

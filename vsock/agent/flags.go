@@ -133,8 +133,8 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 	fs.StringVar(&control, "control", getenv(EnvControl), "control address, managed mode only; default: the one next to --bridge\n(PORT+1, or PATH.ctl), or env "+EnvControl+" when --bridge is not given either")
 	fs.StringVar(&ipStr, "ip", "", "manual mode: the interface's address and prefix, e.g. 10.0.0.2/24")
 	fs.StringVar(&gateway, "gateway", "", "manual mode: gateway inside the network (default: none)")
-	fs.IntVar(&mtu, "mtu", 1220, "manual mode: MTU of the interface (every node of a network must agree)")
-	fs.StringVar(&name, "name", "vpn0", "manual mode: interface name")
+	fs.IntVar(&mtu, "mtu", netcfg.DefaultMTU, "manual mode: MTU of the interface (every node of a network must agree)")
+	fs.StringVar(&name, "name", netcfg.DefaultName, "manual mode: interface name")
 	fs.Var(hosts, "host", "manual mode: hosts entry NAME=IP for --hosts-file (repeatable)")
 	fs.StringVar(&o.HostsFile, "hosts-file", "/etc/hosts", "file that receives the network's hosts entries ('' = none)")
 	fs.BoolVar(&connect, "connect", false, "dial --bridge (the default)")
@@ -210,8 +210,8 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 }
 
 // manualConfigure builds the configure request the flags describe and
-// validates it the way a runtime's request is validated, naming the flag
-// at fault.
+// validates it with the one validator a runtime's request goes through
+// (netcfg.Request, by way of Configure.Validate), naming the flag at fault.
 func manualConfigure(ipStr, gateway, name string, mtu int, hosts map[string]string) (vsock.Configure, error) {
 	p, err := netip.ParsePrefix(ipStr)
 	if err != nil || !p.Addr().Is4() {
@@ -233,15 +233,6 @@ func manualConfigure(ipStr, gateway, name string, mtu int, hosts map[string]stri
 			return c, &UsageError{Flag: flagOf[fe.Field], Err: fe.Err}
 		}
 		return c, &UsageError{Err: err}
-	}
-	// What the runtime's CreateNetwork check refuses too: the network's own
-	// or broadcast address as the interface's.
-	if _, err := netcfg.ParseNetwork(p.Masked().Addr().String(), c.Mask, gateway, c.IfAddr); err != nil {
-		var fe *netcfg.FieldError
-		if errors.As(err, &fe) && fe.Field == "gateway" {
-			return c, &UsageError{Flag: "gateway", Err: err}
-		}
-		return c, &UsageError{Flag: "ip", Err: err}
 	}
 	return c, nil
 }

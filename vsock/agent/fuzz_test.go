@@ -29,7 +29,7 @@ func FuzzParseArgs(f *testing.F) {
 			t.Fatalf("accepted an invalid bridge: %v", err)
 		}
 		if o.Manual != nil {
-			if _, _, err := linkConfig(*o.Manual); err != nil {
+			if _, err := o.Manual.Parse(); err != nil {
 				t.Fatalf("accepted a manual configuration the agent cannot apply: %+v: %v", *o.Manual, err)
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
@@ -59,8 +60,8 @@ type Config struct {
 	Workdir string
 	// Hostname is the payload's hostname (its own UTS namespace), also in
 	// /etc/hostname and as "127.0.1.1 Hostname" in the hosts file; empty
-	// means DefaultHostname, never the host's. At most 64 characters of
-	// [A-Za-z0-9.-_].
+	// means DefaultHostname, never the host's. It must pass
+	// netcfg.CheckHostname.
 	Hostname string
 	// User is who payload processes run as, with no capabilities and
 	// no_new_privs; the zero value means Nobody. Ignored when Root.
@@ -158,8 +159,10 @@ func Open(cfg Config) (*Sandbox, error) {
 	if strings.ContainsAny(cfg.NamePrefix, "/\x00") {
 		return nil, fmt.Errorf("%w: name prefix %q contains '/' or NUL", ErrBadConfig, cfg.NamePrefix)
 	}
-	if !validHostname(cfg.Hostname) {
-		return nil, fmt.Errorf("%w: hostname %q", ErrBadConfig, cfg.Hostname)
+	if cfg.Hostname != "" {
+		if err := netcfg.CheckHostname(cfg.Hostname); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+		}
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = DefaultHostname
@@ -216,22 +219,6 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-// validHostname accepts "" (no own hostname) and conservative host names:
-// the value ends up in a hosts file line and in sethostname(2).
-func validHostname(h string) bool {
-	if len(h) > 64 {
-		return false
-	}
-	for _, c := range h {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // claim takes /run/gvpn/NAME for this process, after removing a stale

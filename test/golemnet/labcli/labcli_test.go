@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gvpn/gvpn/runtime/api"
-
 	"go.uber.org/goleak"
+
+	"github.com/gvpn/gvpn/runtime/api"
 )
 
 func TestMain(m *testing.M) {
