@@ -15,6 +15,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -141,4 +142,31 @@ func TestSweepRemovesOnlyDeadOwnersSandboxes(t *testing.T) {
 	if r := run(t, live, sh("echo alive")); r.stdout != "alive\n" {
 		t.Errorf("the live sandbox after Sweep: %q", r.stdout)
 	}
+}
+
+func TestRAMAndNestedVolumes(t *testing.T) {
+	vols, err := volume.Plan(`{"/golem/input":{"host":{}},"/golem/input/sub":{"host":{}},"/scratch":{"ram":{"size":"8MiB"}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openTest(t, Config{Volumes: vols})
+	r := run(t, s, sh(`echo a >/golem/input/sub/f && echo b >/scratch/f && stat -c '%U %a' /scratch && df -k /scratch | tail -1 | awk '{print $2}'`))
+	if r.stdout != "nobody 700\n8192\n" || r.rc != 0 {
+		t.Errorf("inside: %q rc %d %q", r.stdout, r.rc, r.stderr)
+	}
+	for _, v := range vols {
+		if v.Path == "/golem/input/sub" {
+			if b, err := os.ReadFile(filepath.Join(s.workdir, v.Name, "f")); err != nil || string(b) != "a\n" {
+				t.Errorf("nested volume on the host: %q %v", b, err)
+			}
+		}
+	}
+	// A mount point inside a read-only host directory cannot be made.
+	vols, _ = volume.Plan(`["/usr/gvt-sb-no-such-dir"]`)
+	wd := t.TempDir()
+	_, err = Open(Config{Workdir: wd, NamePrefix: testPrefix, Volumes: vols})
+	if err == nil || !strings.Contains(err.Error(), "/usr/gvt-sb-no-such-dir") || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("volume in /usr: %v", err)
+	}
+	assertGone(t, NameFor(testPrefix, wd))
 }
