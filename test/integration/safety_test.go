@@ -2,7 +2,6 @@ package integration
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
-	"github.com/gvpn/gvpn/test/payload"
 )
 
 // TestSafeByDefault drives two runtimes exactly as the ExeUnit does with a
@@ -49,17 +47,7 @@ func TestSafeByDefault(t *testing.T) {
 	// ping and curl over the VPN, as the payload user, by address (no
 	// hosts were sent).
 	a.run(t, ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.0.3")
-	srv, err := b.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", b.payload, "0.0.0.0:8080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitListening(t, ctx, b, "8080")
-	const size = 1 << 20
-	got := a.run(t, ctx, "/bin/sh", "-c", fmt.Sprintf("curl -sS --fail --max-time 30 http://192.168.0.3:8080/bytes/%d | sha256sum", size))
-	if h := strings.Fields(got)[0]; h != payload.Hash(size) {
-		t.Fatalf("HTTP body hash %s, want %s", h, payload.Hash(size))
-	}
-	b.eu.KillProcess(ctx, srv.Pid, 15)
+	httpFetch(t, ctx, b, a, "192.168.0.3", 1<<20)
 
 	// The volume is the same directory on both sides.
 	volDir := hostVolumeDir(t, a)

@@ -212,17 +212,8 @@ func TestTwoNodesTalkOverTheVPN(t *testing.T) {
 
 			// HTTP: 8 MB served by node-a, fetched by node-b by hostname,
 			// checked by hash.
-			srv, err := a.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", a.payload, "0.0.0.0:8080")
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitListening(t, ctx, a, "8080")
 			const size = 8 << 20
-			out := b.run(t, ctx, "/bin/sh", "-c", fmt.Sprintf("curl -sS --fail --max-time 30 http://node-a:8080/bytes/%d | sha256sum", size))
-			if got := strings.Fields(out)[0]; got != payload.Hash(size) {
-				t.Fatalf("HTTP body hash %s, want %s", got, payload.Hash(size))
-			}
-			a.eu.KillProcess(ctx, srv.Pid, 15)
+			httpFetch(t, ctx, a, b, "node-a", size)
 
 			// UDP both ways.
 			echo, err := b.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=udp-echo", b.payload, "0.0.0.0:9000")
@@ -250,6 +241,22 @@ func TestTwoNodesTalkOverTheVPN(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// httpFetch serves size bytes from srv (the payload's http-serve mode on
+// port 8080) and has cli fetch them with curl from host, checked by hash.
+func httpFetch(t *testing.T, ctx context.Context, srv, cli *vpnNode, host string, size int) {
+	t.Helper()
+	p, err := srv.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", srv.payload, "0.0.0.0:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.eu.KillProcess(ctx, p.Pid, 15)
+	waitListening(t, ctx, srv, "8080")
+	out := cli.run(t, ctx, "/bin/sh", "-c", fmt.Sprintf("curl -sS --fail --max-time 30 http://%s:8080/bytes/%d | sha256sum", host, size))
+	if got := strings.Fields(out)[0]; got != payload.Hash(size) {
+		t.Fatalf("HTTP body hash %s, want %s", got, payload.Hash(size))
 	}
 }
 

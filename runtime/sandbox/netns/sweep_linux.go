@@ -17,10 +17,11 @@ import (
 // namespace, /run/gvpn directory, processes still in the namespace) and
 // every agent sandbox socket directory whose name starts with prefix
 // (DefaultPrefix when empty) and whose owner record names a process that is
-// gone. A sandbox whose owner runs is never touched. One without an owner
-// record (an older version's, or half removed) is stale only when no
-// thread of any process is in its namespace: an older runtime keeps a
-// thread there for its whole life. It returns the names it removed; errors of single sandboxes are joined and
+// gone. A sandbox whose owner runs is never touched, nor a namespace
+// without a /run/gvpn directory (it may be anybody's). A directory without
+// an owner record (an older version's, or half removed) is stale only when
+// no thread of any process is in its namespace (an older runtime keeps one
+// there for its whole life) and no socket is bound in it. It returns the names it removed; errors of single sandboxes are joined and
 // the sweep goes on.
 func Sweep(prefix string, log *logrus.Entry) ([]string, error) {
 	if log == nil {
@@ -34,6 +35,11 @@ func Sweep(prefix string, log *logrus.Entry) ([]string, error) {
 	var errs []error
 	for _, name := range names {
 		dir := filepath.Join(runDir, name)
+		if _, err := os.Lstat(dir); err != nil {
+			// A namespace alone may be anybody's that shares the
+			// prefix; only a gvpn directory beside it makes it ours.
+			continue
+		}
 		l := log.WithField("sandbox", name)
 		rec, err := owner.Read(dir)
 		switch {
