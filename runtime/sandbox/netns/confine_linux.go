@@ -19,8 +19,9 @@ import (
 )
 
 // The holder is the sandbox's first process: the current executable started
-// by Open with holderMarker and a JSON holderSpec, in new mount, PID, UTS
-// and IPC namespaces (and the sandbox's network namespace). It builds the
+// by Open with holderMarker and a JSON holderSpec in holderSpecEnv, in new
+// mount, PID, UTS and IPC namespaces (and the sandbox's network
+// namespace). It builds the
 // payload's view of the file system, sets the hostname and the ping group
 // range, reports on fd 3, and then stays as the PID namespace's init,
 // reaping orphans. Every payload process joins its namespaces (see
@@ -29,9 +30,10 @@ import (
 // parent-death signal — the kernel kills every process in the namespace,
 // including ones that called setsid.
 const (
-	holderMarker = "__gvpn-sandbox-init"
-	holderArgv0  = "gvpn-sandbox-init"
-	holderReady  = "ready\n"
+	holderMarker  = "__gvpn-sandbox-init"
+	holderArgv0   = "gvpn-sandbox-init"
+	holderReady   = "ready\n"
+	holderSpecEnv = "GVPN_SANDBOX_INIT_SPEC"
 )
 
 // holderSpec is what the holder needs to build the payload's root.
@@ -82,13 +84,14 @@ func runHolder(args []string) int {
 		report.Close()
 		return 1
 	}
-	if len(args) != 1 {
-		return fail(fmt.Errorf("want 1 argument, got %d", len(args)))
+	if len(args) != 0 {
+		return fail(fmt.Errorf("want no arguments, got %d", len(args)))
 	}
 	var spec holderSpec
-	if err := json.Unmarshal([]byte(args[0]), &spec); err != nil {
+	if err := json.Unmarshal([]byte(os.Getenv(holderSpecEnv)), &spec); err != nil {
 		return fail(fmt.Errorf("spec: %v", err))
 	}
+	os.Unsetenv(holderSpecEnv)
 	// The payload's signals are not the init's business; only SIGKILL
 	// (Close, or the runtime's death) ends it.
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)

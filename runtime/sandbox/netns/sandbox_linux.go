@@ -345,9 +345,11 @@ func (s *Sandbox) startHolder() (pid int, err error) {
 	defer repR.Close()
 	var stderr strings.Builder
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       []string{holderArgv0, holderMarker, string(spec)},
-		Env:        []string{},
+		Path: "/proc/self/exe",
+		// The spec names host paths; in the environment only root may
+		// read it (a payload can read any process's argv).
+		Args:       []string{holderArgv0, holderMarker},
+		Env:        []string{holderSpecEnv + "=" + string(spec)},
 		Stderr:     &limitedWriter{w: &stderr, n: maxReport},
 		ExtraFiles: []*os.File{repW},
 		SysProcAttr: &syscall.SysProcAttr{
