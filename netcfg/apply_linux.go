@@ -25,17 +25,6 @@ import (
 // on the link as theirs.
 const GatewayRouteMetric = 101
 
-// LinkConfig is the configuration Apply gives one interface.
-type LinkConfig struct {
-	// Name is the interface name in the target namespace.
-	Name string
-	// Net is the validated network, usually from ParseNetwork.
-	Net Network
-	// MTU is the IP MTU; 0 means DefaultMTU. A value the kernel refuses
-	// (a TAP takes 68 to 65535) fails at step "set mtu".
-	MTU int
-}
-
 // StepError is how Apply and Teardown fail: which interface, which step,
 // and the cause (wrapped). Steps are "validate", "netlink", "find link",
 // "set mac", "set mtu", "disable ipv6", "remove stale addresses",

@@ -17,6 +17,17 @@ const (
 	MaxHostname = 64
 )
 
+// LinkConfig is the configuration Apply gives one interface.
+type LinkConfig struct {
+	// Name is the interface name in the target namespace.
+	Name string
+	// Net is the validated network, usually from Request.Parse or ParseNetwork.
+	Net Network
+	// MTU is the IP MTU; 0 means DefaultMTU. A value the kernel refuses
+	// (a TAP takes 68 to 65535) fails at step "set mtu".
+	MTU int
+}
+
 // Request is a VPN interface's configuration as it arrives, in text: from
 // the ExeUnit's CreateNetwork, from the bridge's configure message, from
 // gvpn-agent's flags. Parse is the one validator all of them go through.

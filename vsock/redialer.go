@@ -2,9 +2,6 @@ package vsock
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,10 +9,6 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/link"
 )
-
-// streamBatchSize is the batch size of every bridge data link. BatchSize of
-// link.Stream is a constant, so a zero Stream answers it.
-var streamBatchSize = (&link.Stream{}).BatchSize()
 
 // Redialer is the agent's end of the bridge data connection: a link.Link
 // that outlives the connections under it.
@@ -42,34 +35,21 @@ var streamBatchSize = (&link.Stream{}).BatchSize()
 // peer stops reading, Write blocks, as a write to any socket does. Only
 // errors, not slowness, trigger a reconnect.
 type Redialer struct {
-	addr      Addr
-	log       logrus.FieldLogger
-	backoff   *Backoff
-	errClosed error
+	slot    // Read, Write, BatchSize, Connected, Dropped, WaitConnected
+	addr    Addr
+	backoff *Backoff
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run has returned
 
-	// mu serialises the changes of cur and closed with the waiters'
-	// checks; the atomics let Read and Write look at them without it.
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every change of cur or closed
-	cur     atomic.Pointer[session]
-	closed  atomic.Bool
-
-	dropped    atomic.Uint64
 	reconnects atomic.Uint64
 }
 
-// session is one connection of a Redialer.
-type session struct {
-	link     *link.Stream
-	failOnce sync.Once
-	failed   chan struct{} // closed by fail
-}
-
-var _ link.Link = (*Redialer)(nil)
+var (
+	_ link.Link     = (*Redialer)(nil)
+	_ link.Counters = (*Redialer)(nil)
+)
 
 // NewRedialer starts dialling addr and returns at once; the link is usable
 // immediately (Read waits, Write drops until the first connection is up).
@@ -82,19 +62,8 @@ func NewRedialer(ctx context.Context, addr Addr, opts BackoffOptions, log logrus
 	if addr.Scheme == SchemeVsock && addr.CID == CIDAny {
 		return nil, &AddrError{Addr: addr.String(), Reason: "CID any can be listened on, not dialled"}
 	}
-	if log == nil {
-		l := logrus.New()
-		l.Out = io.Discard
-		log = l
-	}
-	r := &Redialer{
-		addr:      addr,
-		log:       log.WithField("bridge", addr.String()),
-		backoff:   NewBackoff(opts),
-		errClosed: fmt.Errorf("vsock: bridge link %s: %w", addr, link.ErrClosed),
-		done:      make(chan struct{}),
-		changed:   make(chan struct{}),
-	}
+	r := &Redialer{addr: addr, backoff: NewBackoff(opts), done: make(chan struct{})}
+	r.init(log, addr.String(), "re-dialling")
 	r.ctx, r.cancel = context.WithCancel(ctx)
 	go r.run()
 	return r, nil
@@ -103,59 +72,12 @@ func NewRedialer(ctx context.Context, addr Addr, opts BackoffOptions, log logrus
 // Addr returns the address the Redialer dials.
 func (r *Redialer) Addr() Addr { return r.addr }
 
-// Connected reports whether a connection is up right now.
-func (r *Redialer) Connected() bool { return r.cur.Load() != nil }
-
-// Dropped is the number of frames Write dropped because no connection was
-// up or the write failed.
-func (r *Redialer) Dropped() uint64 { return r.dropped.Load() }
-
 // Reconnects is the number of connections made after the first one.
 func (r *Redialer) Reconnects() uint64 { return r.reconnects.Load() }
 
-// BatchSize implements link.Link.
-func (r *Redialer) BatchSize() int { return streamBatchSize }
-
-// Read implements link.Link. It returns an error only after Close.
-func (r *Redialer) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	for {
-		s, err := r.wait()
-		if err != nil {
-			return 0, err
-		}
-		n, err := s.link.Read(bufs, sizes, offset)
-		if err == nil {
-			return n, nil
-		}
-		r.fail(s, "read", err)
-		if n > 0 {
-			return n, nil // whole frames read before the failure
-		}
-	}
-}
-
-// Write implements link.Link. See the type's comment for what happens to
-// frames without a connection.
-func (r *Redialer) Write(bufs [][]byte, offset int) (int, error) {
-	if r.closed.Load() {
-		return 0, r.errClosed
-	}
-	s := r.cur.Load()
-	if s == nil {
-		if r.closed.Load() {
-			return 0, r.errClosed
-		}
-		r.dropped.Add(countFrames(bufs, offset))
-		return len(bufs), nil
-	}
-	if _, err := s.link.Write(bufs, offset); err != nil {
-		if r.closed.Load() {
-			return 0, r.errClosed
-		}
-		r.fail(s, "write", err)
-		r.dropped.Add(countFrames(bufs, offset))
-	}
-	return len(bufs), nil
+// Counters implements link.Counters.
+func (r *Redialer) Counters() map[string]uint64 {
+	return map[string]uint64{"bridge_dropped": r.Dropped(), "bridge_reconnects": r.Reconnects()}
 }
 
 // Close implements link.Link: it stops dialling, closes the connection and
@@ -166,72 +88,10 @@ func (r *Redialer) Close() error {
 	return nil
 }
 
-// countFrames counts the frames a Write would send (empty ones are skipped
-// by every link, so they are not dropped either).
-func countFrames(bufs [][]byte, offset int) uint64 {
-	var n uint64
-	for _, b := range bufs {
-		if len(b) > offset {
-			n++
-		}
-	}
-	return n
-}
-
-// wait returns the current session, blocking while there is none.
-func (r *Redialer) wait() (*session, error) {
-	if r.closed.Load() {
-		return nil, r.errClosed
-	}
-	if s := r.cur.Load(); s != nil {
-		return s, nil
-	}
-	r.mu.Lock()
-	for {
-		if r.closed.Load() {
-			r.mu.Unlock()
-			return nil, r.errClosed
-		}
-		if s := r.cur.Load(); s != nil {
-			r.mu.Unlock()
-			return s, nil
-		}
-		ch := r.changed
-		r.mu.Unlock()
-		<-ch
-		r.mu.Lock()
-	}
-}
-
-// broadcastLocked wakes every waiter. r.mu must be held.
-func (r *Redialer) broadcastLocked() {
-	close(r.changed)
-	r.changed = make(chan struct{})
-}
-
-// fail retires s: it stops being current, its connection is closed (which
-// unblocks a Read or Write still using it) and the dial loop is told.
-// Only the first call per session does anything.
-func (r *Redialer) fail(s *session, op string, err error) {
-	s.failOnce.Do(func() {
-		r.mu.Lock()
-		if r.cur.Load() == s {
-			r.cur.Store(nil)
-			r.broadcastLocked()
-		}
-		r.mu.Unlock()
-		s.link.Close()
-		close(s.failed)
-		if !r.closed.Load() {
-			r.log.WithError(err).Warnf("bridge connection lost (%s); re-dialling", op)
-		}
-	})
-}
-
 // run dials, installs the connection, waits for it to fail, and again.
 func (r *Redialer) run() {
 	defer close(r.done)
-	defer r.shutdown()
+	defer r.slot.shutdown()
 	established := false
 	failures := 0
 	for attempt := 0; ; attempt++ {
@@ -254,7 +114,7 @@ func (r *Redialer) run() {
 			continue
 		}
 		failures = 0
-		s := &session{link: link.NewStream(conn, link.PrefixU32BE), failed: make(chan struct{})}
+		s := newSession(link.NewStream(conn, link.PrefixU32BE))
 		up := time.Now()
 		if established {
 			// Counted before the session is visible, so that whoever sees
@@ -265,10 +125,10 @@ func (r *Redialer) run() {
 			r.log.Info("bridge connected")
 		}
 		established = true
-		r.mu.Lock()
-		r.cur.Store(s)
-		r.broadcastLocked()
-		r.mu.Unlock()
+		if _, ok := r.install(s); !ok {
+			conn.Close()
+			return
+		}
 		select {
 		case <-s.failed:
 		case <-r.ctx.Done():
@@ -277,19 +137,5 @@ func (r *Redialer) run() {
 		if time.Since(up) >= r.backoff.Options().Max {
 			r.backoff.Reset()
 		}
-	}
-}
-
-// shutdown marks the Redialer closed before closing the connection, so that
-// a Read or Write failing because of it reports ErrClosed.
-func (r *Redialer) shutdown() {
-	r.mu.Lock()
-	r.closed.Store(true)
-	s := r.cur.Load()
-	r.cur.Store(nil)
-	r.broadcastLocked()
-	r.mu.Unlock()
-	if s != nil {
-		r.fail(s, "close", link.ErrClosed)
 	}
 }

@@ -401,6 +401,9 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	interval := o.StatsInterval
 	if interval == 0 {
 		interval = -1
@@ -412,6 +415,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 		Sandbox:       sbx,
 		Network:       mgr,
 		StatsInterval: interval,
+		LogStats:      usr1,
 		Log:           log,
 	})
 	if err != nil {

@@ -77,9 +77,10 @@ func IsClosed(err error) bool {
 }
 
 // Counters is implemented by links that count something of their own which
-// the pump cannot see, such as datagrams dropped because they came from a
-// foreign address. The counts only grow; names are the drop reasons as
-// they appear in the VPN counters.
+// the pump cannot see: datagrams dropped because they came from a foreign
+// address, frames a bridge link dropped while it had no connection, its
+// reconnections. The counts only grow; the names are snake_case and go into
+// the VPN counters and the logs as they are.
 type Counters interface {
 	Counters() map[string]uint64
 }

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"syscall"
 	"time"
 
@@ -40,7 +39,11 @@ type Config struct {
 	// state event named "gvpn.vpn" (only when they changed). Zero means
 	// 30 s; negative disables them.
 	StatsInterval time.Duration
-	Log           *logrus.Entry
+	// LogStats, when it delivers, makes the service log the VPN counters.
+	// The binary connects it to SIGUSR1: only main-level code installs
+	// signal handlers. Nil never delivers.
+	LogStats <-chan os.Signal
+	Log      *logrus.Entry
 }
 
 // ErrProtocol wraps a broken request stream: a bad length prefix or a
@@ -62,10 +65,6 @@ func Serve(ctx context.Context, cfg Config) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	go readRequests(api.NewReader(cfg.In, api.DefaultMaxSize), reqs, stop)
-
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
 
 	interval := cfg.StatsInterval
 	if interval == 0 {
@@ -93,7 +92,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			}
 		case <-tick:
 			s.emitStats()
-		case <-usr1:
+		case <-cfg.LogStats:
 			s.logStats("counters (SIGUSR1)")
 		case <-ctx.Done():
 			s.log.Info("signalled: tearing down")

@@ -243,11 +243,10 @@ func (a *agent) logCounters(msg string) {
 		"ingress_drops":  st.Ingress.DropMap(),
 		"unconfigured":   a.gate.Unconfigured(),
 	}
-	switch d := a.data.(type) {
-	case *vsock.Redialer:
-		f["bridge_dropped"], f["bridge_reconnects"] = d.Dropped(), d.Reconnects()
-	case *vsock.Acceptor:
-		f["bridge_dropped"], f["bridge_accepted"] = d.Dropped(), d.Accepted()
+	if c, ok := a.data.(link.Counters); ok {
+		for name, n := range c.Counters() {
+			f[name] = n
+		}
 	}
 	a.log.WithFields(f).Info(msg)
 }

@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -17,16 +15,13 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/vsock"
 )
 
 // outputChunk is the most bytes one output notice carries (base64 makes it
 // about 87 KiB of JSON, far below vsock.MaxControlMessage).
 const outputChunk = 64 << 10
-
-// defaultPath is searched for a bare program name when neither the request
-// nor the agent has a PATH.
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // runError is a run request that could not start a process; reason is a
 // vsock.Failed reason.
@@ -170,50 +165,22 @@ func (ps *processes) start(r vsock.Run) (*process, error) {
 	return p, nil
 }
 
-// lookPath finds bin the way execvp does: a name with a slash is used as it
-// is (relative to dir), a bare name is searched in the PATH of env, or the
-// agent's PATH when env has none.
+// lookPath finds bin the way execvp does (proc.LookPath): in the PATH of
+// env, or of the agent's own environment when env is nil, or DefaultPath
+// when that has none; relative candidates relative to dir.
 func lookPath(bin string, env []string, dir string) (string, error) {
-	if strings.Contains(bin, "/") {
-		return bin, nil
+	if env == nil {
+		env = os.Environ()
 	}
-	pathVar, found := "", false
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			pathVar, found = v, true
-		}
-	}
-	if !found {
-		if env != nil {
-			pathVar = defaultPath
-		} else if pathVar = os.Getenv("PATH"); pathVar == "" {
-			pathVar = defaultPath
-		}
-	}
-	denied := false
-	for _, d := range filepath.SplitList(pathVar) {
-		if d == "" {
-			d = "."
-		}
-		full := filepath.Join(d, bin)
-		check := full
-		if !filepath.IsAbs(check) && dir != "" {
-			check = filepath.Join(dir, check)
-		}
-		fi, err := os.Stat(check)
-		if err != nil || fi.IsDir() {
-			continue
-		}
-		if fi.Mode()&0o111 == 0 {
-			denied = true
-			continue
-		}
-		return full, nil
-	}
-	if denied {
+	path, err := proc.LookPath(bin, proc.PathOf(env), dir)
+	switch {
+	case err == nil:
+		return path, nil
+	case errors.Is(err, fs.ErrPermission):
 		return "", &runError{vsock.FailedNotExecutable, fmt.Errorf("exec: %q: permission denied", bin)}
+	default:
+		return "", &runError{vsock.FailedNotFound, fmt.Errorf("exec: %q: executable file not found in $PATH", bin)}
 	}
-	return "", &runError{vsock.FailedNotFound, fmt.Errorf("exec: %q: executable file not found in $PATH", bin)}
 }
 
 func classifyStart(bin string, err error) error {
@@ -289,13 +256,7 @@ func (ps *processes) wait(p *process) {
 	p.mu.Unlock()
 	rc := -1
 	if st, err := p.proc.Wait(); err == nil {
-		ws := st.Sys().(syscall.WaitStatus)
-		switch {
-		case ws.Exited():
-			rc = ws.ExitStatus()
-		case ws.Signaled():
-			rc = 128 + int(ws.Signal())
-		}
+		rc = int(proc.ReturnCode(st.Sys().(syscall.WaitStatus)))
 	}
 	p.rc = rc
 	close(p.reaped)
@@ -332,7 +293,7 @@ func (ps *processes) kill(pid int, sig int) error {
 	if sig == 0 {
 		sig = int(syscall.SIGKILL)
 	}
-	if sig < 0 || sig > 64 {
+	if sig < 0 || sig > proc.MaxSignal {
 		return fmt.Errorf("invalid signal %d", sig)
 	}
 	ps.mu.Lock()

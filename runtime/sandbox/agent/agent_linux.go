@@ -37,6 +37,7 @@ import (
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/link"
 	"github.com/gvpn/gvpn/runtime/owner"
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/vsock"
 )
@@ -466,7 +467,7 @@ func (b *Box) Kill(pid uint64, sig syscall.Signal) error {
 	if sig == 0 {
 		sig = syscall.SIGKILL
 	}
-	if sig < 1 || sig > 64 {
+	if sig < 1 || sig > proc.MaxSignal {
 		return fmt.Errorf("agent sandbox: invalid signal %d", int(sig))
 	}
 	b.mu.Lock()

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
@@ -165,7 +166,7 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	return p, nil
 }
 
-// payloadEnv is the request's environment plus DefaultPath when it has no
+// payloadEnv is the request's environment plus proc.DefaultPath when it has no
 // PATH: nothing of the runtime's own environment reaches the payload.
 func payloadEnv(env []string) []string {
 	out := make([]string, 0, len(env)+1)
@@ -175,7 +176,7 @@ func payloadEnv(env []string) []string {
 		out = append(out, kv)
 	}
 	if !hasPath {
-		out = append(out, "PATH="+DefaultPath)
+		out = append(out, "PATH="+proc.DefaultPath)
 	}
 	return out
 }
@@ -199,7 +200,7 @@ func (p *Process) wait() {
 	rc := int32(-1)
 	state, err := p.proc.Wait()
 	if err == nil {
-		rc = returnCode(state.Sys().(syscall.WaitStatus))
+		rc = proc.ReturnCode(state.Sys().(syscall.WaitStatus))
 	} else {
 		p.sb.log.WithError(err).WithField("pid", p.pid).Warn("wait for process")
 	}
@@ -211,17 +212,6 @@ func (p *Process) wait() {
 	p.sb.mu.Unlock()
 	p.sb.log.WithField("pid", p.pid).WithField("rc", rc).Debug("process exited")
 	close(p.reaped)
-}
-
-func returnCode(ws syscall.WaitStatus) int32 {
-	switch {
-	case ws.Exited():
-		return int32(ws.ExitStatus())
-	case ws.Signaled():
-		return 128 + int32(ws.Signal())
-	default:
-		return -1
-	}
 }
 
 func (p *Process) hasExited() bool {

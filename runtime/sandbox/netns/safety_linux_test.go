@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/owner"
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/privtest"
@@ -100,7 +101,7 @@ func TestOnlyStdioAndTheRequestEnvironmentReachThePayload(t *testing.T) {
 		t.Errorf("payload descriptors %q, want 0 1 2 and ls's own", r.stdout)
 	}
 	r = run(t, s, sandbox.ProcessSpec{Bin: "env", Env: []string{"FOO=bar"}})
-	if r.stdout != "FOO=bar\nPATH="+DefaultPath+"\n" {
+	if r.stdout != "FOO=bar\nPATH="+proc.DefaultPath+"\n" {
 		t.Errorf("payload environment %q", r.stdout)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
@@ -38,9 +39,6 @@ const (
 
 	// maxReport bounds what Start reads from the report pipe.
 	maxReport = 64 << 10
-
-	// DefaultPath is the PATH of a payload whose environment has none.
-	DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
 
 // Report kinds, one per sentinel error.
@@ -132,7 +130,7 @@ func runShim(args []string) int {
 	if err := unix.Chdir(spec.dir); err != nil {
 		return fail(kindSetup, exitNoExec, "working directory %s: %v", spec.dir, err)
 	}
-	path, err := lookPath(spec.bin)
+	path, err := proc.LookPath(spec.bin, proc.PathOf(os.Environ()), "")
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return fail(kindNotFound, exitNotFound, "%s: command not found", spec.bin)
@@ -180,44 +178,6 @@ func lastCap() int {
 		return n
 	}
 	return 63
-}
-
-// lookPath resolves bin the way execvp does: a name with a slash is used as
-// is (relative to the working directory), any other name is searched in the
-// PATH of the process environment (defaultPath when unset). A match that is
-// not executable is skipped, and reported as EACCES when nothing else
-// matches; no match at all is ENOENT.
-func lookPath(bin string) (string, error) {
-	if bin == "" {
-		return "", unix.ENOENT
-	}
-	if strings.Contains(bin, "/") {
-		return bin, nil
-	}
-	dirs, ok := os.LookupEnv("PATH")
-	if !ok {
-		dirs = DefaultPath
-	}
-	var denied error
-	for _, dir := range strings.Split(dirs, ":") {
-		if dir == "" {
-			dir = "."
-		}
-		candidate := dir + "/" + bin
-		var st unix.Stat_t
-		if unix.Stat(candidate, &st) != nil || st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			continue
-		}
-		if err := unix.Access(candidate, unix.X_OK); err != nil {
-			denied = err
-			continue
-		}
-		return candidate, nil
-	}
-	if denied != nil {
-		return "", denied
-	}
-	return "", unix.ENOENT
 }
 
 // readShimReport reads the report pipe until EOF (the shim exec'd or
