@@ -260,6 +260,11 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err != nil {
 		return fail(err)
 	}
+	if o.Sandbox == "netns" {
+		if err := netns.CheckVolumes(vols); err != nil {
+			return fail(err)
+		}
+	}
 	u, root, err := payloadUser(o)
 	if err != nil {
 		return fail(err)

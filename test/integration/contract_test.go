@@ -111,9 +111,11 @@ func TestDeployPrintsExactlyOneJSONObject(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, vol)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o770 {
 		t.Fatalf("volume directory: %v %v", fi, err)
 	}
-	out, _, code = runCLI(t, "--workdir", dir, "--volume-override", `{"/etc/x":{"host":{}}}`, "deploy", "--")
-	if code == 0 || !strings.Contains(out, `{"valid":{"Err":"--volume-override`) {
-		t.Fatalf("deploy with a volume in /etc: exit %d, stdout %q", code, out)
+	for _, bad := range []string{`{"/etc/x":{"host":{}}}`, `["/usr/gvt-it-no-such-dir"]`} {
+		out, _, code = runCLI(t, "--workdir", dir, "--volume-override", bad, "deploy", "--")
+		if code == 0 || !strings.Contains(out, `{"valid":{"Err":"--volume-override`) {
+			t.Fatalf("deploy with volumes %s: exit %d, stdout %q", bad, code, out)
+		}
 	}
 	out, _, code = runCLI(t, "--workdir", filepath.Join(dir, "missing"), "deploy", "--")
 	if code == 0 || !strings.HasPrefix(out, `{"valid":{"Err":"`) {

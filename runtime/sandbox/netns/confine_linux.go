@@ -349,3 +349,25 @@ func mountVolume(r string, spec holderSpec, v volume.Volume) error {
 	}
 	return bind(filepath.Join(spec.Workdir, v.Name), target, false)
 }
+
+// CheckVolumes tells before any sandbox exists whether the payload's root
+// can hold vols: a mount point the init has to create must not lie in one
+// of the host's read-only directories (a path under /usr must exist on the
+// host; one under /golem or /root need not). deploy calls it, so that the
+// requestor's mistake fails Deploy, naming the volume, and not Start.
+func CheckVolumes(vols volume.List) error {
+	for _, v := range vols {
+		top, _, _ := strings.Cut(strings.TrimPrefix(v.Path, "/"), "/")
+		if hidden[top] {
+			continue
+		}
+		fi, err := os.Lstat("/" + top)
+		if err != nil || !fi.IsDir() {
+			continue // not on the host: made in the payload's own root
+		}
+		if _, err := os.Stat(v.Path); err != nil {
+			return fmt.Errorf("--volume-override: volume %q: /%s is the host's directory, read-only in the sandbox, and has no %s to mount on (choose a path such as /golem/...)", v.Path, top, v.Path)
+		}
+	}
+	return nil
+}

@@ -171,3 +171,20 @@ func TestRAMAndNestedVolumes(t *testing.T) {
 	}
 	assertGone(t, NameFor(testPrefix, wd))
 }
+
+func TestCheckVolumes(t *testing.T) {
+	for override, ok := range map[string]bool{
+		`["/golem/in","/golem/out"]`: true,
+		`["/root/x"]`:                true, // hidden: the sandbox's own empty /root
+		`["/usr/local"]`:             true, // exists on the host
+		`["/usr/gvt-sb-no-such"]`:    false,
+	} {
+		vols, err := volume.Plan(override)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CheckVolumes(vols); (err == nil) != ok {
+			t.Errorf("CheckVolumes(%s) = %v, want ok=%v", override, err, ok)
+		}
+	}
+}
