@@ -11,6 +11,8 @@ package tap
 
 import (
 	"errors"
+
+	"github.com/sirupsen/logrus"
 )
 
 // Device is a TAP device that moves whole Ethernet frames in batches. Its
@@ -83,6 +85,10 @@ type Config struct {
 	// process dies. A persistent device must be deleted by whoever created
 	// it (for example with netlink.LinkDel).
 	Persist bool
+
+	// Log receives the device's debug lines (created, closed); nil means
+	// none. The caller's logger, never the process-wide one.
+	Log logrus.FieldLogger
 }
 
 var (

@@ -31,6 +31,7 @@ type TAP struct {
 	rawConn syscall.RawConn
 	name    string
 	index   int
+	log     logrus.FieldLogger
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -130,11 +131,17 @@ func Create(ns netns.NsHandle, cfg Config) (*TAP, error) {
 		nsDup.Close()
 		return nil, fmt.Errorf("tap: create %q: %w", actual, err)
 	}
-	t := &TAP{file: f, rawConn: rc, name: actual, index: index, ns: nsDup}
+	log := cfg.Log
+	if log == nil {
+		l := logrus.New()
+		l.Out = io.Discard
+		log = l
+	}
+	t := &TAP{file: f, rawConn: rc, name: actual, index: index, ns: nsDup, log: log}
 	t.rd.fn = t.readReady
 	t.rd.overflow = make([]byte, maxTAPFrame)
 	t.wr.fn = t.writeReady
-	logrus.WithFields(logrus.Fields{"interface-name": actual, "persist": cfg.Persist}).Debug("tap: created")
+	log.WithFields(logrus.Fields{"interface-name": actual, "persist": cfg.Persist}).Debug("tap: created")
 	return t, nil
 }
 
@@ -423,7 +430,7 @@ func (t *TAP) Close() error {
 		t.nsMu.Lock()
 		t.ns.Close()
 		t.nsMu.Unlock()
-		logrus.WithField("interface-name", t.name).Debug("tap: closed")
+		t.log.WithField("interface-name", t.name).Debug("tap: closed")
 	})
 	return t.closeErr
 }

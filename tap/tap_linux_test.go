@@ -248,15 +248,6 @@ func TestCreateCurrentNamespace(t *testing.T) {
 	}
 }
 
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 func TestCreateNamePattern(t *testing.T) {
 	ns, h := newNS(t)
 	d := create(t, ns, Config{Name: "gvt%d"})
@@ -271,14 +262,14 @@ func TestCreateNamePattern(t *testing.T) {
 func TestCreateExists(t *testing.T) {
 	ns, h := newNS(t)
 	create(t, ns, Config{Name: "vpn0"})
-	before := openFDs(t)
+	before := privtest.OpenFDs(t)
 	for range 3 {
 		_, err := Create(ns, Config{Name: "vpn0"})
 		if !errors.Is(err, ErrExists) {
 			t.Fatalf("second Create = %v, want ErrExists", err)
 		}
 	}
-	if after := openFDs(t); after != before {
+	if after := privtest.OpenFDs(t); after != before {
 		t.Errorf("open descriptors %d -> %d after failed Creates", before, after)
 	}
 

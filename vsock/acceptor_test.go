@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 func dialData(t *testing.T, a Addr) link.Link {
@@ -33,7 +35,7 @@ func waitConnected(t *testing.T, acc *Acceptor, accepted uint64) {
 // acceptor closes; frames flow on the newest, in order, both ways.
 func TestAcceptorNewestWins(t *testing.T) {
 	addr := tempUnix(t)
-	acc, err := ListenAcceptor(addr, testLogger(t))
+	acc, err := ListenAcceptor(addr, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +58,7 @@ func TestAcceptorNewestWins(t *testing.T) {
 	second := dialData(t, addr)
 	waitConnected(t, acc, 2)
 	// The old connection was closed by the acceptor: its reader sees EOF.
-	bufs, sizes := newBufs(first.BatchSize())
+	bufs, sizes := linktest.Bufs(first.BatchSize())
 	if _, err := first.Read(bufs, sizes, link.Headroom); !errors.Is(err, io.EOF) {
 		t.Fatalf("read on the replaced connection: %v, want EOF", err)
 	}
@@ -74,7 +76,7 @@ func TestAcceptorNewestWins(t *testing.T) {
 // counted.
 func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 	addr := tempUnix(t)
-	acc, err := ListenAcceptor(addr, testLogger(t))
+	acc, err := ListenAcceptor(addr, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +111,7 @@ func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 	if _, err := os.Stat(addr.Path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket file left after Close: %v", err)
 	}
-	if _, err := acc.Write([][]byte{withHeadroom(testFrame(0, 60))}, link.Headroom); !link.IsClosed(err) {
+	if _, err := acc.Write([][]byte{linktest.WithHeadroom(testFrame(0, 60))}, link.Headroom); !link.IsClosed(err) {
 		t.Fatalf("Write after Close: %v, want ErrClosed", err)
 	}
 	if err := acc.Close(); err != nil {
@@ -121,7 +123,7 @@ func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 // not the link.
 func TestAcceptorDesync(t *testing.T) {
 	addr := tempUnix(t)
-	acc, err := ListenAcceptor(addr, testLogger(t))
+	acc, err := ListenAcceptor(addr, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,9 +183,9 @@ func TestAcceptorAllocs(t *testing.T) {
 	peer := dialData(t, addr)
 	waitConnected(t, acc, 1)
 
-	out := [][]byte{withHeadroom(testFrame(1, 1234))}
-	bufs, sizes := newBufs(acc.BatchSize())
-	pbufs, psizes := newBufs(peer.BatchSize())
+	out := [][]byte{linktest.WithHeadroom(testFrame(1, 1234))}
+	bufs, sizes := linktest.Bufs(acc.BatchSize())
+	pbufs, psizes := linktest.Bufs(peer.BatchSize())
 	allocs := testing.AllocsPerRun(200, func() {
 		if _, err := acc.Write(out, link.Headroom); err != nil {
 			t.Fatal(err)

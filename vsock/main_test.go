@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -31,21 +31,6 @@ func tempUnix(t testing.TB) Addr {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return Addr{Scheme: SchemeUnix, Path: filepath.Join(dir, "bridge.sock")}
-}
-
-// testLogger sends logs to the test log, so a failing test shows them.
-func testLogger(t testing.TB) logrus.FieldLogger {
-	l := logrus.New()
-	l.Out = testWriter{t}
-	l.Level = logrus.DebugLevel
-	return l
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
 }
 
 // waitFor polls cond until it holds, failing after the deadlock guard.
@@ -106,23 +91,11 @@ func testFrame(seq, size int) []byte {
 	return f
 }
 
-func withHeadroom(frame []byte) []byte {
-	return append(make([]byte, link.Headroom), frame...)
-}
-
-func newBufs(n int) ([][]byte, []int) {
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, link.BufSize)
-	}
-	return bufs, make([]int, n)
-}
-
 // writeFrames writes the frames one Write call each.
 func writeFrames(t testing.TB, l link.Link, frames ...[]byte) {
 	t.Helper()
 	for _, f := range frames {
-		n, err := l.Write([][]byte{withHeadroom(f)}, link.Headroom)
+		n, err := l.Write([][]byte{linktest.WithHeadroom(f)}, link.Headroom)
 		if err != nil || n != 1 {
 			t.Fatalf("write: n=%d err=%v", n, err)
 		}
@@ -132,7 +105,7 @@ func writeFrames(t testing.TB, l link.Link, frames ...[]byte) {
 // readFrames reads exactly want frames from l and compares them in order.
 func readFrames(t testing.TB, l link.Link, want ...[]byte) {
 	t.Helper()
-	bufs, sizes := newBufs(l.BatchSize())
+	bufs, sizes := linktest.Bufs(l.BatchSize())
 	got := 0
 	for got < len(want) {
 		n, err := l.Read(bufs, sizes, link.Headroom)

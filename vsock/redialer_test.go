@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // fastBackoff keeps the reconnect tests short; the backoff itself is
@@ -28,7 +30,7 @@ func startReader(l link.Link) *frameReader {
 	go func() {
 		defer close(fr.done)
 		defer close(fr.frames)
-		bufs, sizes := newBufs(l.BatchSize())
+		bufs, sizes := linktest.Bufs(l.BatchSize())
 		for {
 			n, err := l.Read(bufs, sizes, link.Headroom)
 			if err != nil {
@@ -100,7 +102,7 @@ func TestRedialerReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewRedialer(context.Background(), a, fastBackoff, testLogger(t))
+	r, err := NewRedialer(context.Background(), a, fastBackoff, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +177,7 @@ func TestRedialerWriteFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	r, err := NewRedialer(context.Background(), a, fastBackoff, testLogger(t))
+	r, err := NewRedialer(context.Background(), a, fastBackoff, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +186,7 @@ func TestRedialerWriteFailure(t *testing.T) {
 	waitFor(t, "connection", r.Connected)
 	c.Close()
 
-	batch := [][]byte{withHeadroom(testFrame(1, 100)), withHeadroom(testFrame(2, 100)), withHeadroom(testFrame(3, 100))}
+	batch := [][]byte{linktest.WithHeadroom(testFrame(1, 100)), linktest.WithHeadroom(testFrame(2, 100)), linktest.WithHeadroom(testFrame(3, 100))}
 	var written uint64
 	// The first write after the peer's close may still be accepted by
 	// the kernel; keep writing until one fails.
@@ -213,12 +215,12 @@ func TestRedialerWriteFailure(t *testing.T) {
 func TestRedialerCloseUnblocks(t *testing.T) {
 	t.Run("disconnected", func(t *testing.T) {
 		a := tempUnix(t) // nothing listens
-		r, err := NewRedialer(context.Background(), a, fastBackoff, testLogger(t))
+		r, err := NewRedialer(context.Background(), a, fastBackoff, privtest.Log(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		fr := startReader(r)
-		if n, err := r.Write([][]byte{withHeadroom(testFrame(1, 60))}, link.Headroom); n != 1 || err != nil {
+		if n, err := r.Write([][]byte{linktest.WithHeadroom(testFrame(1, 60))}, link.Headroom); n != 1 || err != nil {
 			t.Fatalf("Write while disconnected = %d, %v", n, err)
 		}
 		if r.Dropped() != 1 || r.Connected() {
@@ -237,7 +239,7 @@ func TestRedialerCloseUnblocks(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		r, err := NewRedialer(context.Background(), a, fastBackoff, testLogger(t))
+		r, err := NewRedialer(context.Background(), a, fastBackoff, privtest.Log(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,10 +279,10 @@ func checkClosed(t *testing.T, r *Redialer) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := r.Write([][]byte{withHeadroom(testFrame(1, 60))}, link.Headroom); !errors.Is(err, link.ErrClosed) {
+	if _, err := r.Write([][]byte{linktest.WithHeadroom(testFrame(1, 60))}, link.Headroom); !errors.Is(err, link.ErrClosed) {
 		t.Fatalf("Write after Close: %v", err)
 	}
-	bufs, sizes := newBufs(1)
+	bufs, sizes := linktest.Bufs(1)
 	if _, err := r.Read(bufs, sizes, link.Headroom); !errors.Is(err, link.ErrClosed) {
 		t.Fatalf("Read after Close: %v", err)
 	}
@@ -316,8 +318,8 @@ func TestRedialerAllocs(t *testing.T) {
 	srv := serverLink(t, acceptOne(t, l))
 	waitFor(t, "connection", r.Connected)
 
-	out := [][]byte{withHeadroom(testFrame(1, 1400))}
-	bufs, sizes := newBufs(4)
+	out := [][]byte{linktest.WithHeadroom(testFrame(1, 1400))}
+	bufs, sizes := linktest.Bufs(4)
 	allocs := testing.AllocsPerRun(200, func() {
 		if _, err := r.Write(out, link.Headroom); err != nil {
 			t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/nettest"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 )
 
 func TestUnixListenDial(t *testing.T) {
@@ -166,7 +167,7 @@ func TestDataLinkUnix(t *testing.T) {
 		defer close(done)
 		bufs := make([][]byte, len(frames))
 		for i, f := range frames {
-			bufs[i] = withHeadroom(f)
+			bufs[i] = linktest.WithHeadroom(f)
 		}
 		if n, err := agent.Write(bufs, link.Headroom); err != nil || n != len(frames) {
 			t.Errorf("batch write: %d, %v", n, err)
@@ -197,7 +198,7 @@ func TestDataLinkUnix(t *testing.T) {
 
 	// The runtime going away ends the agent's reads.
 	runtime.Close()
-	bufs, szs := newBufs(1)
+	bufs, szs := linktest.Bufs(1)
 	if _, err := agent.Read(bufs, szs, link.Headroom); err == nil {
 		t.Fatal("read succeeded after the peer closed")
 	}

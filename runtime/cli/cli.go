@@ -24,6 +24,7 @@ import (
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/ifname"
 	"github.com/gvpn/gvpn/runtime/endpoint"
+	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
@@ -187,25 +188,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func setupLog(o *Options, stderr io.Writer) (*logrus.Entry, error) {
-	l := logrus.New()
-	l.SetOutput(stderr)
-	lvl, err := logrus.ParseLevel(o.LogLevel)
+	l, err := logs.New(stderr, o.LogLevel, o.LogFormat)
 	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, err
 	}
-	l.SetLevel(lvl)
-	switch o.LogFormat {
-	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{})
-	default:
-		return nil, fmt.Errorf("--log-format must be text or json, not %q", o.LogFormat)
-	}
-	// Packages that log through the standard logger go to stderr too.
-	logrus.SetOutput(stderr)
-	logrus.SetLevel(lvl)
-	logrus.SetFormatter(l.Formatter)
 	return logrus.NewEntry(l).WithField("runtime", "gvpn"), nil
 }
 

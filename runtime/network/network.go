@@ -72,7 +72,7 @@ type Manager struct {
 // attachment is one live VPN interface and its pump.
 type attachment struct {
 	net      netcfg.Network
-	payload  link.Link
+	iface    link.Link // the payload's interface side, from the Attacher
 	ep       *endpoint.Endpoint
 	mu       sync.Mutex
 	pump     *pump.Pump
@@ -144,7 +144,7 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	if err != nil {
 		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "open the data endpoint", Err: err}
 	}
-	payload, err := m.opts.Attacher.Attach(ctx, cfg, req.GetHosts())
+	iface, err := m.opts.Attacher.Attach(ctx, cfg, req.GetHosts())
 	if err != nil {
 		ep.Close()
 		e := &api.Error{Code: api.Response_INTERNAL, Message: "bring up the VPN interface", Err: err}
@@ -156,11 +156,11 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	}
 	reply := ep.Reply()
 	if !reply.IsValid() {
-		payload.Close()
+		iface.Close()
 		ep.Close()
 		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "data endpoint", Err: fmt.Errorf("no reply form for endpoint %s", m.opts.VPN)}
 	}
-	a := &attachment{net: parsed, payload: payload, ep: ep}
+	a := &attachment{net: parsed, iface: iface, ep: ep}
 	m.vpn = a
 	m.waiters.Add(1)
 	go m.connect(a, cfg, log)
@@ -174,7 +174,7 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	defer m.waiters.Done()
 	ctx, cancel := context.WithTimeout(m.ctx, m.opts.ConnectTimeout)
 	defer cancel()
-	network, err := a.ep.Link(ctx)
+	uplink, err := a.ep.Link(ctx)
 	if err != nil {
 		if m.ctx.Err() == nil {
 			log.WithError(err).Error("the ExeUnit never connected to the data endpoint; VPN frames cannot flow")
@@ -183,15 +183,15 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	}
 	maxFrame := cfg.MTU + frame.EthernetLen
 	p := pump.Start(pump.Config{
-		Payload: a.payload,
-		Network: network,
-		Egress:  &pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, MaxFrame: maxFrame},
-		Ingress: &pump.NetworkFilter{MaxFrame: maxFrame},
+		Iface:   a.iface,
+		Uplink:  uplink,
+		Egress:  &pump.EgressFilter{MAC: frame.MAC(netcfg.MAC(cfg.Net.IfAddr)), IP: cfg.Net.IfAddr, MaxFrame: maxFrame},
+		Ingress: &pump.IngressFilter{MaxFrame: maxFrame},
 		Log:     log,
 	})
 	a.mu.Lock()
 	a.pump = p
-	a.counters, _ = network.(link.Counters)
+	a.counters, _ = uplink.(link.Counters)
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -255,7 +255,7 @@ func (m *Manager) Close() error {
 	if p != nil {
 		p.Close()
 	}
-	a.payload.Close()
+	a.iface.Close()
 	a.ep.Close()
 	return nil
 }

@@ -156,20 +156,12 @@ func containsLine(s, line string) bool {
 	return false
 }
 
-func openFDs(t *testing.T) int {
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 // TestTwoFullCyclesLeaveNothing brings a VPN up and down twice in a row in
 // this process: afterwards no goroutine (goleak in TestMain), fd, TAP or
 // namespace may remain.
 func TestTwoFullCyclesLeaveNothing(t *testing.T) {
 	privtest.RequireRoot(t)
-	before := openFDs(t)
+	before := privtest.OpenFDs(t)
 	var names []string
 	for cycle := range 2 {
 		a := newActivity(t)
@@ -194,7 +186,7 @@ func TestTwoFullCyclesLeaveNothing(t *testing.T) {
 		}
 		a.close(t)
 	}
-	if after := openFDs(t); after != before {
+	if after := privtest.OpenFDs(t); after != before {
 		t.Fatalf("%d fds open before, %d after two cycles", before, after)
 	}
 	for _, n := range names {

@@ -50,18 +50,18 @@ type Filter interface {
 	Check(frame []byte) Reason
 }
 
-// PayloadFilter checks frames the payload sends toward the Golem network.
+// EgressFilter checks frames the payload sends toward the Golem network.
 // The payload may only speak as itself: ExeUnits learn which node owns an
 // address from the source of the frames they receive, so a spoofed source
 // would poison the routing of every other node.
-type PayloadFilter struct {
+type EgressFilter struct {
 	MAC      frame.MAC
 	IP       netip.Addr // IPv4
 	MaxFrame int        // MTU + Ethernet header
 }
 
 // Check implements Filter.
-func (p *PayloadFilter) Check(f []byte) Reason {
+func (p *EgressFilter) Check(f []byte) Reason {
 	if r := checkCommon(f, p.MaxFrame); r != Pass {
 		return r
 	}
@@ -87,14 +87,14 @@ func (p *PayloadFilter) Check(f []byte) Reason {
 	return Pass
 }
 
-// NetworkFilter checks frames arriving from the Golem network before they
+// IngressFilter checks frames arriving from the Golem network before they
 // reach the payload.
-type NetworkFilter struct {
+type IngressFilter struct {
 	MaxFrame int // MTU + Ethernet header
 }
 
 // Check implements Filter.
-func (n *NetworkFilter) Check(f []byte) Reason {
+func (n *IngressFilter) Check(f []byte) Reason {
 	return checkCommon(f, n.MaxFrame)
 }
 

@@ -15,8 +15,8 @@ func FuzzFilters(f *testing.F) {
 	f.Add(ipv6Frame(f))
 	f.Add([]byte{})
 	f.Add(make([]byte, 14))
-	payload := &PayloadFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame}
-	network := &NetworkFilter{MaxFrame: maxFrame}
+	payload := &EgressFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame}
+	network := &IngressFilter{MaxFrame: maxFrame}
 	own := ownIP.As4()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := payload.Check(b)

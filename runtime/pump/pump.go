@@ -1,6 +1,6 @@
 // Package pump joins two frame links: it moves Ethernet frames both ways
-// between the payload's side (a TAP device or the bridge to an agent) and
-// the network's side (the ExeUnit's data endpoint, or the bridge to the
+// between the payload's interface side (a TAP device or the bridge to an
+// agent) and the uplink (the ExeUnit's data endpoint, or the bridge to the
 // host), filters them, and counts frames, bytes and drops by reason.
 //
 // Each direction is one goroutine that reads a batch from one link and
@@ -21,14 +21,15 @@ import (
 
 // Config says what a Pump joins.
 type Config struct {
-	// Payload is the payload's side: the TAP device or the bridge.
-	Payload link.Link
-	// Network is the Golem side: the ExeUnit's data endpoint (or, in the
-	// agent, the bridge to the host).
-	Network link.Link
-	// Egress checks frames from Payload to Network; nil passes all.
+	// Iface is the payload's interface side: its TAP device, or the bridge
+	// to the agent that holds it.
+	Iface link.Link
+	// Uplink is the side toward the Golem network: the ExeUnit's data
+	// endpoint (or, in the agent, the bridge to the host).
+	Uplink link.Link
+	// Egress checks frames from Iface to Uplink; nil passes all.
 	Egress Filter
-	// Ingress checks frames from Network to Payload; nil passes all.
+	// Ingress checks frames from Uplink to Iface; nil passes all.
 	Ingress Filter
 	// Log receives start/stop lines and rate-limited per-frame errors.
 	Log *logrus.Entry
@@ -57,8 +58,8 @@ func Start(cfg Config) *Pump {
 	}
 	p := &Pump{cfg: cfg, log: log, done: make(chan struct{})}
 	p.wg.Add(2)
-	go p.run(DirEgress, cfg.Payload, cfg.Network, cfg.Egress, &p.egress)
-	go p.run(DirIngress, cfg.Network, cfg.Payload, cfg.Ingress, &p.ingress)
+	go p.run(DirEgress, cfg.Iface, cfg.Uplink, cfg.Egress, &p.egress)
+	go p.run(DirIngress, cfg.Uplink, cfg.Iface, cfg.Ingress, &p.ingress)
 	go func() {
 		p.wg.Wait()
 		close(p.done)
@@ -91,8 +92,8 @@ func (p *Pump) Close() error {
 
 func (p *Pump) stop() {
 	p.stopOnce.Do(func() {
-		p.cfg.Payload.Close()
-		p.cfg.Network.Close()
+		p.cfg.Iface.Close()
+		p.cfg.Uplink.Close()
 	})
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -14,10 +13,10 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/runtime/frame"
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -67,7 +66,7 @@ func ipv6Frame(t testing.TB) []byte {
 }
 
 func TestPayloadFilter(t *testing.T) {
-	f := &PayloadFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame}
+	f := &EgressFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame}
 	good := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("hello"))
 	truncatedIP := bytes.Clone(good[:frame.EthernetLen+10])
 	badLen := bytes.Clone(good)
@@ -104,35 +103,13 @@ func TestPayloadFilter(t *testing.T) {
 	}
 	// The network side accepts other nodes' sources, but not what the
 	// ExeUnit could never have routed.
-	n := &NetworkFilter{MaxFrame: maxFrame}
+	n := &IngressFilter{MaxFrame: maxFrame}
 	if got := n.Check(udpFrame(t, peerMAC, ownMAC, peerIP, ownIP, nil)); got != Pass {
 		t.Errorf("network filter dropped a peer's frame: %v", got)
 	}
 	if got := n.Check(ipv6Frame(t)); got != IPv6 {
 		t.Errorf("network filter on IPv6: %v", got)
 	}
-}
-
-// streamLinkPair returns two Stream links joined by a unix socket pair.
-func streamLinkPair(t testing.TB) (link.Link, link.Link) {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	a := link.NewStream(conn(fds[0]), link.PrefixU32BE)
-	b := link.NewStream(conn(fds[1]), link.PrefixU32BE)
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
 }
 
 // harness is a pump between two socket pairs: the test plays the payload on
@@ -144,47 +121,16 @@ type harness struct {
 }
 
 func newHarness(t testing.TB) *harness {
-	payloadNear, payloadFar := streamLinkPair(t)
-	networkNear, networkFar := streamLinkPair(t)
+	payloadNear, payloadFar := linktest.StreamPair(t, link.PrefixU32BE)
+	networkNear, networkFar := linktest.StreamPair(t, link.PrefixU32BE)
 	p := Start(Config{
-		Payload: payloadNear,
-		Network: networkNear,
-		Egress:  &PayloadFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame},
-		Ingress: &NetworkFilter{MaxFrame: maxFrame},
+		Iface:   payloadNear,
+		Uplink:  networkNear,
+		Egress:  &EgressFilter{MAC: ownMAC, IP: ownIP, MaxFrame: maxFrame},
+		Ingress: &IngressFilter{MaxFrame: maxFrame},
 	})
 	t.Cleanup(func() { p.Close() })
 	return &harness{pump: p, payload: payloadFar, network: networkFar}
-}
-
-func send(t testing.TB, l link.Link, frames ...[]byte) {
-	t.Helper()
-	bufs := make([][]byte, len(frames))
-	for i, f := range frames {
-		bufs[i] = append(make([]byte, link.Headroom), f...)
-	}
-	if _, err := l.Write(bufs, link.Headroom); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func recv(t testing.TB, l link.Link, want int) [][]byte {
-	t.Helper()
-	bufs := make([][]byte, l.BatchSize())
-	for i := range bufs {
-		bufs[i] = make([]byte, link.BufSize)
-	}
-	sizes := make([]int, len(bufs))
-	var got [][]byte
-	for len(got) < want {
-		n, err := l.Read(bufs, sizes, link.Headroom)
-		if err != nil {
-			t.Fatalf("after %d of %d frames: %v", len(got), want, err)
-		}
-		for i := range n {
-			got = append(got, bytes.Clone(bufs[i][link.Headroom:link.Headroom+sizes[i]]))
-		}
-	}
-	return got
 }
 
 func TestPumpBothWaysInOrder(t *testing.T) {
@@ -198,12 +144,12 @@ func TestPumpBothWaysInOrder(t *testing.T) {
 	}
 	go func() {
 		for i := 0; i < n; i += 100 {
-			send(t, h.payload, out[i:i+100]...)
-			send(t, h.network, in[i:i+100]...)
+			linktest.Send(t, h.payload, out[i:i+100]...)
+			linktest.Send(t, h.network, in[i:i+100]...)
 		}
 	}()
-	gotOut := recv(t, h.network, n)
-	gotIn := recv(t, h.payload, n)
+	gotOut := linktest.Recv(t, h.network, n)
+	gotIn := linktest.Recv(t, h.payload, n)
 	for i := range n {
 		if !bytes.Equal(gotOut[i], out[i]) || !bytes.Equal(gotIn[i], in[i]) {
 			t.Fatalf("frame %d changed or reordered", i)
@@ -229,13 +175,13 @@ func TestPumpDropsAndCountsBadFramesAndGoesOn(t *testing.T) {
 		arpFrame(t, ownMAC, peerIP, ownIP),
 	}
 	good := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("after the garbage"))
-	send(t, h.payload, append(bad, good)...)
-	if got := recv(t, h.network, 1); !bytes.Equal(got[0], good) {
+	linktest.Send(t, h.payload, append(bad, good)...)
+	if got := linktest.Recv(t, h.network, 1); !bytes.Equal(got[0], good) {
 		t.Fatal("the good frame after the bad ones did not arrive intact")
 	}
 	// Garbage from the network side never reaches the payload either.
-	send(t, h.network, []byte{0}, ipv6Frame(t), udpFrame(t, peerMAC, ownMAC, peerIP, ownIP, []byte("ok")))
-	if got := recv(t, h.payload, 1); len(got[0]) < 14 || frame.Src(got[0]) != peerMAC {
+	linktest.Send(t, h.network, []byte{0}, ipv6Frame(t), udpFrame(t, peerMAC, ownMAC, peerIP, ownIP, []byte("ok")))
+	if got := linktest.Recv(t, h.payload, 1); len(got[0]) < 14 || frame.Src(got[0]) != peerMAC {
 		t.Fatal("the good ingress frame did not arrive")
 	}
 	st := settledStats(t, h.pump, func(st Stats) bool { return st.Egress.Frames == 1 && st.Ingress.Frames == 1 })
@@ -332,15 +278,15 @@ func (r *refusingLink) Write(bufs [][]byte, offset int) (int, error) {
 }
 
 func TestPumpDropsOnlyTheRefusedFrame(t *testing.T) {
-	payloadNear, payloadFar := streamLinkPair(t)
-	networkNear, networkFar := streamLinkPair(t)
+	payloadNear, payloadFar := linktest.StreamPair(t, link.PrefixU32BE)
+	networkNear, networkFar := linktest.StreamPair(t, link.PrefixU32BE)
 	bad := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, make([]byte, 77))
-	p := Start(Config{Payload: payloadNear, Network: &refusingLink{Link: networkNear, refuse: len(bad)}})
+	p := Start(Config{Iface: payloadNear, Uplink: &refusingLink{Link: networkNear, refuse: len(bad)}})
 	defer p.Close()
 	first := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("first"))
 	last := udpFrame(t, ownMAC, peerMAC, ownIP, peerIP, []byte("last"))
-	send(t, payloadFar, first, bad, last)
-	got := recv(t, networkFar, 2)
+	linktest.Send(t, payloadFar, first, bad, last)
+	got := linktest.Recv(t, networkFar, 2)
 	if !bytes.Equal(got[0], first) || !bytes.Equal(got[1], last) {
 		t.Fatal("the frames around the refused one did not arrive in order")
 	}

@@ -28,7 +28,7 @@ func TestAgentNodesTalk(t *testing.T) {
 	before := hostsHash(t)
 	_, nodes := twoNodes(t, nodeOpts{})
 	a, b := nodes[0], nodes[1]
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := privtest.Context(t, 90*time.Second)
 
 	// The payload runs in the agent's namespace, where vpn0 is what Golem
 	// VPN peers expect.
@@ -141,7 +141,7 @@ func TestAgentReconnects(t *testing.T) {
 	ctlProxy := startProxy(t, px+".ctl", rt+".ctl")
 	_, nodes := twoNodes(t, nodeOpts{runtimeBridge: "unix://" + rt, agentArgs: []string{"--bridge", "unix://" + px}})
 	a, b := nodes[0], nodes[1]
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := privtest.Context(t, 90*time.Second)
 	self, _ := os.Executable()
 
 	a.run(t, ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.7.3")
@@ -250,7 +250,7 @@ func TestAgentRefusalReachesTheExeUnit(t *testing.T) {
 	}
 	n.hub = hn
 	startNode(t, n, nodeOpts{})
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := privtest.Context(t, 60*time.Second)
 	net := golemnet.VPNNetwork{Addr: "192.168.8.0", Mask: "255.255.255.0", IfAddr: n.ip}
 	_, err = n.eu.CreateNetwork(ctx, net, map[string]string{"bad_name": "192.168.8.3"})
 	var ce *golemnet.CallError

@@ -43,12 +43,6 @@ func (l *logWriter) String() string {
 	return l.buf.String()
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // payloadNS is a network namespace made by the test to stand for a
 // payload VM or container, with its own hosts file that `ip netns exec`
 // bind-mounts over /etc/hosts (/etc/netns/NAME/hosts).
@@ -133,7 +127,7 @@ func twoNodes(t *testing.T, optsA nodeOpts) (*golemnet.Hub, []*node) {
 			o = optsA
 		}
 		startNode(t, n, o)
-		ep, err := n.eu.CreateNetwork(ctxFor(t, 30*time.Second), golemnet.VPNNetwork{
+		ep, err := n.eu.CreateNetwork(privtest.Context(t, 30*time.Second), golemnet.VPNNetwork{
 			Addr: "192.168.7.0", Mask: "255.255.255.0", IfAddr: n.ip}, hosts)
 		if err != nil {
 			t.Fatalf("%s: CreateNetwork: %v", n.name, err)
@@ -178,7 +172,7 @@ func startNode(t *testing.T, n *node, o nodeOpts) {
 	if n.hub != nil {
 		cfg.VPNEndpoint = n.hub.EndpointURL()
 	}
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := privtest.Context(t, 60*time.Second)
 	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -14,26 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // guard bounds every wait in these tests; it only catches deadlocks.
 const guard = 20 * time.Second
-
-func testLog(t testing.TB) *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(testWriter{t})
-	l.SetLevel(logrus.DebugLevel)
-	return logrus.NewEntry(l)
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
 
 type datagram struct {
 	data []byte
@@ -133,7 +120,7 @@ func newLab(t testing.TB, withRuntime ...bool) *lab {
 
 func newLabGSO(t testing.TB, gso bool, withRuntime ...bool) *lab {
 	t.Helper()
-	h := NewHub(testLog(t))
+	h := NewHub(privtest.Log(t))
 	h.noGSO = !gso
 	t.Cleanup(func() {
 		if err := h.Close(); err != nil {
@@ -437,7 +424,7 @@ func TestHubAddNodeErrors(t *testing.T) {
 }
 
 func TestHubStartClose(t *testing.T) {
-	h := NewHub(testLog(t))
+	h := NewHub(privtest.Log(t))
 	if _, err := h.AddNode("a", ipA); err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +438,7 @@ func TestHubStartClose(t *testing.T) {
 		t.Fatalf("Start after Close = %v", err)
 	}
 
-	h = NewHub(testLog(t))
+	h = NewHub(privtest.Log(t))
 	a, _ := h.AddNode("a", ipA)
 	if err := h.Start(); err != nil {
 		t.Fatal(err)

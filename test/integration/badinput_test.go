@@ -10,6 +10,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
@@ -30,7 +31,7 @@ func TestBadFramesAreDroppedCountedAndHarmless(t *testing.T) {
 	// this test alone runs payloads as root.
 	_, nodes := twoNodes(t, "", "--payload-root")
 	a, b := nodes[0], nodes[1]
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := privtest.Context(t, 60*time.Second)
 	a.run(t, ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.0.3")
 
 	peerMAC := net.HardwareAddr{0x90, 0x13, 192, 168, 0, 3}

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -141,12 +140,6 @@ func TestSelfTest(t *testing.T) {
 	}
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // sandboxGone checks that nothing of an activity's sandbox is left.
 func sandboxGone(t *testing.T, workdir string) {
 	t.Helper()
@@ -166,7 +159,7 @@ func sandboxGone(t *testing.T, workdir string) {
 func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 	privtest.RequireRoot(t)
 	cfg, _ := exeunitConfig(t, "svc")
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := privtest.Context(t, 60*time.Second)
 	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +253,7 @@ func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 func TestStdinEOFTearsDownAndExitsZero(t *testing.T) {
 	privtest.RequireRoot(t)
 	cfg, _ := exeunitConfig(t, "eof")
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := privtest.Context(t, 30*time.Second)
 	golemnet.Deploy(ctx, cfg)
 	eu, err := golemnet.Start(ctx, cfg)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // TestSafeByDefault drives two runtimes exactly as the ExeUnit does with a
@@ -20,7 +21,7 @@ import (
 func TestSafeByDefault(t *testing.T) {
 	_, nodes := startNodes(t, "", false)
 	a, b := nodes[0], nodes[1]
-	ctx := ctxFor(t, 120*time.Second)
+	ctx := privtest.Context(t, 120*time.Second)
 
 	// Who the payload is, and what it can touch.
 	hostName, _ := os.Hostname()

@@ -47,7 +47,7 @@ func twoNodes(t *testing.T, gateway string, extraArgs ...string) (*golemnet.Hub,
 func startNodes(t *testing.T, gateway string, named bool, extraArgs ...string) (*golemnet.Hub, []*vpnNode) {
 	t.Helper()
 	privtest.RequireRoot(t)
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := privtest.Context(t, 60*time.Second)
 	quiet := logrus.New()
 	quiet.SetOutput(os.Stderr)
 	quiet.SetLevel(logrus.WarnLevel)
@@ -172,7 +172,7 @@ func TestTwoNodesTalkOverTheVPN(t *testing.T) {
 		t.Run(fmt.Sprintf("gateway=%q", gw), func(t *testing.T) {
 			_, nodes := twoNodes(t, gw)
 			a, b := nodes[0], nodes[1]
-			ctx := ctxFor(t, 90*time.Second)
+			ctx := privtest.Context(t, 90*time.Second)
 
 			// The interface is what the ExeUnit's peers expect.
 			link := a.run(t, ctx, "/sbin/ip", "-o", "link", "show", "vpn0")
@@ -286,7 +286,7 @@ func freeUDPPort(t *testing.T) string {
 // asks one for its counters with SIGUSR1.
 func TestRuntimesWiredByHand(t *testing.T) {
 	privtest.RequireRoot(t)
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := privtest.Context(t, 60*time.Second)
 	addrA, addrB := freeUDPPort(t), freeUDPPort(t)
 	var eus [2]*golemnet.ExeUnit
 	var logsA *logWriter

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -51,12 +50,6 @@ func (l *runtimeLogs) writer(name string) io.Writer {
 	return logWriter{l, b}
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // newLab brings a lab up with this run's runtime and checks, when the test
 // ends, that Close leaves no namespace and no process behind.
 func newLab(t *testing.T, cfg golemnet.LabConfig) *golemnet.Lab {
@@ -68,7 +61,7 @@ func newLab(t *testing.T, cfg golemnet.LabConfig) *golemnet.Lab {
 	cfg.Workdir = filepath.Join(t.TempDir(), "lab")
 	cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--log-level", "debug", "--stats-interval", "1s")
 	cfg.RuntimeStderr = logs.writer
-	lab, err := golemnet.NewLab(ctxFor(t, guard), cfg)
+	lab, err := golemnet.NewLab(privtest.Context(t, guard), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +133,7 @@ func TestEveryPairPingsByIPAndHostname(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			lab := newLab(t, golemnet.LabConfig{Nodes: 3, Gateway: gw})
-			ctx := ctxFor(t, guard)
+			ctx := privtest.Context(t, guard)
 			nodes := lab.Nodes()
 			for _, a := range nodes {
 				for _, b := range nodes {
@@ -193,7 +186,7 @@ func TestEveryPairPingsByIPAndHostname(t *testing.T) {
 // waits until it listens.
 func startServer(t *testing.T, lab *golemnet.Lab, node string) {
 	t.Helper()
-	ctx := ctxFor(t, guard)
+	ctx := privtest.Context(t, guard)
 	// Uploaded like a requestor's program: the payload does not see the
 	// host's /tmp, where the test built it.
 	bin, err := lab.Install(node, labBin, "gvpn-lab")
@@ -245,7 +238,7 @@ func waitGrown(t *testing.T, path string, n int64, dl *golemnet.Proc) {
 
 func checkDownload(t *testing.T, what string, dl *golemnet.Proc, path string, size int64) {
 	t.Helper()
-	res, err := dl.Wait(ctxFor(t, guard))
+	res, err := dl.Wait(privtest.Context(t, guard))
 	if err != nil || res.ReturnCode != 0 {
 		t.Fatalf("%s: curl rc %d, %v: %s", what, res.ReturnCode, err, res.Stderr)
 	}
@@ -257,7 +250,7 @@ func checkDownload(t *testing.T, what string, dl *golemnet.Proc, path string, si
 
 func TestKilledNodeDoesNotDisturbTheOthers(t *testing.T) {
 	lab := newLab(t, golemnet.LabConfig{Nodes: 3})
-	ctx := ctxFor(t, guard)
+	ctx := privtest.Context(t, guard)
 	a, b, c := lab.Node("node-a"), lab.Node("node-b"), lab.Node("node-c")
 	startServer(t, lab, c.Name)
 
@@ -318,7 +311,7 @@ func TestKilledNodeDoesNotDisturbTheOthers(t *testing.T) {
 
 func TestCutLinkStallsTransferWhichResumesIntact(t *testing.T) {
 	lab := newLab(t, golemnet.LabConfig{Nodes: 2})
-	ctx := ctxFor(t, guard)
+	ctx := privtest.Context(t, guard)
 	srv, cli := lab.Node("node-a"), lab.Node("node-b")
 	startServer(t, lab, srv.Name)
 

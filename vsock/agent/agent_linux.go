@@ -137,8 +137,8 @@ func newAgent(cfg Config) (*agent, error) {
 		return nil, err
 	}
 	a.pump = pump.Start(pump.Config{
-		Payload: a.gate,
-		Network: a.data,
+		Iface:   a.gate,
+		Uplink:  a.data,
 		Egress:  a.egress,
 		Ingress: a.ingress,
 		Log:     log,

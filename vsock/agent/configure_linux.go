@@ -49,7 +49,7 @@ func (a *agent) configure(c vsock.Configure) error {
 	created := false
 	if dev == nil {
 		log.Info("creating the TAP interface")
-		dev, err = tap.Create(a.ns, tap.Config{Name: lc.Name})
+		dev, err = tap.Create(a.ns, tap.Config{Name: lc.Name, Log: log})
 		if err != nil {
 			if errors.Is(err, tap.ErrExists) || errors.Is(err, tap.ErrInvalidName) {
 				return &vsock.FieldError{Field: "name", Err: err}
@@ -96,8 +96,8 @@ func (a *agent) configure(c vsock.Configure) error {
 
 	maxFrame := lc.MTU + frame.EthernetLen
 	ip := lc.Net.IfAddr
-	a.egress.cur.Store(&pump.PayloadFilter{MAC: frame.MAC(netcfg.MAC(ip)), IP: ip, MaxFrame: maxFrame})
-	a.ingress.cur.Store(&pump.NetworkFilter{MaxFrame: maxFrame})
+	a.egress.cur.Store(&pump.EgressFilter{MAC: frame.MAC(netcfg.MAC(ip)), IP: ip, MaxFrame: maxFrame})
+	a.ingress.cur.Store(&pump.IngressFilter{MaxFrame: maxFrame})
 	if created && !a.gate.set(dev) {
 		dev.Close()
 		return errors.New("agent is shutting down")

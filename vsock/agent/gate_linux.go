@@ -106,11 +106,11 @@ func (g *gate) Close() error {
 	return nil
 }
 
-// egressFilter is a pump.PayloadFilter that a configure can replace while
+// egressFilter is a pump.EgressFilter that a configure can replace while
 // the pump runs (a new address or MTU). Before the first configure it
 // refuses everything: there is no interface to send from anyway.
 type egressFilter struct {
-	cur atomic.Pointer[pump.PayloadFilter]
+	cur atomic.Pointer[pump.EgressFilter]
 }
 
 func (f *egressFilter) Check(frame []byte) pump.Reason {
@@ -121,10 +121,10 @@ func (f *egressFilter) Check(frame []byte) pump.Reason {
 	return p.Check(frame)
 }
 
-// ingressFilter is the replaceable pump.NetworkFilter. Before the first
+// ingressFilter is the replaceable pump.IngressFilter. Before the first
 // configure it passes frames on to the gate, which drops and counts them.
 type ingressFilter struct {
-	cur atomic.Pointer[pump.NetworkFilter]
+	cur atomic.Pointer[pump.IngressFilter]
 }
 
 func (f *ingressFilter) Check(frame []byte) pump.Reason {

@@ -50,8 +50,8 @@ func TestFiltersDoNotAllocate(t *testing.T) {
 	var e egressFilter
 	var i ingressFilter
 	mac := frame.MAC{0x90, 0x13, 10, 0, 0, 2}
-	e.cur.Store(&pump.PayloadFilter{MAC: mac, IP: netip.MustParseAddr("10.0.0.2"), MaxFrame: 1234})
-	i.cur.Store(&pump.NetworkFilter{MaxFrame: 1234})
+	e.cur.Store(&pump.EgressFilter{MAC: mac, IP: netip.MustParseAddr("10.0.0.2"), MaxFrame: 1234})
+	i.cur.Store(&pump.IngressFilter{MaxFrame: 1234})
 	f := make([]byte, 60)
 	copy(f[6:12], mac[:])
 	f[12], f[13] = 0x08, 0x06

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/runtime/logs"
 )
 
 // Main runs gvpn-agent's command line and returns the exit code: 0 after
@@ -59,24 +61,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 }
 
 func setupLog(o Options, stderr io.Writer) (*logrus.Entry, error) {
-	l := logrus.New()
-	l.SetOutput(stderr)
-	lvl, err := logrus.ParseLevel(o.LogLevel)
+	l, err := logs.New(stderr, o.LogLevel, o.LogFormat)
 	if err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, err
 	}
-	l.SetLevel(lvl)
-	switch o.LogFormat {
-	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{})
-	default:
-		return nil, fmt.Errorf("--log-format must be text or json, not %q", o.LogFormat)
-	}
-	// tap and netcfg log through the standard logger.
-	logrus.SetOutput(stderr)
-	logrus.SetLevel(lvl)
-	logrus.SetFormatter(l.Formatter)
 	return logrus.NewEntry(l).WithField("agent", "gvpn"), nil
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 
 	"github.com/gvpn/gvpn/runtime/link"
@@ -23,20 +22,6 @@ import (
 const guard = 20 * time.Second
 
 var fast = vsock.BackoffOptions{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
-
-func testLog(t testing.TB) *logrus.Entry {
-	l := logrus.New()
-	l.Out = testWriter{t}
-	l.Level = logrus.DebugLevel
-	return logrus.NewEntry(l)
-}
 
 // fakeRuntime is the runtime's end of a bridge, driven by the test.
 type fakeRuntime struct {
@@ -238,7 +223,7 @@ func runAgent(t *testing.T, cfg Config) (cancel func(), wait func() error) {
 // netns sandbox's semantics, and answers the exact errors.
 func TestManagedProcesses(t *testing.T) {
 	rt := newFakeRuntime(t)
-	runAgent(t, Config{Bridge: rt.addr, AgentID: "unit", Backoff: fast, DrainTimeout: 300 * time.Millisecond, Log: testLog(t)})
+	runAgent(t, Config{Bridge: rt.addr, AgentID: "unit", Backoff: fast, DrainTimeout: 300 * time.Millisecond, Log: privtest.Log(t)})
 	if h := rt.acceptControl(); h.AgentID != "unit" {
 		t.Fatalf("hello %+v", h)
 	}
@@ -350,7 +335,7 @@ func TestManagedProcesses(t *testing.T) {
 // meanwhile is reported on the new connection.
 func TestManagedControlReconnect(t *testing.T) {
 	rt := newFakeRuntime(t)
-	_, wait := runAgent(t, Config{Bridge: rt.addr, Backoff: fast, Log: testLog(t)})
+	_, wait := runAgent(t, Config{Bridge: rt.addr, Backoff: fast, Log: privtest.Log(t)})
 	rt.acceptControl()
 	m := rt.call(func(id uint64) vsock.Message {
 		return vsock.Run{ID: id, Bin: "/bin/sh", Args: []string{"sh", "-c", "sleep 0.3; echo done"}}
@@ -373,7 +358,7 @@ func TestManagedControlReconnect(t *testing.T) {
 // created and the answer says so.
 func TestManagedConfigureErrors(t *testing.T) {
 	rt := newFakeRuntime(t)
-	runAgent(t, Config{Bridge: rt.addr, Backoff: fast, Log: testLog(t)})
+	runAgent(t, Config{Bridge: rt.addr, Backoff: fast, Log: privtest.Log(t)})
 	rt.acceptControl()
 	good := vsock.Configure{Name: "vpn0", IfAddr: "10.1.0.2", Mask: "255.255.255.0", MTU: 1220}
 	for _, tc := range []struct {
@@ -413,7 +398,7 @@ func TestManagedConfigure(t *testing.T) {
 	rt := newFakeRuntime(t)
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	os.WriteFile(hosts, []byte("127.0.0.1\tlocalhost\n"), 0o644)
-	_, wait := runAgent(t, Config{Bridge: rt.addr, NS: ns, HostsFile: hosts, Backoff: fast, Log: testLog(t)})
+	_, wait := runAgent(t, Config{Bridge: rt.addr, NS: ns, HostsFile: hosts, Backoff: fast, Log: privtest.Log(t)})
 	rt.acceptControl()
 	data := vsock.DataLink(accept(t, rt.dataL))
 	defer data.Close()
@@ -501,7 +486,7 @@ func TestManagedConfigure(t *testing.T) {
 // reports their exits on the control connection before it leaves.
 func TestManagedSIGTERM(t *testing.T) {
 	rt := newFakeRuntime(t)
-	cancel, wait := runAgent(t, Config{Bridge: rt.addr, Backoff: fast, Log: testLog(t)})
+	cancel, wait := runAgent(t, Config{Bridge: rt.addr, Backoff: fast, Log: privtest.Log(t)})
 	rt.acceptControl()
 	st := rt.call(func(id uint64) vsock.Message {
 		return vsock.Run{ID: id, Bin: "/bin/sleep", Args: []string{"sleep", "1000"}}

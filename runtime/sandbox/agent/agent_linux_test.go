@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/link"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/test/privtest"
 	"github.com/gvpn/gvpn/vsock"
 )
 
@@ -27,20 +27,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // guard bounds every wait: a deadlock guard, never a performance check.
 const guard = 20 * time.Second
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
-
-func testLog(t testing.TB) *logrus.Entry {
-	l := logrus.New()
-	l.Out = testWriter{t}
-	l.Level = logrus.DebugLevel
-	return logrus.NewEntry(l)
-}
 
 // testConfig returns a Config with a unix bridge in a fresh directory and
 // a command that records its pid in dir/pid and then sleeps (the fake
@@ -62,8 +48,8 @@ func testConfig(t *testing.T, command string) (Config, string) {
 		Timeout:     5 * time.Second,
 		StopTimeout: 2 * time.Second,
 		Restart:     vsock.BackoffOptions{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		Output:      testWriter{t},
-		Log:         testLog(t),
+		Output:      privtest.Writer(t),
+		Log:         privtest.Log(t),
 	}, dir
 }
 

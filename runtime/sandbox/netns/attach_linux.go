@@ -14,7 +14,7 @@ import (
 // hosts entries merged into the sandbox's own hosts file. On error nothing
 // it made is left behind; the returned link belongs to the caller.
 func (s *Sandbox) Attach(_ context.Context, cfg netcfg.LinkConfig, hosts map[string]string) (link.Link, error) {
-	dev, err := tap.Create(s.ns, tap.Config{Name: cfg.Name})
+	dev, err := tap.Create(s.ns, tap.Config{Name: cfg.Name, Log: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", cfg.Name, err)
 	}

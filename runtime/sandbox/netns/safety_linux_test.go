@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
@@ -130,7 +128,7 @@ func TestSweepRemovesOnlyDeadOwnersSandboxes(t *testing.T) {
 	if !exitedFD(daemon, guard) {
 		t.Error("the daemon survived its runtime")
 	}
-	removed, err := Sweep(testPrefix, logrus.NewEntry(logrus.StandardLogger()))
+	removed, err := Sweep(testPrefix, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
 	}

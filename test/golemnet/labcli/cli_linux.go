@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/runtime/logs"
 )
 
 // DefaultStateDir holds the control socket of a running `up` lab and the
@@ -112,18 +114,13 @@ func findRuntime(flagValue string) (string, error) {
 	return "", fmt.Errorf("%s not found (%s); build it with `make build` or pass --runtime PATH", RuntimeName, strings.Join(tried, ", nor "))
 }
 
-// newLog returns the lab's logger on stderr at level (and points logrus's
-// standard logger, which the sandbox package uses, there too).
+// newLog returns the lab's logger on stderr at level (logs.New, as the
+// other binaries).
 func newLog(level string, stderr io.Writer) (*logrus.Entry, error) {
-	lvl, err := logrus.ParseLevel(level)
+	l, err := logs.New(stderr, level, "text")
 	if err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+		return nil, usagef("%v", err)
 	}
-	l := logrus.New()
-	l.SetOutput(stderr)
-	l.SetLevel(lvl)
-	logrus.SetOutput(stderr)
-	logrus.SetLevel(lvl)
 	return logrus.NewEntry(l).WithField("prog", "gvpn-lab"), nil
 }
 
