@@ -122,6 +122,20 @@ func TestDeployPrintsExactlyOneJSONObject(t *testing.T) {
 	}
 }
 
+func TestRootPayloadOnlyByTheExplicitFlag(t *testing.T) {
+	privtest.RequireRoot(t)
+	_, stderr, code := runCLI(t, "--sandbox-prefix", testPrefix, "--payload-root", "test")
+	if code != 0 || !strings.Contains(stderr, "WARN payloads run as ROOT") || !strings.Contains(stderr, "--payload-root") {
+		t.Fatalf("test with --payload-root: exit %d, stderr %q; want it to pass and say payloads run as root", code, stderr)
+	}
+	for _, user := range []string{"0", "root", "0:0", "1000:0", "gvt-it-no-such-user"} {
+		_, stderr, code = runCLI(t, "--sandbox-prefix", testPrefix, "--payload-user", user, "test")
+		if code == 0 || !strings.Contains(stderr, "--payload-user") {
+			t.Errorf("--payload-user %s: exit %d, stderr %q; want a refusal naming the flag", user, code, stderr)
+		}
+	}
+}
+
 func TestRunModeIsRefusedClearly(t *testing.T) {
 	_, stderr, code := runCLI(t, "--workdir", t.TempDir(), "run", "--entrypoint", "/bin/true", "--")
 	if code == 0 || !strings.Contains(stderr, "not supported") {
@@ -235,7 +249,8 @@ func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 	}
 
 	// A daemon that outlives its command must not outlive the activity.
-	if _, err := eu.Run(ctx, "/bin/sh", "-c", "setsid sleep 1000 >/dev/null 2>&1 &"); err != nil {
+	// A duration no other program on a shared machine uses, for pgrep.
+	if _, err := eu.Run(ctx, "/bin/sh", "-c", "setsid sleep 1000.314 >/dev/null 2>&1 &"); err != nil {
 		t.Fatal(err)
 	}
 	if err := eu.Shutdown(ctx); err != nil {
@@ -245,7 +260,7 @@ func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	sandboxGone(t, cfg.Workdir)
-	if out, _ := exec.Command("pgrep", "-f", "sleep 1000").Output(); len(out) > 0 {
+	if out, _ := exec.Command("pgrep", "-f", "sleep 1000.314").Output(); len(out) > 0 {
 		t.Fatalf("payload processes survived Shutdown: %s", out)
 	}
 }
