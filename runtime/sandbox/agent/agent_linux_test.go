@@ -201,6 +201,18 @@ func TestBox(t *testing.T) {
 	cfg, dir := testConfig(t, "")
 	cfg.Env = []string{"GVPN_HOSTNAME=node-x"}
 	b, a := openWithAgent(t, cfg)
+	// The fake agent says hello at once; the command may not have written
+	// its pid yet (pid 0 would make the survival check signal ourselves).
+	var pid int
+	deadline := time.Now().Add(guard)
+	for pid <= 0 && time.Now().Before(deadline) {
+		pidb, _ := os.ReadFile(filepath.Join(dir, "pid"))
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(pidb)))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if pid <= 0 {
+		t.Fatal("the agent command wrote no pid")
+	}
 
 	// Attach: the configure carries the ExeUnit's network and the
 	// runtime's interface settings.
@@ -343,8 +355,6 @@ func TestBox(t *testing.T) {
 		t.Fatalf("events of the unfinished process: %v", ev43)
 	}
 	mu.Unlock()
-	pidb, _ := os.ReadFile(filepath.Join(dir, "pid"))
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidb)))
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Fatalf("agent command %d survived Close: %v", pid, err)
 	}
