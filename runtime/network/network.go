@@ -23,7 +23,8 @@ import (
 )
 
 // Attacher brings up the payload's VPN interface and returns the link that
-// carries its frames. Each sandbox provides one: the netns sandbox creates a
+// carries its frames. It validates the hosts entries (netcfg.CheckHosts)
+// before it makes anything, and reports a bad one as a *netcfg.FieldError. Each sandbox provides one: the netns sandbox creates a
 // TAP in its namespace, the agent sandbox configures the agent's TAP and
 // hands over the bridge.
 type Attacher interface {
@@ -124,9 +125,12 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 			"gvpn joins exactly one VPN network per activity; the request has %d", len(nets))
 	}
 	n := nets[0]
+	// The hosts entries are checked by the attacher, which writes them
+	// (by the same netcfg rule): inside a VM it is the agent, and its
+	// refusal is what the ExeUnit should see.
 	cfg, _, err := netcfg.Request{
 		Name: m.opts.Name, Addr: n.GetAddr(), Mask: n.GetMask(), Gateway: n.GetGateway(), IfAddr: n.GetIfAddr(),
-		MTU: m.opts.MTU, Hosts: req.GetHosts(),
+		MTU: m.opts.MTU,
 	}.Parse()
 	if err != nil {
 		e := &api.Error{Code: api.Response_BAD_REQUEST, Message: "invalid network", Err: err}

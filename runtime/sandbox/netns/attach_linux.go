@@ -11,9 +11,14 @@ import (
 
 // Attach brings up the payload's side of the VPN (network.Attacher): a TAP
 // device inside the sandbox's namespace, configured by netlink, with the
-// hosts entries merged into the sandbox's own hosts file. On error nothing
-// it made is left behind; the returned link belongs to the caller.
+// hosts entries merged into the sandbox's own hosts file. Bad hosts entries
+// are refused (a *netcfg.FieldError on "hosts") before anything is made; on
+// any error nothing it made is left behind. The returned link belongs to
+// the caller.
 func (s *Sandbox) Attach(_ context.Context, cfg netcfg.LinkConfig, hosts map[string]string) (link.Link, error) {
+	if _, err := netcfg.CheckHosts(hosts); err != nil {
+		return nil, err
+	}
 	dev, err := tap.Create(s.ns, tap.Config{Name: cfg.Name, Log: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", cfg.Name, err)
