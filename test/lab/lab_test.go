@@ -110,10 +110,22 @@ func nothingLeft(t *testing.T, lab *golemnet.Lab, netnsInodes map[string]uint64)
 			t.Errorf("node %s: workdir %s left behind", n.Name, n.Workdir)
 		}
 	}
+	// The kernel reuses a freed namespace's inode number: a namespace
+	// named now (another test's sandbox, started in parallel) is not the
+	// closed node's even when its number is.
+	named := map[string]bool{}
+	if entries, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range entries {
+			var st syscall.Stat_t
+			if syscall.Stat(filepath.Join("/run/netns", e.Name()), &st) == nil {
+				named[fmt.Sprintf("net:[%d]", st.Ino)] = true
+			}
+		}
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
 	for _, p := range procs {
 		link, err := os.Readlink(p)
-		if err != nil {
+		if err != nil || named[link] {
 			continue
 		}
 		for name, ino := range netnsInodes {
