@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -20,9 +21,10 @@ import (
 // gone. A sandbox whose owner runs is never touched, nor a namespace
 // without a /run/gvpn directory (it may be anybody's). A directory without
 // an owner record (an older version's, or half removed) is stale only when
-// no thread of any process is in its namespace (an older runtime keeps one
-// there for its whole life) and no socket is bound in it. It returns the names it removed; errors of single sandboxes are joined and
-// the sweep goes on.
+// it is older than a minute, no thread of any process is in its namespace
+// (an older runtime keeps one there for its whole life) and no socket is
+// bound in it. It returns the names it removed; errors of single
+// sandboxes are joined and the sweep goes on.
 func Sweep(prefix string, log *logrus.Entry) ([]string, error) {
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger())
@@ -47,7 +49,7 @@ func Sweep(prefix string, log *logrus.Entry) ([]string, error) {
 			continue
 		case err == nil:
 			l = l.WithField("dead_owner_pid", rec.PID)
-		case inUse(name), listening(dir):
+		case young(dir), inUse(name), listening(dir):
 			continue
 		}
 		if _, err := cleanupName(name, l); err != nil {
@@ -58,6 +60,16 @@ func Sweep(prefix string, log *logrus.Entry) ([]string, error) {
 		removed = append(removed, name)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// legacyGrace is how old a directory without an owner record must be
+// before a sweep takes it for stale: an older runtime creates it a moment
+// before its thread enters the namespace.
+const legacyGrace = time.Minute
+
+func young(dir string) bool {
+	fi, err := os.Lstat(dir)
+	return err != nil || time.Since(fi.ModTime()) < legacyGrace
 }
 
 // listening reports whether a unix socket is bound to a path in dir: an
