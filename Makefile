@@ -11,8 +11,12 @@ FUZZTIME  ?= 30s
 # Debian packages the tests and the demo use for real payload traffic.
 DEB_DEPS  := iproute2 iputils-ping iperf3 curl
 DEB_CMDS  := ip ping iperf3 curl
+# What the VM sandbox and its tests need: QEMU, dpkg-deb and apt-get download
+# for the guest image and a Debian task package, mksquashfs for that package.
+VM_DEPS   := qemu-system-x86 squashfs-tools
+VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb
 
-.PHONY: all build deps test test-short fuzz bench demo lab vet fmt-check install clean help
+.PHONY: all build deps vm-deps vm-image test test-short fuzz bench demo lab vet fmt-check install clean help
 
 all: build
 
@@ -33,7 +37,17 @@ deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_DEPS) >/dev/null; \
 	fi
 
-test: deps ## all tests with the race detector (as root the privileged ones run too)
+vm-deps: ## install what the VM sandbox needs (QEMU, squashfs-tools)
+	@missing=""; for c in $(VM_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(VM_DEPS) (missing:$$missing)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $(VM_DEPS) >/dev/null; \
+	fi
+
+vm-image: vm-deps build ## guest kernel and initramfs for --sandbox vm in bin/vm/ (Debian packages, cached)
+	$(GO) run ./runtime/sandbox/agent/vm/mkimage -cache bin/vm/debs -agent bin/gvpn-agent -out bin/vm
+
+test: deps vm-image ## all tests with the race detector (as root the privileged ones run too)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 

@@ -15,7 +15,15 @@ const (
 	SchemeVsock Scheme = "vsock"
 	// SchemeUnix is a unix stream socket at a filesystem path: unix:///path.
 	SchemeUnix Scheme = "unix"
+	// SchemeVirtioSerial is a named virtio-serial port of a QEMU guest:
+	// virtio-serial://NAME. It is the guest's end only: the host's end is
+	// the unix socket that QEMU's chardev connects to.
+	SchemeVirtioSerial Scheme = "virtio-serial"
 )
+
+// MaxPortName is the longest virtio-serial port name accepted (a file name
+// under /dev/virtio-ports).
+const MaxPortName = 255
 
 // Well-known vsock context IDs.
 const (
@@ -59,12 +67,13 @@ func (e *AddrError) Error() string {
 func (e *AddrError) Unwrap() error { return ErrInvalidAddr }
 
 // Addr is a bridge address. For SchemeVsock, CID and Port are used; for
-// SchemeUnix, Path. The zero Addr is invalid.
+// SchemeUnix, Path; for SchemeVirtioSerial, Name. The zero Addr is invalid.
 type Addr struct {
 	Scheme Scheme
 	CID    uint32 // vsock: context ID; CIDAny only for listening
 	Port   uint32 // vsock: 1 … 0xFFFFFFFE
 	Path   string // unix: absolute path, at most MaxUnixPath bytes
+	Name   string // virtio-serial: the port's name (QEMU's virtserialport name=)
 }
 
 // ParseAddr parses a bridge address:
@@ -74,6 +83,10 @@ type Addr struct {
 //	unix:///abs/path   an absolute path; relative paths are rejected, because
 //	                   the runtime and the agent seldom share a working
 //	                   directory (unix://rel/path is an error, not a path)
+//	virtio-serial://NAME
+//	                   a named virtio-serial port, seen from inside a QEMU
+//	                   guest (dial only); NAME is 1 … 255 bytes of letters,
+//	                   digits and "._-"
 //
 // Schemes and CID words are lowercase. Errors are *AddrError.
 func ParseAddr(s string) (Addr, error) {
@@ -82,7 +95,7 @@ func ParseAddr(s string) (Addr, error) {
 	}
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
-		return bad("want vsock://CID:PORT or unix:///absolute/path")
+		return bad("want vsock://CID:PORT, unix:///absolute/path or virtio-serial://NAME")
 	}
 	switch Scheme(scheme) {
 	case SchemeVsock:
@@ -103,14 +116,17 @@ func ParseAddr(s string) (Addr, error) {
 			return bad("%s", err.(*AddrError).Reason)
 		}
 		return a, nil
-	case SchemeUnix:
-		a := Addr{Scheme: SchemeUnix, Path: rest}
+	case SchemeUnix, SchemeVirtioSerial:
+		a := Addr{Scheme: Scheme(scheme), Path: rest}
+		if a.Scheme == SchemeVirtioSerial {
+			a = Addr{Scheme: SchemeVirtioSerial, Name: rest}
+		}
 		if err := a.check(); err != nil {
 			return bad("%s", err.(*AddrError).Reason)
 		}
 		return a, nil
 	default:
-		return bad("unknown scheme %q (want vsock or unix)", scheme)
+		return bad("unknown scheme %q (want vsock, unix or virtio-serial)", scheme)
 	}
 }
 
@@ -145,15 +161,20 @@ func (a Addr) check() error {
 	}
 	switch a.Scheme {
 	case SchemeVsock:
-		if a.Path != "" {
-			return bad("a vsock address has no path")
+		if a.Path != "" || a.Name != "" {
+			return bad("a vsock address has no path or name")
 		}
 		if a.Port == 0 || a.Port == portAny {
 			return bad("port %d out of range 1…%d", a.Port, portAny-1)
 		}
 		return nil
+	case SchemeVirtioSerial:
+		if a.CID != 0 || a.Port != 0 || a.Path != "" {
+			return bad("a virtio-serial address has only a port name")
+		}
+		return checkPortName(a.Name, bad)
 	case SchemeUnix:
-		if a.CID != 0 || a.Port != 0 {
+		if a.CID != 0 || a.Port != 0 || a.Name != "" {
 			return bad("a unix address has no CID or port")
 		}
 		switch {
@@ -170,8 +191,28 @@ func (a Addr) check() error {
 	case "":
 		return bad("empty address")
 	default:
-		return bad("unknown scheme %q (want vsock or unix)", string(a.Scheme))
+		return bad("unknown scheme %q (want vsock, unix or virtio-serial)", string(a.Scheme))
 	}
+}
+
+// checkPortName allows what QEMU and udev pass through unchanged as a file
+// name under /dev/virtio-ports.
+func checkPortName(name string, bad func(string, ...any) error) error {
+	if name == "" {
+		return bad("empty virtio-serial port name")
+	}
+	if len(name) > MaxPortName {
+		return bad("port name is %d bytes, longer than %d", len(name), MaxPortName)
+	}
+	if name == "." || name == ".." {
+		return bad("port name %q is not a file name", name)
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return bad("port name %q has %q (allowed: letters, digits, \".\", \"_\", \"-\")", name, c)
+		}
+	}
+	return nil
 }
 
 // String returns the canonical form of a: vsock://CID:PORT with CIDs 1, 2
@@ -194,14 +235,17 @@ func (a Addr) String() string {
 		return "vsock://" + cid + ":" + strconv.FormatUint(uint64(a.Port), 10)
 	case SchemeUnix:
 		return "unix://" + a.Path
+	case SchemeVirtioSerial:
+		return "virtio-serial://" + a.Name
 	}
 	return fmt.Sprintf("%s://?", string(a.Scheme))
 }
 
 // Control returns the address of the control connection that goes with the
 // data connection at a: for unix, the path with ".ctl" appended
-// (/run/gvpn/bridge.sock → /run/gvpn/bridge.sock.ctl); for vsock, the same
-// CID and the next port (PORT+1). It fails with an *AddrError when a is
+// (/run/gvpn/bridge.sock → /run/gvpn/bridge.sock.ctl); for virtio-serial,
+// the port name with ".ctl" appended (gvpn.bridge → gvpn.bridge.ctl); for
+// vsock, the same CID and the next port (PORT+1). It fails with an *AddrError when a is
 // invalid or the derived address would be (port 4294967294, a path already
 // at the length limit).
 func (a Addr) Control() (Addr, error) {
@@ -214,6 +258,8 @@ func (a Addr) Control() (Addr, error) {
 		c.Port = a.Port + 1
 	case SchemeUnix:
 		c.Path = a.Path + controlSuffix
+	case SchemeVirtioSerial:
+		c.Name = a.Name + controlSuffix
 	}
 	if err := c.check(); err != nil {
 		return Addr{}, &AddrError{Addr: a.String(), Reason: "no room for the control address: " + err.(*AddrError).Reason}

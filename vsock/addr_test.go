@@ -26,6 +26,8 @@ func TestParseAddr(t *testing.T) {
 		{"unix:///run/gvpn/bridge.sock", Addr{Scheme: SchemeUnix, Path: "/run/gvpn/bridge.sock"}, ""},
 		{"unix:///a b/c:d", Addr{Scheme: SchemeUnix, Path: "/a b/c:d"}, ""},
 		{"unix://" + long, Addr{Scheme: SchemeUnix, Path: long}, ""},
+		{"virtio-serial://gvpn.bridge", Addr{Scheme: SchemeVirtioSerial, Name: "gvpn.bridge"}, ""},
+		{"virtio-serial://A_b-9", Addr{Scheme: SchemeVirtioSerial, Name: "A_b-9"}, ""},
 	}
 	for _, tc := range good {
 		a, err := ParseAddr(tc.in)
@@ -57,6 +59,11 @@ func TestParseAddr(t *testing.T) {
 		{"/run/gvpn/bridge.sock", "want vsock://"},
 		{"vsock:3:1024", "want vsock://"},
 		{"tcp://127.0.0.1:80", `unknown scheme "tcp"`},
+		{"virtio-serial://", "empty virtio-serial port name"},
+		{"virtio-serial://a/b", `has '/'`},
+		{"virtio-serial://..", "not a file name"},
+		{"virtio-serial://a b", `has ' '`},
+		{"virtio-serial://" + strings.Repeat("p", MaxPortName+1), "longer than 255"},
 		{"VSOCK://3:1024", `unknown scheme "VSOCK"`},
 		{"vsock://3", "missing :PORT"},
 		{"vsock://:1024", "missing CID"},
@@ -123,6 +130,7 @@ func TestControlAddr(t *testing.T) {
 		{"vsock://any:5000", "vsock://any:5001"},
 		{"vsock://host:4294967293", "vsock://host:4294967294"},
 		{"unix:///run/gvpn/bridge.sock", "unix:///run/gvpn/bridge.sock.ctl"},
+		{"virtio-serial://gvpn.bridge", "virtio-serial://gvpn.bridge.ctl"},
 		{"unix:///" + strings.Repeat("a", MaxUnixPath-1-len(controlSuffix)), "unix:///" + strings.Repeat("a", MaxUnixPath-1-len(controlSuffix)) + ".ctl"},
 	} {
 		a, err := ParseAddr(tc.data)
@@ -150,4 +158,33 @@ func TestControlAddr(t *testing.T) {
 			t.Errorf("Control(%s) = %v, %v; want an error", s, c, err)
 		}
 	}
+}
+
+// FuzzParseAddr: whatever the input, ParseAddr either refuses it with an
+// *AddrError or returns an address whose canonical form parses back to
+// it, and whose control address (when there is room for one) is valid.
+func FuzzParseAddr(f *testing.F) {
+	for _, s := range []string{"vsock://3:1024", "vsock://any:5000", "unix:///run/gvpn/bridge.sock",
+		"virtio-serial://gvpn.bridge", "virtio-serial://", "virtio-serial://a/b", "unix://rel", "vsock://host:4294967294"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseAddr(s)
+		if err != nil {
+			var ae *AddrError
+			if !errors.As(err, &ae) || !errors.Is(err, ErrInvalidAddr) {
+				t.Fatalf("ParseAddr(%q): %v is not an *AddrError", s, err)
+			}
+			return
+		}
+		back, err := ParseAddr(a.String())
+		if err != nil || back != a {
+			t.Fatalf("ParseAddr(%q) = %+v; its canonical form %q parses to %+v, %v", s, a, a.String(), back, err)
+		}
+		if c, err := a.Control(); err == nil {
+			if err := c.Validate(); err != nil {
+				t.Fatalf("control address of %q is invalid: %v", s, err)
+			}
+		}
+	})
 }

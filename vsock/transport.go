@@ -44,6 +44,9 @@ func Listen(a Addr) (net.Listener, error) {
 			return nil, fmt.Errorf("vsock: listen %s: %w", a, err)
 		}
 		return tunedListener{l}, nil
+	case SchemeVirtioSerial:
+		return nil, &AddrError{Addr: a.String(), Reason: "a virtio-serial port is dialled from inside the guest; " +
+			"the host listens on the unix socket that QEMU's chardev connects to"}
 	default:
 		l, err := listenUnix(a.Path)
 		if err != nil {
@@ -109,7 +112,8 @@ func removeStale(path string) error {
 
 // Dial connects to the bridge at a. A vsock dial can hang when nothing
 // answers (CID 1 without vsock_loopback, a VM that is not up yet), so give
-// ctx a deadline.
+// ctx a deadline. A virtio-serial dial opens the guest's port and waits
+// until the host's side of it is connected (see dialPort).
 func Dial(ctx context.Context, a Addr) (net.Conn, error) {
 	if err := a.check(); err != nil {
 		return nil, err
@@ -124,6 +128,8 @@ func Dial(ctx context.Context, a Addr) (net.Conn, error) {
 			return nil, &AddrError{Addr: a.String(), Reason: "CID any can be listened on, not dialled"}
 		}
 		c, err = mdvsock.DialContext(ctx, a.CID, a.Port, nil)
+	case SchemeVirtioSerial:
+		c, err = dialPort(ctx, a.Name)
 	default:
 		c, err = new(net.Dialer).DialContext(ctx, "unix", a.Path)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
 	"github.com/gvpn/gvpn/runtime/volume"
@@ -64,6 +65,16 @@ type Options struct {
 	BridgeControl string
 	AgentCommand  string
 	AgentTimeout  time.Duration
+
+	// The VM sandbox's guest.
+	VMKernel string
+	VMInitrd string
+	VMQEMU   string
+	VMMemory int
+	VMCPUs   int
+	VMBridge string
+
+	agentTimeoutSet bool // --agent-timeout was given
 }
 
 type multiFlag []string
@@ -99,6 +110,10 @@ Examples:
   gvpn-runtime -w /tmp/b --vpn-endpoint udp://127.0.0.1:7001 --debug-local-endpoint 127.0.0.1:7002 start
   # the payload in a VM with gvpn-agent inside, reached over vsock
   gvpn-runtime -w /tmp/a --sandbox agent --bridge vsock://any:5000 --agent-command 'exec /opt/start-vm.sh' start
+  # the payload in a QEMU guest booted by the runtime (make vm-image first),
+  # with a squashfs task package as its root
+  gvpn-runtime -w /tmp/a --sandbox vm --task-package /tmp/debian.squashfs deploy --
+  gvpn-runtime -w /tmp/a --sandbox vm --task-package /tmp/debian.squashfs --vpn-endpoint udp://127.0.0.1:40000 start
 
 Logs go to stderr; send SIGUSR1 for the VPN counters. Docs: README.md, docs/.
 `
@@ -126,11 +141,17 @@ func newFlagSet(stderr io.Writer) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint address (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 30*time.Second, "how often VPN counters go to the ExeUnit as a RuntimeStatus event (0 = never)")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "prefix of the sandbox network namespace names")
-	fs.StringVar(&o.Sandbox, "sandbox", "netns", "where the payload runs: netns (a network namespace on this host) or agent\n(a VM or container started by --agent-command, with gvpn-agent inside)")
+	fs.StringVar(&o.Sandbox, "sandbox", "netns", "where the payload runs: netns (a network namespace on this host), vm (a QEMU guest\nthe runtime boots, the task package as its root) or agent (a VM or container\nstarted by --agent-command, with gvpn-agent inside)")
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell command that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data address to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
 	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control address to listen on (default: derived from --bridge)")
-	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent sandbox: how long to wait for the agent's hello and for each of its answers")
+	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent and vm sandboxes: how long to wait for the agent's hello (a VM's boot)\nand for each of its answers (vm sandbox: 2m unless given)")
+	fs.StringVar(&o.VMKernel, "vm-kernel", vmDefaultFile("vmlinuz"), "vm sandbox: guest kernel (make vm-image writes bin/vm/vmlinuz)")
+	fs.StringVar(&o.VMInitrd, "vm-initrd", vmDefaultFile("initrd.img"), "vm sandbox: guest initramfs with gvpn-agent (make vm-image writes bin/vm/initrd.img)")
+	fs.StringVar(&o.VMQEMU, "vm-qemu", "qemu-system-x86_64", "vm sandbox: the QEMU binary (KVM when /dev/kvm is usable, else TCG)")
+	fs.IntVar(&o.VMMemory, "vm-memory", 512, "vm sandbox: guest memory in MiB")
+	fs.IntVar(&o.VMCPUs, "vm-cpus", 1, "vm sandbox: guest CPUs")
+	fs.StringVar(&o.VMBridge, "vm-bridge", "", "vm sandbox: how the agent in the guest reaches the runtime: virtio-serial or vsock\n(default: vsock where /dev/vhost-vsock is usable, else virtio-serial)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageHead)
 		fs.PrintDefaults()
@@ -155,6 +176,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	fs.Visit(func(f *flag.Flag) { o.agentTimeoutSet = o.agentTimeoutSet || f.Name == "agent-timeout" })
 	log, err := setupLog(o, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "gvpn-runtime:", err)
@@ -246,18 +268,34 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err != nil {
 		return fail(err)
 	}
-	if o.Sandbox == "netns" {
+	switch o.Sandbox {
+	case "netns":
 		if err := netns.CheckVolumes(vols); err != nil {
 			return fail(err)
 		}
+	case "agent":
+		// The agent command's launcher decides what the payload sees;
+		// no workdir directory would reach it.
+		vols = volume.List{}
+	case "vm":
+		if root := vmRoot(o); root != "" {
+			if err := vm.CheckRoot(root); err != nil {
+				return fail(err)
+			}
+		}
+		if vols, err = vmVolumes(vols); err != nil {
+			return fail(err)
+		}
+	default:
+		return fail(fmt.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox))
 	}
 	u, root, err := payloadUser(o)
 	if err != nil {
 		return fail(err)
 	}
 	uid := int(u.UID)
-	if root {
-		uid = 0
+	if root || o.Sandbox != "netns" {
+		uid = os.Geteuid()
 	}
 	if err := vols.Prepare(o.Workdir, uid); err != nil {
 		return fail(err)
@@ -378,8 +416,15 @@ func start(o *Options, args []string, stdin io.Reader, stdout, stderr io.Writer,
 			return 1
 		}
 		sbx, attacher = box, box
+	case "vm":
+		box, err := openVMSandbox(o, hostname, vols, stderr, log)
+		if err != nil {
+			log.WithError(err).Error("cannot start the VM sandbox")
+			return 1
+		}
+		sbx, attacher = box, box
 	default:
-		log.Errorf("--sandbox must be netns or agent, not %q", o.Sandbox)
+		log.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox)
 		return 2
 	}
 	mgr := network.New(network.Options{

@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/tap"
 )
@@ -45,6 +46,14 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 		fmt.Fprintf(stderr, "gvpn-runtime test: WARN payloads run as %s\n", describePayload(u, root))
 	} else {
 		fmt.Fprintf(stderr, "gvpn-runtime test: ok   payloads run as %s\n", describePayload(u, root))
+	}
+	if o.Sandbox == "vm" {
+		checks = append(checks, struct {
+			name string
+			run  func() error
+		}{"payload VM (QEMU, guest kernel and initramfs, task package)", func() error {
+			return vm.Check(vmConfig(o, "selftest", "", nil, nil, log))
+		}})
 	}
 	failed := 0
 	for _, c := range checks {

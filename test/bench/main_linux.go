@@ -129,7 +129,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprint(stdout, rep.table())
 	if o.out != "" {
-		if err := writeFileAtomic(o.out, []byte(rep.markdown())); err != nil {
+		if err := writeFileAtomic(o.out, []byte(rep.markdown()+keptSections(o.out))); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
 			return 1
 		}

@@ -59,7 +59,7 @@ type LabNode struct {
 	// Workdir is the node's activity work directory.
 	Workdir string
 	// Netns is the name of the runtime's sandbox network namespace
-	// (`ip netns exec NETNS …` enters it).
+	// (`ip netns exec NETNS …` enters it); empty for a VM node.
 	Netns string
 	// ExeUnit speaks to the node's runtime. Kill it to crash the node.
 	ExeUnit *ExeUnit
@@ -69,6 +69,12 @@ type LabNode struct {
 	// RuntimeEndpoint is the runtime's data endpoint from its
 	// CreateNetwork reply.
 	RuntimeEndpoint netip.AddrPort
+	// VM says the payload runs in a QEMU guest (busybox tools, no access
+	// to the host's files) rather than in a network namespace.
+	VM bool
+	// Ready is how long the node took from start to the CreateNetwork
+	// reply: for a VM node, its boot until gvpn-agent configured vpn0.
+	Ready time.Duration
 
 	logs     *TailBuffer
 	deployed DeployResult
@@ -137,7 +143,11 @@ func (l *Lab) up(ctx context.Context) error {
 			Workdir: wd,
 			Netns:   netns.NameFor(l.plan.prefix, wd),
 			Hub:     hn,
+			VM:      i >= len(l.plan.names)-l.cfg.VMNodes,
 			logs:    NewTailBuffer(8 << 10),
+		}
+		if n.VM {
+			n.Netns = "" // the payload's network is the guest's
 		}
 		l.nodes = append(l.nodes, n)
 		l.byName[name] = n
@@ -200,6 +210,10 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 	}
 	cfg := l.exeUnitConfig(n.Name, n.Workdir, n.logs)
 	cfg.Hostname = n.Name
+	if n.VM {
+		// A guest boots under TCG on a loaded machine: give it time.
+		cfg.RuntimeArgs = append(append(cfg.RuntimeArgs, "--sandbox", "vm", "--agent-timeout", "120s"), l.cfg.VMArgs...)
+	}
 	cfg.VPNEndpoint = n.Hub.EndpointURL()
 
 	l.progress(n.Name, "deploy")
@@ -209,6 +223,7 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 	}
 	n.deployed = dep
 	l.progress(n.Name, "start")
+	started := time.Now()
 	eu, err := Start(ctx, cfg)
 	if err != nil {
 		return fail("start", err)
@@ -227,6 +242,7 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, hosts map[string]string
 		return fail("CreateNetwork reply", err)
 	}
 	n.RuntimeEndpoint = ap
+	n.Ready = time.Since(started)
 	l.log.WithFields(logrus.Fields{"node": n.Name, "ip": n.IP, "netns": n.Netns,
 		"pid": eu.Pid(), "endpoint": ap}).Info("lab: node up")
 	l.progress(n.Name, "up")
@@ -371,6 +387,9 @@ type NodeStatus struct {
 	IP      netip.Addr
 	Netns   string
 	Workdir string
+	// VM and Ready are the LabNode's.
+	VM    bool
+	Ready time.Duration
 	// Pid is the runtime's process id; Alive is false once it exited.
 	Pid   int
 	Alive bool
@@ -399,6 +418,8 @@ func (l *Lab) Status() []NodeStatus {
 			IP:              n.IP,
 			Netns:           n.Netns,
 			Workdir:         n.Workdir,
+			VM:              n.VM,
+			Ready:           n.Ready,
 			Endpoint:        n.Hub.Addr(),
 			RuntimeEndpoint: n.RuntimeEndpoint,
 			Fault:           n.Hub.Fault(),

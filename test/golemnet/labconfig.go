@@ -71,6 +71,14 @@ type LabConfig struct {
 	// SandboxPrefix prefixes the runtimes' network namespace names
 	// (--sandbox-prefix); empty means DefaultLabSandboxPrefix.
 	SandboxPrefix string
+	// VMNodes is how many of the nodes, the last ones, run their payload
+	// in a QEMU guest (gvpn-runtime --sandbox vm) instead of a network
+	// namespace; 0..Nodes.
+	VMNodes int
+	// VMArgs are added to the runtime invocations of VM nodes (e.g.
+	// --vm-kernel, --vm-initrd when the guest image is not beside the
+	// runtime).
+	VMArgs []string
 	// RuntimeArgs are appended to every runtime invocation after
 	// --sandbox-prefix, like the ExeUnit's --runtime-arg values (e.g.
 	// --stats-interval 1s, --log-level debug).
@@ -124,6 +132,9 @@ func (c LabConfig) plan() (labPlan, error) {
 	}
 	if c.Nodes > MaxLabNodes {
 		return bad("at most %d nodes, not %d", MaxLabNodes, c.Nodes)
+	}
+	if c.VMNodes < 0 || c.VMNodes > c.Nodes {
+		return bad("%d VM nodes among %d nodes", c.VMNodes, c.Nodes)
 	}
 	switch c.Gateway {
 	case GatewayNone, GatewayFirstHost:

@@ -90,6 +90,21 @@ type Config struct {
 	// foreground for the payload's life: when it exits, the payload is
 	// considered gone.
 	Command string
+	// Argv, when set instead of Command, is the launcher's program and
+	// arguments, run directly (no shell) in the same way.
+	Argv []string
+	// Launcher names the command in logs and errors ("QEMU"); empty means
+	// "the agent command".
+	Launcher string
+	// Kind is the sandbox's name in logs; empty means "agent".
+	Kind string
+	// Lazy makes Open return once the command runs, without waiting for
+	// the agent's hello: a payload that boots slowly (a VM) then boots
+	// while the ExeUnit goes on, and the first request waits for the hello
+	// up to Timeout. A request fails with ErrAgentTimeout, or at once with
+	// ErrCommandExited when the command ended before the hello; either
+	// error quotes the command's last output.
+	Lazy bool
 	// Dir is the command's working directory; empty means the runtime's.
 	Dir string
 	// Env is added to the runtime's environment for the command.
@@ -137,6 +152,7 @@ type Box struct {
 	stop      context.CancelFunc
 	stopping  <-chan struct{} // stopCtx.Done()
 	cmdExited chan error      // the first run's exit, for Open
+	launchErr error           // Lazy: why no agent will come (under mu)
 	cmdMu     sync.Mutex
 	cmd       *exec.Cmd // the running command, nil between runs
 	cmdDone   chan struct{}
@@ -159,8 +175,14 @@ var (
 // ErrCommandExited when the command ends first; either error quotes the
 // command's last output. On failure nothing is left behind.
 func Open(ctx context.Context, cfg Config) (*Box, error) {
-	if strings.TrimSpace(cfg.Command) == "" {
+	if strings.TrimSpace(cfg.Command) == "" && len(cfg.Argv) == 0 {
 		return nil, errors.New("agent sandbox: no agent command")
+	}
+	if cfg.Launcher == "" {
+		cfg.Launcher = "the agent command"
+	}
+	if cfg.Kind == "" {
+		cfg.Kind = "agent"
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
@@ -189,7 +211,7 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 	}
 	b := &Box{
 		cfg:       cfg,
-		log:       log.WithField("sandbox", "agent"),
+		log:       log.WithField("sandbox", cfg.Kind),
 		control:   control,
 		tail:      &tailBuffer{},
 		changed:   make(chan struct{}),
@@ -220,6 +242,9 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 	b.wg.Add(2)
 	go b.acceptControl()
 	go b.supervise()
+	if cfg.Lazy {
+		return b, nil
+	}
 
 	t := time.NewTimer(cfg.Timeout)
 	defer t.Stop()
@@ -227,7 +252,7 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 	case <-b.hello:
 		return b, nil
 	case err := <-b.cmdExited:
-		return fail(fmt.Errorf("%w before the agent said hello (%v)%s", ErrCommandExited, err, b.tail.quote()))
+		return fail(b.exitedEarly(err))
 	case <-t.C:
 		return fail(fmt.Errorf("%w: no hello on %s within %v (does the command start gvpn-agent, and can it reach %s?)%s",
 			ErrAgentTimeout, control, cfg.Timeout, "$"+EnvControl, b.tail.quote()))
@@ -529,6 +554,12 @@ func (t *tailBuffer) quote() string {
 	return "; its last output:\n" + s
 }
 
+// exitedEarly is the error for a command that ended (with err) before the
+// agent said hello.
+func (b *Box) exitedEarly(err error) error {
+	return fmt.Errorf("%w: %s ended before the agent said hello (%v)%s", ErrCommandExited, b.cfg.Launcher, err, b.tail.quote())
+}
+
 // commandRunning reports whether a run of the command is under way.
 func (b *Box) commandRunning() bool {
 	b.cmdMu.Lock()
@@ -549,7 +580,7 @@ func (b *Box) supervise() {
 				t.Stop()
 				return
 			}
-			b.log.Info("running the agent command again")
+			b.log.Infof("running %s again", b.cfg.Launcher)
 		}
 		started := time.Now()
 		err := b.runCommand()
@@ -561,18 +592,26 @@ func (b *Box) supervise() {
 		}
 		if !helloSeen {
 			b.cmdExited <- err
+			b.mu.Lock()
+			b.launchErr = b.exitedEarly(err)
+			close(b.changed)
+			b.changed = make(chan struct{})
+			b.mu.Unlock()
 			return
 		}
 		// The agent went with its command. Retire its control session now
 		// rather than when its connection's EOF is read, so that a request
 		// made after the processes are reported gone waits for the next
 		// agent instead of going to the dead one.
+		closing := b.isClosed()
+		if !closing {
+			b.log.WithError(err).Warnf("%s exited: the payload is gone; its processes are reported exited (-1)%s", b.cfg.Launcher, b.tail.quote())
+		}
 		b.dropCurrentSession(errAgentCommandExited)
-		b.finishAll("the agent command exited")
-		if b.isClosed() {
+		b.finishAll(b.cfg.Launcher + " exited")
+		if closing || b.isClosed() {
 			return
 		}
-		b.log.WithError(err).Warn("the agent command exited: the payload is gone; its processes are reported exited (-1)")
 		if time.Since(started) >= backoff.Options().Max {
 			backoff.Reset()
 		}
@@ -586,6 +625,9 @@ func (b *Box) runCommand() error {
 		return err
 	}
 	cmd := exec.Command("/bin/sh", "-c", b.cfg.Command)
+	if len(b.cfg.Argv) > 0 {
+		cmd = exec.Command(b.cfg.Argv[0], b.cfg.Argv[1:]...)
+	}
 	cmd.Dir = b.cfg.Dir
 	cmd.Env = append(os.Environ(), b.cfg.Env...)
 	cmd.Env = append(cmd.Env, EnvBridge+"="+b.cfg.Bridge.String(), EnvControl+"="+b.control.String())
@@ -603,12 +645,12 @@ func (b *Box) runCommand() error {
 	if err != nil {
 		b.cmdMu.Unlock()
 		r.Close()
-		return fmt.Errorf("start /bin/sh -c %q: %w", b.cfg.Command, err)
+		return fmt.Errorf("start %s: %w", strings.Join(cmd.Args, " "), err)
 	}
 	done := make(chan struct{})
 	b.cmd, b.cmdDone = cmd, done
 	b.cmdMu.Unlock()
-	b.log.WithFields(logrus.Fields{"pid": cmd.Process.Pid, "command": b.cfg.Command}).Info("agent command started")
+	b.log.WithFields(logrus.Fields{"pid": cmd.Process.Pid, "command": strings.Join(cmd.Args, " ")}).Infof("%s started", b.cfg.Launcher)
 
 	copied := make(chan struct{})
 	go func() {
@@ -672,7 +714,7 @@ func (b *Box) stopCommand() {
 		return
 	case <-t.C:
 	}
-	b.log.Warn("the agent command ignored SIGTERM; sending SIGKILL")
+	b.log.Warnf("%s ignored SIGTERM; sending SIGKILL", b.cfg.Launcher)
 	b.cmdMu.Lock()
 	if b.cmd == cmd {
 		_ = unix.Kill(-cmd.Process.Pid, syscall.SIGKILL)

@@ -182,6 +182,47 @@ func TestOpenCommandExits(t *testing.T) {
 	}
 }
 
+// TestLazyLauncher: with Lazy, Open returns while the payload boots, and
+// requests report a launcher that ends (or never brings the agent up) with
+// its last output, without waiting for a timeout in the first case.
+func TestLazyLauncher(t *testing.T) {
+	cfg, _ := testConfig(t, "")
+	cfg.Command = ""
+	cfg.Argv = []string{"/bin/sh", "-c", "echo Kernel panic - not syncing >&2; exit 1"}
+	cfg.Launcher, cfg.Kind, cfg.Lazy = "QEMU", "vm", true
+	cfg.Timeout = time.Minute
+	b, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("lazy Open: %v", err)
+	}
+	t0 := time.Now()
+	_, err = b.Start(sandbox.ProcessSpec{Bin: "/bin/true"})
+	if !errors.Is(err, ErrCommandExited) || !strings.Contains(err.Error(), "QEMU ended before the agent said hello") ||
+		!strings.Contains(err.Error(), "Kernel panic") {
+		t.Fatalf("Start after the launcher died: %v", err)
+	}
+	if time.Since(t0) > 30*time.Second {
+		t.Fatalf("Start waited %v for a launcher that had ended", time.Since(t0))
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg, _ = testConfig(t, "echo booting...; exec sleep 60")
+	cfg.Lazy, cfg.Launcher = true, "QEMU"
+	cfg.Timeout = 300 * time.Millisecond
+	b, err = Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("lazy Open: %v", err)
+	}
+	defer b.Close()
+	_, err = b.Attach(context.Background(), linkConfig(), nil)
+	if !errors.Is(err, ErrAgentTimeout) || !strings.Contains(err.Error(), "never said hello since QEMU started") ||
+		!strings.Contains(err.Error(), "booting...") {
+		t.Fatalf("Attach to a payload that never brings its agent up: %v", err)
+	}
+}
+
 func TestOpenBadConfig(t *testing.T) {
 	cfg, _ := testConfig(t, "")
 	cfg.Command = " "
@@ -201,18 +242,6 @@ func TestBox(t *testing.T) {
 	cfg, dir := testConfig(t, "")
 	cfg.Env = []string{"GVPN_HOSTNAME=node-x"}
 	b, a := openWithAgent(t, cfg)
-	// The fake agent says hello at once; the command may not have written
-	// its pid yet (pid 0 would make the survival check signal ourselves).
-	var pid int
-	deadline := time.Now().Add(guard)
-	for pid <= 0 && time.Now().Before(deadline) {
-		pidb, _ := os.ReadFile(filepath.Join(dir, "pid"))
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(pidb)))
-		time.Sleep(5 * time.Millisecond)
-	}
-	if pid <= 0 {
-		t.Fatal("the agent command wrote no pid")
-	}
 
 	// Attach: the configure carries the ExeUnit's network and the
 	// runtime's interface settings.
@@ -338,6 +367,17 @@ func TestBox(t *testing.T) {
 		t.Fatalf("configure after reconnect %+v, want %+v", c2, c)
 	}
 	a2.send(vsock.ConfiguredFor(c2.ID, nil))
+
+	// The command's pid, once its shell has written it (the fake agent
+	// plays the agent, so the test can get here before the shell runs).
+	var pid int
+	for deadline := time.Now().Add(guard); pid <= 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent command never wrote its pid")
+		}
+		pidb, _ := os.ReadFile(filepath.Join(dir, "pid"))
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(pidb)))
+	}
 
 	// Close: shutdown to the agent; the command is stopped; the process
 	// whose exit never came is reported exited (-1); sockets are gone.

@@ -131,7 +131,7 @@ func (b *Box) request(ctx context.Context, build func(id uint64) vsock.Message) 
 func (b *Box) waitSession(ctx context.Context) (*session, error) {
 	for {
 		b.mu.Lock()
-		s, ch, closed := b.sess, b.changed, b.closed
+		s, ch, closed, launchErr := b.sess, b.changed, b.closed, b.launchErr
 		b.mu.Unlock()
 		if s != nil && s.alive() {
 			return s, nil
@@ -139,10 +139,18 @@ func (b *Box) waitSession(ctx context.Context) (*session, error) {
 		if closed {
 			return nil, sandbox.ErrClosed
 		}
+		if launchErr != nil {
+			return nil, launchErr
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				select {
+				case <-b.hello:
+				default:
+					return nil, fmt.Errorf("%w: gvpn-agent never said hello since %s started%s", ErrAgentTimeout, b.cfg.Launcher, b.tail.quote())
+				}
 				return nil, fmt.Errorf("%w: the agent is not connected", ErrAgentTimeout)
 			}
 			return nil, ctx.Err()
@@ -316,6 +324,17 @@ func (b *Box) serve(s *session) {
 			b.output(s, m)
 		case vsock.Exited:
 			b.exited(m)
+		case vsock.Hello:
+			// An agent behind a virtio-serial port reopens the port on
+			// the same host connection: its new hello arrives here.
+			s.log.Info("gvpn-agent said hello again on its connection")
+			b.mu.Lock()
+			resend := b.configured
+			b.mu.Unlock()
+			if resend != nil {
+				b.wg.Add(1)
+				go b.reconfigure(*resend)
+			}
 		default:
 			s.log.WithField("type", m.Type()).Warn("unexpected control message from the agent ignored")
 		}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,6 +47,7 @@ Examples:
   sudo gvpn-lab demo
   sudo gvpn-lab demo --json | jq '.pings[] | [.from, .to, .rtt_avg_ms]'
   sudo gvpn-lab demo --gateway first-host     # as released ExeUnits send it
+  sudo gvpn-lab demo --vm                     # node-c is a QEMU guest (make vm-image)
 
 Flags:
 `
@@ -132,6 +134,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the summary as JSON on stdout instead of tables")
 	sizeFlag := fs.String("http-size", "8M", "`bytes` each HTTP client fetches (k, M, G suffixes)")
 	seconds := fs.Int("iperf-time", 3, "`seconds` of the iperf3 run")
+	withVM := fs.Bool("vm", false, "make the last node a QEMU guest (gvpn-runtime --sandbox vm; make vm-image first):\nit pings every node and fetches over HTTP with busybox, beside the netns nodes")
 	var lf labFlags
 	lf.add(fs.FlagSet)
 	if _, code, ok := parseFlags(fs, args, stderr, 0); !ok {
@@ -140,6 +143,9 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	cfg, err := lf.config(3, "")
 	if err != nil {
 		return fail(stderr, "demo", err)
+	}
+	if *withVM {
+		cfg.VMNodes = 1
 	}
 	size, err := ParseSize(*sizeFlag)
 	if err != nil || size < 1 || size > 1<<30 {
@@ -221,7 +227,7 @@ func (d *demoRun) run(ctx context.Context) {
 		timeout time.Duration
 		fn      func(context.Context) (string, error)
 	}{
-		{"bring up 3 nodes", 60 * time.Second, d.bringUp},
+		{"bring up 3 nodes", bringUpTimeout(d.cfg), d.bringUp},
 		{"ping every pair", 30 * time.Second, d.pingPairs},
 		{"HTTP by hostname", 60 * time.Second, d.httpByName},
 		{"throughput", time.Duration(d.seconds)*time.Second + 30*time.Second, d.throughput},
@@ -269,6 +275,14 @@ func (d *demoRun) run(ctx context.Context) {
 	}
 	d.sum.OK = !failed
 	d.sum.DurationSeconds = time.Since(start).Seconds()
+}
+
+// bringUpTimeout leaves a VM node time to boot under TCG on a busy machine.
+func bringUpTimeout(cfg golemnet.LabConfig) time.Duration {
+	if cfg.VMNodes > 0 {
+		return 3 * time.Minute
+	}
+	return 60 * time.Second
 }
 
 func (d *demoRun) bringUp(ctx context.Context) (string, error) {
@@ -327,7 +341,11 @@ func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 				continue
 			}
 			d.p.Detail("%s → %s (%s)", a.Name, b.Name, b.IP)
-			res, err := d.lab.Exec(ctx, a.Name, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", b.IP.String())
+			argv := []string{"ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", b.IP.String()}
+			if a.VM {
+				argv = slices.Delete(argv, 1, 2) // busybox's ping prints numbers anyway and has no -n
+			}
+			res, err := d.lab.Exec(ctx, a.Name, argv...)
 			if err != nil {
 				return "", fmt.Errorf("%s → %s: %w", a.Name, b.Name, err)
 			}
@@ -368,6 +386,14 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 	url := fmt.Sprintf("http://%s:%d/data?size=%d", srv.Name, demoHTTPPort, d.size)
 	var rates []string
 	for _, c := range nodes[1:] {
+		if c.VM {
+			r, err := d.fetchInGuest(ctx, c, url, want)
+			if err != nil {
+				return "", err
+			}
+			rates = append(rates, humanBits(r.BitsPerSecond)+" into the VM")
+			continue
+		}
 		d.p.Detail("%s: curl %s", c.Name, url)
 		// The payload writes only in its volumes: download there, check
 		// from the host.
@@ -402,6 +428,30 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 	}
 	return fmt.Sprintf("%s and %s fetched %s from http://%s:%d by name, sha256 ok (%s)",
 		nodes[1].Name, nodes[2].Name, humanBytes(float64(d.size)), srv.Name, demoHTTPPort, strings.Join(rates, ", ")), nil
+}
+
+// fetchInGuest fetches url in a VM node with busybox's wget, which cannot
+// write to the host's files: the guest hashes the body itself. The time is
+// the whole RunProcess, so the rate slightly understates the transfer.
+func (d *demoRun) fetchInGuest(ctx context.Context, c *golemnet.LabNode, url, want string) (HTTPResult, error) {
+	d.p.Detail("%s (QEMU guest): wget %s | sha256sum", c.Name, url)
+	t0 := time.Now()
+	res, err := d.lab.Exec(ctx, c.Name, "sh", "-c", "wget -q -O - '"+url+"' | sha256sum")
+	secs := time.Since(t0).Seconds()
+	if err != nil {
+		return HTTPResult{}, fmt.Errorf("%s: wget: %w", c.Name, err)
+	}
+	f := strings.Fields(string(res.Stdout))
+	if res.ReturnCode != 0 || len(f) == 0 {
+		return HTTPResult{}, fmt.Errorf("%s: wget %s: exit %d: %s", c.Name, url, res.ReturnCode, lastLine(res.Stderr))
+	}
+	r := HTTPResult{Client: c.Name, URL: url, Bytes: d.size, SHA256: f[0], SHA256OK: f[0] == want, Seconds: secs,
+		BitsPerSecond: float64(d.size) * 8 / secs}
+	d.sum.HTTP = append(d.sum.HTTP, r)
+	if !r.SHA256OK {
+		return r, fmt.Errorf("%s: got sha256 %s, want %s", c.Name, f[0], want)
+	}
+	return r, nil
 }
 
 // curlSeconds reads the time_total of curl's -w "%{size_download} %{time_total}".
@@ -521,13 +571,17 @@ func writeDemo(w io.Writer, s DemoSummary) {
 	if len(s.Nodes) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "NODE\tIP\tVPN0 MAC\tMTU\tNETNS")
+		fmt.Fprintln(tw, "NODE\tIP\tVPN0 MAC\tMTU\tNETNS\tREADY")
 		for _, n := range s.Nodes {
 			mtu := "-"
 			if n.MTU > 0 {
 				mtu = strconv.Itoa(n.MTU)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.IP, orDash(n.MAC), mtu, n.Netns)
+			sb := orDash(n.Netns)
+			if n.VM {
+				sb = "(QEMU guest)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1fs\n", n.Name, n.IP, orDash(n.MAC), mtu, sb, n.ReadySeconds)
 		}
 		tw.Flush()
 	}

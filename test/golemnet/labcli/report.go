@@ -14,13 +14,17 @@ import (
 
 // NodeJSON is one node in `status --json` and in the demo's summary.
 type NodeJSON struct {
-	Name            string `json:"name"`
-	IP              string `json:"ip"`
-	Netns           string `json:"netns"`
-	RuntimePid      int    `json:"runtime_pid"`
-	Alive           bool   `json:"alive"`
-	ExeUnitEndpoint string `json:"exeunit_endpoint"`
-	RuntimeEndpoint string `json:"runtime_endpoint"`
+	Name  string `json:"name"`
+	IP    string `json:"ip"`
+	Netns string `json:"netns"`
+	VM    bool   `json:"vm,omitempty"`
+	// ReadySeconds is the time from start to the CreateNetwork reply (a
+	// VM's boot included).
+	ReadySeconds    float64 `json:"ready_seconds"`
+	RuntimePid      int     `json:"runtime_pid"`
+	Alive           bool    `json:"alive"`
+	ExeUnitEndpoint string  `json:"exeunit_endpoint"`
+	RuntimeEndpoint string  `json:"runtime_endpoint"`
 	// MTU and MAC of vpn0 as the payload sees them (demo only).
 	MTU   int       `json:"mtu,omitempty"`
 	MAC   string    `json:"mac,omitempty"`
@@ -86,7 +90,7 @@ func writeStatus(w io.Writer, st StatusJSON) {
 		if !n.Alive {
 			rt = "exited"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.IP, n.Netns, rt, n.ExeUnitEndpoint, n.RuntimeEndpoint, n.Fault)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.IP, orDash(n.Netns), rt, n.ExeUnitEndpoint, n.RuntimeEndpoint, n.Fault)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -41,6 +41,7 @@ Examples:
   sudo gvpn-lab up --nodes 5 --net 10.7.0.0/24
   sudo gvpn-lab up --hostnames web,db --gateway first-host
   sudo gvpn-lab up --runtime-arg=--log-level=debug   # chatty runtime logs
+  sudo gvpn-lab up --nodes 3 --vm-nodes 1        # node-c is a QEMU guest (make vm-image)
 
 Flags:
 `
@@ -60,6 +61,7 @@ func up(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("up", upUsage, stdout)
 	nodes := fs.Int("nodes", 3, "number of provider `nodes` (1-64)")
 	hostnames := fs.String("hostnames", "", "comma-separated node `names` (default node-a, node-b, …)")
+	vmNodes := fs.Int("vm-nodes", 0, "how many of the nodes (the last ones) run their payload in a QEMU guest\n(gvpn-runtime --sandbox vm; make vm-image first)")
 	var lf labFlags
 	lf.add(fs.FlagSet)
 	if _, code, ok := parseFlags(fs, args, stderr, 0); !ok {
@@ -72,6 +74,10 @@ func up(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "up", err)
 	}
+	if *vmNodes < 0 || *vmNodes > cfg.Nodes {
+		return fail(stderr, "up", usagef("--vm-nodes %d: want 0 to --nodes (%d)", *vmNodes, cfg.Nodes))
+	}
+	cfg.VMNodes = *vmNodes
 	log, err := newLog(lf.logLevel, stderr)
 	if err != nil {
 		return fail(stderr, "up", err)
@@ -239,6 +245,10 @@ func printBanner(w io.Writer, lab *golemnet.Lab, stateDir, logs string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  NODE\tIP\tNETNS\tSHELL IN ITS NETWORK (uses the host's /etc/hosts: use IPs)")
 	for _, n := range nodes {
+		if n.VM {
+			fmt.Fprintf(tw, "  %s\t%s\t(QEMU guest)\t%s exec %s -- sh -c '…' (busybox; no interactive shell)\n", n.Name, n.IP, progName(), n.Name)
+			continue
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\tip netns exec %s bash\n", n.Name, n.IP, n.Netns, n.Netns)
 	}
 	tw.Flush()
@@ -276,6 +286,8 @@ func nodesJSON(st []golemnet.NodeStatus) []NodeJSON {
 			Name:            s.Name,
 			IP:              s.IP.String(),
 			Netns:           s.Netns,
+			VM:              s.VM,
+			ReadySeconds:    s.Ready.Seconds(),
 			RuntimePid:      s.Pid,
 			Alive:           s.Alive,
 			ExeUnitEndpoint: s.Endpoint.String(),

@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/gvpn/gvpn/runtime/sandbox/agent"
+	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
+	"github.com/gvpn/gvpn/runtime/volume"
+)
+
+// vmDefaultTimeout is the VM sandbox's --agent-timeout when none is
+// given: a guest under TCG on a busy host took over 30 s to boot here.
+const vmDefaultTimeout = 2 * time.Minute
+
+// vmVolumes keeps the host volumes, which reach the guest as shares;
+// memory and storage volumes are the netns sandbox's only.
+func vmVolumes(vols volume.List) (volume.List, error) {
+	out := volume.List{}
+	for _, v := range vols {
+		if v.Kind != volume.Host {
+			return nil, fmt.Errorf("--volume-override: volume %q: the VM sandbox shares host volumes only, not %s", v.Path, v.Kind)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// vmDefaultFile is a guest file next to the runtime's binary
+// (bin/gvpn-runtime → bin/vm/NAME), where make vm-image writes it.
+func vmDefaultFile(name string) string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(exe), "vm", name)
+}
+
+// vmRoot is the task package the guest boots from, if any.
+func vmRoot(o *Options) string {
+	if len(o.TaskPackages) == 0 {
+		return ""
+	}
+	return o.TaskPackages[len(o.TaskPackages)-1]
+}
+
+func vmTimeout(o *Options) time.Duration {
+	if o.agentTimeoutSet {
+		return o.AgentTimeout
+	}
+	return vmDefaultTimeout
+}
+
+// vmConfig is the guest the flags describe; name is the sandbox's.
+func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io.Writer, log *logrus.Entry) vm.Config {
+	return vm.Config{
+		Name:      name,
+		Kernel:    o.VMKernel,
+		Initrd:    o.VMInitrd,
+		QEMU:      o.VMQEMU,
+		MemoryMiB: o.VMMemory,
+		CPUs:      o.VMCPUs,
+		Root:      vmRoot(o),
+		Volumes:   volumes,
+		Hostname:  hostname,
+		SocketDir: filepath.Join("/run/gvpn", name),
+		Bridge:    o.VMBridge,
+		Timeout:   vmTimeout(o),
+		Console:   console,
+		Log:       log,
+	}
+}
+
+// openVMSandbox boots the payload VM for --sandbox vm. The guest's console
+// goes to stderr with the runtime's logs.
+func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
+	if err := vols.Prepare(o.Workdir, os.Geteuid()); err != nil {
+		return nil, err
+	}
+	var shares []vm.Volume
+	for _, v := range vols {
+		if v.Kind == volume.Host {
+			shares = append(shares, vm.Volume{Host: filepath.Join(o.Workdir, v.Name), Guest: v.Path})
+		}
+	}
+	name := netns.NameFor(o.SandboxPrefix, o.Workdir)
+	cfg := vmConfig(o, name, hostname, shares, stderr, log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	box, err := vm.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	log.WithField("control", box.Control().String()).Info("payload VM started; it boots while the service runs")
+	return box, nil
+}

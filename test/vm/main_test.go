@@ -1,0 +1,38 @@
+// Package vm tests the VM sandbox end to end, as root: gvpn-runtime
+// launched the way yagna's ExeUnit launches it, with --sandbox vm, boots a
+// real QEMU guest (Debian's kernel, the initramfs from make vm-image), in
+// which gvpn-agent makes vpn0; the guest's payload reaches a netns node
+// through the local Golem Net hub with busybox's ping, wget and httpd and
+// the host's ping and curl.
+package vm
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
+	"github.com/gvpn/gvpn/test/payload"
+	"github.com/gvpn/gvpn/test/privtest"
+)
+
+// runtimeBin is the gvpn-runtime built for this test run.
+var runtimeBin string
+
+// nsPrefix starts every sandbox name the tests create.
+const nsPrefix = "gv12-"
+
+func TestMain(m *testing.M) {
+	netns.MaybeRunShim()
+	payload.RunIfAsked()
+	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	runtimeBin = filepath.Join(dir, "gvpn-runtime")
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}

@@ -1,0 +1,271 @@
+package vm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/test/golemnet"
+	"github.com/gvpn/gvpn/test/payload"
+	"github.com/gvpn/gvpn/test/privtest"
+)
+
+// TestVMNode: a payload VM with no task package (the guest runs from its
+// initramfs, busybox) and a netns node, joined by the hub.
+func TestVMNode(t *testing.T) {
+	kernel, initrd := requireVM(t)
+	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd}, busyboxTools)
+}
+
+// guestTools are the commands the scenario runs in the guest, which differ
+// between busybox (the initramfs) and a Debian root.
+type guestTools struct {
+	fetch     string   // prints the body of the URL that follows
+	httpd     []string // serves /tmp/www on port 8080 in the foreground
+	listening string   // lists listening TCP sockets
+}
+
+var busyboxTools = guestTools{
+	fetch:     "wget -q -O -",
+	httpd:     []string{"httpd", "-f", "-p", "8080", "-h", "/tmp/www"},
+	listening: "netstat -ltn",
+}
+
+// debianTools are a Debian minbase root's own tools; the web server is the
+// guest's busybox, which init copies to /.gvpn.
+var debianTools = guestTools{
+	fetch:     "curl -sS --fail --max-time 120",
+	httpd:     []string{"/.gvpn/busybox", "httpd", "-f", "-p", "8080", "-h", "/tmp/www"},
+	listening: "ss -ltn",
+}
+
+// vmScenario checks everything a VM node must do: it is a real guest; its
+// vpn0 is a Golem VPN interface; ping and HTTP (by hash) both ways with a
+// netns node; RunProcess semantics; a file through the work volume; QEMU
+// killed is reported and the sandbox recovers; Shutdown leaves nothing.
+func vmScenario(t *testing.T, vmOpts nodeOpts, tools guestTools) {
+	vm := &node{name: "node-vm", ip: "192.168.12.2"}
+	ns := &node{name: "node-ns", ip: "192.168.12.3"}
+	startHub(t, vm, ns)
+	hosts := map[string]string{vm.name: vm.ip, ns.name: ns.ip}
+	vm.start(t, vmOpts)
+	ns.start(t, nodeOpts{})
+	ctx := privtest.Context(t, 8*time.Minute)
+
+	// CreateNetwork waits for the guest to boot.
+	booting := time.Now()
+	vm.join(t, ctx, hosts)
+	t.Logf("VM booted and configured in %v", time.Since(booting).Round(time.Millisecond))
+	ns.join(t, ctx, hosts)
+
+	if vmOpts.taskPackage != "" {
+		// The payload runs in the task package's root: Debian's own tools.
+		if out := vm.run(t, ctx, "cat", "/etc/debian_version"); strings.TrimSpace(out) == "" {
+			t.Fatal("no /etc/debian_version in the guest's root")
+		}
+		if out := vm.run(t, ctx, "/usr/bin/curl", "--version"); !strings.HasPrefix(out, "curl ") {
+			t.Fatalf("curl --version in the guest: %q", out)
+		}
+	}
+
+	// A real guest: its own kernel.
+	host, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	guest := strings.TrimSpace(vm.run(t, ctx, "uname", "-r"))
+	if guest == "" || guest == strings.TrimSpace(string(host)) {
+		t.Fatalf("uname -r in the VM is %q, the host's is %q: not a guest", guest, strings.TrimSpace(string(host)))
+	}
+	link := vm.run(t, ctx, "ip", "-o", "link", "show", "vpn0")
+	if !strings.Contains(link, "mtu 1220") || !strings.Contains(link, "90:13:c0:a8:0c:02") || !strings.Contains(link, "UP") {
+		t.Fatalf("vpn0 in the VM: %s", link)
+	}
+	if addr := vm.run(t, ctx, "ip", "-o", "-4", "addr", "show", "vpn0"); !strings.Contains(addr, "192.168.12.2/24") {
+		t.Fatalf("vpn0 address in the VM: %s", addr)
+	}
+
+	vm.run(t, ctx, "ping", "-c", "3", "-W", "5", ns.ip)
+	ns.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "5", vm.ip)
+	if out := vm.run(t, ctx, "ping", "-c", "1", "-W", "5", ns.name); !strings.Contains(out, ns.ip) {
+		t.Fatalf("ping %s in the VM did not resolve through its hosts file: %s", ns.name, out)
+	}
+
+	// HTTP, 5 MiB each way, checked by hash. netns → VM: the test's own
+	// payload server on the netns node, busybox wget in the guest.
+	const size = 5 << 20
+	self, _ := os.Executable()
+	srv, err := ns.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", self, "0.0.0.0:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.sh(t, ctx, "for i in $(seq 400); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
+	out := vm.sh(t, ctx, fmt.Sprintf("%s http://%s:8080/bytes/%d | sha256sum", tools.fetch, ns.name, size))
+	if got := strings.Fields(out)[0]; got != payload.Hash(size) {
+		t.Fatalf("HTTP %s → %s: body hash %s, want %s", ns.name, vm.name, got, payload.Hash(size))
+	}
+	if err := ns.eu.KillProcess(ctx, srv.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := srv.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
+		t.Fatalf("HTTP server after SIGTERM: rc %d err %v", r.ReturnCode, err)
+	}
+	// VM → netns: busybox httpd in the guest serving random bytes, curl on
+	// the netns node.
+	want := strings.Fields(vm.sh(t, ctx, fmt.Sprintf("mkdir -p /tmp/www && head -c %d /dev/urandom > /tmp/www/blob && sha256sum /tmp/www/blob", size)))[0]
+	httpd, err := vm.eu.Spawn(ctx, tools.httpd[0], tools.httpd[1:]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm.sh(t, ctx, "for i in $(seq 400); do "+tools.listening+" | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
+	out = ns.sh(t, ctx, fmt.Sprintf("curl -sS --fail --max-time 120 http://%s:8080/blob | sha256sum", vm.name))
+	if got := strings.Fields(out)[0]; got != want {
+		t.Fatalf("HTTP %s → %s: body hash %s, want %s", vm.name, ns.name, got, want)
+	}
+	if err := vm.eu.KillProcess(ctx, httpd.Pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := httpd.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
+		t.Fatalf("httpd after SIGTERM: rc %d err %v", r.ReturnCode, err)
+	}
+
+	// RunProcess semantics are the netns sandbox's.
+	res, err := vm.eu.Run(ctx, "/bin/sh", "-c", "echo hi; echo err >&2; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(res.Stdout) != "hi\n" || string(res.Stderr) != "err\n" || res.ReturnCode != 3 {
+		t.Fatalf("got stdout %q stderr %q rc %d; want \"hi\\n\" \"err\\n\" 3", res.Stdout, res.Stderr, res.ReturnCode)
+	}
+	var ce *golemnet.CallError
+	if _, err := vm.eu.Spawn(ctx, "/no/such/program"); !errors.As(err, &ce) || ce.Code != api.Response_NOT_FOUND {
+		t.Fatalf("missing program: %v, want a NOT_FOUND error", err)
+	}
+
+	// A file each way through the work volume, as the ExeUnit's uploads and
+	// downloads reach it: <workdir>/vol-…/ on the host is /golem/work in
+	// the guest.
+	vols, _ := filepath.Glob(filepath.Join(vm.workdir, "vol-*"))
+	if len(vols) != 1 {
+		t.Fatalf("volume directories in the workdir: %v, want one", vols)
+	}
+	if err := os.WriteFile(filepath.Join(vols[0], "in.txt"), []byte("uploaded by the requestor\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := vm.run(t, ctx, "cat", "/golem/work/in.txt"); got != "uploaded by the requestor\n" {
+		t.Fatalf("the guest read %q from the volume", got)
+	}
+	vm.sh(t, ctx, "uname -r > /golem/work/out.txt")
+	if got, err := os.ReadFile(filepath.Join(vols[0], "out.txt")); err != nil || strings.TrimSpace(string(got)) != guest {
+		t.Fatalf("the host read %q (%v) from the volume, want %q", got, err, guest)
+	}
+
+	// QEMU killed outright: the guest's running process is reported gone
+	// (-1), and the sandbox boots the VM again and configures it.
+	sleeper, err := vm.eu.Spawn(ctx, "sleep", "1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := vm.qemuPIDs()
+	if len(pids) != 1 {
+		t.Fatalf("QEMU processes of the VM node: %v, want one", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := sleeper.Wait(ctx); err != nil || r.ReturnCode != -1 {
+		t.Fatalf("process in the killed VM: rc %d err %v, want -1", r.ReturnCode, err)
+	}
+	waitFor(t, "the runtime's log to report QEMU's end", func() bool { return strings.Contains(vm.logs.String(), "QEMU exited") })
+	if got := strings.TrimSpace(vm.run(t, ctx, "uname", "-r")); got != guest {
+		t.Fatalf("uname -r after the VM was booted again: %q", got)
+	}
+	vm.run(t, ctx, "ping", "-c", "1", "-W", "5", ns.ip)
+
+	for _, n := range []*node{vm, ns} {
+		if err := n.eu.ProtocolError(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []*node{vm, ns} {
+		if err := n.eu.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n.checkGone(t)
+	}
+}
+
+// TestVMNodeVsock: the same over a vsock bridge (QEMU's vhost-vsock-pci),
+// where the host has vhost_vsock.
+func TestVMNodeVsock(t *testing.T) {
+	kernel, initrd := requireVM(t)
+	if f, err := os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0); err != nil {
+		t.Skipf("skipped: no usable /dev/vhost-vsock here (%v; modprobe vhost_vsock on a host that has it); the VM tests run over virtio-serial", err)
+	} else {
+		f.Close()
+	}
+	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, bridge: "vsock"}, busyboxTools)
+}
+
+// TestDeployRefusesNonSquashfs: a task package that is not a squashfs
+// image is refused by deploy, with an Err naming the file, before any VM
+// boots.
+func TestDeployRefusesNonSquashfs(t *testing.T) {
+	dir := t.TempDir()
+	pkg := filepath.Join(dir, "task.tar.gz")
+	if err := os.WriteFile(pkg, []byte("\x1f\x8b\x08\x00 this is a tarball, not a root file system image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := golemnet.Deploy(privtest.Context(t, time.Minute), golemnet.ExeUnitConfig{
+		Runtime:     runtimeBin,
+		Workdir:     filepath.Join(dir, "work"),
+		RuntimeArgs: []string{"--sandbox", "vm", "--task-package", pkg},
+	})
+	if err == nil {
+		t.Fatal("deploy accepted a tarball as the guest's root")
+	}
+	if e := res.Valid["Err"]; !strings.Contains(e, pkg) || !strings.Contains(e, "not a squashfs image") {
+		t.Fatalf("deploy's Err: %q, want it to name %s as not a squashfs image", e, pkg)
+	}
+}
+
+// TestVMNodeSquashfsRoot: the same with a task package, a squashfs image
+// of a Debian minbase root that the test builds (and caches beside the
+// guest image), so the payload runs Debian's tools in the guest.
+func TestVMNodeSquashfsRoot(t *testing.T) {
+	kernel, initrd := requireVM(t)
+	root := debianRoot(t)
+	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, taskPackage: root}, debianTools)
+}
+
+// TestVMGuestNeverComesUp: a guest that cannot boot (an initramfs that is
+// not one: the kernel panics, and QEMU, told not to reboot, ends) fails
+// CreateNetwork at once with the end of the guest's console, and Shutdown
+// still leaves nothing behind.
+func TestVMGuestNeverComesUp(t *testing.T) {
+	kernel, _ := requireVM(t)
+	bad := filepath.Join(t.TempDir(), "initrd.img")
+	if err := os.WriteFile(bad, bytes.Repeat([]byte("not an initramfs "), 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vm := &node{name: "node-vm", ip: "192.168.12.2"}
+	startHub(t, vm)
+	vm.start(t, nodeOpts{vm: true, kernel: kernel, initrd: bad})
+	ctx := privtest.Context(t, 5*time.Minute)
+	_, err := vm.eu.CreateNetwork(ctx, golemnet.VPNNetwork{Addr: "192.168.12.0", Mask: "255.255.255.0", IfAddr: vm.ip},
+		map[string]string{vm.name: vm.ip})
+	if err == nil {
+		t.Fatal("CreateNetwork succeeded in a guest that cannot boot")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "QEMU ended before the agent said hello") || !strings.Contains(msg, "Kernel panic") {
+		t.Fatalf("CreateNetwork error %q: want QEMU's end and the console's kernel panic", msg)
+	}
+	if err := vm.eu.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vm.checkGone(t)
+}
