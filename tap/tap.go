@@ -89,7 +89,22 @@ type Config struct {
 	// Log receives the device's debug lines (created, closed); nil means
 	// none. The caller's logger, never the process-wide one.
 	Log logrus.FieldLogger
+
+	// Offload opens the device with a virtio-net header (IFF_VNET_HDR) in
+	// front of every frame read and written, and asks the kernel for
+	// checksum, TCP (TSO4) and, where the kernel has it, UDP (USO4)
+	// segmentation offload: reads may then return superframes of up to
+	// 64 KiB with partial checksums, and writes may pass superframes back.
+	// Where the kernel refuses, Create falls back (USO, then all offloads,
+	// then the header itself) and logs which; TAP.VNetHdr reports whether
+	// frames carry the header. The offload package turns such a device back
+	// into a link of plain frames.
+	Offload bool
 }
+
+// VNetHdrLen is the size of the virtio-net header in front of every frame
+// of a device created with Config.Offload (when TAP.VNetHdr is true).
+const VNetHdrLen = 10
 
 var (
 	// ErrExists means an interface with the requested name already exists in

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +33,8 @@ type TAP struct {
 	name    string
 	index   int
 	log     logrus.FieldLogger
+	vnetHdr bool
+	offload string
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -110,9 +113,10 @@ func Create(ns netns.NsHandle, cfg Config) (*TAP, error) {
 
 	var fd, index int
 	var actual string
+	var off offloads
 	err = nsthread.Do(ns, func() error {
 		var err error
-		fd, actual, index, err = openTAP(name, cfg.Persist)
+		fd, actual, index, off, err = openTAP(name, cfg.Persist, cfg.Offload)
 		return err
 	})
 	if err != nil {
@@ -137,25 +141,32 @@ func Create(ns netns.NsHandle, cfg Config) (*TAP, error) {
 		l.Out = io.Discard
 		log = l
 	}
-	t := &TAP{file: f, rawConn: rc, name: actual, index: index, ns: nsDup, log: log}
+	t := &TAP{file: f, rawConn: rc, name: actual, index: index, ns: nsDup, log: log, vnetHdr: off.vnetHdr, offload: off.String()}
 	t.rd.fn = t.readReady
-	t.rd.overflow = make([]byte, maxTAPFrame)
+	t.rd.overflow = make([]byte, maxTAPFrame+VNetHdrLen)
 	t.wr.fn = t.writeReady
-	log.WithFields(logrus.Fields{"interface-name": actual, "persist": cfg.Persist}).Debug("tap: created")
+	created := log.WithFields(logrus.Fields{"interface-name": actual, "persist": cfg.Persist})
+	if cfg.Offload {
+		created = created.WithField("offload", t.offload)
+		if off.refused != nil {
+			created.WithError(off.refused).Info("tap: the kernel refused some offloads; frames take the slower path for those")
+		}
+	}
+	created.Debug("tap: created")
 	return t, nil
 }
 
 // openTAP opens the clone device and creates the interface. It runs in the
 // target namespace: the kernel binds a TAP to the namespace of the thread
 // that opened /dev/net/tun.
-func openTAP(name string, persist bool) (fd int, actual string, index int, err error) {
+func openTAP(name string, persist, offload bool) (fd int, actual string, index int, off offloads, err error) {
 	fd, err = unix.Open(cloneDevice, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, "", 0, fmt.Errorf("tap: open %s: %w", cloneDevice, err)
+		return -1, "", 0, off, fmt.Errorf("tap: open %s: %w", cloneDevice, err)
 	}
-	fail := func(step string, err error) (int, string, int, error) {
+	fail := func(step string, err error) (int, string, int, offloads, error) {
 		unix.Close(fd) // a non-persistent device dies with it
-		return -1, "", 0, fmt.Errorf("tap: create %q: %s: %w", name, step, err)
+		return -1, "", 0, off, fmt.Errorf("tap: create %q: %s: %w", name, step, err)
 	}
 
 	ifr, err := unix.NewIfreq(name)
@@ -164,14 +175,33 @@ func openTAP(name string, persist bool) (fd int, actual string, index int, err e
 	}
 	// IFF_TUN_EXCL: fail with EBUSY instead of attaching to an existing
 	// device of that name.
-	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		if errors.Is(err, unix.EBUSY) {
-			err = fmt.Errorf("%w: %w", ErrExists, err)
+	flags := uint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_TUN_EXCL)
+	if offload {
+		ifr.SetUint16(flags | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err == nil {
+			off.vnetHdr = true
+		} else if errors.Is(err, unix.EINVAL) {
+			off.refused = fmt.Errorf("IFF_VNET_HDR: %w", err)
+		} else {
+			if errors.Is(err, unix.EBUSY) {
+				err = fmt.Errorf("%w: %w", ErrExists, err)
+			}
+			return fail("TUNSETIFF", err)
 		}
-		return fail("TUNSETIFF", err)
+	}
+	if !off.vnetHdr {
+		ifr.SetUint16(flags)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			if errors.Is(err, unix.EBUSY) {
+				err = fmt.Errorf("%w: %w", ErrExists, err)
+			}
+			return fail("TUNSETIFF", err)
+		}
 	}
 	actual = ifr.Name()
+	if off.vnetHdr {
+		off.setOffload(fd)
+	}
 
 	// The index survives renames, so MTU can find the device later.
 	index, err = ifIndex(actual)
@@ -185,7 +215,64 @@ func openTAP(name string, persist bool) (fd int, actual string, index int, err e
 			return fail("TUNSETPERSIST", err)
 		}
 	}
-	return fd, actual, index, nil
+	return fd, actual, index, off, nil
+}
+
+// TUN_F_USO4 and TUN_F_USO6 (linux/if_tun.h, Linux 6.2); the kernel takes
+// them only together. x/sys does not have them yet.
+const (
+	tunFUSO4 = 0x20
+	tunFUSO6 = 0x40
+)
+
+// offloads records what the kernel granted a device opened with
+// Config.Offload.
+type offloads struct {
+	vnetHdr bool
+	flags   int   // TUN_F_* granted
+	refused error // the first refusal, for the log
+}
+
+// setOffload asks for checksum, TSO4 and USO offload, then without USO
+// (kernels before 6.2), then checksum offload alone. USO6 comes with USO4
+// because the kernel takes neither alone; IPv6 superframes are passed on
+// unsplit and dropped by the filters like any IPv6 frame (netcfg turns IPv6
+// off on the TAP, so there are none). The offloads the
+// kernel accepted decide what the payload's stack may hand the device.
+func (o *offloads) setOffload(fd int) {
+	for _, flags := range []int{
+		unix.TUN_F_CSUM | unix.TUN_F_TSO4 | tunFUSO4 | tunFUSO6,
+		unix.TUN_F_CSUM | unix.TUN_F_TSO4,
+		unix.TUN_F_CSUM,
+	} {
+		err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags)
+		if err == nil {
+			o.flags = flags
+			return
+		}
+		if o.refused == nil {
+			o.refused = fmt.Errorf("TUNSETOFFLOAD %#x: %w", flags, err)
+		}
+	}
+}
+
+func (o offloads) String() string {
+	if !o.vnetHdr {
+		return "none (no virtio-net header)"
+	}
+	var s []string
+	for _, f := range []struct {
+		flag int
+		name string
+	}{{unix.TUN_F_CSUM, "csum"}, {unix.TUN_F_TSO4, "tso4"}, {tunFUSO4, "uso4"}} {
+		if o.flags&f.flag != 0 {
+			s = append(s, f.name)
+		}
+	}
+	if len(s) == 0 {
+		return "vnet-hdr only"
+	}
+	return "vnet-hdr " + strings.Join(s, ",")
 }
 
 // ifIndex asks the kernel for the index of interface name in the calling
@@ -232,6 +319,14 @@ func dupNetns(ns netns.NsHandle) (netns.NsHandle, error) {
 
 // Name implements Device.
 func (t *TAP) Name() string { return t.name }
+
+// VNetHdr reports whether every frame read or written carries a
+// VNetHdrLen-byte virtio-net header (Config.Offload, granted).
+func (t *TAP) VNetHdr() bool { return t.vnetHdr }
+
+// Offloads describes what the kernel granted, for logs: "vnet-hdr
+// csum,tso4,uso4" at best.
+func (t *TAP) Offloads() string { return t.offload }
 
 // BatchSize implements Device; it is BatchSize.
 func (t *TAP) BatchSize() int { return BatchSize }

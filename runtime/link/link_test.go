@@ -393,6 +393,114 @@ func TestDatagramNoAllocs(t *testing.T) {
 	}
 }
 
+// TestDatagramGSOToPlainReceiver: runs of same-size frames leave as UDP GSO
+// messages, and a receiver that reads one datagram at a time (what the real
+// ExeUnit does) still gets exactly one frame per datagram, in order.
+func TestDatagramGSOToPlainReceiver(t *testing.T) {
+	plain, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	plain.SetReadBuffer(4 << 20)
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDatagram(c, plain.LocalAddr().(*net.UDPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Offloads() != "gso,gro" {
+		t.Logf("offloads: %s (the kernel lacks some; the plain path is tested)", d.Offloads())
+	}
+	var out [][]byte
+	for i := range 150 {
+		size := 1234
+		switch {
+		case i%37 == 36:
+			size = 90 // a short one ends a run
+		case i == 100:
+			size = 1500 // a longer one starts a new run
+		}
+		out = append(out, withHeadroom(testFrame(i, size)))
+	}
+	out[7] = withHeadroom(nil)
+	if n, err := d.Write(out, Headroom); err != nil || n != len(out) {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	buf := make([]byte, 70000)
+	plain.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := range out {
+		if i == 7 {
+			continue
+		}
+		n, err := plain.Read(buf)
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:n], out[i][Headroom:]) {
+			t.Fatalf("datagram %d: %d bytes, want frame %d (%d bytes)", i, n, i, len(out[i])-Headroom)
+		}
+	}
+}
+
+// TestDatagramGROFromGSOSender: datagrams a GSO sender glued into one
+// message arrive glued (UDP GRO) and are cut back into one frame each, in
+// order, across Reads with a small batch.
+func TestDatagramGROFromGSOSender(t *testing.T) {
+	sender, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDatagram(c, sender.LocalAddr().(*net.UDPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const seg, perMsg, msgs = 1234, 40, 3
+	var want [][]byte
+	oob := make([]byte, UDPSegmentSpace)
+	PutUDPSegment(oob, seg)
+	for m := range msgs {
+		var msg []byte
+		for i := range perMsg {
+			size := seg
+			if i == perMsg-1 && m == 1 {
+				size = 77 // the last one of a message may be shorter
+			}
+			f := testFrame(m*perMsg+i, size)
+			want = append(want, f)
+			msg = append(msg, f...)
+		}
+		if _, _, err := sender.WriteMsgUDP(msg, oob, net.UDPAddrFromAddrPort(d.LocalAddr())); err != nil {
+			t.Skipf("UDP GSO send refused: %v", err)
+		}
+	}
+	bufs, sizes := newBufs(7)
+	var got [][]byte
+	for len(got) < len(want) {
+		n, err := d.Read(bufs, sizes, Headroom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			got = append(got, bytes.Clone(bufs[i][Headroom:Headroom+sizes[i]]))
+		}
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("frame %d: %d bytes, want %d", i, len(got[i]), len(want[i]))
+		}
+	}
+}
+
 // TestStreamPeerGoneIsClosed: when the peer hangs up, Read (clean end) and
 // Write (broken pipe) both report ErrClosed, so the pump needs no list of
 // errnos; the cause stays visible.

@@ -185,6 +185,12 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 		}
 		return
 	}
+	if o, ok := uplink.(offloader); ok {
+		o.OnOffloadFailure(func(err error) {
+			log.WithError(err).Warn("the kernel refused UDP segmentation toward the ExeUnit; sending one datagram per frame from now on")
+		})
+		log.WithField("offloads", o.Offloads()).Debug("data endpoint link ready")
+	}
 	maxFrame := cfg.MTU + frame.EthernetLen
 	p := pump.Start(pump.Config{
 		Iface:   a.iface,
@@ -205,6 +211,14 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 		}
 	case <-m.ctx.Done():
 	}
+}
+
+// offloader is implemented by endpoint links that use kernel offloads (the
+// UDP endpoint: GSO and GRO), so that the log says what they use and when
+// the kernel stops them.
+type offloader interface {
+	Offloads() string
+	OnOffloadFailure(func(error))
 }
 
 func gatewayString(n netcfg.Network) string {

@@ -30,16 +30,21 @@ const statsInterval = 200 * time.Millisecond
 // data endpoints joined by the golemnet hub running in this process, and
 // payload commands started in their sandboxes through RunProcess.
 type gvpnBed struct {
-	cfg   *config
-	tmp   string
-	hub   *golemnet.Hub
-	nodes [2]*gvpnNode
+	cfg *config
+	// agent: each runtime runs --sandbox agent, its payload gvpn-agent in a
+	// namespace of payloads (the agent path: TAP ↔ agent ↔ bridge ↔ runtime).
+	agent    bool
+	payloads *nsPair
+	tmp      string
+	hub      *golemnet.Hub
+	nodes    [2]*gvpnNode
 	// rcvbuf0 is the host's UDP RcvbufErrors when the runtimes came up.
 	rcvbuf0 uint64
 }
 
 type gvpnNode struct {
 	name, ip string
+	agentPid int // the agent's process (agent path), 0 before it is found
 	cfg      golemnet.ExeUnitConfig
 	eu       *golemnet.ExeUnit
 	hn       *golemnet.Node
@@ -47,6 +52,17 @@ type gvpnNode struct {
 }
 
 func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbed, err error) {
+	return setupRuntimes(ctx, cfg, res, false)
+}
+
+// setupAgent is the agent path: the same two runtimes and hub, each
+// runtime's payload a gvpn-agent in its own namespace, joined by the bridge
+// (a unix socket), as in a container or VM sandbox.
+func setupAgent(ctx context.Context, cfg *config, res *scenarioResult) (tb testbed, err error) {
+	return setupRuntimes(ctx, cfg, res, true)
+}
+
+func setupRuntimes(ctx context.Context, cfg *config, res *scenarioResult, agent bool) (tb testbed, err error) {
 	tmp, err := os.MkdirTemp("", "gvb-gvpn-")
 	if err != nil {
 		return nil, err
@@ -54,13 +70,18 @@ func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbe
 	hubLog := logrus.New()
 	hubLog.SetOutput(os.Stderr)
 	hubLog.SetLevel(logrus.WarnLevel)
-	b := &gvpnBed{cfg: cfg, tmp: tmp, hub: golemnet.NewHub(logrus.NewEntry(hubLog))}
+	b := &gvpnBed{cfg: cfg, agent: agent, tmp: tmp, hub: golemnet.NewHub(logrus.NewEntry(hubLog))}
 	defer func() {
 		if err != nil {
 			b.dumpLogs()
 			b.Close()
 		}
 	}()
+	if agent {
+		if b.payloads, err = newNSPair(ctx, cfg, "p", res); err != nil {
+			return nil, err
+		}
+	}
 
 	hosts := map[string]string{}
 	for i, ip := range []string{addrA, addrB} {
@@ -74,7 +95,7 @@ func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbe
 	if err := b.hub.Start(); err != nil {
 		return nil, err
 	}
-	for _, n := range b.nodes {
+	for i, n := range b.nodes {
 		n.cfg = golemnet.ExeUnitConfig{
 			Runtime:  cfg.Runtime,
 			Workdir:  filepath.Join(tmp, n.name),
@@ -90,7 +111,17 @@ func setupGVPN(ctx context.Context, cfg *config, res *scenarioResult) (tb testbe
 			// shuts the runtimes down in order, as the ExeUnit would.
 			SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 		}
-		res.Netns = append(res.Netns, netns.NameFor(namePrefix, n.cfg.Workdir))
+		if agent {
+			hostsFile := filepath.Join(tmp, n.name+".hosts")
+			if err := os.WriteFile(hostsFile, []byte("127.0.0.1\tlocalhost\n"), 0o644); err != nil {
+				return nil, err
+			}
+			n.cfg.RuntimeArgs = append(n.cfg.RuntimeArgs, "--sandbox", "agent", "--agent-timeout", "30s",
+				"--agent-command", fmt.Sprintf("exec %s netns exec %s %s --hosts-file %s --log-level warn",
+					cfg.Tools.IP, b.payloads.ns[i], cfg.Agent, hostsFile))
+		} else {
+			res.Netns = append(res.Netns, netns.NameFor(namePrefix, n.cfg.Workdir))
+		}
 		if _, err := golemnet.Deploy(ctx, n.cfg); err != nil {
 			return nil, fmt.Errorf("%s: %w", n.name, err)
 		}
@@ -157,6 +188,16 @@ func (b *gvpnBed) Sample() (sample, error) {
 			return s, fmt.Errorf("%s runtime: %w", n.name, err)
 		}
 		s.CPU = append(s.CPU, roleCPU{Role: "runtime " + n.name, Seconds: cpu})
+		if b.agent {
+			if n.agentPid == 0 {
+				n.agentPid = childOf(n.eu.Pid())
+			}
+			cpu, err := processCPU(n.agentPid)
+			if err != nil {
+				return s, fmt.Errorf("%s agent: %w", n.name, err)
+			}
+			s.CPU = append(s.CPU, roleCPU{Role: "agent " + n.name, Seconds: cpu})
+		}
 	}
 	cpu, err := processCPU(os.Getpid())
 	if err != nil {
@@ -267,6 +308,12 @@ func (b *gvpnBed) Close() error {
 	if err := b.hub.Close(); err != nil && !errors.Is(err, golemnet.ErrClosed) {
 		errs = append(errs, fmt.Errorf("hub: %w", err))
 	}
+	if b.payloads != nil {
+		if err := b.payloads.close(); err != nil {
+			errs = append(errs, err)
+		}
+		b.payloads = nil
+	}
 	if err := os.RemoveAll(b.tmp); err != nil {
 		errs = append(errs, err)
 	}
@@ -274,6 +321,23 @@ func (b *gvpnBed) Close() error {
 		b.dumpLogs()
 	}
 	return errors.Join(errs...)
+}
+
+// childOf returns the first child process of pid (the agent its runtime
+// started), or 0.
+func childOf(pid int) int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		var c int
+		if _, err := fmt.Sscan(string(b), &c); err == nil && c > 0 {
+			return c
+		}
+	}
+	return 0
 }
 
 // dumpLogs prints the tail of each runtime's stderr (after a failure).

@@ -51,9 +51,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "time", 10*time.Second, "length of each iperf3 run (whole seconds)")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of each throughput measurement")
 	fs.BoolVar(&o.quick, "quick", false, "smoke test: 1 repetition of 3 s and 50 pings")
-	fs.StringVar(&o.only, "only", "", "comma-separated subset of scenarios to run: gvpn,veth,naive (default all)")
+	fs.StringVar(&o.only, "only", "", "comma-separated subset of scenarios to run: gvpn,agent,veth,naive (default all)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bench -runtime PATH [-out FILE] [-time 10s] [-reps 3] [-quick] [-only gvpn,veth,naive]\n\n")
+		fmt.Fprintf(stderr, "usage: bench -runtime PATH [-out FILE] [-time 10s] [-reps 3] [-quick] [-only gvpn,agent,veth,naive]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -70,7 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	for _, s := range o.scenarios() {
 		if !slices.Contains(scenarioOrder, s) {
-			return o, fmt.Errorf("-only: unknown scenario %q (want gvpn, veth, naive)", s)
+			return o, fmt.Errorf("-only: unknown scenario %q (want gvpn, agent, veth, naive)", s)
 		}
 	}
 	return o, nil
@@ -159,6 +159,10 @@ func preflight(cfg *config, runtimePath string) error {
 		return fmt.Errorf("runtime binary %s is not an executable file", abs)
 	}
 	cfg.Runtime = abs
+	cfg.Agent = filepath.Join(filepath.Dir(abs), "gvpn-agent")
+	if fi, err := os.Stat(cfg.Agent); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("gvpn-agent must sit beside the runtime binary for the agent path (%s): `make build` makes both", cfg.Agent)
+	}
 	cfg.Tools, err = findTools()
 	return err
 }
@@ -166,6 +170,7 @@ func preflight(cfg *config, runtimePath string) error {
 // setups maps each scenario to its testbed.
 var setups = map[string]func(context.Context, *config, *scenarioResult) (testbed, error){
 	"gvpn":  setupGVPN,
+	"agent": setupAgent,
 	"veth":  setupVeth,
 	"naive": setupNaive,
 }

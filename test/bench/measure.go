@@ -30,6 +30,49 @@ func parseIperf(out []byte) (labcli.IperfResult, error) {
 	return r, err
 }
 
+// udpRun is one iperf3 UDP run: datagrams sent and received per second.
+type udpRun struct {
+	Seconds     float64
+	Packets     int64 // sent
+	LostPackets int64 // of those, never received
+}
+
+// SentPPS and RecvPPS are datagram rates.
+func (u udpRun) SentPPS() float64 { return float64(u.Packets) / u.Seconds }
+func (u udpRun) RecvPPS() float64 { return float64(u.Packets-u.LostPackets) / u.Seconds }
+
+// parseIperfUDP reads an iperf3 UDP client's -J output: the sender's packet
+// count and the receiver's loss (end.sum; newer iperf3 also has
+// sum_received, preferred when there).
+func parseIperfUDP(out []byte) (udpRun, error) {
+	type sum struct {
+		Seconds     float64 `json:"seconds"`
+		Packets     int64   `json:"packets"`
+		LostPackets int64   `json:"lost_packets"`
+	}
+	var rep struct {
+		Error string `json:"error"`
+		End   struct {
+			Sum         sum  `json:"sum"`
+			SumReceived *sum `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		return udpRun{}, fmt.Errorf("%w: iperf3 UDP JSON: %w", errParse, err)
+	}
+	if rep.Error != "" {
+		return udpRun{}, fmt.Errorf("%w: %s", labcli.ErrIperf3, rep.Error)
+	}
+	s := rep.End.Sum
+	if r := rep.End.SumReceived; r != nil && r.Packets > 0 {
+		s = *r
+	}
+	if !(s.Seconds > 0) || s.Packets <= 0 || s.LostPackets < 0 || s.LostPackets > s.Packets {
+		return udpRun{}, fmt.Errorf("%w: iperf3 UDP report without usable counts (%+v)", errParse, s)
+	}
+	return udpRun(s), nil
+}
+
 // pingResult is one ping run's summary.
 type pingResult struct {
 	Size int // ICMP payload bytes (-s)

@@ -72,6 +72,7 @@ func lookPath(name string) (string, error) {
 // config is one benchmark invocation.
 type config struct {
 	Runtime  string        // gvpn-runtime binary
+	Agent    string        // gvpn-agent binary, beside the runtime
 	Duration time.Duration // iperf3 -t
 	Reps     int           // repetitions of every throughput measurement
 	Pings    int           // echo requests per RTT measurement
@@ -148,7 +149,8 @@ type finisher interface {
 // tcpRun is one iperf3 run with what the testbed spent on it.
 type tcpRun struct {
 	labcli.IperfResult
-	Reverse bool
+	Reverse  bool
+	Parallel int // iperf3 -P; 1 for a single stream
 	// Wall is how long the client ran, seconds.
 	Wall float64
 	// CPU is each participant's CPU during the client run, seconds.
@@ -161,10 +163,15 @@ type tcpRun struct {
 
 // scenarioResult is everything measured on one testbed.
 type scenarioResult struct {
-	Name    string // "gvpn", "veth", "naive"
-	Forward []tcpRun
-	Reverse []tcpRun
-	Ping    []pingResult
+	Name     string // "gvpn", "veth", "naive"
+	Forward  []tcpRun
+	Reverse  []tcpRun
+	Parallel []tcpRun // 4 streams A→B
+	UDP      *udpRun
+	// Plain is the runtime's frame rate into a plain receiver beside the
+	// kernel's ceiling for that receiver (gvpn only).
+	Plain *plainRate
+	Ping  []pingResult
 	// Link holds each node's interface counters over the whole scenario.
 	Link     [2]linkCounters
 	LinkName string
@@ -218,7 +225,7 @@ func measure(ctx context.Context, cfg *config, name string, tb testbed, res *sce
 	}
 	for _, reverse := range []bool{false, true} {
 		for i := range cfg.Reps {
-			r, err := runTCP(ctx, cfg, tb, reverse)
+			r, err := runTCP(ctx, cfg, tb, reverse, 1)
 			if err != nil {
 				return fmt.Errorf("%s: iperf3%s run %d: %w", name, revFlag(reverse), i+1, err)
 			}
@@ -231,6 +238,21 @@ func measure(ctx context.Context, cfg *config, name string, tb testbed, res *sce
 		}
 	}
 
+	for i := range cfg.Reps {
+		r, err := runTCP(ctx, cfg, tb, false, parallelStreams)
+		if err != nil {
+			return fmt.Errorf("%s: iperf3 -P %d run %d: %w", name, parallelStreams, i+1, err)
+		}
+		cfg.logf("[%s] tcp -P %d %d/%d: %.3f Gbit/s, %d retransmits", name, parallelStreams, i+1, cfg.Reps, r.BitsPerSecond/1e9, r.Retransmits)
+		res.Parallel = append(res.Parallel, r)
+	}
+	u, err := runUDP(ctx, cfg, tb)
+	if err != nil {
+		return fmt.Errorf("%s: iperf3 -u: %w", name, err)
+	}
+	cfg.logf("[%s] udp %d B: %.0f datagrams/s sent, %.0f received", name, udpPayload, u.SentPPS(), u.RecvPPS())
+	res.UDP = &u
+
 	for n := range before {
 		c, err := linkStats(ctx, cfg, tb, n)
 		if err != nil {
@@ -239,9 +261,55 @@ func measure(ctx context.Context, cfg *config, name string, tb testbed, res *sce
 		res.Link[n] = c.sub(before[n])
 	}
 	if f, ok := tb.(finisher); ok {
-		return f.Finish(ctx, res)
+		if err := f.Finish(ctx, res); err != nil {
+			return err
+		}
+	}
+	if p, ok := tb.(plainMeasurer); ok {
+		pr, err := p.PlainRate(ctx, cfg.Duration/2)
+		if errors.Is(err, errNotMeasured) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: plain receiver: %w", name, err)
+		}
+		cfg.logf("[%s] into a plain receiver: runtime %.0f frames/s, ceiling (UDP GSO sender) %.0f frames/s: %.0f%%", name, pr.RuntimeFPS, pr.CeilingFPS, 100*pr.RuntimeFPS/pr.CeilingFPS)
+		res.Plain = &pr
 	}
 	return nil
+}
+
+// parallelStreams is iperf3 -P of the multi-stream runs.
+const parallelStreams = 4
+
+// udpPayload is the UDP payload of the datagram-rate run: one MTU-sized
+// frame per datagram.
+const udpPayload = mtu - 28
+
+// runUDP runs iperf3 -u at full speed (-b 0) from A to B once.
+func runUDP(ctx context.Context, cfg *config, tb testbed) (udpRun, error) {
+	port := strconv.Itoa(cfg.Port)
+	srv, err := startServer(ctx, cfg, tb, port)
+	if err != nil {
+		return udpRun{}, err
+	}
+	defer srv.Stop()
+	secs := iperfSeconds(cfg)
+	runCtx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
+	defer cancel()
+	r, err := tb.Run(runCtx, nodeA, cfg.Tools.Iperf3, "-c", tb.ServerIP(), "-p", port, "-t", strconv.Itoa(secs),
+		"-u", "-b", "0", "-l", strconv.Itoa(udpPayload), "-J", "--connect-timeout", "5000")
+	if err != nil {
+		return udpRun{}, err
+	}
+	u, err := parseIperfUDP(r.Stdout)
+	if err != nil {
+		return udpRun{}, fmt.Errorf("%w (%v)", err, r)
+	}
+	waitCtx, cancelWait := context.WithTimeout(ctx, 5*time.Second)
+	srv.Wait(waitCtx)
+	cancelWait()
+	return u, nil
 }
 
 func revFlag(reverse bool) string {
@@ -269,21 +337,21 @@ func runPing(ctx context.Context, cfg *config, tb testbed, size int) (pingResult
 
 // runTCP runs one iperf3 measurement: a one-off server on B, the client on
 // A, and the testbed's counters sampled right around the client.
-func runTCP(ctx context.Context, cfg *config, tb testbed, reverse bool) (tcpRun, error) {
+func runTCP(ctx context.Context, cfg *config, tb testbed, reverse bool, parallel int) (tcpRun, error) {
 	port := strconv.Itoa(cfg.Port)
-	srv, err := tb.Start(ctx, nodeB, cfg.Tools.Iperf3, "-s", "-1", "-p", port)
+	srv, err := startServer(ctx, cfg, tb, port)
 	if err != nil {
-		return tcpRun{}, fmt.Errorf("start server: %w", err)
-	}
-	defer srv.Stop()
-	if err := waitListening(ctx, cfg, tb, port); err != nil {
 		return tcpRun{}, err
 	}
+	defer srv.Stop()
 
-	secs := max(1, int((cfg.Duration+time.Second/2)/time.Second))
+	secs := iperfSeconds(cfg)
 	args := []string{"-c", tb.ServerIP(), "-p", port, "-t", strconv.Itoa(secs), "-J", "--connect-timeout", "5000"}
 	if reverse {
 		args = append(args, "-R")
+	}
+	if parallel > 1 {
+		args = append(args, "-P", strconv.Itoa(parallel))
 	}
 	runCtx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
@@ -323,7 +391,7 @@ func runTCP(ctx context.Context, cfg *config, tb testbed, reverse bool) (tcpRun,
 	srv.Wait(waitCtx)
 	cancelWait()
 
-	run := tcpRun{IperfResult: ir, Reverse: reverse, Wall: wall, Frames: s1.Frames - s0.Frames,
+	run := tcpRun{IperfResult: ir, Reverse: reverse, Parallel: parallel, Wall: wall, Frames: s1.Frames - s0.Frames,
 		Machine: machineCPU{Busy: m1.Busy - m0.Busy, Total: m1.Total - m0.Total}}
 	for i, c := range s1.CPU {
 		run.CPU = append(run.CPU, roleCPU{Role: c.Role, Seconds: c.Seconds - s0.CPU[i].Seconds})
@@ -333,6 +401,25 @@ func runTCP(ctx context.Context, cfg *config, tb testbed, reverse bool) (tcpRun,
 		roleCPU{Role: "iperf3 client", Seconds: ir.ClientCPU / 100 * ir.Seconds},
 		roleCPU{Role: "iperf3 server", Seconds: ir.ServerCPU / 100 * ir.Seconds})
 	return run, nil
+}
+
+// startServer starts a one-off iperf3 server on B and waits until it
+// listens.
+func startServer(ctx context.Context, cfg *config, tb testbed, port string) (background, error) {
+	srv, err := tb.Start(ctx, nodeB, cfg.Tools.Iperf3, "-s", "-1", "-p", port)
+	if err != nil {
+		return nil, fmt.Errorf("start server: %w", err)
+	}
+	if err := waitListening(ctx, cfg, tb, port); err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	return srv, nil
+}
+
+// iperfSeconds is iperf3's -t: the run length in whole seconds.
+func iperfSeconds(cfg *config) int {
+	return max(1, int((cfg.Duration+time.Second/2)/time.Second))
 }
 
 // waitListening polls ss on node B until the iperf3 server listens.

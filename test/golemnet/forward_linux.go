@@ -20,6 +20,8 @@ type reader struct {
 	bufs [][]byte
 	rhs  []unix.Mmsghdr // recvmmsg headers, one per buffer, set up once
 	riov []unix.Iovec
+	rctl []byte         // a UDP_GRO control message per receive header
+	fr   []frameRef     // the batch's frames: one per datagram, GRO messages cut apart
 	shs  []unix.Mmsghdr // sendmmsg headers for one destination
 	siov []unix.Iovec   // one per frame, in list order
 	ctl  []byte         // a UDP_SEGMENT control message per header
@@ -31,6 +33,15 @@ type reader struct {
 	touched []int32
 }
 
+// frameRef locates one frame of a batch in the receive buffers.
+type frameRef struct {
+	buf, off, size int32
+}
+
+// maxBatchFrames is the most frames one receive can bring: every message
+// a GRO message of the most segments a sender may glue.
+const maxBatchFrames = BatchSize * gsoMaxSegments
+
 func newReader(n *Node) *reader {
 	r := &reader{
 		n:    n,
@@ -38,10 +49,12 @@ func newReader(n *Node) *reader {
 		bufs: make([][]byte, BatchSize),
 		rhs:  make([]unix.Mmsghdr, BatchSize),
 		riov: make([]unix.Iovec, BatchSize),
-		shs:  make([]unix.Mmsghdr, BatchSize),
-		siov: make([]unix.Iovec, BatchSize),
-		ctl:  make([]byte, BatchSize*gsoCmsgSpace),
-		segs: make([]int, BatchSize),
+		rctl: make([]byte, BatchSize*groCmsgSpace),
+		fr:   make([]frameRef, 0, maxBatchFrames),
+		shs:  make([]unix.Mmsghdr, maxBatchFrames),
+		siov: make([]unix.Iovec, maxBatchFrames),
+		ctl:  make([]byte, maxBatchFrames*gsoCmsgSpace),
+		segs: make([]int, maxBatchFrames),
 	}
 	for i := range r.bufs {
 		r.bufs[i] = make([]byte, recvBufSize)
@@ -58,6 +71,11 @@ func (n *Node) readLoop() {
 	r := newReader(n)
 	log := n.hub.log.WithField("node", n.name)
 	for {
+		for i := range r.rhs {
+			r.rhs[i].Hdr.Control = &r.rctl[i*groCmsgSpace]
+			r.rhs[i].Hdr.SetControllen(groCmsgSpace)
+			r.rhs[i].Hdr.Flags = 0
+		}
 		count, err := r.sc.recv(n.raw, r.rhs)
 		if err != nil {
 			if n.stopped() || errors.Is(err, net.ErrClosed) {
@@ -73,22 +91,38 @@ func (n *Node) readLoop() {
 	}
 }
 
-// forward routes the first count received datagrams and delivers them.
+// forward routes the frames of the first count received messages and
+// delivers them.
 func (r *reader) forward(count int) {
 	n, h := r.n, r.n.hub
 	t := h.table.Load()
 	for len(r.perDest) < len(t.nodes) {
 		r.perDest = append(r.perDest, nil)
 	}
-	var rxBytes uint64
+	// Cut the messages into frames first: a GRO message holds several
+	// datagrams of one sender, each one frame.
+	var rxBytes, truncated, glued uint64
+	r.fr = r.fr[:0]
 	for i := range count {
 		size := int(r.rhs[i].Len)
 		rxBytes += uint64(size)
 		if r.rhs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
 			n.drop(DropOversize, 1)
+			truncated++
 			continue
 		}
-		d := route(r.bufs[i][:size], n.index, t.owners)
+		seg := groSize(&r.rhs[i], r.rctl[i*groCmsgSpace:(i+1)*groCmsgSpace])
+		if seg <= 0 || seg >= size {
+			seg = max(size, 1) // one frame (an empty datagram is one empty frame)
+		} else {
+			glued++
+		}
+		for off := 0; off < size || off == 0; off += seg {
+			r.fr = append(r.fr, frameRef{buf: int32(i), off: int32(off), size: int32(min(seg, size-off))})
+		}
+	}
+	for i := range r.fr {
+		d := route(r.frame(int32(i)), n.index, t.owners)
 		switch d.act {
 		case actDrop:
 			n.drop(d.reason, 1)
@@ -119,7 +153,10 @@ func (r *reader) forward(count int) {
 	r.touched = r.touched[:0]
 	// Counted last, so that a reader of the counters who sees a frame
 	// received also sees it routed, dropped or handed to a delay queue.
-	n.rxFrames.Add(uint64(count))
+	n.rxFrames.Add(uint64(len(r.fr)) + truncated)
+	if glued > 0 {
+		n.rxGRO.Add(glued)
+	}
 	n.rxBytes.Add(rxBytes)
 }
 
@@ -127,14 +164,17 @@ func (r *reader) add(dst, frame int32) {
 	l := r.perDest[dst]
 	if len(l) == 0 {
 		if l == nil {
-			l = make([]int32, 0, BatchSize) // once per destination
+			l = make([]int32, 0, maxBatchFrames) // once per destination
 		}
 		r.touched = append(r.touched, dst)
 	}
 	r.perDest[dst] = append(l, frame)
 }
 
-func (r *reader) frame(i int32) []byte { return r.bufs[i][:r.rhs[i].Len] }
+func (r *reader) frame(i int32) []byte {
+	f := r.fr[i]
+	return r.bufs[f.buf][f.off : f.off+f.size]
+}
 
 // deliver sends the batch's frames in list (indices, in order) to node y,
 // applying faults.
@@ -198,10 +238,10 @@ func (r *reader) deliver(y *Node, list []int32) {
 func (r *reader) send(y *Node, ep *endpoint, list []int32) {
 	nh, gsoMsgs := 0, uint64(0)
 	for p := 0; p < len(list); nh++ {
-		size := int(r.rhs[list[p]].Len)
+		size := int(r.fr[list[p]].size)
 		q, total := p+1, size
 		for y.gso && q < len(list) && q-p < gsoMaxSegments {
-			next := int(r.rhs[list[q]].Len)
+			next := int(r.fr[list[q]].size)
 			if next > size || total+next > gsoMaxBytes {
 				break
 			}

@@ -144,7 +144,7 @@ type Hub struct {
 	closed  bool
 
 	emptyWarned atomic.Bool
-	noGSO       bool // tests: send one datagram per message
+	noGSO       bool // tests: one datagram per message, sent and received
 }
 
 // NewHub returns an empty hub. Nodes are added with AddNode; no goroutine
@@ -203,6 +203,7 @@ type Node struct {
 	rxFrames, rxBytes atomic.Uint64
 	txFrames, txBytes atomic.Uint64
 	txGSO             atomic.Uint64 // GSO messages built for this node
+	rxGRO             atomic.Uint64 // messages from this node's runtime that GRO glued
 	drops             [NumDropReasons]atomic.Uint64
 
 	done     chan struct{} // closed when the node stops
@@ -267,6 +268,9 @@ func (h *Hub) AddNode(name string, ip netip.Addr) (*Node, error) {
 		return nil, fmt.Errorf("node %q: %w", name, err)
 	}
 	n.gso = probeGSO(n.raw) && !h.noGSO
+	if !h.noGSO {
+		enableGRO(n.raw)
+	}
 	n.queue = newDelayQueue(n)
 
 	nt := t.clone()

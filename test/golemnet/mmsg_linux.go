@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/link"
 )
 
 // syscaller runs recvmmsg/sendmmsg on a socket through its syscall.RawConn,
@@ -148,18 +150,30 @@ const (
 	gsoMaxBytes = 65507
 )
 
-var gsoCmsgSpace = unix.CmsgSpace(2)
+var gsoCmsgSpace = link.UDPSegmentSpace
 
 // setGSO attaches a UDP_SEGMENT control message (in ctl, gsoCmsgSpace
 // bytes) to header h.
 func setGSO(h *unix.Mmsghdr, ctl []byte, segment int) {
-	cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
-	cm.Level = unix.SOL_UDP
-	cm.Type = unix.UDP_SEGMENT
-	cm.SetLen(unix.CmsgLen(2))
-	binary.NativeEndian.PutUint16(ctl[unix.CmsgLen(0):], uint16(segment))
+	link.PutUDPSegment(ctl, segment)
 	h.Hdr.Control = &ctl[0]
 	h.Hdr.SetControllen(len(ctl))
+}
+
+var groCmsgSpace = link.UDPGROSpace
+
+// groSize returns the segment size of a message UDP GRO glued from several
+// datagrams, or 0.
+func groSize(h *unix.Mmsghdr, ctl []byte) int { return link.UDPGROSize(ctl, int(h.Hdr.Controllen)) }
+
+// enableGRO asks the kernel to glue datagrams of one sender into one
+// message (Linux 5.0+) and reports whether it agreed.
+func enableGRO(rc syscall.RawConn) bool {
+	ok := false
+	rc.Control(func(fd uintptr) {
+		ok = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+	})
+	return ok
 }
 
 // probeGSO reports whether the kernel takes UDP_SEGMENT on this socket.

@@ -65,6 +65,11 @@ var rules = []rule{
 		why: "the pump is a data-plane leaf: it joins two links and knows nothing above them",
 	},
 	{
+		pkgs: []string{"runtime/offload"}, allow: []string{"runtime/link"},
+		tests: true, testAllow: []string{"runtime/link/linktest", "test/privtest", "tap", "netcfg", "netcfg/nsthread", "runtime/pump", "runtime/frame"},
+		why: "segmentation and coalescing are a data-plane leaf beside the pump: they turn a virtio-net-header link into a plain one; only their test joins real TAPs with the pump",
+	},
+	{
 		pkgs: []string{"runtime/logs"}, allow: []string{}, tests: true,
 		why: "the binaries' one logging set-up is used by all three mains' packages, so it depends on nothing",
 	},

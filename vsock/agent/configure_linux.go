@@ -49,7 +49,7 @@ func (a *agent) configure(c vsock.Configure) error {
 	created := false
 	if dev == nil {
 		log.Info("creating the TAP interface")
-		dev, err = tap.Create(a.ns, tap.Config{Name: lc.Name, Log: log})
+		dev, err = tap.Create(a.ns, tap.Config{Name: lc.Name, Offload: true, Log: log})
 		if err != nil {
 			if errors.Is(err, tap.ErrExists) || errors.Is(err, tap.ErrInvalidName) {
 				return &vsock.FieldError{Field: "name", Err: err}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/offload"
 	"github.com/gvpn/gvpn/runtime/pump"
 	"github.com/gvpn/gvpn/tap"
 )
@@ -26,6 +27,7 @@ type gate struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed when dev is set or the gate is closed
 	dev     atomic.Pointer[tap.TAP]
+	data    link.Link // dev, or dev behind offload.Link; set with dev
 	closed  atomic.Bool
 
 	unconfigured atomic.Uint64
@@ -45,6 +47,12 @@ func (g *gate) set(dev *tap.TAP) bool {
 	if g.closed.Load() || g.dev.Load() != nil {
 		return false
 	}
+	g.data = dev
+	if dev.VNetHdr() {
+		// The payload's TCP hands the TAP superframes; the bridge and
+		// the filters take one MTU-sized frame at a time.
+		g.data = offload.NewLink(dev)
+	}
 	g.dev.Store(dev)
 	close(g.changed)
 	return true
@@ -58,7 +66,7 @@ func (g *gate) device() *tap.TAP { return g.dev.Load() }
 func (g *gate) Unconfigured() uint64 { return g.unconfigured.Load() }
 
 // BatchSize implements link.Link.
-func (g *gate) BatchSize() int { return tap.BatchSize }
+func (g *gate) BatchSize() int { return offload.BatchSize }
 
 // Read implements link.Link.
 func (g *gate) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -72,7 +80,7 @@ func (g *gate) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return 0, errGateClosed
 		}
 	}
-	return dev.Read(bufs, sizes, offset)
+	return g.data.Read(bufs, sizes, offset)
 }
 
 // Write implements link.Link.
@@ -89,7 +97,7 @@ func (g *gate) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		return len(bufs), nil
 	}
-	return dev.Write(bufs, offset)
+	return g.data.Write(bufs, offset)
 }
 
 // Close implements link.Link.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/offload"
 	"github.com/gvpn/gvpn/tap"
 )
 
@@ -19,7 +20,7 @@ func (s *Sandbox) Attach(_ context.Context, cfg netcfg.LinkConfig, hosts map[str
 	if _, err := netcfg.CheckHosts(hosts); err != nil {
 		return nil, err
 	}
-	dev, err := tap.Create(s.ns, tap.Config{Name: cfg.Name, Log: s.log})
+	dev, err := tap.Create(s.ns, tap.Config{Name: cfg.Name, Offload: true, Log: s.log})
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", cfg.Name, err)
 	}
@@ -32,6 +33,11 @@ func (s *Sandbox) Attach(_ context.Context, cfg netcfg.LinkConfig, hosts map[str
 			dev.Close()
 			return nil, fmt.Errorf("write hosts: %w", err)
 		}
+	}
+	if dev.VNetHdr() {
+		// The payload's TCP hands the TAP superframes; the ExeUnit and
+		// the filters take one MTU-sized frame at a time.
+		return offload.NewLink(dev), nil
 	}
 	return dev, nil
 }

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
+)
+
+// The plain-receiver measurement: how many frames per second the runtime
+// delivers to a receiver that reads one datagram per syscall — what the real
+// ExeUnit is — beside how many that receiver can take at all when fed by the
+// cheapest sender the kernel has (UDP GSO, 52 datagrams per sendmsg). If the
+// runtime reaches most of that ceiling, it is not what limits a provider.
+//
+// The payload's traffic for it comes from a UDP GSO sender inside node A's
+// sandbox namespace, aimed at a VPN address with a static neighbour entry:
+// the TAP hands the runtime UDP superframes (USO) or, where the kernel cannot,
+// single frames; the runtime segments, filters and sends them to the
+// receiver, which took over the hub's socket for node A.
+
+// plainRate is the result.
+type plainRate struct {
+	Seconds        float64
+	CeilingFPS     float64 // UDP GSO sender → plain receiver
+	RuntimeFPS     float64 // payload → TAP → runtime → plain receiver
+	SenderSegments int     // datagrams per sendmsg of both senders
+}
+
+// plainMeasurer is implemented by testbeds that can take the measurement.
+type plainMeasurer interface {
+	PlainRate(ctx context.Context, d time.Duration) (plainRate, error)
+}
+
+const (
+	plainFrame    = mtu + 14 // one VPN frame
+	plainPayload  = mtu - 28 // its UDP payload
+	plainSegments = 52       // as many as fit 64 KiB
+	plainSink     = "192.168.0.77"
+)
+
+// errNotMeasured is how a testbed says it does not take a measurement.
+var errNotMeasured = errors.New("not measured on this testbed")
+
+// plainReceiver reads one datagram per recvfrom and counts them.
+type plainReceiver struct {
+	conn  *net.UDPConn
+	count atomic.Uint64
+	wg    sync.WaitGroup
+}
+
+func newPlainReceiver(addr netip.AddrPort) (*plainReceiver, error) {
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		return nil, err
+	}
+	// The ExeUnit's own receive buffer.
+	conn.SetReadBuffer(2 << 20)
+	r := &plainReceiver{conn: conn}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		buf := make([]byte, 1<<16)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			r.count.Add(1)
+		}
+	}()
+	return r, nil
+}
+
+func (r *plainReceiver) Close() {
+	r.conn.Close()
+	r.wg.Wait()
+}
+
+// rate counts what r receives over d while send runs, after a short warm-up.
+func (r *plainReceiver) rate(ctx context.Context, d time.Duration, send func(stop <-chan struct{})) (float64, error) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); send(stop) }()
+	defer func() { close(stop); wg.Wait() }()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(500 * time.Millisecond):
+	}
+	c0, t0 := r.count.Load(), time.Now()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(d):
+	}
+	return float64(r.count.Load()-c0) / time.Since(t0).Seconds(), nil
+}
+
+// gsoSend sends plainSegments datagrams of plainPayload bytes per sendmsg
+// from conn to dst until stop is closed.
+func gsoSend(conn *net.UDPConn, dst netip.AddrPort, stop <-chan struct{}) {
+	msg := make([]byte, plainSegments*plainPayload)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	oob := make([]byte, link.UDPSegmentSpace)
+	link.PutUDPSegment(oob, plainPayload)
+	to := net.UDPAddrFromAddrPort(dst)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if _, _, err := conn.WriteMsgUDP(msg, oob, to); err != nil {
+			time.Sleep(100 * time.Microsecond) // a full queue: UDP may drop
+		}
+	}
+}
+
+// PlainRate implements plainMeasurer. It is the last measurement of the
+// scenario: node A leaves the hub, whose socket address the receiver takes.
+func (b *gvpnBed) PlainRate(ctx context.Context, d time.Duration) (plainRate, error) {
+	res := plainRate{Seconds: d.Seconds(), SenderSegments: plainSegments}
+	if b.agent {
+		return res, errNotMeasured // the same runtime egress as the netns path
+	}
+
+	// The ceiling: the cheapest sender into the receiver, on loopback.
+	recv, err := newPlainReceiver(netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		return res, err
+	}
+	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		recv.Close()
+		return res, err
+	}
+	dst := recv.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	res.CeilingFPS, err = recv.rate(ctx, d, func(stop <-chan struct{}) { gsoSend(src, dst, stop) })
+	src.Close()
+	recv.Close()
+	if err != nil {
+		return res, err
+	}
+
+	// The runtime: its data endpoint keeps sending to node A's hub socket,
+	// which the receiver now owns.
+	a := b.nodes[nodeA]
+	addr := a.hn.Addr()
+	b.hub.RemoveNode(a.name)
+	if recv, err = newPlainReceiver(addr); err != nil {
+		return res, fmt.Errorf("plain receiver on %s: %w", addr, err)
+	}
+	defer recv.Close()
+	ns, err := vnetns.GetFromPath(filepath.Join(nsthread.RunDir, netns.NameFor(namePrefix, a.cfg.Workdir)))
+	if err != nil {
+		return res, fmt.Errorf("node A's sandbox namespace: %w", err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return res, err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(b.LinkName())
+	if err != nil {
+		return res, err
+	}
+	sinkMAC := net.HardwareAddr{0x90, 0x13, 192, 168, 0, 77}
+	if err := h.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, State: netlink.NUD_PERMANENT,
+		IP: net.ParseIP(plainSink), HardwareAddr: sinkMAC}); err != nil {
+		return res, fmt.Errorf("neighbour %s: %w", plainSink, err)
+	}
+	var payload *net.UDPConn
+	if err := nsthread.Do(ns, func() (err error) {
+		payload, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(a.ip)})
+		return err
+	}); err != nil {
+		return res, fmt.Errorf("sender in node A's namespace: %w", err)
+	}
+	defer payload.Close()
+	res.RuntimeFPS, err = recv.rate(ctx, d, func(stop <-chan struct{}) {
+		gsoSend(payload, netip.AddrPortFrom(netip.MustParseAddr(plainSink), 9), stop)
+	})
+	return res, err
+}
