@@ -1,6 +1,6 @@
 # gvpn images.
 #
-#   docker build --target runtime -t gvpn .   # the binaries on a minimal base
+#   docker build --target runtime -t gvpn .   # the binaries on a minimal base (needs a registry)
 #   docker build --target test -t gvpn-test . # binaries + tools + test binaries
 #
 # The test image runs the privileged suites in a container:
@@ -8,6 +8,22 @@
 # (--privileged because the tests create network namespaces, bind mounts and
 # TAP devices; --cap-add NET_ADMIN --device /dev/net/tun is enough for the
 # tap and netcfg packages alone.)
+
+# The lab image (gvpn-lab up --docker, test/docker): the binaries from
+# `make build` on a Debian with the payload tools. `make images` builds it
+# offline, FROM a base imported from a debootstrap root file system, with a
+# context holding only bin/:
+#   docker build --target lab --build-arg BASE=gvpn-base:<tag> -f Dockerfile <dir with bin/>
+# With a registry, any Debian image does as the base (the tools are
+# installed when missing). This stage comes first so that the classic
+# builder, which builds every stage before its target, needs nothing else.
+ARG BASE=debian:bookworm-slim
+FROM ${BASE} AS lab
+RUN missing=; for c in ip ping iperf3 curl; do command -v $c >/dev/null || missing=1; done; \
+    [ -z "$missing" ] || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        iproute2 iputils-ping iperf3 curl && rm -rf /var/lib/apt/lists/*; }
+COPY bin/gvpn-runtime bin/gvpn-agent bin/gvpn-lab /usr/local/bin/
+CMD ["gvpn-lab", "--help"]
 
 FROM golang:1.26 AS build
 WORKDIR /src

@@ -16,7 +16,7 @@ DEB_CMDS  := ip ping iperf3 curl
 VM_DEPS   := qemu-system-x86 squashfs-tools
 VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb
 
-.PHONY: all build deps vm-deps vm-image test test-short fuzz bench demo lab vet fmt-check install clean help
+.PHONY: all build deps vm-deps vm-image deps-images images demo-docker lab-docker bench-docker test test-short fuzz bench demo lab vet fmt-check install clean help
 
 all: build
 
@@ -37,6 +37,24 @@ deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_DEPS) >/dev/null; \
 	fi
 
+# The Docker lab's images are built offline: debootstrap makes the base.
+deps-images: ## install debootstrap if missing (make images needs it)
+	@command -v debootstrap >/dev/null 2>&1 || { \
+		echo "installing debootstrap"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq debootstrap >/dev/null; }
+
+images: build deps-images ## the Docker lab's images, offline (the debootstrap base is cached in /var/cache/gvpn-lab)
+	bin/gvpn-lab images --bin bin --dockerfile Dockerfile
+
+demo-docker: images ## the demo with every node and the hub a container of its own
+	bin/gvpn-lab demo --docker --bin bin --dockerfile Dockerfile
+
+lab-docker: images ## a 3-node lab in containers until Ctrl-C (node-c's payload in a container of its own)
+	bin/gvpn-lab up --docker --nodes 3 --agent-nodes 1 --bin bin --dockerfile Dockerfile
+
+bench-docker: images ## image sizes, container start-to-ready, Docker vs local lab throughput; writes its section of docs/BENCHMARKS.md
+	bin/gvpn-lab bench-docker --bin bin --dockerfile Dockerfile --out docs/BENCHMARKS.md
+
 vm-deps: ## install what the VM sandbox needs (QEMU, squashfs-tools)
 	@missing=""; for c in $(VM_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
@@ -47,9 +65,9 @@ vm-deps: ## install what the VM sandbox needs (QEMU, squashfs-tools)
 vm-image: vm-deps build ## guest kernel and initramfs for --sandbox vm in bin/vm/ (Debian packages, cached)
 	$(GO) run ./runtime/sandbox/agent/vm/mkimage -cache bin/vm/debs -agent bin/gvpn-agent -out bin/vm
 
-test: deps vm-image ## all tests with the race detector (as root the privileged ones run too)
+test: deps vm-image deps-images build ## all tests with the race detector (as root the privileged ones run too, the VM and Docker ones too)
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m ./...
+	GVPN_DOCKER_BINDIR=$(CURDIR)/bin $(GO) test -race -count=1 -timeout 20m ./...
 
 test-short: ## unit tests only, no root needed
 	$(GO) test -short -count=1 ./...

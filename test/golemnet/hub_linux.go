@@ -212,12 +212,24 @@ type Node struct {
 }
 
 // AddNode creates the node's ExeUnit socket: UDP on 127.0.0.1:0 with
-// SocketBuffer-sized buffers, as the ExeUnit makes it. ip is the node's VPN
+// SocketBuffer-sized buffers, as the ExeUnit makes it (AddNodeOn with a
+// loopback address). ip is the node's VPN
 // address, registered as its own (as if the Deploy `nodes` map had it); it
 // must be IPv4 unicast and not owned yet, or the zero Addr for a node whose
 // address is only learnt from its traffic. Nodes added after Start start at
 // once.
 func (h *Hub) AddNode(name string, ip netip.Addr) (*Node, error) {
+	return h.AddNodeOn(name, ip, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0))
+}
+
+// AddNodeOn is AddNode with the node's socket bound to bind (IPv4; port 0
+// picks a free one). A hub whose nodes' runtimes are on other hosts (the
+// Docker lab: a node's ExeUnit relays to the hub over a Docker network)
+// binds their sockets where those hosts can reach them.
+func (h *Hub) AddNodeOn(name string, ip netip.Addr, bind netip.AddrPort) (*Node, error) {
+	if !bind.Addr().Is4() {
+		return nil, fmt.Errorf("node %q: socket address %v is not IPv4: %w", name, bind, ErrBadAddr)
+	}
 	var key uint32
 	if ip.IsValid() {
 		var ok bool
@@ -246,7 +258,7 @@ func (h *Hub) AddNode(name string, ip netip.Addr) (*Node, error) {
 		}
 	}
 
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(bind))
 	if err != nil {
 		return nil, fmt.Errorf("node %q: ExeUnit socket: %w", name, err)
 	}
@@ -438,7 +450,7 @@ func (n *Node) EndpointURL() string { return "udp://" + n.addr.String() }
 // SetRuntimeEndpoint sets where frames for this node go: the udp_datagram
 // address from the runtime's CreateNetwork reply. Until it is set, frames for
 // the node are dropped as DropNoEndpoint. It may be changed at any time; it
-// must be an IPv4 address with a port (the socket is IPv4 loopback).
+// must be an IPv4 address with a port (the socket is IPv4).
 func (n *Node) SetRuntimeEndpoint(addr netip.AddrPort) error {
 	e, ok := newEndpoint(addr)
 	if !ok {

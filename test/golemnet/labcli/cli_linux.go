@@ -28,6 +28,8 @@ Each node is a real gvpn-runtime, started and spoken to exactly as yagna's
 ExeUnit does (test, deploy, start, Hello, CreateNetwork, RunProcess,
 Shutdown); a local hub plays the Golem Net between the nodes with the
 ExeUnit's routing rules. Needs root (network namespaces, TAP devices).
+With --docker, every node and the hub are containers of their own on a
+Docker network (images built offline by gvpn-lab images).
 
 Usage:
   gvpn-lab demo [--json]                    3 nodes: ping every pair, HTTP by hostname,
@@ -37,6 +39,10 @@ Usage:
   gvpn-lab status [--json]                  nodes and counters of the running lab
   gvpn-lab fault NODE --cut|--restore|--latency D|--loss P
                                             make the Golem Net misbehave for NODE
+  gvpn-lab fault NODE --partition|--heal|--pause|--unpause|--kill|--restart
+                                            a real fault on NODE's container (--docker)
+  gvpn-lab images                           build the Docker lab's images offline
+  gvpn-lab bench-docker                     Docker lab vs local lab numbers for BENCHMARKS.md
 
 Run "gvpn-lab COMMAND --help" for the flags and examples of each command.
 
@@ -46,6 +52,7 @@ Examples:
   sudo gvpn-lab exec node-b -- ping -c 3 node-a     # terminal 2
   sudo gvpn-lab fault node-a --latency 50ms
   sudo gvpn-lab status
+  sudo gvpn-lab demo --docker               # the tour with every node a container
 `
 
 // Main runs gvpn-lab with args (without the program name) and returns the
@@ -69,11 +76,19 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return faultCmd(rest, stdout, stderr)
 	case "serve-http":
 		return serveHTTP(rest, stdout, stderr)
+	case "images":
+		return imagesCmd(rest, stdout, stderr)
+	case "bench-docker":
+		return benchDocker(rest, stdout, stderr)
+	case "docker-node":
+		return dockerNode(rest, stdout, stderr)
+	case "docker-hub":
+		return dockerHub(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, mainUsage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "gvpn-lab: unknown command %q (commands: demo, up, exec, status, fault; see gvpn-lab --help)\n", cmd)
+	fmt.Fprintf(stderr, "gvpn-lab: unknown command %q (commands: demo, up, exec, status, fault, images, bench-docker; see gvpn-lab --help)\n", cmd)
 	return 2
 }
 

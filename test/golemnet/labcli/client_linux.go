@@ -168,6 +168,7 @@ const faultUsage = `gvpn-lab fault — make the Golem Net misbehave for one node
 Usage:
   gvpn-lab fault NODE [--cut | --uncut] [--latency D] [--loss P]
   gvpn-lab fault NODE --restore
+  gvpn-lab fault NODE --partition|--heal|--pause|--unpause|--kill|--restart   (--docker labs)
 
 The fault applies in the hub to every frame NODE sends or receives: --cut
 drops them all (the node is unreachable), --latency delays them, --loss
@@ -175,11 +176,18 @@ drops each with probability P. Flags given change only their own setting;
 --restore clears them all. TCP connections across a cut stall and resume
 when it ends.
 
+In a Docker lab (up --docker) the faults can also be real ones on the node's
+container: --partition disconnects it from the Docker network, --heal
+connects it again with its address, --pause and --unpause freeze and thaw
+it, --kill kills it (the lab reports the node lost) and --restart starts it
+again (its runtime rejoins with the same VPN address; fault waits for it).
+
 Examples:
   sudo gvpn-lab fault node-a --cut
   sudo gvpn-lab fault node-a --uncut
   sudo gvpn-lab fault node-b --latency 50ms --loss 0.05
   sudo gvpn-lab fault node-b --restore
+  sudo gvpn-lab fault node-c --partition     # then --heal
 
 Flags:
 `
@@ -192,6 +200,10 @@ func faultCmd(args []string, stdout, stderr io.Writer) int {
 	latency := fs.Duration("latency", 0, "delay every frame by `D` (e.g. 50ms)")
 	loss := fs.Float64("loss", 0, "drop each frame with `probability` P (0 to 1)")
 	restore := fs.Bool("restore", false, "clear every fault of the node")
+	dockerFault := map[string]*bool{}
+	for _, name := range dockerFaults {
+		dockerFault[name] = fs.Bool(name, false, dockerFaultHelp[name])
+	}
 	pos, code, ok := parseFlags(fs, args, stderr, 1)
 	if !ok {
 		return code
@@ -200,6 +212,14 @@ func faultCmd(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "fault", usagef("missing NODE (e.g. gvpn-lab fault node-a --cut)"))
 	}
 	req := ctlRequest{Op: "fault", Node: pos[0], Restore: *restore}
+	for _, name := range dockerFaults {
+		if *dockerFault[name] {
+			if req.Docker != "" {
+				return fail(stderr, "fault", usagef("--%s and --%s together: one container fault at a time", req.Docker, name))
+			}
+			req.Docker = name
+		}
+	}
 	if *cut && *uncut {
 		return fail(stderr, "fault", usagef("--cut and --uncut together"))
 	}
@@ -221,7 +241,10 @@ func faultCmd(args []string, stdout, stderr io.Writer) int {
 		req.Loss = loss
 	}
 	given := req.Cut != nil || req.LatencyMs != nil || req.Loss != nil
-	if *restore == given {
+	if req.Docker != "" && (given || *restore) {
+		return fail(stderr, "fault", usagef("--%s comes alone", req.Docker))
+	}
+	if req.Docker == "" && *restore == given {
 		return fail(stderr, "fault", usagef("give --restore, or one or more of --cut, --uncut, --latency, --loss"))
 	}
 	if err := requireRoot("the lab's control socket is root's"); err != nil {
@@ -239,5 +262,18 @@ func faultCmd(args []string, stdout, stderr io.Writer) int {
 	if r.Fault != nil {
 		fmt.Fprintf(stdout, "%s: %s\n", pos[0], r.Fault)
 	}
+	if r.Done != "" {
+		fmt.Fprintf(stdout, "%s: %s\n", pos[0], r.Done)
+	}
 	return 0
+}
+
+// dockerFaultHelp explains each Docker lab fault flag.
+var dockerFaultHelp = map[string]string{
+	"partition": "--docker lab: disconnect the node's container from the Docker network",
+	"heal":      "--docker lab: connect it again, with its address",
+	"pause":     "--docker lab: freeze the node's container (docker pause)",
+	"unpause":   "--docker lab: thaw it",
+	"kill":      "--docker lab: kill the node's container (docker kill)",
+	"restart":   "--docker lab: restart it and wait until its runtime is up again",
 }

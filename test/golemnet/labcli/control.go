@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +37,9 @@ type ctlRequest struct {
 	LatencyMs *float64 `json:"latency_ms,omitempty"`
 	Loss      *float64 `json:"loss,omitempty"`
 	Restore   bool     `json:"restore,omitempty"`
+	// Docker is a fault on the node's container in a Docker lab
+	// (partition, heal, pause, unpause, kill, restart); it comes alone.
+	Docker string `json:"docker,omitempty"`
 }
 
 // ctlReply is one line from the server.
@@ -47,7 +51,12 @@ type ctlReply struct {
 	Code   int         `json:"code,omitempty"` // the client's exit code with Error
 	Status *StatusJSON `json:"status,omitempty"`
 	Fault  *FaultJSON  `json:"fault,omitempty"`
+	// Done says what a Docker fault did.
+	Done string `json:"done,omitempty"`
 }
+
+// dockerFaults are the faults on a Docker lab node's container.
+var dockerFaults = []string{"partition", "heal", "pause", "unpause", "kill", "restart"}
 
 // maxLatencyMs bounds a fault's latency (one minute).
 const maxLatencyMs = 60_000
@@ -78,6 +87,15 @@ func decodeRequest(line []byte) (ctlRequest, error) {
 			return r, errors.New("fault needs a node")
 		}
 		given := r.Cut != nil || r.LatencyMs != nil || r.Loss != nil
+		if r.Docker != "" {
+			if !slices.Contains(dockerFaults, r.Docker) {
+				return r, fmt.Errorf("unknown container fault %q (want one of %s)", r.Docker, strings.Join(dockerFaults, ", "))
+			}
+			if given || r.Restore {
+				return r, fmt.Errorf("fault --%s comes alone", r.Docker)
+			}
+			break
+		}
 		if r.Restore == given {
 			return r, errors.New("fault needs --restore or at least one of --cut, --uncut, --latency, --loss (not both)")
 		}

@@ -48,6 +48,7 @@ Examples:
   sudo gvpn-lab demo --json | jq '.pings[] | [.from, .to, .rtt_avg_ms]'
   sudo gvpn-lab demo --gateway first-host     # as released ExeUnits send it
   sudo gvpn-lab demo --vm                     # node-c is a QEMU guest (make vm-image)
+  sudo gvpn-lab demo --docker                 # every node a container (builds the images once)
 
 Flags:
 `
@@ -137,6 +138,8 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	withVM := fs.Bool("vm", false, "make the last node a QEMU guest (gvpn-runtime --sandbox vm; make vm-image first):\nit pings every node and fetches over HTTP with busybox, beside the netns nodes")
 	var lf labFlags
 	lf.add(fs.FlagSet)
+	var df dockerFlags
+	df.add(fs)
 	if _, code, ok := parseFlags(fs, args, stderr, 0); !ok {
 		return code
 	}
@@ -146,6 +149,13 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	}
 	if *withVM {
 		cfg.VMNodes = 1
+	}
+	subnet, err := df.check(fs, 3)
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
+	if df.docker && *withVM {
+		return fail(stderr, "demo", usagef("--vm and --docker together: a Docker lab has no VM nodes yet"))
 	}
 	size, err := ParseSize(*sizeFlag)
 	if err != nil || size < 1 || size > 1<<30 {
@@ -160,6 +170,9 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
 		return fail(stderr, "demo", err)
+	}
+	if df.docker {
+		return demoDocker(cfg, &lf, &df, subnet, size, *seconds, *asJSON, log, stdout, stderr)
 	}
 	if cfg.Runtime, err = findRuntime(lf.runtime); err != nil {
 		return fail(stderr, "demo", err)
@@ -220,23 +233,52 @@ func demo(args []string, stdout, stderr io.Writer) int {
 }
 
 func (d *demoRun) run(ctx context.Context) {
-	start := time.Now()
 	d.sum.Network = d.cfg.Net.Masked().String()
-	steps := []struct {
-		title   string
-		timeout time.Duration
-		fn      func(context.Context) (string, error)
-	}{
+	runDemo(ctx, d.p, &d.sum, []demoStepSpec{
 		{"bring up 3 nodes", bringUpTimeout(d.cfg), d.bringUp},
 		{"ping every pair", 30 * time.Second, d.pingPairs},
 		{"HTTP by hostname", 60 * time.Second, d.httpByName},
 		{"throughput", time.Duration(d.seconds)*time.Second + 30*time.Second, d.throughput},
 		{"counters", 10 * time.Second, d.counters},
-	}
+	}, func() {
+		if d.lab != nil {
+			d.sum.Nodes = d.nodes()
+		}
+	}, d.teardown)
+}
+
+// demoStepSpec is one step of a demo: its title, its time limit and its
+// work, which returns the one-line result.
+type demoStepSpec struct {
+	title   string
+	timeout time.Duration
+	fn      func(context.Context) (string, error)
+}
+
+// runDemo runs the steps in order until one fails, shows each on p and
+// records it in sum; then, whatever happened, it fills sum.Nodes with
+// snapshot if no step did (a failed run still shows what the nodes saw)
+// and runs teardown as the last step.
+func runDemo(ctx context.Context, p *progress, sum *DemoSummary, steps []demoStepSpec, snapshot func(), teardown func() (string, error)) {
+	start := time.Now()
 	total := len(steps) + 1
 	failed := false
+	record := func(i int, title string, t0 time.Time, res string, err error) {
+		sum.Steps = append(sum.Steps, DemoStep{Name: title, OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
+		if err == nil {
+			p.Done(res)
+			return
+		}
+		p.Failed(err)
+		sum.Steps[len(sum.Steps)-1].Result = err.Error()
+		if !failed {
+			sum.FailedStep = fmt.Sprintf("%d/%d (%s)", i, total, title)
+			sum.Error = err.Error()
+			failed = true
+		}
+	}
 	for i, st := range steps {
-		d.p.Step(i+1, st.title)
+		p.Step(i+1, st.title)
 		t0 := time.Now()
 		sctx, cancel := context.WithTimeout(ctx, st.timeout)
 		res, err := st.fn(sctx)
@@ -244,37 +286,20 @@ func (d *demoRun) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			err = errInterrupted // whatever the step says, it was cut short
 		}
-		d.sum.Steps = append(d.sum.Steps, DemoStep{Name: st.title, OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
+		record(i+1, st.title, t0, res, err)
 		if err != nil {
-			d.p.Failed(err)
-			d.sum.FailedStep = fmt.Sprintf("%d/%d (%s)", i+1, total, st.title)
-			d.sum.Error = err.Error()
-			d.sum.Steps[len(d.sum.Steps)-1].Result = err.Error()
-			failed = true
 			break
 		}
-		d.p.Done(res)
 	}
-	if d.sum.Nodes == nil && d.lab != nil {
-		d.sum.Nodes = d.nodes() // a failed run still shows what the nodes saw
+	if sum.Nodes == nil {
+		snapshot()
 	}
-
-	d.p.Step(total, "tear down")
+	p.Step(total, "tear down")
 	t0 := time.Now()
-	res, err := d.teardown()
-	d.sum.Steps = append(d.sum.Steps, DemoStep{Name: "tear down", OK: err == nil, Seconds: time.Since(t0).Seconds(), Result: res})
-	if err != nil {
-		d.p.Failed(err)
-		if !failed {
-			d.sum.FailedStep = fmt.Sprintf("%d/%d (tear down)", total, total)
-			d.sum.Error = err.Error()
-			failed = true
-		}
-	} else {
-		d.p.Done(res)
-	}
-	d.sum.OK = !failed
-	d.sum.DurationSeconds = time.Since(start).Seconds()
+	res, err := teardown()
+	record(total, "tear down", t0, res, err)
+	sum.OK = !failed
+	sum.DurationSeconds = time.Since(start).Seconds()
 }
 
 // bringUpTimeout leaves a VM node time to boot under TCG on a busy machine.

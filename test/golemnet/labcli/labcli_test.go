@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -194,6 +195,8 @@ func TestDecodeRequest(t *testing.T) {
 		`{"op":"fault","node":"node-a","cut":true}`,
 		`{"op":"fault","node":"node-a","latency_ms":50,"loss":0.1}`,
 		`{"op":"fault","node":"node-a","restore":true}`,
+		`{"op":"fault","node":"node-a","docker":"partition"}`,
+		`{"op":"fault","node":"node-a","docker":"restart"}`,
 	}
 	for _, s := range valid {
 		if _, err := decodeRequest([]byte(s)); err != nil {
@@ -207,6 +210,8 @@ func TestDecodeRequest(t *testing.T) {
 		`{"op":"fault","node":"a"}`, `{"op":"fault","node":"a","restore":true,"cut":true}`,
 		`{"op":"fault","node":"a","latency_ms":-1}`, `{"op":"fault","node":"a","latency_ms":1e9}`,
 		`{"op":"fault","node":"a","loss":1.5}`, `{"op":"fault","cut":true}`,
+		`{"op":"fault","node":"a","docker":"explode"}`, `{"op":"fault","node":"a","docker":"kill","cut":true}`,
+		`{"op":"fault","node":"a","docker":"heal","restore":true}`,
 	}
 	for _, s := range invalid {
 		if _, err := decodeRequest([]byte(s)); err == nil {
@@ -398,6 +403,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"op":"exec","node":"node-a","argv":["ping","-c","1","node-b"]}`))
 	f.Add([]byte(`{"op":"fault","node":"node-a","latency_ms":50,"loss":0.1}`))
 	f.Add([]byte(`{"op":"signal","signal":2}`))
+	f.Add([]byte(`{"op":"fault","node":"node-a","docker":"pause"}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		r, err := decodeRequest(line)
 		if err != nil {
@@ -411,6 +417,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		case "fault":
 			if r.Loss != nil && !(*r.Loss >= 0 && *r.Loss <= 1) {
 				t.Fatalf("accepted loss %v", *r.Loss)
+			}
+			if r.Docker != "" && (!slices.Contains(dockerFaults, r.Docker) || r.Cut != nil || r.LatencyMs != nil || r.Loss != nil || r.Restore) {
+				t.Fatalf("accepted docker fault %+v", r)
 			}
 		}
 	})

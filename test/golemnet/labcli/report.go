@@ -33,6 +33,33 @@ type NodeJSON struct {
 	Hub HubJSON `json:"hub"`
 	// Runtime is the runtime's last VPN report; null until it sent one.
 	Runtime *api.VPNStats `json:"runtime"`
+	// Docker is the node's container in a Docker lab (up --docker).
+	Docker *NodeDockerJSON `json:"docker,omitempty"`
+}
+
+// NodeDockerJSON is a Docker lab node's container.
+type NodeDockerJSON struct {
+	Container string `json:"container"`
+	// Address is the container's address on the lab's Docker network;
+	// empty while it is partitioned or not running.
+	Address string `json:"address"`
+	// State is Docker's (running, paused, exited, …) or "partitioned".
+	State string `json:"state"`
+	// Payload is the payload container of an agent node.
+	Payload string `json:"payload,omitempty"`
+	// Lost says when the lab saw the container die, if it did and has not
+	// come back since.
+	Lost string `json:"lost,omitempty"`
+}
+
+// LabDockerJSON is the Docker side of a Docker lab.
+type LabDockerJSON struct {
+	LabID   string `json:"lab_id"`
+	Network string `json:"network"`
+	Subnet  string `json:"subnet"`
+	Image   string `json:"image"`
+	Hub     string `json:"hub"`
+	HubAddr string `json:"hub_address"`
 }
 
 // FaultJSON is a node's fault in the hub.
@@ -78,6 +105,8 @@ type StatusJSON struct {
 	Started       time.Time  `json:"started"`
 	Logs          string     `json:"logs"`
 	Nodes         []NodeJSON `json:"nodes"`
+	// Docker is set for a Docker lab.
+	Docker *LabDockerJSON `json:"docker,omitempty"`
 }
 
 func writeStatus(w io.Writer, st StatusJSON) {
@@ -94,6 +123,29 @@ func writeStatus(w io.Writer, st StatusJSON) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	if d := st.Docker; d != nil {
+		fmt.Fprintf(w, "Docker lab %s: network %s (%s), image %s, hub %s at %s\n", d.LabID, d.Network, d.Subnet, d.Image, d.Hub, d.HubAddr)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tCONTAINER\tDOCKER ADDRESS\tSTATE\tPAYLOAD CONTAINER")
+		for _, n := range st.Nodes {
+			if c := n.Docker; c != nil {
+				state := c.State
+				if c.Lost != "" {
+					state += " (lost at " + c.Lost + ")"
+				}
+				addr, payload := c.Address, c.Payload
+				if addr == "" {
+					addr = "-"
+				}
+				if payload == "" {
+					payload = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, c.Container, addr, state, payload)
+			}
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
 	writeCounters(w, st.Nodes)
 }
 

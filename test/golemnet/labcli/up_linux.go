@@ -42,6 +42,13 @@ Examples:
   sudo gvpn-lab up --hostnames web,db --gateway first-host
   sudo gvpn-lab up --runtime-arg=--log-level=debug   # chatty runtime logs
   sudo gvpn-lab up --nodes 3 --vm-nodes 1        # node-c is a QEMU guest (make vm-image)
+  sudo gvpn-lab up --docker --nodes 4 --agent-nodes 1  # every node a container (make images first)
+
+With --docker every node is a privileged container (the ExeUnit stand-in and
+gvpn-runtime) and the hub one more, on a Docker network of their own; frames
+cross it as UDP. Containers and the network carry the labels gvpn.lab=<id>
+and gvpn.node=<node> (hub: gvpn.node=hub); Ctrl-C removes them, and a lab
+started on the same state dir removes what a crashed one left.
 
 Flags:
 `
@@ -64,6 +71,8 @@ func up(args []string, stdout, stderr io.Writer) int {
 	vmNodes := fs.Int("vm-nodes", 0, "how many of the nodes (the last ones) run their payload in a QEMU guest\n(gvpn-runtime --sandbox vm; make vm-image first)")
 	var lf labFlags
 	lf.add(fs.FlagSet)
+	var df dockerFlags
+	df.add(fs)
 	if _, code, ok := parseFlags(fs, args, stderr, 0); !ok {
 		return code
 	}
@@ -78,6 +87,13 @@ func up(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "up", usagef("--vm-nodes %d: want 0 to --nodes (%d)", *vmNodes, cfg.Nodes))
 	}
 	cfg.VMNodes = *vmNodes
+	subnet, err := df.check(fs, *nodes)
+	if err != nil {
+		return fail(stderr, "up", err)
+	}
+	if df.docker && *vmNodes > 0 {
+		return fail(stderr, "up", usagef("--vm-nodes and --docker together: a Docker lab has no VM nodes yet"))
+	}
 	log, err := newLog(lf.logLevel, stderr)
 	if err != nil {
 		return fail(stderr, "up", err)
@@ -85,14 +101,14 @@ func up(args []string, stdout, stderr io.Writer) int {
 	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
 		return fail(stderr, "up", err)
 	}
+	if df.docker {
+		return upDocker(cfg, &lf, &df, subnet, log, stdout, stderr)
+	}
 	if cfg.Runtime, err = findRuntime(lf.runtime); err != nil {
 		return fail(stderr, "up", err)
 	}
 
 	// One `up` per state dir: the control socket is its address.
-	if err := os.MkdirAll(lf.stateDir, 0o700); err != nil {
-		return fail(stderr, "up", err)
-	}
 	lock, err := lockStateDir(lf.stateDir)
 	if err != nil {
 		return fail(stderr, "up", err)
@@ -218,8 +234,12 @@ func validPrefix(p string) bool {
 	return true
 }
 
-// lockStateDir takes the lock that makes one `up` per state dir.
+// lockStateDir makes the state dir if needed and takes the lock that
+// makes one `up` per state dir.
 func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(filepath.Join(dir, "up.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
@@ -314,13 +334,24 @@ func faultJSON(f golemnet.Fault) FaultJSON {
 	return FaultJSON{Cut: f.Cut, LatencyMs: float64(f.Latency) / float64(time.Millisecond), Loss: f.Loss}
 }
 
-// controlServer serves the control socket of an `up` lab.
+// nodeFinder finds a node whose ExeUnit runs the commands of exec.
+type nodeFinder interface {
+	Lookup(name string) (*golemnet.LabNode, error)
+}
+
+// controlServer serves the control socket of an `up` lab (and, in the
+// Docker lab, of each node's and the hub's container).
 type controlServer struct {
 	ln     net.Listener
 	path   string
-	lab    *golemnet.Lab
+	lab    nodeFinder
 	log    *logrus.Entry
 	status func() StatusJSON
+	// setFault answers a fault request.
+	setFault func(ctlRequest) ctlReply
+	// proxy, if set, runs exec requests instead of lab (the Docker lab
+	// passes them to the node's container).
+	proxy func(ctx context.Context, c net.Conn, sc *bufio.Scanner, enc *json.Encoder, req ctlRequest)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -330,8 +361,15 @@ type controlServer struct {
 }
 
 func serveControl(stateDir string, lab *golemnet.Lab, log *logrus.Entry, status func() StatusJSON) (*controlServer, error) {
-	path := socketPath(stateDir)
-	os.Remove(path) // we hold the state dir's lock: any socket here is stale
+	return listenControl(socketPath(stateDir), &controlServer{lab: lab, log: log, status: status,
+		setFault: func(req ctlRequest) ctlReply { return hubFault(lab.Lookup, req, log) }})
+}
+
+// listenControl serves the control protocol on the unix socket path (any
+// socket there is taken to be stale) with the handlers in s (lab or proxy,
+// log, status, setFault).
+func listenControl(path string, s *controlServer) (*controlServer, error) {
+	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
@@ -340,7 +378,7 @@ func serveControl(stateDir string, lab *golemnet.Lab, log *logrus.Entry, status 
 		ln.Close()
 		return nil, err
 	}
-	s := &controlServer{ln: ln, path: path, lab: lab, log: log, status: status, conns: map[net.Conn]bool{}}
+	s.ln, s.path, s.conns = ln, path, map[net.Conn]bool{}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Go(s.accept)
 	return s, nil
@@ -398,16 +436,21 @@ func (s *controlServer) handle(c net.Conn) {
 		st := s.status()
 		enc.Encode(ctlReply{Status: &st})
 	case "fault":
-		enc.Encode(s.fault(req))
+		enc.Encode(s.setFault(req))
 	case "exec":
+		if s.proxy != nil {
+			s.proxy(s.ctx, c, sc, enc, req)
+			return
+		}
 		s.exec(c, sc, enc, req)
 	default:
 		enc.Encode(ctlReply{Error: fmt.Sprintf("op %q must follow an exec", req.Op), Code: 2})
 	}
 }
 
-func (s *controlServer) fault(req ctlRequest) ctlReply {
-	n, err := s.lab.Lookup(req.Node)
+// hubFault sets a node's fault in the hub that lookup finds it in.
+func hubFault(lookup func(string) (*golemnet.LabNode, error), req ctlRequest, log *logrus.Entry) ctlReply {
+	n, err := lookup(req.Node)
 	if err != nil {
 		return ctlReply{Error: err.Error(), Code: 2}
 	}
@@ -425,7 +468,7 @@ func (s *controlServer) fault(req ctlRequest) ctlReply {
 		f.Loss = *req.Loss
 	}
 	n.Hub.SetFault(f)
-	s.log.WithFields(logrus.Fields{"node": n.Name, "fault": faultJSON(n.Hub.Fault()).String()}).Info("fault set")
+	log.WithFields(logrus.Fields{"node": n.Name, "fault": faultJSON(n.Hub.Fault()).String()}).Info("fault set")
 	fj := faultJSON(n.Hub.Fault())
 	return ctlReply{Fault: &fj}
 }
