@@ -144,13 +144,17 @@ func runTrue(sb *netns.Sandbox) error {
 		return err
 	}
 	rc := make(chan int32, 1)
+	var stderr []byte // written before Exited, by the same goroutine chain
 	p.Stream(func(ev sandbox.Event) {
+		if len(stderr) < 4096 {
+			stderr = append(stderr, ev.Stderr...)
+		}
 		if ev.Exited {
 			rc <- ev.ReturnCode
 		}
 	})
 	if code := <-rc; code != 0 {
-		return fmt.Errorf("a payload running `true` exited with %d", code)
+		return fmt.Errorf("a payload running `true` exited with %d: %s", code, strings.TrimSpace(string(stderr)))
 	}
 	return nil
 }

@@ -108,7 +108,9 @@ func runShim(args []string) int {
 	// descriptor the runtime inherited without close-on-exec must not
 	// reach the payload. The report pipe is closed on exec, which is also
 	// how Start learns that the exec happened.
-	_ = unix.CloseRange(shimReportFD+1, ^uint(0), 0)
+	// Close-on-exec rather than closed now: the Go runtime of this very
+	// process may already hold descriptors of its own (its epoll).
+	_ = unix.CloseRange(shimReportFD+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	syscall.CloseOnExec(shimReportFD)
 	_, _ = unix.Write(shimReportFD, []byte(shimMagic))
 	fail := func(kind string, code int, format string, a ...any) int {
