@@ -61,7 +61,20 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, err
 	}
 	// net.ListenUnix unlinks the path when the listener is closed.
-	return net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	// bind(2) gives the socket file 0777 minus the umask; whoever may
+	// connect can take the bridge over (the newest connection wins), so
+	// only the owner may, whatever the umask. Put the socket in a
+	// directory only the owner can enter to close the window before
+	// this chmod.
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
 // removeStale deletes path if it is a unix socket nobody listens on.

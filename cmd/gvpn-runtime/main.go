@@ -5,6 +5,8 @@ package main
 import (
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gvpn/gvpn/runtime/cli"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
@@ -13,5 +15,8 @@ func main() {
 	// The sandbox re-executes this binary to enter a payload's namespaces
 	// before exec; that path must run before anything else.
 	netns.MaybeRunShim()
+	// Descriptors inherited from the ExeUnit without close-on-exec must
+	// reach no child: not the agent command, not a payload.
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

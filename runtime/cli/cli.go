@@ -35,10 +35,12 @@ import (
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
+	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
+	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/vsock"
 )
 
@@ -67,6 +69,8 @@ type Options struct {
 	TapName       string
 	StatsInterval time.Duration
 	ShowVersion   bool
+	PayloadUser   string
+	PayloadRoot   bool
 
 	// The sandbox kind and, for the agent sandbox, how to reach the payload.
 	Sandbox       string
@@ -151,7 +155,7 @@ var flagGroups = []cmdflag.Group{
 	{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
 		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "version"}},
 	{Title: "Sandbox settings", Names: []string{
-		"sandbox", "sandbox-prefix", "agent-command", "bridge", "bridge-control", "agent-timeout",
+		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "agent-command", "bridge", "bridge-control", "agent-timeout",
 		"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"}},
 	{Title: "Debugging (not for production)", Names: []string{
 		"debug-local-endpoint", "debug-allow-remote-endpoint", "debug-state-events"}},
@@ -166,7 +170,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU `cores` from the agreement (checked, logged)")
 	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory in `GiB` from the agreement (checked, logged)")
 	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage in `GiB` from the agreement (checked, logged)")
-	fs.StringVar(&o.VolumeOverride, "volume-override", "", "Deploy volumes as `JSON` (accepted; the netns sandbox shares the host's files)")
+	fs.StringVar(&o.VolumeOverride, "volume-override", "", "the Deploy command's volumes as `JSON`, e.g. {\"/golem/input\":{\"host\":{}},\"/scratch\":{\"ram\":{\"size\":\"1GiB\"}}};\ndeploy creates them in the workdir and lists the host ones as \"vols\" (/golem/work is always one)")
 	fs.StringVar(&o.Hostname, "hostname", "", "`hostname` of the payload (deploy remembers it for start)")
 	fs.StringVar(&o.VPNEndpoint, "vpn-endpoint", "", "`URL` of the ExeUnit's VPN data socket: udp://127.0.0.1:PORT (what the ExeUnit passes),\nunix://PATH, tcp-connect://IP:PORT or tcp-listen://IP:PORT; loopback only")
 	fs.StringVar(&o.INETEndpoint, "inet-endpoint", "", "`URL` of the ExeUnit's outbound-internet socket (accepted; INET is not supported)")
@@ -179,6 +183,8 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 5*time.Minute, "`interval` at which the VPN counters are logged when they changed (0 = only on SIGUSR1\nand at teardown)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host), vm (a QEMU\nguest the runtime boots, the task package as its root) or agent (a VM or container started by\n--agent-command, with gvpn-agent inside)")
+	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way)")
+	fs.BoolVar(&o.PayloadRoot, "payload-root", false, "netns sandbox: UNSAFE: run payload processes as root with the runtime's capabilities;\nonly for payloads you trust (the log and `test` say so)")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "`prefix` of the sandbox network namespace names")
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data `address` to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
@@ -449,15 +455,16 @@ func offerTemplate(stdout io.Writer) int {
 // deployment is what deploy leaves in the workdir for start: flags that the
 // ExeUnit passes only to deploy.
 type deployment struct {
-	Hostname string `json:"hostname,omitempty"`
-	Version  string `json:"version"`
+	Hostname string      `json:"hostname,omitempty"`
+	Volumes  volume.List `json:"volumes,omitempty"`
+	Version  string      `json:"version"`
 }
 
 const deploymentFile = "gvpn-deployment.json"
 
 type deployResult struct {
 	Valid     map[string]string `json:"valid"`
-	Vols      []any             `json:"vols"`
+	Vols      []volume.Vol      `json:"vols"`
 	StartMode string            `json:"startMode"`
 }
 
@@ -468,33 +475,56 @@ type deployResult struct {
 func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	fail := func(public string, err error) int {
 		log.WithError(err).Error("deploy failed")
-		b, _ := json.Marshal(deployResult{Valid: map[string]string{"Err": public}, Vols: []any{}, StartMode: "blocking"})
+		b, _ := json.Marshal(deployResult{Valid: map[string]string{"Err": public}, Vols: []volume.Vol{}, StartMode: "blocking"})
 		stdout.Write(b)
 		return 1
 	}
 	if err := checkWorkdir(o.Workdir); err != nil {
 		return fail("the activity's work directory is missing or not writable", err)
 	}
-	vols := []any{}
+	vols, err := volume.Plan(o.VolumeOverride)
+	if err != nil {
+		return fail(err.Error(), err)
+	}
 	switch o.Sandbox {
-	case "netns", "agent":
+	case "netns":
+		if err := netns.CheckVolumes(vols); err != nil {
+			return fail(err.Error(), err)
+		}
+	case "agent":
+		// The agent command's launcher decides what the payload sees;
+		// no workdir directory would reach it.
+		vols = volume.List{}
 	case "vm":
 		if root := vmRoot(o); root != "" {
 			if err := vm.CheckRoot(root); err != nil {
 				return fail("the task package cannot be the guest's root (a squashfs image is needed)", err)
 			}
 		}
-		vols = append(vols, map[string]string{"name": vmVolumeName(vmWorkVolume), "path": vmWorkVolume})
+		if vols, err = vmVolumes(vols); err != nil {
+			return fail(err.Error(), err)
+		}
 	default:
 		return fail("unknown sandbox kind", fmt.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox))
 	}
-	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Version: Version})
+	u, root, err := payloadUser(o)
+	if err != nil {
+		return fail(err.Error(), err)
+	}
+	uid := int(u.UID)
+	if root || o.Sandbox != "netns" {
+		uid = os.Geteuid()
+	}
+	if err := vols.Prepare(o.Workdir, uid); err != nil {
+		return fail("cannot create the volumes in the activity's work directory", err)
+	}
+	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Volumes: vols, Version: Version})
 	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
 		return fail("cannot record the deployment in the activity's work directory", err)
 	}
-	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname}).Info("deployed")
+	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname, "vols": vols.Vols()}).Info("deployed")
 	// Exactly one JSON object, nothing else: the ExeUnit parses stdout.
-	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: vols, StartMode: "blocking"})
+	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: vols.Vols(), StartMode: "blocking"})
 	stdout.Write(b)
 	return 0
 }
@@ -537,14 +567,30 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		log.WithError(err).Error("--mtu")
 		return 2
 	}
+	// One activity per workdir: a second start refuses before it touches
+	// anything. The kernel drops the lock when this process dies.
+	lock, err := owner.Lock(o.Workdir)
+	if err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
+	}
+	defer lock.Unlock()
+	sweep(o, log)
 	hostname := o.Hostname
+	var vols volume.List
 	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {
 		var d deployment
-		if json.Unmarshal(b, &d) == nil && hostname == "" {
-			hostname = d.Hostname
+		if json.Unmarshal(b, &d) == nil {
+			if hostname == "" {
+				hostname = d.Hostname
+			}
+			vols = d.Volumes
 		}
 	} else {
 		log.Warn("no deployment in the workdir (was deploy run?); starting with defaults")
+	}
+	if vols == nil {
+		vols, _ = volume.Plan("")
 	}
 	vpn := o.vpn
 	if o.INETEndpoint != "" {
@@ -559,12 +605,21 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 	)
 	switch o.Sandbox {
 	case "netns":
-		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix})
+		u, root, err := payloadUser(o)
+		if err != nil {
+			log.WithError(err).Error("cannot start")
+			return 2
+		}
+		if root {
+			warnRoot(log)
+		}
+		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
+			User: u, Root: root, Volumes: vols})
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1
 		}
-		log.WithField("netns", sb.Name()).Info("sandbox ready")
+		log.WithFields(logrus.Fields{"netns": sb.Name(), "payload": describePayload(u, root), "vols": vols.Vols()}).Info("sandbox ready")
 		sbx, attacher = sb, sb
 	case "agent":
 		box, err := openAgentSandbox(o, hostname, logOut, log)
@@ -574,7 +629,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		}
 		sbx, attacher = box, box
 	case "vm":
-		box, err := openVMSandbox(o, hostname, logOut, log)
+		box, err := openVMSandbox(o, hostname, vols, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the VM sandbox")
 			return 1
@@ -597,7 +652,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	err := service.Serve(ctx, service.Config{
+	err = service.Serve(ctx, service.Config{
 		In:            stdin,
 		Out:           stdout,
 		Version:       Version,

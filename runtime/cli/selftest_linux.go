@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/tap"
@@ -19,6 +20,7 @@ import (
 const (
 	capDacOverride = 1  // /dev/net/tun, /run/netns/* (mode 0), /run/gvpn
 	capNetAdmin    = 12 // TAP devices, addresses, routes
+	capSysChroot   = 18 // setns into the sandbox's mount namespace
 	capSysAdmin    = 21 // network and mount namespaces, the hosts bind mount
 )
 
@@ -31,9 +33,21 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 		name string
 		run  func() error
 	}{
-		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_DAC_OVERRIDE)", checkCaps},
+		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_DAC_OVERRIDE)", checkCaps},
 		{"/dev/net/tun", checkTun},
-		{"network namespace sandbox with a TAP device", func() error { return checkSandbox(o, log) }},
+		{"sandboxes left by runtimes that died removed", func() error { return sweep(o, log) }},
+		{"network namespace sandbox with a TAP device and a payload", func() error { return checkSandbox(o, log) }},
+	}
+	u, root, err := payloadUser(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "gvpn-runtime test: FAIL payload user: %v\n", err)
+		return 1
+	}
+	if root {
+		warnRoot(log)
+		fmt.Fprintf(stderr, "gvpn-runtime test: WARN payloads run as %s\n", describePayload(u, root))
+	} else {
+		fmt.Fprintf(stderr, "gvpn-runtime test: ok   payloads run as %s\n", describePayload(u, root))
 	}
 	if o.Sandbox == "vm" {
 		checks = append(checks, struct {
@@ -84,8 +98,11 @@ func checkCaps() error {
 		if eff&(1<<capDacOverride) == 0 {
 			missing = append(missing, "CAP_DAC_OVERRIDE")
 		}
+		if eff&(1<<capSysChroot) == 0 {
+			missing = append(missing, "CAP_SYS_CHROOT")
+		}
 		if len(missing) > 0 {
-			return fmt.Errorf("missing %s: run the provider as root, or: setcap cap_net_admin,cap_sys_admin,cap_dac_override+ep %s",
+			return fmt.Errorf("missing %s: run the provider as root, or: setcap cap_net_admin,cap_sys_admin,cap_sys_chroot,cap_dac_override+ep %s",
 				strings.Join(missing, ", "), selfPath())
 		}
 		return nil
@@ -109,7 +126,11 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	defer os.RemoveAll(dir)
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
-	sb, err := netns.Open(netns.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet)})
+	u, root, err := payloadUser(o)
+	if err != nil {
+		return err
+	}
+	sb, err := netns.Open(netns.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet), User: u, Root: root})
 	if err != nil {
 		return err
 	}
@@ -118,7 +139,46 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	return dev.Close()
+	if err := dev.Close(); err != nil {
+		return err
+	}
+	return runTrue(sb)
+}
+
+// runTrue runs `true` as a payload: the sandbox's init, the privilege drop
+// and the exec all work on this host.
+func runTrue(sb *netns.Sandbox) error {
+	p, err := sb.Start(sandbox.ProcessSpec{Bin: "true"})
+	if err != nil {
+		return err
+	}
+	rc := make(chan int32, 1)
+	var stderr []byte // written before Exited, by the same goroutine chain
+	p.Stream(func(ev sandbox.Event) {
+		if len(stderr) < 4096 {
+			stderr = append(stderr, ev.Stderr...)
+		}
+		if ev.Exited {
+			rc <- ev.ReturnCode
+		}
+	})
+	if code := <-rc; code != 0 {
+		return fmt.Errorf("a payload running `true` exited with %d: %s", code, strings.TrimSpace(string(stderr)))
+	}
+	return nil
+}
+
+// sweep removes the sandboxes of runtimes that died (never a live one's);
+// start and test run it, so that a crash leaves nothing behind for long.
+func sweep(o *Options, log *logrus.Entry) error {
+	removed, err := netns.Sweep(o.SandboxPrefix, log)
+	if len(removed) > 0 {
+		log.WithField("sandboxes", removed).Warn("removed sandboxes left by runtimes that died")
+	}
+	if err != nil {
+		log.WithError(err).Warn("sweeping sandboxes left by runtimes that died")
+	}
+	return err
 }
 
 // selfPath is this binary's path, for the setcap hint.

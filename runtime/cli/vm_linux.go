@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -17,21 +15,24 @@ import (
 	"github.com/gvpn/gvpn/runtime/sandbox/agent"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
+	"github.com/gvpn/gvpn/runtime/volume"
 )
 
 // vmDefaultTimeout is the VM sandbox's --agent-timeout when none is
 // given: a guest under TCG on a busy host took over 30 s to boot here.
 const vmDefaultTimeout = 2 * time.Minute
 
-// vmWorkVolume is the volume every VM activity gets, like the /golem/work
-// of Golem's own images.
-const vmWorkVolume = "/golem/work"
-
-// vmVolumeName is the workdir directory of the volume at guest path p, the
-// name the ExeUnit maps container paths under p to.
-func vmVolumeName(p string) string {
-	h := sha256.Sum256([]byte(p))
-	return "vol-" + hex.EncodeToString(h[:8])
+// vmVolumes keeps the host volumes, which reach the guest as shares;
+// memory and storage volumes are the netns sandbox's only.
+func vmVolumes(vols volume.List) (volume.List, error) {
+	out := volume.List{}
+	for _, v := range vols {
+		if v.Kind != volume.Host {
+			return nil, fmt.Errorf("--volume-override: volume %q: the VM sandbox shares host volumes only, not %s", v.Path, v.Kind)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // vmDefaultFile is a guest file next to the runtime's binary
@@ -81,13 +82,18 @@ func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io
 
 // openVMSandbox boots the payload VM for --sandbox vm. The guest's console
 // goes to stderr with the runtime's logs.
-func openVMSandbox(o *Options, hostname string, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
-	work := filepath.Join(o.Workdir, vmVolumeName(vmWorkVolume))
-	if err := os.MkdirAll(work, 0o755); err != nil {
-		return nil, fmt.Errorf("volume %s: %w", vmWorkVolume, err)
+func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
+	if err := vols.Prepare(o.Workdir, os.Geteuid()); err != nil {
+		return nil, err
+	}
+	var shares []vm.Volume
+	for _, v := range vols {
+		if v.Kind == volume.Host {
+			shares = append(shares, vm.Volume{Host: filepath.Join(o.Workdir, v.Name), Guest: v.Path})
+		}
 	}
 	name := netns.NameFor(o.SandboxPrefix, o.Workdir)
-	cfg := vmConfig(o, name, hostname, []vm.Volume{{Host: work, Guest: vmWorkVolume}}, stderr, log)
+	cfg := vmConfig(o, name, hostname, shares, stderr, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	box, err := vm.Open(ctx, cfg)

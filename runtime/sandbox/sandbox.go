@@ -57,10 +57,11 @@ type ProcessSpec struct {
 	// Args is the complete argument vector INCLUDING argv[0], as the
 	// ExeUnit sends it. Empty means []string{Bin}.
 	Args []string
-	// Dir is the working directory; empty means the sandbox's workdir.
+	// Dir is the working directory inside the sandbox; empty means the
+	// sandbox's default (the netns sandbox: the default volume's path).
 	Dir string
-	// Env is the environment ("KEY=value"); nil means the runtime's own
-	// environment, like exec.Cmd.
+	// Env is the whole environment ("KEY=value"), never the runtime's; a
+	// default PATH is added when it has none.
 	Env []string
 }
 

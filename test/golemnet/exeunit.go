@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -45,6 +46,10 @@ type ExeUnitConfig struct {
 	// the program playing the ExeUnit, which then shuts the runtime down in
 	// order). It is only read.
 	SysProcAttr *syscall.SysProcAttr
+	// ExtraFiles are passed to `start` as descriptors 3, 4, ... without
+	// close-on-exec, as a careless parent might (a runtime must not hand
+	// them on). It is only read.
+	ExtraFiles []*os.File
 }
 
 // RuntimeLog returns the log file gvpn-runtime keeps in workdir (what an
@@ -186,6 +191,7 @@ func Start(ctx context.Context, cfg ExeUnitConfig) (*ExeUnit, error) {
 	cmd.Dir = cfg.Workdir
 	cmd.Stderr = cfg.Stderr
 	cmd.SysProcAttr = cfg.SysProcAttr
+	cmd.ExtraFiles = cfg.ExtraFiles
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -569,4 +575,39 @@ func baseName(p string) string {
 		}
 	}
 	return p
+}
+
+// DefaultVolume returns the name (its directory in the workdir) and the
+// path inside the sandbox of the /golem/work volume that deploy returned.
+func DefaultVolume(dep DeployResult) (name, path string, err error) {
+	for _, raw := range dep.Vols {
+		var v struct{ Name, Path string }
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return "", "", fmt.Errorf("deploy vols entry %s: %w", raw, err)
+		}
+		if v.Path == "/golem/work" {
+			return v.Name, v.Path, nil
+		}
+	}
+	return "", "", fmt.Errorf("deploy returned no /golem/work volume (vols %s)", dep.Vols)
+}
+
+// Install copies the program src into the default volume that deploy
+// returned, as a requestor uploads its program with a `container:`
+// transfer, and returns its path inside the sandbox: the payload sees
+// none of the host's /tmp or home directories, where test and lab
+// binaries usually live.
+func Install(workdir string, dep DeployResult, src, name string) (string, error) {
+	vol, path, err := DefaultVolume(dep)
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(workdir, vol, name), b, 0o755); err != nil {
+		return "", err
+	}
+	return path + "/" + name, nil
 }

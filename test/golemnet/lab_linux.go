@@ -77,6 +77,8 @@ type LabNode struct {
 	// Ready is how long the node took from start to the CreateNetwork
 	// reply: for a VM node, its boot until gvpn-agent configured vpn0.
 	Ready time.Duration
+
+	deployed DeployResult
 }
 
 // NewLab brings a lab up: it validates cfg, starts the hub, runs the
@@ -238,9 +240,11 @@ func (l *Lab) startNode(ctx context.Context, n *LabNode, index int, hosts map[st
 		}
 	}
 	l.progress(n.Name, "deploy")
-	if _, err := Deploy(ctx, cfg); err != nil {
+	dep, err := Deploy(ctx, cfg)
+	if err != nil {
 		return fail("deploy", err)
 	}
+	n.deployed = dep
 	l.progress(n.Name, "start")
 	started := time.Now()
 	eu, err := Start(ctx, cfg)
@@ -322,6 +326,32 @@ func (l *Lab) Exec(ctx context.Context, node string, argv ...string) (Result, er
 		return Result{}, err
 	}
 	return p.Wait(ctx)
+}
+
+// Install copies the program src into the node's default volume, as a
+// requestor uploads its program, and returns its path in the sandbox (the
+// payload sees none of the host's /tmp, /root or /home).
+func (l *Lab) Install(node, src, name string) (string, error) {
+	n, err := l.Lookup(node)
+	if err != nil {
+		return "", err
+	}
+	return Install(n.Workdir, n.deployed, src, name)
+}
+
+// Volume returns where the node's default volume is: its directory on the
+// host and its path in the sandbox (the only place, with /tmp, where a
+// payload may write, e.g. a download to check from the host).
+func (l *Lab) Volume(node string) (hostDir, path string, err error) {
+	n, err := l.Lookup(node)
+	if err != nil {
+		return "", "", err
+	}
+	name, path, err := DefaultVolume(n.deployed)
+	if err != nil {
+		return "", "", err
+	}
+	return filepath.Join(n.Workdir, name), path, nil
 }
 
 // Spawn starts argv in the node's sandbox through RunProcess and returns

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
+	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/privtest"
 )
@@ -101,12 +102,38 @@ func TestDeployPrintsExactlyOneJSONObject(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deploy exit %d: %s", code, stderr)
 	}
-	if out != `{"valid":{"Ok":""},"vols":[],"startMode":"blocking"}` {
+	// The default volume, named as the ExeUnit maps container paths:
+	// <workdir>/<name>, created for the payload user.
+	vol := volume.NameFor(volume.DefaultPath)
+	if out != `{"valid":{"Ok":""},"vols":[{"name":"`+vol+`","path":"/golem/work"}],"startMode":"blocking"}` {
 		t.Fatalf("deploy stdout %q", out)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, vol)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o770 {
+		t.Fatalf("volume directory: %v %v", fi, err)
+	}
+	for _, bad := range []string{`{"/etc/x":{"host":{}}}`, `["/usr/gvt-it-no-such-dir"]`} {
+		out, _, code = runCLI(t, "--workdir", dir, "--volume-override", bad, "deploy", "--")
+		if code == 0 || !strings.Contains(out, `{"valid":{"Err":"--volume-override`) {
+			t.Fatalf("deploy with volumes %s: exit %d, stdout %q", bad, code, out)
+		}
 	}
 	out, _, code = runCLI(t, "--workdir", filepath.Join(dir, "missing"), "deploy", "--")
 	if code == 0 || !strings.HasPrefix(out, `{"valid":{"Err":"`) {
 		t.Fatalf("deploy into a missing workdir: exit %d, stdout %q", code, out)
+	}
+}
+
+func TestRootPayloadOnlyByTheExplicitFlag(t *testing.T) {
+	privtest.RequireRoot(t)
+	_, stderr, code := runCLI(t, "--sandbox-prefix", testPrefix, "--payload-root", "test")
+	if code != 0 || !strings.Contains(stderr, "WARN payloads run as ROOT") || !strings.Contains(stderr, "--payload-root") {
+		t.Fatalf("test with --payload-root: exit %d, stderr %q; want it to pass and say payloads run as root", code, stderr)
+	}
+	for _, user := range []string{"0", "root", "0:0", "1000:0", "gvt-it-no-such-user"} {
+		_, stderr, code = runCLI(t, "--sandbox-prefix", testPrefix, "--payload-user", user, "test")
+		if code == 0 || !strings.Contains(stderr, "--payload-user") {
+			t.Errorf("--payload-user %s: exit %d, stderr %q; want a refusal naming the flag", user, code, stderr)
+		}
 	}
 }
 
@@ -123,7 +150,7 @@ func TestSelfTest(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("test failed on a host that can run VPN: %s", stderr)
 	}
-	if !strings.Contains(stderr, "all 3 checks passed") {
+	if !strings.Contains(stderr, "all 4 checks passed") || !strings.Contains(stderr, "ok   payloads run as uid 65534") {
 		t.Fatalf("stderr %q", stderr)
 	}
 }
@@ -223,7 +250,8 @@ func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 	}
 
 	// A daemon that outlives its command must not outlive the activity.
-	if _, err := eu.Run(ctx, "/bin/sh", "-c", "setsid sleep 1000 >/dev/null 2>&1 &"); err != nil {
+	// A duration no other program on a shared machine uses, for pgrep.
+	if _, err := eu.Run(ctx, "/bin/sh", "-c", "setsid sleep 1000.314 >/dev/null 2>&1 &"); err != nil {
 		t.Fatal(err)
 	}
 	if err := eu.Shutdown(ctx); err != nil {
@@ -233,7 +261,7 @@ func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	sandboxGone(t, cfg.Workdir)
-	if out, _ := exec.Command("pgrep", "-f", "sleep 1000").Output(); len(out) > 0 {
+	if out, _ := exec.Command("pgrep", "-f", "sleep 1000.314").Output(); len(out) > 0 {
 		t.Fatalf("payload processes survived Shutdown: %s", out)
 	}
 }

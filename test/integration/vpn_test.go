@@ -28,6 +28,10 @@ type vpnNode struct {
 	eu   *golemnet.ExeUnit
 	hub  *golemnet.Node
 	dir  string
+	// payload is this test binary, as the payload sees it: copied into
+	// the node's default volume (the host's /tmp, where go test keeps
+	// it, is not visible in the sandbox).
+	payload string
 }
 
 // twoNodes brings up node-a (192.168.0.2) and node-b (192.168.0.3) on
@@ -35,13 +39,25 @@ type vpnNode struct {
 // "" (newer ExeUnits) or "192.168.0.1" (releases up to 0.17.6).
 func twoNodes(t *testing.T, gateway string, extraArgs ...string) (*golemnet.Hub, []*vpnNode) {
 	t.Helper()
+	return startNodes(t, gateway, true, extraArgs...)
+}
+
+// startNodes is twoNodes; named=false sends what stock SDKs send: no
+// hostname to deploy, no hosts in CreateNetwork.
+func startNodes(t *testing.T, gateway string, named bool, extraArgs ...string) (*golemnet.Hub, []*vpnNode) {
+	t.Helper()
 	privtest.RequireRoot(t)
 	ctx := privtest.Context(t, 60*time.Second)
 	hub := quietHub(t)
 	nodes := []*vpnNode{{name: "node-a", ip: "192.168.0.2"}, {name: "node-b", ip: "192.168.0.3"}}
-	hosts := map[string]string{}
+	var hosts map[string]string
+	if named {
+		hosts = map[string]string{}
+	}
 	for _, n := range nodes {
-		hosts[n.name] = n.ip
+		if named {
+			hosts[n.name] = n.ip
+		}
 		hn, err := hub.AddNode(n.name, netip.MustParseAddr(n.ip))
 		if err != nil {
 			t.Fatal(err)
@@ -53,14 +69,18 @@ func twoNodes(t *testing.T, gateway string, extraArgs ...string) (*golemnet.Hub,
 	}
 	for _, n := range nodes {
 		cfg, _ := exeunitConfig(t, n.name)
-		cfg.Hostname = n.name
+		if named {
+			cfg.Hostname = n.name
+		}
 		cfg.VPNEndpoint = n.hub.EndpointURL()
 		cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--stats-interval", "200ms", "--debug-state-events")
 		cfg.RuntimeArgs = append(cfg.RuntimeArgs, extraArgs...)
 		n.dir = cfg.Workdir
-		if _, err := golemnet.Deploy(ctx, cfg); err != nil {
+		dep, err := golemnet.Deploy(ctx, cfg)
+		if err != nil {
 			t.Fatal(err)
 		}
+		n.payload = installPayload(t, cfg.Workdir, dep)
 		eu, err := golemnet.Start(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -81,6 +101,21 @@ func twoNodes(t *testing.T, gateway string, extraArgs ...string) (*golemnet.Hub,
 		n.hub.SetRuntimeEndpoint(addr)
 	}
 	return hub, nodes
+}
+
+// installPayload copies this test binary into the node's default volume
+// and returns its path in the sandbox.
+func installPayload(t *testing.T, workdir string, dep golemnet.DeployResult) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := golemnet.Install(workdir, dep, self, "gvt-payload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // run runs a command on a node and fails the test unless it exits 0.
@@ -173,26 +208,16 @@ func TestTwoNodesTalkOverTheVPN(t *testing.T) {
 
 			// HTTP: 8 MB served by node-a, fetched by node-b by hostname,
 			// checked by hash.
-			self, _ := os.Executable()
-			srv, err := a.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", self, "0.0.0.0:8080")
-			if err != nil {
-				t.Fatal(err)
-			}
-			waitListening(t, ctx, a, "8080")
 			const size = 8 << 20
-			out := b.run(t, ctx, "/bin/sh", "-c", fmt.Sprintf("curl -sS --fail --max-time 30 http://node-a:8080/bytes/%d | sha256sum", size))
-			if got := strings.Fields(out)[0]; got != payload.Hash(size) {
-				t.Fatalf("HTTP body hash %s, want %s", got, payload.Hash(size))
-			}
-			a.eu.KillProcess(ctx, srv.Pid, 15)
+			httpFetch(t, ctx, a, b, "node-a", size)
 
 			// UDP both ways.
-			echo, err := b.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=udp-echo", self, "0.0.0.0:9000")
+			echo, err := b.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=udp-echo", b.payload, "0.0.0.0:9000")
 			if err != nil {
 				t.Fatal(err)
 			}
 			waitUDP(t, ctx, b, "9000")
-			if out := a.run(t, ctx, "/usr/bin/env", payload.Env+"=udp-ping", self, "node-b:9000", "200"); !strings.Contains(out, "echoed") {
+			if out := a.run(t, ctx, "/usr/bin/env", payload.Env+"=udp-ping", a.payload, "node-b:9000", "200"); !strings.Contains(out, "echoed") {
 				t.Fatalf("udp: %s", out)
 			}
 			b.eu.KillProcess(ctx, echo.Pid, 15)
@@ -212,6 +237,22 @@ func TestTwoNodesTalkOverTheVPN(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// httpFetch serves size bytes from srv (the payload's http-serve mode on
+// port 8080) and has cli fetch them with curl from host, checked by hash.
+func httpFetch(t *testing.T, ctx context.Context, srv, cli *vpnNode, host string, size int) {
+	t.Helper()
+	p, err := srv.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", srv.payload, "0.0.0.0:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.eu.KillProcess(ctx, p.Pid, 15)
+	waitListening(t, ctx, srv, "8080")
+	out := cli.run(t, ctx, "/bin/sh", "-c", fmt.Sprintf("curl -sS --fail --max-time 30 http://%s:8080/bytes/%d | sha256sum", host, size))
+	if got := strings.Fields(out)[0]; got != payload.Hash(size) {
+		t.Fatalf("HTTP body hash %s, want %s", got, payload.Hash(size))
 	}
 }
 

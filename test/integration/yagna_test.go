@@ -151,7 +151,7 @@ func TestSelfTestLeavesNothing(t *testing.T) {
 
 // FileCapabilities are the capabilities docs/provider.md tells operators to
 // give gvpn-runtime when the provider does not run as root.
-const FileCapabilities = "cap_net_admin,cap_sys_admin,cap_dac_override+ep"
+const FileCapabilities = "cap_net_admin,cap_sys_admin,cap_sys_chroot,cap_dac_override+ep"
 
 // TestFileCapabilitiesSuffice runs a copy of the runtime as an
 // unprivileged user (nobody) with only FileCapabilities, the whole way a

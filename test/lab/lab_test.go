@@ -93,10 +93,22 @@ func nothingLeft(t *testing.T, lab *golemnet.Lab, netnsInodes map[string]uint64)
 			t.Errorf("node %s: workdir %s left behind", n.Name, n.Workdir)
 		}
 	}
+	// The kernel reuses a freed namespace's inode number: a namespace
+	// named now (another test's sandbox, started in parallel) is not the
+	// closed node's even when its number is.
+	named := map[string]bool{}
+	if entries, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range entries {
+			var st syscall.Stat_t
+			if syscall.Stat(filepath.Join("/run/netns", e.Name()), &st) == nil {
+				named[fmt.Sprintf("net:[%d]", st.Ino)] = true
+			}
+		}
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
 	for _, p := range procs {
 		link, err := os.Readlink(p)
-		if err != nil {
+		if err != nil || named[link] {
 			continue
 		}
 		for name, ino := range netnsInodes {
@@ -170,7 +182,13 @@ func TestEveryPairPingsByIPAndHostname(t *testing.T) {
 func startServer(t *testing.T, lab *golemnet.Lab, node string) {
 	t.Helper()
 	ctx := privtest.Context(t, guard)
-	p, err := lab.Spawn(ctx, node, labBin, "serve-http", "--listen", ":8080")
+	// Uploaded like a requestor's program: the payload does not see the
+	// host's /tmp, where the test built it.
+	bin, err := lab.Install(node, labBin, "gvpn-lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := lab.Spawn(ctx, node, bin, "serve-http", "--listen", ":8080")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +203,17 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return fi.Size()
+}
+
+// volumeFile names a file in node's default volume: its host path (to
+// check) and its path in the sandbox (for the payload to write).
+func volumeFile(t *testing.T, lab *golemnet.Lab, node, name string) (host, inside string) {
+	t.Helper()
+	dir, path, err := lab.Volume(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name), path + "/" + name
 }
 
 // waitGrown waits until the file at path has at least n bytes.
@@ -223,9 +252,9 @@ func TestKilledNodeDoesNotDisturbTheOthers(t *testing.T) {
 	// A paced download (about 2 s) and a ping train between b and c, with
 	// a killed in the middle of both.
 	const size = 12 << 20
-	file := filepath.Join(t.TempDir(), "download")
+	file, inside := volumeFile(t, lab, b.Name, "download")
 	url := fmt.Sprintf("http://%s:8080/data?size=%d&rate=%d", c.Name, size, 6<<20)
-	dl, err := lab.Spawn(ctx, b.Name, "curl", "-fsS", "-o", file, url)
+	dl, err := lab.Spawn(ctx, b.Name, "curl", "-fsS", "-o", inside, url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,8 +291,8 @@ func TestKilledNodeDoesNotDisturbTheOthers(t *testing.T) {
 	}
 	// New connections between the survivors work too.
 	const small = 1 << 20
-	file2 := filepath.Join(t.TempDir(), "after")
-	dl2, err := lab.Spawn(ctx, b.Name, "curl", "-fsS", "-o", file2, fmt.Sprintf("http://%s:8080/data?size=%d", c.Name, small))
+	file2, inside2 := volumeFile(t, lab, b.Name, "after")
+	dl2, err := lab.Spawn(ctx, b.Name, "curl", "-fsS", "-o", inside2, fmt.Sprintf("http://%s:8080/data?size=%d", c.Name, small))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,9 +311,9 @@ func TestCutLinkStallsTransferWhichResumesIntact(t *testing.T) {
 	startServer(t, lab, srv.Name)
 
 	const size = 20 << 20
-	file := filepath.Join(t.TempDir(), "download")
+	file, inside := volumeFile(t, lab, cli.Name, "download")
 	url := fmt.Sprintf("http://%s:8080/data?size=%d&rate=%d", srv.Name, size, 5<<20)
-	dl, err := lab.Spawn(ctx, cli.Name, "curl", "-fsS", "-o", file, url)
+	dl, err := lab.Spawn(ctx, cli.Name, "curl", "-fsS", "-o", inside, url)
 	if err != nil {
 		t.Fatal(err)
 	}

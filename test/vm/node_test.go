@@ -58,6 +58,7 @@ type node struct {
 	workdir  string
 	sockDir  string // the VM's socket directory, /run/gvpn/<sandbox name>
 	logs     *golemnet.TailBuffer
+	deployed golemnet.DeployResult
 }
 
 type nodeOpts struct {
@@ -124,9 +125,11 @@ func (n *node) start(t *testing.T, o nodeOpts) {
 		cfg.VPNEndpoint = n.hub.EndpointURL()
 	}
 	ctx := privtest.Context(t, 60*time.Second)
-	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
+	dep, err := golemnet.Deploy(ctx, cfg)
+	if err != nil {
 		t.Fatalf("%s: %v", n.name, err)
 	}
+	n.deployed = dep
 	eu, err := golemnet.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("%s: start: %v", n.name, err)

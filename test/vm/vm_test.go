@@ -98,8 +98,14 @@ func vmScenario(t *testing.T, vmOpts nodeOpts, tools guestTools) {
 	// HTTP, 5 MiB each way, checked by hash. netns → VM: the test's own
 	// payload server on the netns node, busybox wget in the guest.
 	const size = 5 << 20
+	// Uploaded into the netns node's volume like a requestor's program:
+	// that payload sees no host /tmp, where go test keeps this binary.
 	self, _ := os.Executable()
-	srv, err := ns.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", self, "0.0.0.0:8080")
+	prog, err := golemnet.Install(ns.workdir, ns.deployed, self, "gvt-payload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ns.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", prog, "0.0.0.0:8080")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/vsock"
@@ -77,8 +78,11 @@ type Config struct {
 	// Control is the control address; the zero Addr means
 	// Bridge.Control().
 	Control vsock.Addr
-	// SocketDir, when set, is a directory Open creates (mode 0755) for the
-	// unix sockets and Close removes (unless Open failed to listen there).
+	// SocketDir, when set, is a directory Open creates for the unix
+	// sockets, mode 0700 whatever the umask, with an owner record (package
+	// owner) so that a sweep removes it once this runtime is gone; Close
+	// removes it. Open fails if a live runtime owns it, and replaces it if
+	// its owner is dead.
 	SocketDir string
 	// Command starts the payload with gvpn-agent inside; it is run with
 	// /bin/sh -c in its own process group, with GVPN_BRIDGE and
@@ -218,11 +222,10 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 	b.stopCtx, b.stop = context.WithCancel(context.Background())
 	b.stopping = b.stopCtx.Done()
 	if cfg.SocketDir != "" {
-		_, err := os.Stat(cfg.SocketDir)
-		b.ownDir = errors.Is(err, os.ErrNotExist) // made here: ours to remove
-		if err := os.MkdirAll(cfg.SocketDir, 0o755); err != nil {
-			return nil, fmt.Errorf("agent sandbox: socket directory: %w", err)
+		if err := claimSocketDir(cfg.SocketDir, b.log); err != nil {
+			return nil, err
 		}
+		b.ownDir = true
 	}
 	fail := func(err error) (*Box, error) {
 		b.Close()
@@ -235,9 +238,6 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 	if b.ctlL, err = vsock.Listen(control); err != nil {
 		return fail(err)
 	}
-	// Now SocketDir is ours even if it existed (left by a crashed runtime);
-	// a failure above may have meant that another runtime listens there.
-	b.ownDir = cfg.SocketDir != ""
 	b.log.WithFields(logrus.Fields{"bridge": cfg.Bridge.String(), "control": control.String()}).Info("listening for gvpn-agent")
 	b.wg.Add(2)
 	go b.acceptControl()
@@ -344,6 +344,22 @@ func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[strin
 	b.attached = true
 	log.Info("the agent's interface is configured")
 	return b.data, nil
+}
+
+// claimSocketDir creates dir for this runtime (see Config.SocketDir).
+func claimSocketDir(dir string, log *logrus.Entry) error {
+	err := owner.Claim(dir)
+	if errors.Is(err, os.ErrExist) {
+		log.WithField("dir", dir).Warn("removing a socket directory left by a runtime that died")
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("agent sandbox: socket directory: %w", err)
+		}
+		err = owner.Claim(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("agent sandbox: socket directory: %w", err)
+	}
+	return nil
 }
 
 // refusal turns a negative configured answer into the error the network

@@ -5,6 +5,8 @@ package netns
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -51,6 +53,33 @@ func crashHelper(workdir string) int {
 		fmt.Fprintln(os.Stderr, "crash helper: daemon pid:", err)
 		return 1
 	}
-	fmt.Printf("%d %d\n", daemon, child.Pid())
+	host, err := hostPID(s.nsID, daemon)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		return 1
+	}
+	fmt.Printf("%d %d\n", host, child.Pid())
 	select {}
+}
+
+// hostPID returns the host pid of the process that is nsPid in a sandbox's
+// PID namespace (what $! says inside) and in network namespace id.
+func hostPID(id nsID, nsPid int) (int, error) {
+	pids, err := pidsIn(id)
+	if err != nil {
+		return 0, err
+	}
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(strings.TrimPrefix(line, "NSpid:"))
+			if strings.HasPrefix(line, "NSpid:") && len(f) == 2 && f[1] == strconv.Itoa(nsPid) {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no process %d in the sandbox", nsPid)
 }

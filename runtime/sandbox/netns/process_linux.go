@@ -8,7 +8,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -73,11 +74,12 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	}
 	dir := spec.Dir
 	if dir == "" {
-		dir = s.workdir
+		dir = s.dir
 	}
-
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("%w: working directory: %v", sandbox.ErrSetup, err)
+	env := payloadEnv(spec.Env)
+	uid, gid := strconv.Itoa(int(s.user.UID)), strconv.Itoa(int(s.user.GID))
+	if s.root {
+		uid, gid = shimRoot, shimRoot
 	}
 
 	s.life.RLock()
@@ -107,23 +109,19 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 		return nil, fmt.Errorf("%w: pipes: %v", sandbox.ErrSetup, err)
 	}
 
-	flags := uintptr(unix.CLONE_NEWNS)
-	if s.hostname != "" {
-		flags |= unix.CLONE_NEWUTS
-	}
+	// The starter's thread is in the sandbox's namespaces already; the
+	// shim drops privileges, changes to dir and execs.
 	cmd := &exec.Cmd{
-		Path:       shimPath(),
-		Args:       append([]string{shimArgv0, shimMarker, s.hostsPath, s.hostname, spec.Bin}, argv...),
-		Env:        spec.Env,
-		Dir:        dir,
+		Path:       "/proc/self/exe",
+		Args:       append([]string{shimArgv0, shimMarker, uid, gid, dir, spec.Bin}, argv...),
+		Env:        env,
 		Stdout:     outW,
 		Stderr:     errW,
 		ExtraFiles: []*os.File{repW},
-		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:      true,
-			Pdeathsig:    syscall.SIGKILL,
-			Unshareflags: flags,
-		},
+		// No Pdeathsig: in the holder's PID namespace the parent is not
+		// visible, and os/exec would take that for the parent's death.
+		// The process dies with the holder instead, which has one.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
 	err := s.starter.start(cmd)
 	// The child has its copies of the write ends; ours must go so that the
@@ -166,6 +164,21 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	go p.wait()
 	s.log.WithField("pid", p.pid).WithField("bin", spec.Bin).Debug("process started")
 	return p, nil
+}
+
+// payloadEnv is the request's environment plus proc.DefaultPath when it has no
+// PATH: nothing of the runtime's own environment reaches the payload.
+func payloadEnv(env []string) []string {
+	out := make([]string, 0, len(env)+1)
+	hasPath := false
+	for _, kv := range env {
+		hasPath = hasPath || strings.HasPrefix(kv, "PATH=")
+		out = append(out, kv)
+	}
+	if !hasPath {
+		out = append(out, "PATH="+proc.DefaultPath)
+	}
+	return out
 }
 
 // wait marks the leader as exited before reaping it, so that Kill, which
@@ -229,7 +242,7 @@ func (p *Process) signalGroup(sig syscall.Signal) error {
 // order, stderr chunks in order (no order between the two streams), each at
 // most sandbox.ChunkSize bytes, exactly the bytes written; then exactly one Exited
 // event, after the process was reaped and both pipes reached EOF. Call it
-// after the RunProcess reply was written (docs/protocol.md §3): nothing
+// after the RunProcess reply was written (golem-protocol.md §1.8): nothing
 // is read before, output waits in the pipes (a process that fills a pipe
 // blocks until then).
 //
@@ -361,21 +374,3 @@ func (p *Process) closePipes() {
 	p.stdout.Close()
 	p.stderr.Close()
 }
-
-// shimPath is the file the shim is executed from: /proc/self/exe, or, for
-// a runtime that is not root but holds file capabilities, this binary by
-// its path. The shim starts in a new mount namespace, and the kernel
-// honours file capabilities only for a file reached through a mount of the
-// namespace that executes it; /proc/self/exe points into the runtime's
-// namespace, so such a runtime would start a shim without them. As root
-// the magic link stays: it cannot name a file replaced on disk meanwhile.
-var shimPath = sync.OnceValue(func() string {
-	if os.Geteuid() != 0 {
-		if p, err := os.Executable(); err == nil {
-			if p, err = filepath.EvalSymlinks(p); err == nil {
-				return p
-			}
-		}
-	}
-	return "/proc/self/exe"
-})

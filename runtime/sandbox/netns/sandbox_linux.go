@@ -3,8 +3,10 @@
 package netns
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +24,9 @@ import (
 
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/volume"
 )
 
 // Where named namespaces and hosts files live. Variables only so that the
@@ -51,13 +55,24 @@ const (
 // Config describes a sandbox.
 type Config struct {
 	// Workdir is the activity's working directory. The namespace name is
-	// derived from its absolute path (see NameFor), and it is the working
-	// directory of processes whose sandbox.ProcessSpec.Dir is empty. Required.
+	// derived from its absolute path (see NameFor); it holds the volumes'
+	// directories and the payload's /tmp. Required.
 	Workdir string
-	// Hostname, when set, gives every process its own UTS namespace with
-	// this hostname and adds "127.0.1.1 Hostname" to the hosts file. It
-	// must pass netcfg.CheckHostname.
+	// Hostname is the payload's hostname (its own UTS namespace), also in
+	// /etc/hostname and as "127.0.1.1 Hostname" in the hosts file; empty
+	// means DefaultHostname, never the host's. It must pass
+	// netcfg.CheckHostname.
 	Hostname string
+	// User is who payload processes run as, with no capabilities and
+	// no_new_privs; the zero value means Nobody. Ignored when Root.
+	User User
+	// Root runs payload processes as root with the runtime's capabilities.
+	// Unsafe: only for payloads the operator trusts, never a requestor's.
+	Root bool
+	// Volumes are mounted at their paths, writable: the payload's only
+	// writable places besides /tmp and /dev/shm. Their directories are in
+	// Workdir (see volume.List.Prepare); Open creates missing ones.
+	Volumes volume.List
 	// Log receives the sandbox's logs; nil means logrus.StandardLogger().
 	Log *logrus.Entry
 	// NamePrefix starts the namespace name; empty means DefaultPrefix. It
@@ -72,20 +87,40 @@ type Config struct {
 	DrainTimeout time.Duration
 }
 
-// Sandbox is one activity's network namespace, hosts file and processes.
-// Its methods are safe for concurrent use.
+// User is a payload user.
+type User struct{ UID, GID uint32 }
+
+// Nobody is the default payload user (uid and gid 65534, "nobody" and
+// "nogroup" on Debian): it owns no file of the host.
+var Nobody = User{UID: 65534, GID: 65534}
+
+// DefaultHostname is the payload's hostname when Config.Hostname is empty:
+// the one Golem's VM runtime uses, so that a payload learns nothing about
+// the provider's machine.
+const DefaultHostname = "golem"
+
+// Sandbox is one activity's namespaces, hosts file and processes. Its
+// methods are safe for concurrent use.
 type Sandbox struct {
 	name         string
 	workdir      string
 	hostname     string
+	user         User
+	root         bool
+	volumes      volume.List
+	dir          string // the default working directory inside
+	runDir       string // /run/gvpn/NAME, claimed with an owner record
+	tmpDir       string // the payload's /tmp, in the workdir
 	hostsPath    string
 	log          *logrus.Entry
 	stopTimeout  time.Duration
 	drainTimeout time.Duration
 
-	ns      netns.NsHandle
-	nsID    nsID
-	starter *starter
+	ns         netns.NsHandle
+	nsID       nsID
+	starter    *starter
+	holder     *exec.Cmd     // the namespaces' init, see holderMarker
+	holderDone chan struct{} // closed once the holder was reaped
 
 	// life is held for reading by Start from its closed check until the
 	// process is registered, and for writing by Close to set closed: no
@@ -108,12 +143,15 @@ type Sandbox struct {
 var _ sandbox.Sandbox = (*Sandbox)(nil)
 
 // Open creates the sandbox for cfg.Workdir: a named network namespace
-// (like `ip netns add NAME`) with lo up, and the hosts file
-// /run/gvpn/NAME/hosts (mode 0644) holding the localhost lines. If a
-// sandbox of that name already exists — a previous runtime for the same
-// workdir crashed — every process still in its namespace is killed and it
-// is removed first (logged at warn level). Two live sandboxes for one
-// workdir are not supported.
+// (like `ip netns add NAME`) with lo up; the directory /run/gvpn/NAME with
+// an owner record (package owner), the hosts file (mode 0644) holding the
+// localhost lines and the hostname file; the payload's /tmp as the
+// workdir's directory gvpn-tmp; and the holder process that builds the
+// payload's view of the file system in its own mount, PID, UTS and IPC
+// namespaces. If a sandbox of that name is left by a runtime that died,
+// every process still in its namespace is killed and it is removed first
+// (logged at warn level); if its runtime is alive, Open fails with an
+// error wrapping owner.ErrBusy and touches nothing.
 func Open(cfg Config) (*Sandbox, error) {
 	if cfg.Workdir == "" {
 		return nil, fmt.Errorf("%w: empty workdir", ErrBadConfig)
@@ -125,6 +163,15 @@ func Open(cfg Config) (*Sandbox, error) {
 		if err := netcfg.CheckHostname(cfg.Hostname); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
 		}
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = DefaultHostname
+	}
+	if cfg.User == (User{}) {
+		cfg.User = Nobody
+	}
+	if !cfg.Root && cfg.User.UID == 0 {
+		return nil, fmt.Errorf("%w: payload user uid 0 without Root", ErrBadConfig)
 	}
 	workdir, err := filepath.Abs(cfg.Workdir)
 	if err != nil {
@@ -140,6 +187,12 @@ func Open(cfg Config) (*Sandbox, error) {
 		name:         name,
 		workdir:      workdir,
 		hostname:     cfg.Hostname,
+		user:         cfg.User,
+		root:         cfg.Root,
+		volumes:      cfg.Volumes,
+		dir:          defaultDir(cfg.Volumes),
+		runDir:       filepath.Join(runDir, name),
+		tmpDir:       filepath.Join(workdir, TmpDirName),
 		hostsPath:    filepath.Join(runDir, name, "hosts"),
 		log:          log,
 		stopTimeout:  orDefault(cfg.StopTimeout, DefaultStopTimeout),
@@ -150,12 +203,8 @@ func Open(cfg Config) (*Sandbox, error) {
 		stopped:      make(chan struct{}),
 	}
 
-	found, err := cleanupName(name, log)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: remove stale sandbox: %w", name, err)
-	}
-	if found {
-		log.Warn("removed a stale sandbox left by a previous run (processes in it were killed)")
+	if err := s.claim(); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", name, err)
 	}
 	if err := s.create(); err != nil {
 		s.destroy()
@@ -172,10 +221,64 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
-// create makes the namespace, brings lo up, writes the hosts file and
-// starts the thread that forks processes inside the namespace. On error the
-// caller runs destroy.
+// claim takes /run/gvpn/NAME for this process, after removing a stale
+// sandbox of the same name (its runtime died). A live owner's sandbox is
+// left alone.
+func (s *Sandbox) claim() error {
+	err := owner.Claim(s.runDir)
+	if err == nil {
+		// A named namespace without a claimed directory is an older
+		// version's leftover (or half removed): never a live sandbox's.
+		if _, lerr := os.Lstat(filepath.Join(netnsDir, s.name)); lerr == nil {
+			if _, err := cleanupName(s.name, s.log); err != nil {
+				return fmt.Errorf("remove stale sandbox: %w", err)
+			}
+			if err := owner.Claim(s.runDir); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if _, err := cleanupName(s.name, s.log); err != nil {
+		return fmt.Errorf("remove stale sandbox: %w", err)
+	}
+	s.log.Warn("removed a stale sandbox left by a runtime that died (processes in it were killed)")
+	return owner.Claim(s.runDir)
+}
+
+// defaultDir is the working directory of a process that names none: the
+// default volume when there is one (the ExeUnit sends an empty work_dir),
+// else the root.
+func defaultDir(vols volume.List) string {
+	for _, v := range vols {
+		if v.Path == volume.DefaultPath {
+			return v.Path
+		}
+	}
+	return "/"
+}
+
+// TmpDirName is the workdir directory that is the payload's /tmp.
+const TmpDirName = "gvpn-tmp"
+
+// create makes the namespace, brings lo up, writes the hosts and hostname
+// files, prepares /tmp and the volumes, starts the holder and the thread
+// that forks processes inside the namespaces. On error the caller runs
+// destroy.
 func (s *Sandbox) create() error {
+	uid := int(s.user.UID)
+	if s.root {
+		uid = 0
+	}
+	if err := s.volumes.Prepare(s.workdir, uid); err != nil {
+		return err
+	}
+	if err := makeTmp(s.tmpDir); err != nil {
+		return err
+	}
 	ns, err := nsthread.NewNamed(s.name)
 	if err != nil {
 		return fmt.Errorf("create netns: %w", err)
@@ -190,10 +293,121 @@ func (s *Sandbox) create() error {
 	if err := writeHostsFile(s.hostsPath, s.hostname); err != nil {
 		return err
 	}
-	if s.starter, err = newStarter(ns); err != nil {
-		return fmt.Errorf("enter netns: %w", err)
+	if err := writeReadable(filepath.Join(s.runDir, "hostname"), []byte(s.hostname+"\n")); err != nil {
+		return fmt.Errorf("hostname file: %w", err)
+	}
+	if err := os.Mkdir(filepath.Join(s.runDir, "root"), 0o700); err != nil {
+		return fmt.Errorf("root mount point: %w", err)
+	}
+	if s.starter, err = newStarter(ns, s.startHolder); err != nil {
+		return fmt.Errorf("enter the sandbox's namespaces: %w", err)
 	}
 	return nil
+}
+
+// makeTmp creates the payload's /tmp: mode 1777 like any /tmp, whatever
+// the umask, emptied when it is left from an earlier run.
+func makeTmp(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("/tmp: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("/tmp: %w", err)
+	}
+	if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+		return fmt.Errorf("/tmp: %w", err)
+	}
+	return nil
+}
+
+// startHolder starts the holder from the starter's thread (so it is in the
+// network namespace and gets SIGKILL when that thread, i.e. the runtime,
+// dies) and waits for its report.
+func (s *Sandbox) startHolder() (pid int, err error) {
+	spec, err := json.Marshal(holderSpec{
+		Root:         filepath.Join(s.runDir, "root"),
+		Hostname:     s.hostname,
+		Hosts:        s.hostsPath,
+		HostnameFile: filepath.Join(s.runDir, "hostname"),
+		Tmp:          s.tmpDir,
+		Workdir:      s.workdir,
+		Volumes:      s.volumes,
+		UID:          s.user.UID,
+		GID:          s.user.GID,
+	})
+	if err != nil {
+		return 0, err
+	}
+	repR, repW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer repR.Close()
+	var stderr strings.Builder
+	cmd := &exec.Cmd{
+		Path: holderPath(),
+		// The spec names host paths; in the environment only root may
+		// read it (a payload can read any process's argv).
+		Args:       []string{holderArgv0, holderMarker},
+		Env:        []string{holderSpecEnv + "=" + string(spec)},
+		Stderr:     &limitedWriter{w: &stderr, n: maxReport},
+		ExtraFiles: []*os.File{repW},
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL,
+			Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+		},
+	}
+	err = cmd.Start()
+	repW.Close()
+	if err != nil {
+		return 0, fmt.Errorf("start the sandbox init: %w", err)
+	}
+	_ = repR.SetReadDeadline(time.Now().Add(shimReportTimeout))
+	b, rerr := io.ReadAll(io.LimitReader(repR, maxReport))
+	if rerr == nil && string(b) == shimMagic+holderReady {
+		s.holder = cmd
+		s.holderDone = make(chan struct{})
+		go s.waitHolder()
+		return cmd.Process.Pid, nil
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if rerr != nil {
+		return 0, fmt.Errorf("sandbox init: %w", rerr)
+	}
+	if err := parseShimReport(b); err != nil {
+		return 0, fmt.Errorf("sandbox init: %w", err)
+	}
+	return 0, fmt.Errorf("%w: sandbox init ended without a report (%s)", sandbox.ErrSetup, strings.TrimSpace(stderr.String()))
+}
+
+// waitHolder reaps the holder. Its death before Close means every payload
+// process died with it.
+func (s *Sandbox) waitHolder() {
+	err := s.holder.Wait()
+	s.life.RLock()
+	closed := s.closed
+	s.life.RUnlock()
+	if !closed {
+		s.log.WithError(err).Error("the sandbox's init died: every payload process died with it")
+	}
+	close(s.holderDone)
+}
+
+// limitedWriter keeps at most n bytes.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.n -= k
+		l.w.Write(p[:k])
+	}
+	return len(p), nil
 }
 
 func linkUpLo(ns netns.NsHandle) error {
@@ -225,18 +439,20 @@ func hostsContent(hostname string) []byte {
 }
 
 func writeHostsFile(path, hostname string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("hosts dir: %w", err)
-	}
-	if err := os.WriteFile(path, hostsContent(hostname), 0o644); err != nil {
-		return fmt.Errorf("hosts file: %w", err)
-	}
-	// WriteFile's mode is subject to the umask; processes must be able to
-	// read the file whatever user they switch to.
-	if err := os.Chmod(path, 0o644); err != nil {
+	if err := writeReadable(path, hostsContent(hostname)); err != nil {
 		return fmt.Errorf("hosts file: %w", err)
 	}
 	return nil
+}
+
+// writeReadable writes a file that every user may read and only root
+// write. WriteFile's mode is subject to the umask; processes must be able
+// to read the file whatever user they run as.
+func writeReadable(path string, b []byte) error {
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o644)
 }
 
 // Name is the network namespace name, as `ip netns list` shows it.
@@ -367,7 +583,15 @@ func (s *Sandbox) empty() bool {
 		return false
 	}
 	pids, err := pidsIn(s.nsID)
-	return err == nil && len(pids) == 0
+	if err != nil {
+		return false
+	}
+	for _, pid := range pids {
+		if s.holder == nil || pid != s.holder.Process.Pid {
+			return false
+		}
+	}
+	return true
 }
 
 // finishProcesses waits, after all processes were killed, for them to be
@@ -422,10 +646,22 @@ func (s *Sandbox) finishProcesses() error {
 	return errors.Join(errs...)
 }
 
-// destroy removes the namespace and the hosts directory; used by Close and
-// by a failed Open.
+// destroy ends the holder (and with it whatever is left in its PID
+// namespace), removes the namespace, the run directory and the payload's
+// /tmp; used by Close and by a failed Open.
 func (s *Sandbox) destroy() error {
 	var errs []error
+	if s.holder != nil {
+		s.life.Lock()
+		s.closed = true // expected death: waitHolder stays quiet
+		s.life.Unlock()
+		_ = s.holder.Process.Kill()
+		select {
+		case <-s.holderDone:
+		case <-time.After(killTimeout):
+			errs = append(errs, fmt.Errorf("sandbox %s: the sandbox init survived SIGKILL", s.name))
+		}
+	}
 	if s.ns.IsOpen() {
 		if err := s.ns.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close netns handle: %w", err))
@@ -434,8 +670,11 @@ func (s *Sandbox) destroy() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: delete netns: %w", s.name, err))
 		}
 	}
-	if err := os.RemoveAll(filepath.Dir(s.hostsPath)); err != nil {
-		errs = append(errs, fmt.Errorf("sandbox %s: remove hosts dir: %w", s.name, err))
+	if err := os.RemoveAll(s.runDir); err != nil {
+		errs = append(errs, fmt.Errorf("sandbox %s: remove %s: %w", s.name, s.runDir, err))
+	}
+	if err := os.RemoveAll(s.tmpDir); err != nil {
+		errs = append(errs, fmt.Errorf("sandbox %s: remove the payload's /tmp: %w", s.name, err))
 	}
 	return errors.Join(errs...)
 }
@@ -522,8 +761,9 @@ func List(prefix string) ([]string, error) {
 // This thread is discarded deliberately at Close, after every process is
 // gone; if the runtime dies, the kernel kills the direct children.
 type starter struct {
-	reqs chan startReq
-	done chan struct{}
+	reqs        chan startReq
+	done        chan struct{}
+	startHolder func() (int, error)
 }
 
 type startReq struct {
@@ -531,8 +771,11 @@ type startReq struct {
 	res chan error
 }
 
-func newStarter(ns netns.NsHandle) (*starter, error) {
-	st := &starter{reqs: make(chan startReq), done: make(chan struct{})}
+// newStarter starts the thread: it enters ns, runs startHolder there and
+// then joins the holder's mount, PID (for its children), UTS and IPC
+// namespaces, so that every process it forks starts in all of them.
+func newStarter(ns netns.NsHandle, startHolder func() (int, error)) (*starter, error) {
+	st := &starter{reqs: make(chan startReq), done: make(chan struct{}), startHolder: startHolder}
 	ready := make(chan error, 1)
 	go st.run(ns, ready)
 	if err := <-ready; err != nil {
@@ -560,12 +803,53 @@ func (st *starter) run(ns netns.NsHandle, ready chan<- error) {
 		ready <- err
 		return
 	}
-	ready <- nil
+	// From here on the thread is changed for good: every return leaves it
+	// locked, so the Go runtime ends it.
+	pid, err := st.startHolder()
+	if err == nil {
+		err = joinHolder(pid)
+	}
+	ready <- err
+	if err != nil {
+		return
+	}
 	for req := range st.reqs {
 		req.res <- req.cmd.Start()
 	}
 	// Return while locked: the runtime ends this thread instead of
 	// reusing it in the wrong namespace.
+}
+
+// joinHolder moves the calling thread into the holder's namespaces. A
+// thread shares its file system attributes (root, cwd) with the whole
+// process, which setns to a mount namespace refuses; unshare(CLONE_FS)
+// gives this thread its own first.
+func joinHolder(pid int) error {
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare CLONE_FS: %w", err)
+	}
+	namespaces := []struct {
+		name string
+		typ  int
+		fd   int
+	}{{"mnt", unix.CLONE_NEWNS, -1}, {"pid", unix.CLONE_NEWPID, -1}, {"uts", unix.CLONE_NEWUTS, -1}, {"ipc", unix.CLONE_NEWIPC, -1}}
+	// Open all first: once in the new mount namespace, /proc is the
+	// init's, where the init is pid 1.
+	for i := range namespaces {
+		ns := &namespaces[i]
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, ns.name), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open the init's %s namespace: %w", ns.name, err)
+		}
+		defer unix.Close(fd)
+		ns.fd = fd
+	}
+	for _, ns := range namespaces {
+		if err := unix.Setns(ns.fd, ns.typ); err != nil {
+			return fmt.Errorf("join the init's %s namespace: %w", ns.name, err)
+		}
+	}
+	return nil
 }
 
 func (st *starter) start(cmd *exec.Cmd) error {
@@ -579,3 +863,22 @@ func (st *starter) stop() {
 	close(st.reqs)
 	<-st.done
 }
+
+// holderPath is the file the sandbox init is executed from: /proc/self/exe,
+// or, for a runtime that is not root but holds file capabilities, this
+// binary by its path. The init starts in a new mount namespace, and the
+// kernel honours file capabilities only for a file reached through a mount
+// of the namespace that executes it; /proc/self/exe points into the
+// runtime's namespace, so such a runtime would start an init without them.
+// As root the magic link stays: it cannot name a file replaced on disk
+// meanwhile.
+var holderPath = sync.OnceValue(func() string {
+	if os.Geteuid() != 0 {
+		if p, err := os.Executable(); err == nil {
+			if p, err = filepath.EvalSymlinks(p); err == nil {
+				return p
+			}
+		}
+	}
+	return "/proc/self/exe"
+})

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -165,6 +166,21 @@ func run(t *testing.T, s *Sandbox, spec sandbox.ProcessSpec) result {
 	return result{string(c.stdout()), string(c.stderr()), rc}
 }
 
+// hostPIDOf returns the host pid of the process whose pid inside the
+// sandbox is printed in out.
+func hostPIDOf(t *testing.T, s *Sandbox, out string) int {
+	t.Helper()
+	nsPid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("pid %q: %v", out, err)
+	}
+	pid, err := hostPID(s.nsID, nsPid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
 // pidfd returns a pidfd for pid; the test fails if the process is gone.
 func pidfd(t *testing.T, pid int) int {
 	t.Helper()
@@ -261,10 +277,10 @@ func TestHostsFile(t *testing.T) {
 	}
 	cat := sandbox.ProcessSpec{Bin: "cat", Args: []string{"cat", "/etc/hosts"}}
 	r := run(t, s, cat)
-	if r.stdout != string(hostsContent("")) || r.rc != 0 {
-		t.Errorf("/etc/hosts inside = %q (rc %d), want %q", r.stdout, r.rc, hostsContent(""))
+	if r.stdout != string(hostsContent(DefaultHostname)) || r.rc != 0 {
+		t.Errorf("/etc/hosts inside = %q (rc %d), want %q", r.stdout, r.rc, hostsContent(DefaultHostname))
 	}
-	updated := string(hostsContent("")) + "10.1.2.3\tgvt-peer\n"
+	updated := string(hostsContent(DefaultHostname)) + "10.1.2.3\tgvt-peer\n"
 	if err := os.WriteFile(s.HostsPath(), []byte(updated), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -303,12 +319,18 @@ func TestHostname(t *testing.T) {
 	}
 }
 
-func TestArgvEnvDir(t *testing.T) {
-	s := openTest(t, Config{})
-	workdir, err := filepath.EvalSymlinks(s.workdir)
+// defaultVolumes is what deploy plans without --volume-override.
+func defaultVolumes(t *testing.T) volume.List {
+	l, err := volume.Plan("")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+func TestArgvEnvDir(t *testing.T) {
+	s := openTest(t, Config{Volumes: defaultVolumes(t)})
+	workdir := volume.DefaultPath
 	spec := sandbox.ProcessSpec{
 		Bin:  "sh", // found through Env's PATH
 		Args: []string{"custom-argv0", "-c", `echo "$0 $FOO"; pwd`},
@@ -317,10 +339,7 @@ func TestArgvEnvDir(t *testing.T) {
 	if r := run(t, s, spec); r.stdout != "custom-argv0 bar\n"+workdir+"\n" || r.rc != 0 {
 		t.Errorf("got %q rc %d", r.stdout, r.rc)
 	}
-	other, err := filepath.EvalSymlinks(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := "/tmp"
 	spec.Dir = other
 	if r := run(t, s, spec); r.stdout != "custom-argv0 bar\n"+other+"\n" {
 		t.Errorf("with Dir: %q", r.stdout)
@@ -370,10 +389,7 @@ func TestKill(t *testing.T) {
 func TestCloseKillsDaemonAndRemovesEverything(t *testing.T) {
 	s := openTest(t, Config{})
 	r := run(t, s, sh(`setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
-	daemon, err := strconv.Atoi(strings.TrimSpace(r.stdout))
-	if err != nil || r.rc != 0 {
-		t.Fatalf("daemon pid %q rc %d: %v", r.stdout, r.rc, err)
-	}
+	daemon := hostPIDOf(t, s, r.stdout)
 	fd := pidfd(t, daemon)
 	if exitedFD(fd, 0) {
 		t.Fatal("daemon not running")
@@ -407,11 +423,7 @@ func TestBackgroundChildHoldingPipeDoesNotBlockExit(t *testing.T) {
 	if rc := c.wait(t, p.Pid()); rc != 0 {
 		t.Errorf("rc %d", rc)
 	}
-	child, err := strconv.Atoi(strings.TrimSpace(string(c.stdout())))
-	if err != nil {
-		t.Fatalf("child pid %q: %v", c.stdout(), err)
-	}
-	fd := pidfd(t, child)
+	fd := pidfd(t, hostPIDOf(t, s, string(c.stdout())))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -469,11 +481,7 @@ func TestCloseKillsProcessesIgnoringSIGTERM(t *testing.T) {
 	case <-time.After(guard):
 		t.Fatal("shell did not get ready")
 	}
-	var daemon int
-	if _, err := fmt.Sscan(string(c.stdout()), &daemon); err != nil {
-		t.Fatalf("daemon pid in %q: %v", c.stdout(), err)
-	}
-	fd := pidfd(t, daemon)
+	fd := pidfd(t, hostPIDOf(t, s, strings.Fields(string(c.stdout()))[0]))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -537,17 +545,16 @@ func TestOpenRemovesStaleSandboxAfterCrash(t *testing.T) {
 	if names, _ := List(testPrefix); !slices.Contains(names, name) {
 		t.Fatalf("crashed sandbox %s not listed: %v", name, names)
 	}
-	// Pdeathsig: the direct child dies with the runtime, the daemon does not.
+	// The PID namespace's init dies with the runtime (parent-death
+	// signal), and every process in the namespace with it, even one
+	// that called setsid.
 	if !exitedFD(child, guard) {
 		t.Error("direct child survived the runtime")
 	}
-	if exitedFD(daemon, 0) {
-		t.Fatal("daemon died with the runtime; the test proves nothing")
+	if !exitedFD(daemon, guard) {
+		t.Error("setsid daemon survived the runtime")
 	}
 	s := openTest(t, Config{Workdir: workdir})
-	if !exitedFD(daemon, guard) {
-		t.Error("Open left the stale daemon running")
-	}
 	if r := run(t, s, sh("echo ok")); r.stdout != "ok\n" {
 		t.Errorf("new sandbox: %q", r.stdout)
 	}
@@ -557,11 +564,11 @@ func TestCleanup(t *testing.T) {
 	privtest.RequireRoot(t)
 	workdir := t.TempDir()
 	daemon, _ := crash(t, workdir)
+	if !exitedFD(daemon, guard) {
+		t.Error("the daemon survived its runtime")
+	}
 	if err := Cleanup(testPrefix, workdir); err != nil {
 		t.Fatal(err)
-	}
-	if !exitedFD(daemon, guard) {
-		t.Error("Cleanup left the daemon running")
 	}
 	assertGone(t, NameFor(testPrefix, workdir))
 	if err := Cleanup(testPrefix, workdir); err != nil {
@@ -589,11 +596,12 @@ func TestBigOutputExact(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	s := openTest(t, Config{})
-	notExec := filepath.Join(t.TempDir(), "data")
-	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+	vols := defaultVolumes(t)
+	s := openTest(t, Config{Volumes: vols})
+	if err := os.WriteFile(filepath.Join(s.workdir, vols[0].Name, "data"), []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	notExec := volume.DefaultPath + "/data"
 	for _, tc := range []struct {
 		spec sandbox.ProcessSpec
 		want error
@@ -618,8 +626,9 @@ func TestStartErrors(t *testing.T) {
 	if r := run(t, s, sh("echo ok")); r.stdout != "ok\n" {
 		t.Errorf("after errors: %q", r.stdout)
 	}
-	if pids, err := pidsIn(s.nsID); err != nil || len(pids) != 0 {
-		t.Errorf("processes left in the netns: %v %v", pids, err)
+	if !s.empty() {
+		pids, err := pidsIn(s.nsID)
+		t.Errorf("processes left in the netns besides the init: %v %v", pids, err)
 	}
 }
 

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -19,10 +22,12 @@ import (
 // The shim is the current executable started by Start with this argument
 // vector:
 //
-//	[shimArgv0, shimMarker, hostsPath, hostname, bin, argv...]
+//	[shimArgv0, shimMarker, uid, gid, dir, bin, argv...]
 //
-// and the write end of a report pipe as fd 3. It writes shimMagic to the
-// pipe first (so Start can tell a missing MaybeRunShim call from a
+// (uid "root" keeps the runtime's root and capabilities: the operator's
+// explicit choice), the write end of a report pipe as fd 3, and the
+// sandbox's namespaces already joined (see starter). It writes shimMagic to
+// the pipe first (so Start can tell a missing MaybeRunShim call from a
 // successful exec), then either execs bin — the pipe is close-on-exec, so
 // the parent reads EOF — or writes "KIND message" and exits.
 const (
@@ -30,6 +35,7 @@ const (
 	shimArgv0    = "gvpn-sandbox-shim"
 	shimReportFD = 3
 	shimMagic    = "gvpn-sandbox-shim/1\n"
+	shimRoot     = "root"
 
 	// maxReport bounds what Start reads from the report pipe.
 	maxReport = 64 << 10
@@ -51,36 +57,60 @@ const (
 
 // MaybeRunShim must be the first call in main() of every binary that uses
 // this package, and in TestMain of tests that start sandboxed processes. It
-// returns at once unless the process was started by Sandbox.Start as the
-// re-exec shim; then it prepares the process (private mount namespace,
-// hosts file bind-mounted over /etc/hosts, hostname) and replaces itself with
-// the payload binary, or exits with 127 (not found) or 126 (any other
-// failure) after describing the failure on stderr and to Start. In shim mode
-// it never returns.
+// returns at once unless the process was started by this package: as a
+// sandbox's init (see holderMarker), or as the re-exec shim of Start, which
+// drops privileges and replaces itself with the payload binary, or exits
+// with 127 (not found) or 126 (any other failure) after describing the
+// failure on stderr and to Start. In either role it never returns.
 func MaybeRunShim() {
-	if len(os.Args) < 2 || os.Args[1] != shimMarker {
+	if len(os.Args) < 2 {
 		return
 	}
-	os.Exit(runShim(os.Args[2:]))
+	switch os.Args[1] {
+	case shimMarker:
+		os.Exit(runShim(os.Args[2:]))
+	case holderMarker:
+		os.Exit(runHolder(os.Args[2:]))
+	}
 }
 
 type shimSpec struct {
-	hostsPath string
-	hostname  string
-	bin       string
-	argv      []string
+	root     bool
+	uid, gid int
+	dir      string
+	bin      string
+	argv     []string
 }
 
 func parseShimArgs(args []string) (shimSpec, error) {
-	if len(args) < 4 {
-		return shimSpec{}, fmt.Errorf("want at least 4 shim arguments, got %d", len(args))
+	if len(args) < 5 {
+		return shimSpec{}, fmt.Errorf("want at least 5 shim arguments, got %d", len(args))
 	}
-	return shimSpec{hostsPath: args[0], hostname: args[1], bin: args[2], argv: args[3:]}, nil
+	spec := shimSpec{dir: args[2], bin: args[3], argv: args[4:]}
+	if args[0] == shimRoot {
+		spec.root = true
+		return spec, nil
+	}
+	var err1, err2 error
+	spec.uid, err1 = strconv.Atoi(args[0])
+	spec.gid, err2 = strconv.Atoi(args[1])
+	if err := errors.Join(err1, err2); err != nil || spec.uid <= 0 || spec.gid < 0 {
+		return shimSpec{}, fmt.Errorf("bad payload user %q:%q", args[0], args[1])
+	}
+	return spec, nil
 }
 
 func runShim(args []string) int {
-	// The report pipe must not leak into the payload; closing it on exec is
-	// also how Start learns that the exec happened.
+	// Bounding set and no_new_privs are per thread: set them on the
+	// thread that execs.
+	runtime.LockOSThread()
+	// Only stdin, stdout, stderr and the report pipe may be open: a
+	// descriptor the runtime inherited without close-on-exec must not
+	// reach the payload. The report pipe is closed on exec, which is also
+	// how Start learns that the exec happened.
+	// Close-on-exec rather than closed now: the Go runtime of this very
+	// process may already hold descriptors of its own (its epoll).
+	_ = unix.CloseRange(shimReportFD+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	syscall.CloseOnExec(shimReportFD)
 	_, _ = unix.Write(shimReportFD, []byte(shimMagic))
 	fail := func(kind string, code int, format string, a ...any) int {
@@ -94,19 +124,13 @@ func runShim(args []string) int {
 	if err != nil {
 		return fail(kindSetup, exitNoExec, "%v", err)
 	}
-	// os/exec already made the new mount namespace private when it
-	// unshared it; repeat it so that the bind mount below can never
-	// propagate to the host, whatever the caller's SysProcAttr said.
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fail(kindSetup, exitNoExec, "make mounts private: %v", err)
-	}
-	if err := unix.Mount(spec.hostsPath, "/etc/hosts", "", unix.MS_BIND, ""); err != nil {
-		return fail(kindSetup, exitNoExec, "bind-mount %s on /etc/hosts: %v", spec.hostsPath, err)
-	}
-	if spec.hostname != "" {
-		if err := unix.Sethostname([]byte(spec.hostname)); err != nil {
-			return fail(kindSetup, exitNoExec, "set hostname %q: %v", spec.hostname, err)
+	if !spec.root {
+		if err := dropPrivileges(spec.uid, spec.gid); err != nil {
+			return fail(kindSetup, exitNoExec, "drop privileges: %v", err)
 		}
+	}
+	if err := unix.Chdir(spec.dir); err != nil {
+		return fail(kindSetup, exitNoExec, "working directory %s: %v", spec.dir, err)
 	}
 	path, err := proc.LookPath(spec.bin, proc.PathOf(os.Environ()), "")
 	if err != nil {
@@ -120,6 +144,70 @@ func runShim(args []string) int {
 		return fail(kindNotFound, exitNotFound, "%s: %v", path, err)
 	}
 	return fail(kindNoExec, exitNoExec, "%s: %v", path, err)
+}
+
+// dropPrivileges makes the process the payload user for good: no
+// capability can come back (empty bounding set, and setuid from root
+// clears the permitted, effective and ambient sets), no supplementary
+// groups, and no_new_privs, so neither setuid binaries nor file
+// capabilities raise it again.
+//
+// A shim started by a runtime that is not root (one holding file
+// capabilities) has no capability at all: it is executed from the
+// sandbox's nosuid root, where file capabilities do nothing. It cannot
+// change its user, so it only checks that it is the payload user already
+// and sets no_new_privs; with no permitted capability and no_new_privs, its
+// full bounding set can never be used.
+func dropPrivileges(uid, gid int) error {
+	if !hasEffectiveCaps() {
+		if os.Getuid() != uid || os.Getgid() != gid {
+			return fmt.Errorf("a runtime that is not root runs payloads as its own user (uid %d, gid %d), not as uid %d gid %d: set --payload-user to %d:%d",
+				os.Getuid(), os.Getgid(), uid, gid, os.Getuid(), os.Getgid())
+		}
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("no_new_privs: %w", err)
+		}
+		return nil
+	}
+	for c := 0; c <= lastCap(); c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	// The syscall package applies these to every thread of the process.
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(gid, gid, gid); err != nil {
+		return fmt.Errorf("setresgid %d: %w", gid, err)
+	}
+	if err := syscall.Setresuid(uid, uid, uid); err != nil {
+		return fmt.Errorf("setresuid %d: %w", uid, err)
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	return nil
+}
+
+// hasEffectiveCaps says whether the process holds any effective
+// capability (an error counts as yes, so the full drop is attempted).
+func hasEffectiveCaps() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return true
+	}
+	return data[0].Effective != 0 || data[1].Effective != 0
+}
+
+// lastCap is the highest capability number the kernel knows.
+func lastCap() int {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil {
+		return n
+	}
+	return 63
 }
 
 // readShimReport reads the report pipe until EOF (the shim exec'd or

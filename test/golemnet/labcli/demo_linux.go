@@ -398,7 +398,13 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 	nodes := d.lab.Nodes()
 	srv := nodes[0]
 	d.p.Detail("starting an HTTP server on %s (gvpn-lab serve-http, through RunProcess)", srv.Name)
-	proc, err := d.lab.Spawn(ctx, srv.Name, d.self, "serve-http", "--listen", fmt.Sprintf(":%d", demoHTTPPort))
+	// Uploaded to the node like a requestor's program: the payload sees
+	// no host directory where gvpn-lab may live (/tmp, /root, /home).
+	bin, err := d.lab.Install(srv.Name, d.self, "gvpn-lab")
+	if err != nil {
+		return "", fmt.Errorf("%s: upload gvpn-lab: %w", srv.Name, err)
+	}
+	proc, err := d.lab.Spawn(ctx, srv.Name, bin, "serve-http", "--listen", fmt.Sprintf(":%d", demoHTTPPort))
 	if err != nil {
 		return "", fmt.Errorf("%s: start the HTTP server: %w", srv.Name, err)
 	}
@@ -419,8 +425,14 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 			continue
 		}
 		d.p.Detail("%s: curl %s", c.Name, url)
-		file := filepath.Join(d.rd.path, "http-"+c.Name+".bin")
-		res, err := d.lab.Exec(ctx, c.Name, "curl", "-fsS", "--max-time", "45", "-o", file,
+		// The payload writes only in its volumes: download there, check
+		// from the host.
+		volDir, volPath, err := d.lab.Volume(c.Name)
+		if err != nil {
+			return "", err
+		}
+		file := filepath.Join(volDir, "http.bin")
+		res, err := d.lab.Exec(ctx, c.Name, "curl", "-fsS", "--max-time", "45", "-o", volPath+"/http.bin",
 			"-w", "%{size_download} %{time_total}", url)
 		if err != nil {
 			return "", fmt.Errorf("%s: curl: %w", c.Name, err)

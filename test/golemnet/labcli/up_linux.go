@@ -292,7 +292,12 @@ func printBanner(w io.Writer, lab *golemnet.Lab, stateDir, logs string) {
 	if len(nodes) > 1 {
 		b = nodes[1].Name
 	}
+	// The payload sees no host /tmp, /root or /home: the web server is
+	// uploaded into the node's volume like a requestor's program.
 	self, _ := os.Executable()
+	if inside, err := lab.Install(a, self, "gvpn-lab"); err == nil {
+		self = inside
+	}
 	fmt.Fprintln(w, "\nTry, in another terminal (commands run in the node through RunProcess):")
 	tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	for _, l := range [][2]string{
