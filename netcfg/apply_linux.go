@@ -85,7 +85,7 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 	}
 	defer h.Close()
 
-	a := &applier{h: h, ns: ns, name: cfg.Name}
+	a := &applier{h: h, ns: ns, name: cfg.Name, log: orDiscard(cfg.Log)}
 	defer func() {
 		if err != nil {
 			a.rollback()
@@ -276,7 +276,7 @@ func Apply(ns netns.NsHandle, cfg LinkConfig) (err error) {
 		return err
 	}
 
-	logrus.WithFields(logrus.Fields{
+	a.log.WithFields(logrus.Fields{
 		"interface-name": cfg.Name, "networks": nets, "mtu": mtu,
 	}).Debug("netcfg: applied")
 	return nil
@@ -323,6 +323,7 @@ type applier struct {
 	h    *netlink.Handle
 	ns   netns.NsHandle
 	name string
+	log  logrus.FieldLogger
 	undo []undoStep
 }
 
@@ -353,7 +354,7 @@ func (a *applier) rollback() {
 	for i := len(a.undo) - 1; i >= 0; i-- {
 		u := a.undo[i]
 		if err := u.fn(); err != nil {
-			logrus.WithFields(logrus.Fields{"interface-name": a.name, "undo": u.what}).WithError(err).
+			a.log.WithFields(logrus.Fields{"interface-name": a.name, "undo": u.what}).WithError(err).
 				Warn("netcfg: rollback step failed")
 		}
 	}
@@ -364,8 +365,8 @@ func (a *applier) rollback() {
 // interface name in ns and sets it down. A link that does not exist (for
 // example a TAP already closed) is success, so Teardown can run any number
 // of times. It leaves MAC, MTU and disable_ipv6 alone. Errors are
-// *StepError.
-func Teardown(ns netns.NsHandle, name string) error {
+// *StepError. log (nil discards) hears what was torn down.
+func Teardown(ns netns.NsHandle, name string, log logrus.FieldLogger) error {
 	if err := ifname.Check(name); err != nil {
 		return &StepError{name, "validate", fmt.Errorf("%w: interface name %q: %w", ErrInvalidConfig, name, err)}
 	}
@@ -409,7 +410,7 @@ func Teardown(ns netns.NsHandle, name string) error {
 	if err := h.LinkSetDown(l); err != nil && !isGone(err) {
 		return &StepError{name, "set down", err}
 	}
-	logrus.WithField("interface-name", name).Debug("netcfg: torn down")
+	orDiscard(log).WithField("interface-name", name).Debug("netcfg: torn down")
 	return nil
 }
 

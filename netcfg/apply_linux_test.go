@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.uber.org/goleak"
@@ -22,6 +24,23 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
+}
+
+// testLog is a debug-level logger that keeps what it hears for assertions.
+func testLog() (*logrus.Logger, *logtest.Hook) {
+	l, hook := logtest.NewNullLogger()
+	l.SetLevel(logrus.DebugLevel)
+	return l, hook
+}
+
+// logged reports whether hook heard msg.
+func logged(hook *logtest.Hook, msg string) bool {
+	for _, e := range hook.AllEntries() {
+		if e.Message == msg {
+			return true
+		}
+	}
+	return false
 }
 
 // env is a test namespace with a TAP in it.
@@ -123,9 +142,13 @@ func (e *env) state(t *testing.T, name string) linkState {
 
 func TestApply(t *testing.T) {
 	e := newEnv(t)
-	cfg := LinkConfig{Name: "vpn0", Net: mustNet(t, "192.168.7.0", "255.255.255.0", "192.168.7.1", "192.168.7.2")}
+	log, hook := testLog()
+	cfg := LinkConfig{Name: "vpn0", Net: mustNet(t, "192.168.7.0", "255.255.255.0", "192.168.7.1", "192.168.7.2"), Log: log}
 	if err := Apply(e.ns, cfg); err != nil {
 		t.Fatal(err)
+	}
+	if !logged(hook, "netcfg: applied") {
+		t.Error("Apply did not log to the caller's logger")
 	}
 	got := e.state(t, "vpn0")
 	want := linkState{
@@ -371,10 +394,15 @@ func TestTeardown(t *testing.T) {
 	if err := Apply(e.ns, LinkConfig{Name: "vpn0", Net: mustNet(t, "192.168.7.0", "/24", "192.168.7.1", "192.168.7.2")}); err != nil {
 		t.Fatal(err)
 	}
+	log, hook := testLog()
 	for i := range 2 {
-		if err := Teardown(e.ns, "vpn0"); err != nil {
+		if err := Teardown(e.ns, "vpn0", log); err != nil {
 			t.Fatalf("Teardown #%d: %v", i+1, err)
 		}
+		if !logged(hook, "netcfg: torn down") {
+			t.Errorf("Teardown #%d did not log to the caller's logger", i+1)
+		}
+		hook.Reset()
 		s := e.state(t, "vpn0")
 		if s.Up || s.Addrs != nil || s.Routes != nil {
 			t.Errorf("after Teardown #%d: %+v", i+1, s)
@@ -383,15 +411,15 @@ func TestTeardown(t *testing.T) {
 	// The link is gone (TAP closed): still success, twice.
 	e.tap.Close()
 	for range 2 {
-		if err := Teardown(e.ns, "vpn0"); err != nil {
+		if err := Teardown(e.ns, "vpn0", nil); err != nil {
 			t.Errorf("Teardown of a closed TAP: %v", err)
 		}
 	}
-	if err := Teardown(e.ns, "never0"); err != nil {
+	if err := Teardown(e.ns, "never0", nil); err != nil {
 		t.Errorf("Teardown of a link that never existed: %v", err)
 	}
 	var se *StepError
-	if err := Teardown(e.ns, "a/b"); !errors.As(err, &se) || se.Step != "validate" {
+	if err := Teardown(e.ns, "a/b", nil); !errors.As(err, &se) || se.Step != "validate" {
 		t.Errorf("Teardown with a bad name = %v", err)
 	}
 }

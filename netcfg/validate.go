@@ -2,10 +2,12 @@ package netcfg
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"strconv"
 
 	"github.com/gvpn/gvpn/netcfg/ifname"
+	"github.com/sirupsen/logrus"
 )
 
 // Limits of a VPN interface's configuration.
@@ -33,6 +35,9 @@ type LinkConfig struct {
 	// MTU is the IP MTU; 0 means DefaultMTU. A value the kernel refuses
 	// (a TAP takes 68 to 65535) fails at step "set mtu".
 	MTU int
+	// Log receives what Apply did and any rollback step that failed; nil
+	// discards it. The caller passes its own, so lines carry its fields.
+	Log logrus.FieldLogger
 }
 
 // Networks returns Net followed by More.
@@ -122,4 +127,15 @@ func CheckHostname(h string) error {
 		return fmt.Errorf("hostname %q: %s", h, reason)
 	}
 	return nil
+}
+
+// orDiscard returns log, or a logger that drops everything when log is nil:
+// a library must not write to the process-wide logger behind its caller.
+func orDiscard(log logrus.FieldLogger) logrus.FieldLogger {
+	if log != nil {
+		return log
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
 }

@@ -42,17 +42,17 @@ func TestAcceptorNewestWins(t *testing.T) {
 	defer acc.Close()
 
 	// Nobody connected: writes are dropped and counted, never block.
-	writeFrames(t, acc, testFrame(0, 60), testFrame(1, 60))
+	writeFrames(t, acc, linktest.Frame(0, 60), linktest.Frame(1, 60))
 	if got := acc.Dropped(); got != 2 {
 		t.Fatalf("dropped %d frames without a connection, want 2", got)
 	}
 
 	first := dialData(t, addr)
 	waitConnected(t, acc, 1)
-	writeFrames(t, first, testFrame(2, 100), testFrame(3, 1500))
-	readFrames(t, acc, testFrame(2, 100), testFrame(3, 1500))
-	writeFrames(t, acc, testFrame(4, 80))
-	readFrames(t, first, testFrame(4, 80))
+	writeFrames(t, first, linktest.Frame(2, 100), linktest.Frame(3, 1500))
+	readFrames(t, acc, linktest.Frame(2, 100), linktest.Frame(3, 1500))
+	writeFrames(t, acc, linktest.Frame(4, 80))
+	readFrames(t, first, linktest.Frame(4, 80))
 
 	// The peer comes back on a new connection without the old one failing.
 	second := dialData(t, addr)
@@ -62,10 +62,10 @@ func TestAcceptorNewestWins(t *testing.T) {
 	if _, err := first.Read(bufs, sizes, link.Headroom); !errors.Is(err, io.EOF) {
 		t.Fatalf("read on the replaced connection: %v, want EOF", err)
 	}
-	writeFrames(t, second, testFrame(5, 70))
-	readFrames(t, acc, testFrame(5, 70))
-	writeFrames(t, acc, testFrame(6, 90), testFrame(7, 91))
-	readFrames(t, second, testFrame(6, 90), testFrame(7, 91))
+	writeFrames(t, second, linktest.Frame(5, 70))
+	readFrames(t, acc, linktest.Frame(5, 70))
+	writeFrames(t, acc, linktest.Frame(6, 90), linktest.Frame(7, 91))
+	readFrames(t, second, linktest.Frame(6, 90), linktest.Frame(7, 91))
 	if got := acc.Dropped(); got != 2 {
 		t.Fatalf("dropped %d, want still 2", got)
 	}
@@ -85,11 +85,11 @@ func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 
 	c1 := dialData(t, addr)
 	waitConnected(t, acc, 1)
-	writeFrames(t, c1, testFrame(1, 64))
-	fr.expect(t, testFrame(1, 64))
+	writeFrames(t, c1, linktest.Frame(1, 64))
+	fr.expect(t, linktest.Frame(1, 64))
 	c1.Close()
 	waitFor(t, "the acceptor to notice the loss", func() bool { return !acc.Connected() })
-	writeFrames(t, acc, testFrame(2, 64), testFrame(3, 64), testFrame(4, 64))
+	writeFrames(t, acc, linktest.Frame(2, 64), linktest.Frame(3, 64), linktest.Frame(4, 64))
 	if got := acc.Dropped(); got != 3 {
 		t.Fatalf("dropped %d, want 3", got)
 	}
@@ -97,10 +97,10 @@ func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 	c2 := dialData(t, addr)
 	waitConnected(t, acc, 2)
 	for i := 10; i < 200; i++ {
-		writeFrames(t, c2, testFrame(i, 64+i))
+		writeFrames(t, c2, linktest.Frame(i, 64+i))
 	}
 	for i := 10; i < 200; i++ {
-		fr.expect(t, testFrame(i, 64+i))
+		fr.expect(t, linktest.Frame(i, 64+i))
 	}
 
 	acc.Close()
@@ -111,7 +111,7 @@ func TestAcceptorReadWaitsForReconnect(t *testing.T) {
 	if _, err := os.Stat(addr.Path); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("socket file left after Close: %v", err)
 	}
-	if _, err := acc.Write([][]byte{linktest.WithHeadroom(testFrame(0, 60))}, link.Headroom); !link.IsClosed(err) {
+	if _, err := acc.Write([][]byte{linktest.WithHeadroom(linktest.Frame(0, 60))}, link.Headroom); !link.IsClosed(err) {
 		t.Fatalf("Write after Close: %v, want ErrClosed", err)
 	}
 	if err := acc.Close(); err != nil {
@@ -143,8 +143,8 @@ func TestAcceptorDesync(t *testing.T) {
 
 	good := dialData(t, addr)
 	waitConnected(t, acc, 2)
-	writeFrames(t, good, testFrame(9, 99))
-	fr.expect(t, testFrame(9, 99))
+	writeFrames(t, good, linktest.Frame(9, 99))
+	fr.expect(t, linktest.Frame(9, 99))
 }
 
 // TestAcceptorWaitConnected returns on a connection, on ctx's end and on
@@ -183,7 +183,7 @@ func TestAcceptorAllocs(t *testing.T) {
 	peer := dialData(t, addr)
 	waitConnected(t, acc, 1)
 
-	out := [][]byte{linktest.WithHeadroom(testFrame(1, 1234))}
+	out := [][]byte{linktest.WithHeadroom(linktest.Frame(1, 1234))}
 	bufs, sizes := linktest.Bufs(acc.BatchSize())
 	pbufs, psizes := linktest.Bufs(peer.BatchSize())
 	allocs := testing.AllocsPerRun(200, func() {

@@ -81,16 +81,6 @@ type readerConn struct {
 func (c readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 func (c readerConn) Close() error               { return nil }
 
-func testFrame(seq, size int) []byte {
-	f := make([]byte, size)
-	for i := range f {
-		f[i] = byte(seq*7 + i)
-	}
-	f[0] = byte(seq >> 8)
-	f[1] = byte(seq)
-	return f
-}
-
 // writeFrames writes the frames one Write call each.
 func writeFrames(t testing.TB, l link.Link, frames ...[]byte) {
 	t.Helper()

@@ -77,7 +77,7 @@ func (fr *frameReader) wait(t *testing.T) error {
 func frames(from, n, size int) [][]byte {
 	out := make([][]byte, n)
 	for i := range out {
-		out[i] = testFrame(from+i, size)
+		out[i] = linktest.Frame(from+i, size)
 	}
 	return out
 }
@@ -186,7 +186,7 @@ func TestRedialerWriteFailure(t *testing.T) {
 	waitFor(t, "connection", r.Connected)
 	c.Close()
 
-	batch := [][]byte{linktest.WithHeadroom(testFrame(1, 100)), linktest.WithHeadroom(testFrame(2, 100)), linktest.WithHeadroom(testFrame(3, 100))}
+	batch := [][]byte{linktest.WithHeadroom(linktest.Frame(1, 100)), linktest.WithHeadroom(linktest.Frame(2, 100)), linktest.WithHeadroom(linktest.Frame(3, 100))}
 	var written uint64
 	// The first write after the peer's close may still be accepted by
 	// the kernel; keep writing until one fails.
@@ -206,8 +206,8 @@ func TestRedialerWriteFailure(t *testing.T) {
 
 	srv := serverLink(t, acceptOne(t, l))
 	waitFor(t, "reconnect", r.Connected)
-	writeFrames(t, r, testFrame(9, 64))
-	readFrames(t, srv, testFrame(9, 64))
+	writeFrames(t, r, linktest.Frame(9, 64))
+	readFrames(t, srv, linktest.Frame(9, 64))
 }
 
 // TestRedialerCloseUnblocks: Close ends a Read waiting for a connection
@@ -220,7 +220,7 @@ func TestRedialerCloseUnblocks(t *testing.T) {
 			t.Fatal(err)
 		}
 		fr := startReader(r)
-		if n, err := r.Write([][]byte{linktest.WithHeadroom(testFrame(1, 60))}, link.Headroom); n != 1 || err != nil {
+		if n, err := r.Write([][]byte{linktest.WithHeadroom(linktest.Frame(1, 60))}, link.Headroom); n != 1 || err != nil {
 			t.Fatalf("Write while disconnected = %d, %v", n, err)
 		}
 		if r.Dropped() != 1 || r.Connected() {
@@ -279,7 +279,7 @@ func checkClosed(t *testing.T, r *Redialer) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := r.Write([][]byte{linktest.WithHeadroom(testFrame(1, 60))}, link.Headroom); !errors.Is(err, link.ErrClosed) {
+	if _, err := r.Write([][]byte{linktest.WithHeadroom(linktest.Frame(1, 60))}, link.Headroom); !errors.Is(err, link.ErrClosed) {
 		t.Fatalf("Write after Close: %v", err)
 	}
 	bufs, sizes := linktest.Bufs(1)
@@ -318,7 +318,7 @@ func TestRedialerAllocs(t *testing.T) {
 	srv := serverLink(t, acceptOne(t, l))
 	waitFor(t, "connection", r.Connected)
 
-	out := [][]byte{linktest.WithHeadroom(testFrame(1, 1400))}
+	out := [][]byte{linktest.WithHeadroom(linktest.Frame(1, 1400))}
 	bufs, sizes := linktest.Bufs(4)
 	allocs := testing.AllocsPerRun(200, func() {
 		if _, err := r.Write(out, link.Headroom); err != nil {

@@ -161,7 +161,7 @@ func TestDataLinkUnix(t *testing.T) {
 	runtime := DataLink(acceptOne(t, l))
 	defer runtime.Close()
 
-	frames := [][]byte{testFrame(1, 60), testFrame(2, 1234), testFrame(3, link.MaxFrame), testFrame(4, 14)}
+	frames := [][]byte{linktest.Frame(1, 60), linktest.Frame(2, 1234), linktest.Frame(3, link.MaxFrame), linktest.Frame(4, 14)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -176,12 +176,12 @@ func TestDataLinkUnix(t *testing.T) {
 	readFrames(t, runtime, frames...)
 	<-done
 
-	writeFrames(t, runtime, testFrame(5, 100), testFrame(6, 200))
-	readFrames(t, agent, testFrame(5, 100), testFrame(6, 200))
+	writeFrames(t, runtime, linktest.Frame(5, 100), linktest.Frame(6, 200))
+	readFrames(t, agent, linktest.Frame(5, 100), linktest.Frame(6, 200))
 
 	// A frame longer than the reader's buffer is skipped and reported by
 	// size; the next frame is intact.
-	writeFrames(t, runtime, testFrame(7, 2000), testFrame(8, 90))
+	writeFrames(t, runtime, linktest.Frame(7, 2000), linktest.Frame(8, 90))
 	small := [][]byte{make([]byte, link.Headroom+1514), make([]byte, link.Headroom+1514)}
 	sizes := make([]int, 2)
 	got := 0
@@ -325,8 +325,8 @@ func TestVsockLoopback(t *testing.T) {
 	defer agent.Close()
 	runtime := DataLink(acceptOne(t, l))
 	defer runtime.Close()
-	writeFrames(t, agent, testFrame(1, 60), testFrame(2, link.MaxFrame))
-	readFrames(t, runtime, testFrame(1, 60), testFrame(2, link.MaxFrame))
-	writeFrames(t, runtime, testFrame(3, 1514))
-	readFrames(t, agent, testFrame(3, 1514))
+	writeFrames(t, agent, linktest.Frame(1, 60), linktest.Frame(2, link.MaxFrame))
+	readFrames(t, runtime, linktest.Frame(1, 60), linktest.Frame(2, link.MaxFrame))
+	writeFrames(t, runtime, linktest.Frame(3, 1514))
+	readFrames(t, agent, linktest.Frame(3, 1514))
 }

@@ -1,4 +1,4 @@
-package link
+package link_test
 
 import (
 	"bytes"
@@ -7,77 +7,34 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// socketPair returns the two ends of a connected unix stream socket pair,
-// the carrier the runtime and agent use for the bridge.
-func socketPair(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	a, b := conn(fds[0]), conn(fds[1])
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
-
-func newBufs(n int) ([][]byte, []int) {
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, BufSize)
-	}
-	return bufs, make([]int, n)
-}
-
-// withHeadroom returns frame copied behind Headroom bytes, as callers pass
-// frames to Write.
-func withHeadroom(frame []byte) []byte {
-	return append(make([]byte, Headroom), frame...)
-}
-
-func testFrame(i, size int) []byte {
-	f := make([]byte, size)
-	for j := range f {
-		f[j] = byte(i + j)
-	}
-	return f
-}
-
 func TestStreamWireFormat(t *testing.T) {
 	for _, tc := range []struct {
-		prefix Prefix
+		prefix link.Prefix
 		want   []byte
 	}{
 		// unix_stream: u16 native endian (little-endian on amd64/arm64).
-		{PrefixU16NE, []byte{0x03, 0x00, 0xaa, 0xbb, 0xcc}},
+		{link.PrefixU16NE, []byte{0x03, 0x00, 0xaa, 0xbb, 0xcc}},
 		// tcp_stream and the bridge: u32 big endian.
-		{PrefixU32BE, []byte{0x00, 0x00, 0x00, 0x03, 0xaa, 0xbb, 0xcc}},
+		{link.PrefixU32BE, []byte{0x00, 0x00, 0x00, 0x03, 0xaa, 0xbb, 0xcc}},
 	} {
 		t.Run(tc.prefix.String(), func(t *testing.T) {
 			if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
 				t.Skip("the golden bytes are for little-endian hosts")
 			}
-			a, b := socketPair(t)
-			s := NewStream(a, tc.prefix)
-			if _, err := s.Write([][]byte{withHeadroom([]byte{0xaa, 0xbb, 0xcc})}, Headroom); err != nil {
+			a, b := linktest.SocketPair(t)
+			s := link.NewStream(a, tc.prefix)
+			if _, err := s.Write([][]byte{linktest.WithHeadroom([]byte{0xaa, 0xbb, 0xcc})}, link.Headroom); err != nil {
 				t.Fatal(err)
 			}
 			got := make([]byte, len(tc.want))
@@ -92,16 +49,16 @@ func TestStreamWireFormat(t *testing.T) {
 }
 
 func TestStreamRoundTripChunked(t *testing.T) {
-	for _, p := range []Prefix{PrefixU16NE, PrefixU32BE} {
+	for _, p := range []link.Prefix{link.PrefixU16NE, link.PrefixU32BE} {
 		t.Run(p.String(), func(t *testing.T) {
-			a, b := socketPair(t)
+			a, b := linktest.SocketPair(t)
 			var frames [][]byte
 			var wire []byte
 			for i, size := range []int{14, 60, 1234, 1, 9000, 65535, 42} {
-				f := testFrame(i, size)
+				f := linktest.Frame(i, size)
 				frames = append(frames, f)
 				var hdr [4]byte
-				p.put(hdr[:], size)
+				link.PutPrefix(p, hdr[:], size)
 				wire = append(wire, hdr[:p.Size()]...)
 				wire = append(wire, f...)
 			}
@@ -113,13 +70,13 @@ func TestStreamRoundTripChunked(t *testing.T) {
 				}
 				a.Close()
 			}()
-			s := NewStream(b, p)
-			bufs, sizes := newBufs(3)
+			s := link.NewStream(b, p)
+			bufs, sizes := linktest.Bufs(3)
 			var got [][]byte
 			for {
-				n, err := s.Read(bufs, sizes, Headroom)
+				n, err := s.Read(bufs, sizes, link.Headroom)
 				for i := range n {
-					got = append(got, bytes.Clone(bufs[i][Headroom:Headroom+sizes[i]]))
+					got = append(got, bytes.Clone(bufs[i][link.Headroom:link.Headroom+sizes[i]]))
 				}
 				if errors.Is(err, io.EOF) {
 					break
@@ -141,18 +98,18 @@ func TestStreamRoundTripChunked(t *testing.T) {
 }
 
 func TestStreamOversizeIsSkippedAndReported(t *testing.T) {
-	a, b := socketPair(t)
-	s := NewStream(b, PrefixU32BE)
-	w := NewStream(a, PrefixU32BE)
-	big, small := testFrame(1, 3000), testFrame(2, 100)
-	go w.Write([][]byte{withHeadroom(big), withHeadroom(small)}, Headroom)
+	a, b := linktest.SocketPair(t)
+	s := link.NewStream(b, link.PrefixU32BE)
+	w := link.NewStream(a, link.PrefixU32BE)
+	big, small := linktest.Frame(1, 3000), linktest.Frame(2, 100)
+	go w.Write([][]byte{linktest.WithHeadroom(big), linktest.WithHeadroom(small)}, link.Headroom)
 
-	bufs := [][]byte{make([]byte, Headroom+1500)}
+	bufs := [][]byte{make([]byte, link.Headroom+1500)}
 	sizes := []int{0}
-	if n, err := s.Read(bufs, sizes, Headroom); err != nil || n != 1 || sizes[0] != 3000 {
+	if n, err := s.Read(bufs, sizes, link.Headroom); err != nil || n != 1 || sizes[0] != 3000 {
 		t.Fatalf("Read = %d, %v, size %d; want the oversize frame reported with its size 3000", n, err, sizes[0])
 	}
-	if n, err := s.Read(bufs, sizes, Headroom); err != nil || n != 1 || !bytes.Equal(bufs[0][Headroom:Headroom+sizes[0]], small) {
+	if n, err := s.Read(bufs, sizes, link.Headroom); err != nil || n != 1 || !bytes.Equal(bufs[0][link.Headroom:link.Headroom+sizes[0]], small) {
 		t.Fatalf("frame after the oversize one: n=%d err=%v size=%d", n, err, sizes[0])
 	}
 }
@@ -167,18 +124,18 @@ func TestStreamEndings(t *testing.T) {
 		{"eof inside prefix", []byte{0, 0, 0, 2, 1, 2, 0, 0}, io.ErrUnexpectedEOF},
 		{"eof inside frame", []byte{0, 0, 0, 9, 1, 2}, io.ErrUnexpectedEOF},
 		{"eof inside skipped frame", []byte{0, 0, 0xff, 0xff, 1}, io.ErrUnexpectedEOF},
-		{"length beyond any frame", []byte{0xff, 0xff, 0xff, 0xff}, ErrDesync},
+		{"length beyond any frame", []byte{0xff, 0xff, 0xff, 0xff}, link.ErrDesync},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := socketPair(t)
+			a, b := linktest.SocketPair(t)
 			a.Write(tc.wire)
 			a.Close()
-			s := NewStream(b, PrefixU32BE)
-			bufs, sizes := newBufs(4)
+			s := link.NewStream(b, link.PrefixU32BE)
+			bufs, sizes := linktest.Bufs(4)
 			var err error
 			for range 10 {
-				if _, err = s.Read(bufs, sizes, Headroom); err != nil {
+				if _, err = s.Read(bufs, sizes, link.Headroom); err != nil {
 					break
 				}
 			}
@@ -190,9 +147,9 @@ func TestStreamEndings(t *testing.T) {
 }
 
 func TestStreamWriteSkipsEmptyAndUnsizable(t *testing.T) {
-	a, b := socketPair(t)
-	w := NewStream(a, PrefixU16NE)
-	n, err := w.Write([][]byte{withHeadroom(nil), withHeadroom(testFrame(0, 70000)), withHeadroom([]byte{7})}, Headroom)
+	a, b := linktest.SocketPair(t)
+	w := link.NewStream(a, link.PrefixU16NE)
+	n, err := w.Write([][]byte{linktest.WithHeadroom(nil), linktest.WithHeadroom(linktest.Frame(0, 70000)), linktest.WithHeadroom([]byte{7})}, link.Headroom)
 	if err != nil || n != 3 {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
@@ -206,12 +163,12 @@ func TestStreamWriteSkipsEmptyAndUnsizable(t *testing.T) {
 }
 
 func TestStreamCloseUnblocksRead(t *testing.T) {
-	_, b := socketPair(t)
-	s := NewStream(b, PrefixU32BE)
+	_, b := linktest.SocketPair(t)
+	s := link.NewStream(b, link.PrefixU32BE)
 	errc := make(chan error, 1)
 	go func() {
-		bufs, sizes := newBufs(1)
-		_, err := s.Read(bufs, sizes, Headroom)
+		bufs, sizes := linktest.Bufs(1)
+		_, err := s.Read(bufs, sizes, link.Headroom)
 		errc <- err
 	}()
 	time.Sleep(20 * time.Millisecond)
@@ -219,27 +176,27 @@ func TestStreamCloseUnblocksRead(t *testing.T) {
 	s.Close()
 	select {
 	case err := <-errc:
-		if !IsClosed(err) {
+		if !link.IsClosed(err) {
 			t.Fatalf("Read after Close: %v, want ErrClosed", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Read still blocked 5 s after Close")
 	}
-	if _, err := s.Write([][]byte{withHeadroom([]byte{1})}, Headroom); !IsClosed(err) {
+	if _, err := s.Write([][]byte{linktest.WithHeadroom([]byte{1})}, link.Headroom); !link.IsClosed(err) {
 		t.Fatalf("Write after Close: %v", err)
 	}
 }
 
 func TestStreamNoAllocs(t *testing.T) {
-	a, b := socketPair(t)
-	w, r := NewStream(a, PrefixU32BE), NewStream(b, PrefixU32BE)
-	out := [][]byte{withHeadroom(testFrame(1, 1234)), withHeadroom(testFrame(2, 60))}
-	bufs, sizes := newBufs(4)
+	a, b := linktest.SocketPair(t)
+	w, r := link.NewStream(a, link.PrefixU32BE), link.NewStream(b, link.PrefixU32BE)
+	out := [][]byte{linktest.WithHeadroom(linktest.Frame(1, 1234)), linktest.WithHeadroom(linktest.Frame(2, 60))}
+	bufs, sizes := linktest.Bufs(4)
 	allocs := testing.AllocsPerRun(200, func() {
-		w.Write(out, Headroom)
+		w.Write(out, link.Headroom)
 		got := 0
 		for got < 2 {
-			n, err := r.Read(bufs, sizes, Headroom)
+			n, err := r.Read(bufs, sizes, link.Headroom)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,7 +208,7 @@ func TestStreamNoAllocs(t *testing.T) {
 	}
 }
 
-func udpPair(t testing.TB) (*Datagram, *Datagram) {
+func udpPair(t testing.TB) (*link.Datagram, *link.Datagram) {
 	t.Helper()
 	ca, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -261,11 +218,11 @@ func udpPair(t testing.TB) (*Datagram, *Datagram) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewDatagram(ca, cb.LocalAddr().(*net.UDPAddr).AddrPort())
+	a, err := link.NewDatagram(ca, cb.LocalAddr().(*net.UDPAddr).AddrPort())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewDatagram(cb, ca.LocalAddr().(*net.UDPAddr).AddrPort())
+	b, err := link.NewDatagram(cb, ca.LocalAddr().(*net.UDPAddr).AddrPort())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,21 +234,21 @@ func TestDatagramRoundTripBatch(t *testing.T) {
 	a, b := udpPair(t)
 	var out [][]byte
 	for i := range 100 {
-		out = append(out, withHeadroom(testFrame(i, 60+i*10)))
+		out = append(out, linktest.WithHeadroom(linktest.Frame(i, 60+i*10)))
 	}
-	out[5] = withHeadroom(nil) // never sent: an empty datagram stops the ExeUnit's VPN
-	if n, err := a.Write(out, Headroom); err != nil || n != len(out) {
+	out[5] = linktest.WithHeadroom(nil) // never sent: an empty datagram stops the ExeUnit's VPN
+	if n, err := a.Write(out, link.Headroom); err != nil || n != len(out) {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
-	bufs, sizes := newBufs(32)
+	bufs, sizes := linktest.Bufs(32)
 	var got [][]byte
 	for len(got) < 99 {
-		n, err := b.Read(bufs, sizes, Headroom)
+		n, err := b.Read(bufs, sizes, link.Headroom)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range n {
-			got = append(got, bytes.Clone(bufs[i][Headroom:Headroom+sizes[i]]))
+			got = append(got, bytes.Clone(bufs[i][link.Headroom:link.Headroom+sizes[i]]))
 		}
 	}
 	j := 0
@@ -299,7 +256,7 @@ func TestDatagramRoundTripBatch(t *testing.T) {
 		if i == 5 {
 			continue
 		}
-		if !bytes.Equal(got[j], out[i][Headroom:]) {
+		if !bytes.Equal(got[j], out[i][link.Headroom:]) {
 			t.Fatalf("datagram %d differs or arrived out of order", i)
 		}
 		j++
@@ -313,13 +270,13 @@ func TestDatagramDropsForeignSourceAndReportsTruncation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer intruder.Close()
-	intruder.Write(testFrame(9, 100))
+	intruder.Write(linktest.Frame(9, 100))
 	time.Sleep(20 * time.Millisecond) // the intruder's datagram is queued first
-	b.Write([][]byte{withHeadroom(testFrame(1, 3000))}, Headroom)
+	b.Write([][]byte{linktest.WithHeadroom(linktest.Frame(1, 3000))}, link.Headroom)
 
-	bufs := [][]byte{make([]byte, Headroom+1500)}
+	bufs := [][]byte{make([]byte, link.Headroom+1500)}
 	sizes := []int{0}
-	n, err := a.Read(bufs, sizes, Headroom)
+	n, err := a.Read(bufs, sizes, link.Headroom)
 	if err != nil || n != 1 {
 		t.Fatalf("Read = %d, %v", n, err)
 	}
@@ -338,8 +295,8 @@ func TestDatagramCloseUnblocksRead(t *testing.T) {
 	a, _ := udpPair(t)
 	errc := make(chan error, 1)
 	go func() {
-		bufs, sizes := newBufs(2)
-		_, err := a.Read(bufs, sizes, Headroom)
+		bufs, sizes := linktest.Bufs(2)
+		_, err := a.Read(bufs, sizes, link.Headroom)
 		errc <- err
 	}()
 	time.Sleep(20 * time.Millisecond)
@@ -347,7 +304,7 @@ func TestDatagramCloseUnblocksRead(t *testing.T) {
 	a.Close()
 	select {
 	case err := <-errc:
-		if !IsClosed(err) {
+		if !link.IsClosed(err) {
 			t.Fatalf("Read after Close: %v", err)
 		}
 	case <-time.After(5 * time.Second):
@@ -360,13 +317,13 @@ func TestDatagramSendToAbsentPeerIsNotFatal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDatagram(c, netip.MustParseAddrPort("127.0.0.1:9")) // discard port: nobody listens
+	d, err := link.NewDatagram(c, netip.MustParseAddrPort("127.0.0.1:9")) // discard port: nobody listens
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	for range 3 {
-		if _, err := d.Write([][]byte{withHeadroom(testFrame(1, 100))}, Headroom); err != nil {
+		if _, err := d.Write([][]byte{linktest.WithHeadroom(linktest.Frame(1, 100))}, link.Headroom); err != nil {
 			t.Fatalf("Write to an absent peer: %v (UDP loss must not stop the pump)", err)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -375,13 +332,13 @@ func TestDatagramSendToAbsentPeerIsNotFatal(t *testing.T) {
 
 func TestDatagramNoAllocs(t *testing.T) {
 	a, b := udpPair(t)
-	out := [][]byte{withHeadroom(testFrame(1, 1234)), withHeadroom(testFrame(2, 60))}
-	bufs, sizes := newBufs(4)
+	out := [][]byte{linktest.WithHeadroom(linktest.Frame(1, 1234)), linktest.WithHeadroom(linktest.Frame(2, 60))}
+	bufs, sizes := linktest.Bufs(4)
 	allocs := testing.AllocsPerRun(200, func() {
-		a.Write(out, Headroom)
+		a.Write(out, link.Headroom)
 		got := 0
 		for got < 2 {
-			n, err := b.Read(bufs, sizes, Headroom)
+			n, err := b.Read(bufs, sizes, link.Headroom)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -407,7 +364,7 @@ func TestDatagramGSOToPlainReceiver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDatagram(c, plain.LocalAddr().(*net.UDPAddr).AddrPort())
+	d, err := link.NewDatagram(c, plain.LocalAddr().(*net.UDPAddr).AddrPort())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,10 +381,10 @@ func TestDatagramGSOToPlainReceiver(t *testing.T) {
 		case i == 100:
 			size = 1500 // a longer one starts a new run
 		}
-		out = append(out, withHeadroom(testFrame(i, size)))
+		out = append(out, linktest.WithHeadroom(linktest.Frame(i, size)))
 	}
-	out[7] = withHeadroom(nil)
-	if n, err := d.Write(out, Headroom); err != nil || n != len(out) {
+	out[7] = linktest.WithHeadroom(nil)
+	if n, err := d.Write(out, link.Headroom); err != nil || n != len(out) {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
 	buf := make([]byte, 70000)
@@ -440,8 +397,8 @@ func TestDatagramGSOToPlainReceiver(t *testing.T) {
 		if err != nil {
 			t.Fatalf("datagram %d: %v", i, err)
 		}
-		if !bytes.Equal(buf[:n], out[i][Headroom:]) {
-			t.Fatalf("datagram %d: %d bytes, want frame %d (%d bytes)", i, n, i, len(out[i])-Headroom)
+		if !bytes.Equal(buf[:n], out[i][link.Headroom:]) {
+			t.Fatalf("datagram %d: %d bytes, want frame %d (%d bytes)", i, n, i, len(out[i])-link.Headroom)
 		}
 	}
 }
@@ -459,15 +416,15 @@ func TestDatagramGROFromGSOSender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDatagram(c, sender.LocalAddr().(*net.UDPAddr).AddrPort())
+	d, err := link.NewDatagram(c, sender.LocalAddr().(*net.UDPAddr).AddrPort())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	const seg, perMsg, msgs = 1234, 40, 3
 	var want [][]byte
-	oob := make([]byte, UDPSegmentSpace)
-	PutUDPSegment(oob, seg)
+	oob := make([]byte, link.UDPSegmentSpace)
+	link.PutUDPSegment(oob, seg)
 	for m := range msgs {
 		var msg []byte
 		for i := range perMsg {
@@ -475,7 +432,7 @@ func TestDatagramGROFromGSOSender(t *testing.T) {
 			if i == perMsg-1 && m == 1 {
 				size = 77 // the last one of a message may be shorter
 			}
-			f := testFrame(m*perMsg+i, size)
+			f := linktest.Frame(m*perMsg+i, size)
 			want = append(want, f)
 			msg = append(msg, f...)
 		}
@@ -483,15 +440,15 @@ func TestDatagramGROFromGSOSender(t *testing.T) {
 			t.Skipf("UDP GSO send refused: %v", err)
 		}
 	}
-	bufs, sizes := newBufs(7)
+	bufs, sizes := linktest.Bufs(7)
 	var got [][]byte
 	for len(got) < len(want) {
-		n, err := d.Read(bufs, sizes, Headroom)
+		n, err := d.Read(bufs, sizes, link.Headroom)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range n {
-			got = append(got, bytes.Clone(bufs[i][Headroom:Headroom+sizes[i]]))
+			got = append(got, bytes.Clone(bufs[i][link.Headroom:link.Headroom+sizes[i]]))
 		}
 	}
 	for i := range want {
@@ -507,23 +464,23 @@ func TestDatagramGROFromGSOSender(t *testing.T) {
 func TestStreamPeerGoneIsClosed(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		op   func(s *Stream) error
+		op   func(s *link.Stream) error
 		want error
 	}{
-		{"read", func(s *Stream) error {
-			_, err := s.Read([][]byte{make([]byte, BufSize)}, []int{0}, Headroom)
+		{"read", func(s *link.Stream) error {
+			_, err := s.Read([][]byte{make([]byte, link.BufSize)}, []int{0}, link.Headroom)
 			return err
 		}, io.EOF},
-		{"write", func(s *Stream) error {
-			_, err := s.Write([][]byte{withHeadroom([]byte{1, 2, 3})}, Headroom)
+		{"write", func(s *link.Stream) error {
+			_, err := s.Write([][]byte{linktest.WithHeadroom([]byte{1, 2, 3})}, link.Headroom)
 			return err
 		}, io.ErrClosedPipe},
 	} {
 		a, b := net.Pipe()
-		s := NewStream(a, PrefixU32BE)
+		s := link.NewStream(a, link.PrefixU32BE)
 		b.Close()
 		err := tc.op(s)
-		if !IsClosed(err) || !errors.Is(err, tc.want) {
+		if !link.IsClosed(err) || !errors.Is(err, tc.want) {
 			t.Errorf("%s after the peer closed: %v, want ErrClosed wrapping %v", tc.name, err, tc.want)
 		}
 		s.Close()

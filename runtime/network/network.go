@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -57,7 +58,8 @@ type Options struct {
 	// ConnectTimeout bounds the wait for the ExeUnit to connect to a stream
 	// endpoint after the reply. Zero means 30 s.
 	ConnectTimeout time.Duration
-	Log            *logrus.Entry
+	// Log receives what the manager does; nil discards it.
+	Log *logrus.Entry
 }
 
 // Manager owns the activity's VPN: at most one network, created once.
@@ -97,7 +99,9 @@ func New(opts Options) *Manager {
 	}
 	log := opts.Log
 	if log == nil {
-		log = logrus.NewEntry(logrus.StandardLogger())
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{opts: opts, log: log, ctx: ctx, cancel: cancel}

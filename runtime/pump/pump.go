@@ -10,6 +10,7 @@ package pump
 
 import (
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,8 @@ type Config struct {
 	Egress Filter
 	// Ingress checks frames from Uplink to Iface; nil passes all.
 	Ingress Filter
-	// Log receives start/stop lines and rate-limited per-frame errors.
+	// Log receives start/stop lines and rate-limited per-frame errors;
+	// nil discards them.
 	Log *logrus.Entry
 }
 
@@ -54,7 +56,9 @@ type Pump struct {
 func Start(cfg Config) *Pump {
 	log := cfg.Log
 	if log == nil {
-		log = logrus.NewEntry(logrus.StandardLogger())
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		log = logrus.NewEntry(l)
 	}
 	p := &Pump{cfg: cfg, log: log, done: make(chan struct{})}
 	p.wg.Add(2)

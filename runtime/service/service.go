@@ -49,7 +49,8 @@ type Config struct {
 	// The binary connects it to SIGUSR1: only main-level code installs
 	// signal handlers. Nil never delivers.
 	LogStats <-chan os.Signal
-	Log      *logrus.Entry
+	// Log receives what the service does; nil discards it.
+	Log *logrus.Entry
 }
 
 // ErrProtocol wraps a broken request stream: a bad length prefix or a
@@ -63,7 +64,9 @@ var ErrProtocol = errors.New("broken request stream")
 func Serve(ctx context.Context, cfg Config) error {
 	s := &server{cfg: cfg, log: cfg.Log, w: api.NewWriter(cfg.Out)}
 	if s.log == nil {
-		s.log = logrus.NewEntry(logrus.StandardLogger())
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		s.log = logrus.NewEntry(l)
 	}
 	defer s.teardown()
 

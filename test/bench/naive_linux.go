@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netns"
 
 	"github.com/gvpn/gvpn/netcfg"
@@ -42,6 +43,10 @@ func setupNaive(ctx context.Context, cfg *config, res *scenarioResult) (tb testb
 			b.Close()
 		}
 	}()
+	// What the process-wide logger showed before: warnings (a failed
+	// rollback step) on stderr.
+	log := logrus.New()
+	log.SetLevel(logrus.WarnLevel)
 	for i, ip := range []string{addrA, addrB} {
 		h, err := netns.GetFromName(p.ns[i])
 		if err != nil {
@@ -52,7 +57,7 @@ func setupNaive(ctx context.Context, cfg *config, res *scenarioResult) (tb testb
 			b.taps[i] = t
 			var n netcfg.Network
 			if n, err = netcfg.ParseNetwork(vpnNet, vpnMsk, "", ip); err == nil {
-				err = netcfg.Apply(h, netcfg.LinkConfig{Name: t.Name(), Net: n, MTU: mtu})
+				err = netcfg.Apply(h, netcfg.LinkConfig{Name: t.Name(), Net: n, MTU: mtu, Log: log})
 			}
 		}
 		h.Close()

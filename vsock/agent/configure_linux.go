@@ -66,6 +66,7 @@ func (a *agent) configure(c vsock.Configure) error {
 	}
 
 	log.Info("configuring the interface")
+	lc.Log = log
 	if err := netcfg.Apply(a.ns, lc); err != nil {
 		undo()
 		var se *netcfg.StepError

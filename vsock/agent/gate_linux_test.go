@@ -6,6 +6,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/frame"
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 	"github.com/gvpn/gvpn/runtime/pump"
 )
 
@@ -23,7 +24,7 @@ func TestGateBeforeConfigure(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		bufs, sizes := [][]byte{make([]byte, link.BufSize)}, []int{0}
+		bufs, sizes := linktest.Bufs(1)
 		_, err := g.Read(bufs, sizes, link.Headroom)
 		done <- err
 	}()

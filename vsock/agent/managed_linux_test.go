@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 	"github.com/gvpn/gvpn/test/privtest"
 	"github.com/gvpn/gvpn/vsock"
 )
@@ -447,8 +448,7 @@ func TestManagedConfigure(t *testing.T) {
 
 	// The payload's ARP request for a peer comes out on the bridge, from
 	// the interface's own MAC.
-	bufs := [][]byte{make([]byte, link.BufSize)}
-	sizes := []int{0}
+	bufs, sizes := linktest.Bufs(1)
 	got := make(chan []byte, 1)
 	go func() {
 		if _, err := data.Read(bufs, sizes, link.Headroom); err == nil {

@@ -60,6 +60,21 @@ func WithHeadroom(frame []byte) []byte {
 	return append(make([]byte, link.Headroom), frame...)
 }
 
+// Frame returns a test frame of size bytes whose content depends on seq,
+// with seq itself in the first two bytes when there is room, so a frame
+// out of order or from another test is told apart at a glance.
+func Frame(seq, size int) []byte {
+	f := make([]byte, size)
+	for i := range f {
+		f[i] = byte(seq*7 + i)
+	}
+	if size >= 2 {
+		f[0] = byte(seq >> 8)
+		f[1] = byte(seq)
+	}
+	return f
+}
+
 // Send writes frames to l in one Write and fails the test on an error.
 func Send(t testing.TB, l link.Link, frames ...[]byte) {
 	t.Helper()

@@ -24,6 +24,9 @@ func (s *Sandbox) Attach(_ context.Context, cfg netcfg.LinkConfig, hosts map[str
 	if err != nil {
 		return nil, fmt.Errorf("create TAP %s: %w", cfg.Name, err)
 	}
+	if cfg.Log == nil {
+		cfg.Log = s.log
+	}
 	if err := netcfg.Apply(s.ns, cfg); err != nil {
 		dev.Close() // non-persistent: the device goes with its fd
 		return nil, fmt.Errorf("configure %s: %w", cfg.Name, err)
