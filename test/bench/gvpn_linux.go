@@ -299,7 +299,7 @@ func (b *gvpnBed) Close() error {
 		name := netns.NameFor(namePrefix, n.cfg.Workdir)
 		if _, err := os.Lstat(filepath.Join(nsthread.RunDir, name)); !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("%s: the runtime left its sandbox %s behind", n.name, name))
-			if err := netns.Cleanup(namePrefix, n.cfg.Workdir); err != nil {
+			if err := netns.Cleanup(namePrefix, n.cfg.Workdir, nil); err != nil {
 				errs = append(errs, err)
 			}
 		}

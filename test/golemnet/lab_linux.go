@@ -511,7 +511,7 @@ func (l *Lab) close() error {
 	// SIGKILL) leaves its sandbox behind: remove it as the next runtime
 	// for the same workdir would.
 	for _, n := range l.nodes {
-		if err := netns.Cleanup(l.plan.prefix, n.Workdir); err != nil {
+		if err := netns.Cleanup(l.plan.prefix, n.Workdir, l.log); err != nil {
 			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
 		}
 	}

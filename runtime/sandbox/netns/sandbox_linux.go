@@ -73,7 +73,7 @@ type Config struct {
 	// writable places besides /tmp and /dev/shm. Their directories are in
 	// Workdir (see volume.List.Prepare); Open creates missing ones.
 	Volumes volume.List
-	// Log receives the sandbox's logs; nil means logrus.StandardLogger().
+	// Log receives the sandbox's logs; nil discards them.
 	Log *logrus.Entry
 	// NamePrefix starts the namespace name; empty means DefaultPrefix. It
 	// must not contain '/'. Tests use their own prefix.
@@ -177,10 +177,7 @@ func Open(cfg Config) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: workdir: %v", ErrBadConfig, err)
 	}
-	log := cfg.Log
-	if log == nil {
-		log = logrus.NewEntry(logrus.StandardLogger())
-	}
+	log := orDiscard(cfg.Log)
 	name := NameFor(cfg.NamePrefix, workdir)
 	log = log.WithField("sandbox", name)
 	s := &Sandbox{
@@ -682,10 +679,11 @@ func (s *Sandbox) destroy() error {
 // Cleanup removes the sandbox for workdir left behind by a runtime that did
 // not Close it (crash, SIGKILL): it kills every process in its namespace,
 // deletes the namespace and the hosts directory. It is a no-op if there is
-// none. Do not call it for a sandbox that is open in this process.
-func Cleanup(prefix, workdir string) error {
+// none. Do not call it for a sandbox that is open in this process. log may
+// be nil (discard).
+func Cleanup(prefix, workdir string, log *logrus.Entry) error {
 	name := NameFor(prefix, workdir)
-	log := logrus.WithField("sandbox", name)
+	log = orDiscard(log).WithField("sandbox", name)
 	found, err := cleanupName(name, log)
 	if found && err == nil {
 		log.Warn("removed a stale sandbox")
@@ -882,3 +880,14 @@ var holderPath = sync.OnceValue(func() string {
 	}
 	return "/proc/self/exe"
 })
+
+// orDiscard is log, or a logger that discards when the caller gave none:
+// a library logs only where its caller said.
+func orDiscard(log *logrus.Entry) *logrus.Entry {
+	if log != nil {
+		return log
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}

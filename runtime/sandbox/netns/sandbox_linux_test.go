@@ -567,11 +567,11 @@ func TestCleanup(t *testing.T) {
 	if !exitedFD(daemon, guard) {
 		t.Error("the daemon survived its runtime")
 	}
-	if err := Cleanup(testPrefix, workdir); err != nil {
+	if err := Cleanup(testPrefix, workdir, nil); err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, NameFor(testPrefix, workdir))
-	if err := Cleanup(testPrefix, workdir); err != nil {
+	if err := Cleanup(testPrefix, workdir, nil); err != nil {
 		t.Errorf("Cleanup of nothing: %v", err)
 	}
 }

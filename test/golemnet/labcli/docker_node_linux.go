@@ -124,7 +124,7 @@ func (n *dockerNodeProc) run(ctx context.Context) error {
 		return err
 	}
 	// A restarted container finds its last run's work directory.
-	netns.Cleanup(n.prefix, dockerNodeWorkdir)
+	netns.Cleanup(n.prefix, dockerNodeWorkdir, n.log)
 	os.RemoveAll(dockerNodeWorkdir)
 	logFile, err := os.OpenFile(filepath.Join(logs, "runtime.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

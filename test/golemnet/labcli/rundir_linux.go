@@ -95,7 +95,7 @@ func cleanStaleRuns(stateDir string, log *logrus.Entry) int {
 		var info runInfo
 		if b, err := os.ReadFile(filepath.Join(dir, runInfoFile)); err == nil && json.Unmarshal(b, &info) == nil && info.SandboxPrefix != "" {
 			for _, wd := range info.Workdirs {
-				if err := netns.Cleanup(info.SandboxPrefix, wd); err != nil {
+				if err := netns.Cleanup(info.SandboxPrefix, wd, log); err != nil {
 					log.WithError(err).Warn("cannot remove a sandbox left by an earlier lab")
 				}
 			}
