@@ -191,14 +191,11 @@ func startNode(t *testing.T, n *node, o nodeOpts) {
 // exits 0.
 func (n *node) run(t *testing.T, ctx context.Context, bin string, args ...string) string {
 	t.Helper()
-	res, err := n.eu.Run(ctx, bin, args...)
+	out, err := n.eu.Output(ctx, bin, args...)
 	if err != nil {
-		t.Fatalf("%s: %s %v: %v", n.name, bin, args, err)
+		t.Fatalf("%s: %v", n.name, err)
 	}
-	if res.ReturnCode != 0 {
-		t.Fatalf("%s: %s %v: exit %d\nstdout: %s\nstderr: %s", n.name, bin, args, res.ReturnCode, res.Stdout, res.Stderr)
-	}
-	return string(res.Stdout)
+	return out
 }
 
 func (n *node) sh(t *testing.T, ctx context.Context, script string) string {

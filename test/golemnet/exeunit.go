@@ -480,6 +480,19 @@ func (e *ExeUnit) Run(ctx context.Context, bin string, args ...string) (Result, 
 	return p.Wait(ctx)
 }
 
+// Output runs a command like Run and returns its stdout; a command that
+// does not exit 0 is an error quoting its exit code, stdout and stderr.
+func (e *ExeUnit) Output(ctx context.Context, bin string, args ...string) (string, error) {
+	res, err := e.Run(ctx, bin, args...)
+	if err != nil {
+		return "", fmt.Errorf("%s %v: %w", bin, args, err)
+	}
+	if res.ReturnCode != 0 {
+		return "", fmt.Errorf("%s %v: exit %d\nstdout: %s\nstderr: %s", bin, args, res.ReturnCode, res.Stdout, res.Stderr)
+	}
+	return string(res.Stdout), nil
+}
+
 // Wait waits for the process to end.
 func (p *Proc) Wait(ctx context.Context) (Result, error) {
 	select {

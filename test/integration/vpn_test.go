@@ -121,14 +121,11 @@ func installPayload(t *testing.T, workdir string, dep golemnet.DeployResult) str
 // run runs a command on a node and fails the test unless it exits 0.
 func (n *vpnNode) run(t *testing.T, ctx context.Context, bin string, args ...string) string {
 	t.Helper()
-	res, err := n.eu.Run(ctx, bin, args...)
+	out, err := n.eu.Output(ctx, bin, args...)
 	if err != nil {
-		t.Fatalf("%s: %s %v: %v", n.name, bin, args, err)
+		t.Fatalf("%s: %v", n.name, err)
 	}
-	if res.ReturnCode != 0 {
-		t.Fatalf("%s: %s %v: exit %d\nstdout: %s\nstderr: %s", n.name, bin, args, res.ReturnCode, res.Stdout, res.Stderr)
-	}
-	return string(res.Stdout)
+	return out
 }
 
 // stats returns the latest VPN counters the node's runtime reported.
