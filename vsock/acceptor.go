@@ -58,19 +58,19 @@ var (
 
 // ListenAcceptor listens on a (see Listen) and returns an Acceptor over the
 // listener. log may be nil.
-func ListenAcceptor(a Addr, log logrus.FieldLogger) (*Acceptor, error) {
+func ListenAcceptor(a Addr, log logrus.FieldLogger, opts ...Option) (*Acceptor, error) {
 	l, err := Listen(a)
 	if err != nil {
 		return nil, err
 	}
-	return NewAcceptor(l, log), nil
+	return NewAcceptor(l, log, opts...), nil
 }
 
 // NewAcceptor starts accepting bridge data connections on l and returns at
 // once. The Acceptor owns l and closes it on Close. log may be nil.
-func NewAcceptor(l net.Listener, log logrus.FieldLogger) *Acceptor {
+func NewAcceptor(l net.Listener, log logrus.FieldLogger, opts ...Option) *Acceptor {
 	a := &Acceptor{l: l, done: make(chan struct{})}
-	a.init(log, l.Addr().String(), "waiting for the peer to reconnect")
+	a.init(log, l.Addr().String(), "waiting for the peer to reconnect", opts)
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	go a.run()
 	return a
@@ -113,7 +113,7 @@ func (a *Acceptor) run() {
 			}
 		}
 		n := a.accepted.Add(1)
-		old, ok := a.install(newSession(link.NewStream(conn, link.PrefixU32BE)))
+		old, ok := a.install(a.newSession(conn))
 		if !ok {
 			conn.Close()
 			return

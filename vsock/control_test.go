@@ -25,9 +25,13 @@ import (
 
 // docMessages are the examples of docs/bridge.md, one per type.
 var docMessages = []Message{
+	Hello{Version: 1, AgentID: "vm-3", VNetHdr: true},
 	Hello{Version: 1, AgentID: "vm-3"},
 	Configure{ID: 1, Name: "vpn0", IfAddr: "10.0.0.2", Mask: "255.255.255.0", Gateway: "", MTU: 1220,
+		Hosts: map[string]string{"node-a": "10.0.0.3", "node-b": "10.0.0.4"}, VNetHdr: true},
+	Configure{ID: 1, Name: "vpn0", IfAddr: "10.0.0.2", Mask: "255.255.255.0", Gateway: "", MTU: 1220,
 		Hosts: map[string]string{"node-a": "10.0.0.3", "node-b": "10.0.0.4"}},
+	Configured{ID: 1, OK: true, VNetHdr: true},
 	Configured{ID: 1, OK: true},
 	Configured{ID: 1, OK: false, Error: "mask: 255.0.255.0 is not a netmask (its ones are not contiguous)", Field: "mask"},
 	Run{ID: 2, Bin: "/bin/sh", Args: []string{"sh", "-c", "echo hi"}, Dir: "/", Env: []string{"PATH=/usr/bin:/bin"}},
@@ -44,9 +48,10 @@ var docMessages = []Message{
 // allMessages has every type with every member set, to check that nothing
 // is lost on the way.
 var allMessages = []Message{
-	Hello{Version: ProtocolVersion, AgentID: "agent-\u00e9\u2603"},
+	Hello{Version: ProtocolVersion, AgentID: "agent-\u00e9\u2603", VNetHdr: true},
 	Configure{ID: 1<<64 - 1, Name: "vpn0", IfAddr: "192.168.8.2", Mask: "255.255.252.0", Gateway: "192.168.8.1", MTU: 1220,
-		Hosts: map[string]string{"a": "192.168.8.3", "b.example": "fd00::1"}},
+		Hosts: map[string]string{"a": "192.168.8.3", "b.example": "fd00::1"}, VNetHdr: true},
+	Configured{ID: 8, OK: true, VNetHdr: true},
 	Configured{ID: 9, OK: false, Error: "if_addr: \"x\" is not an IPv4 address", Field: "if_addr"},
 	Run{ID: 10, Bin: "/usr/bin/env", Args: []string{"env", "-i", "a b", ""}, Dir: "/tmp", Env: []string{"A=1", "B=<&>"}},
 	Started{ID: 10, PID: 4242},

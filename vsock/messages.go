@@ -35,6 +35,9 @@ type Message interface {
 type Hello struct {
 	Version int    `json:"version"`  // ProtocolVersion of the agent
 	AgentID string `json:"agent_id"` // free-form, for the runtime's logs
+	// VNetHdr: the agent can carry superframes with virtio-net headers
+	// on the data connection (docs/bridge.md §2.4) if configure asks.
+	VNetHdr bool `json:"vnet_hdr,omitempty"`
 }
 
 // Configure asks the agent to configure its VPN interface. The field names
@@ -48,6 +51,10 @@ type Configure struct {
 	Gateway string            `json:"gateway"`         // IPv4 gateway; "" means none
 	MTU     int               `json:"mtu"`             // IP MTU of the interface, e.g. 1220
 	Hosts   map[string]string `json:"hosts,omitempty"` // hostname → IP, for /etc/hosts
+	// VNetHdr asks the agent to send superframes with virtio-net headers
+	// on the data connection (docs/bridge.md §2.4), and says that the
+	// runtime takes them. Only sent to an agent whose hello offered it.
+	VNetHdr bool `json:"vnet_hdr,omitempty"`
 }
 
 // Configured is the agent's reply to Configure. On failure Field names the
@@ -58,6 +65,10 @@ type Configured struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
 	Field string `json:"field,omitempty"`
+	// VNetHdr confirms a configure that asked for superframes: from now
+	// on, until this control connection ends, the agent sends them and
+	// takes them (docs/bridge.md §2.4). Never set on a refusal.
+	VNetHdr bool `json:"vnet_hdr,omitempty"`
 }
 
 // Run asks the agent to start a payload process.

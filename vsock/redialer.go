@@ -55,7 +55,7 @@ var (
 // immediately (Read waits, Write drops until the first connection is up).
 // log may be nil. Cancelling ctx has the effect of Close. The only error is
 // an invalid addr.
-func NewRedialer(ctx context.Context, addr Addr, opts BackoffOptions, log logrus.FieldLogger) (*Redialer, error) {
+func NewRedialer(ctx context.Context, addr Addr, opts BackoffOptions, log logrus.FieldLogger, linkOpts ...Option) (*Redialer, error) {
 	if err := addr.check(); err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func NewRedialer(ctx context.Context, addr Addr, opts BackoffOptions, log logrus
 		return nil, &AddrError{Addr: addr.String(), Reason: "CID any can be listened on, not dialled"}
 	}
 	r := &Redialer{addr: addr, backoff: NewBackoff(opts), done: make(chan struct{})}
-	r.init(log, addr.String(), "re-dialling")
+	r.init(log, addr.String(), "re-dialling", linkOpts)
 	r.ctx, r.cancel = context.WithCancel(ctx)
 	go r.run()
 	return r, nil
@@ -114,7 +114,7 @@ func (r *Redialer) run() {
 			continue
 		}
 		failures = 0
-		s := newSession(link.NewStream(conn, link.PrefixU32BE))
+		s := r.newSession(conn)
 		up := time.Now()
 		if established {
 			// Counted before the session is visible, so that whoever sees

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/offload"
 )
 
 // streamBatchSize is the batch size of every bridge data link. BatchSize of
@@ -30,6 +32,7 @@ type slot struct {
 	log       logrus.FieldLogger
 	errClosed error
 	lost      string // what the log says follows a lost connection
+	vnetHdr   bool   // WithVNetHdr: every connection carries virtio-net headers
 
 	// mu serialises the changes of cur and closed with the waiters'
 	// checks; the atomics let Read and Write look at them without it.
@@ -48,11 +51,34 @@ type session struct {
 	failed   chan struct{} // closed by fail
 }
 
-func newSession(l *link.Stream) *session { return &session{link: l, failed: make(chan struct{})} }
+// newSession frames conn as the slot's connections are framed.
+func (s *slot) newSession(conn net.Conn) *session {
+	l := link.NewStream(conn, link.PrefixU32BE)
+	if s.vnetHdr {
+		_ = l.SetHeader(offload.VNetHdrLen) // a PrefixU32BE stream takes any header length of 1…255
+	}
+	return &session{link: l, failed: make(chan struct{})}
+}
+
+// Option changes how a bridge data link frames its frames.
+type Option func(*slot)
+
+// WithVNetHdr makes every frame in the link's buffers start with a
+// virtio-net header (offload.VNetHdrLen bytes; offload.Link reads and
+// writes such a link), carried on the bridge as docs/bridge.md §2.4 says:
+// a frame behind an all-zero header travels as a plain frame, any other
+// with its header and link.HeaderFlag; frames read are returned with the
+// header they were sent with, or an all-zero one. Whether non-zero headers
+// may be sent is the caller's to agree with the peer (§3): the link only
+// carries what it is given.
+func WithVNetHdr() Option { return func(s *slot) { s.vnetHdr = true } }
 
 // init prepares the slot for the bridge link at addr; a nil log discards
 // the logs.
-func (s *slot) init(log logrus.FieldLogger, addr, lost string) {
+func (s *slot) init(log logrus.FieldLogger, addr, lost string, opts []Option) {
+	for _, o := range opts {
+		o(s)
+	}
 	if log == nil {
 		l := logrus.New()
 		l.Out = io.Discard

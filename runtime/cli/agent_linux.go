@@ -25,11 +25,12 @@ func openAgentSandbox(o *Options, hostname string, logOut io.Writer, log *logrus
 		return nil, fmt.Errorf("--sandbox agent needs --agent-command (the command that starts the payload with gvpn-agent inside)")
 	}
 	cfg := agent.Config{
-		Command: o.AgentCommand,
-		Dir:     o.Workdir,
-		Timeout: o.AgentTimeout,
-		Output:  logOut,
-		Log:     log,
+		Command:   o.AgentCommand,
+		Dir:       o.Workdir,
+		Timeout:   o.AgentTimeout,
+		NoVNetHdr: o.BridgePlain,
+		Output:    logOut,
+		Log:       log,
 	}
 	if o.Bridge == "" {
 		dir := filepath.Join("/run/gvpn", netns.NameFor(o.SandboxPrefix, o.Workdir))

@@ -79,6 +79,7 @@ type Options struct {
 	BridgeControl string
 	AgentCommand  string
 	AgentTimeout  time.Duration
+	BridgePlain   bool
 
 	LocalEndpoint       string
 	AllowRemoteEndpoint bool
@@ -155,7 +156,7 @@ var flagGroups = []cmdflag.Group{
 	{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
 		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "version"}},
 	{Title: "Sandbox settings", Names: []string{
-		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "agent-command", "bridge", "bridge-control", "agent-timeout",
+		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "agent-command", "bridge", "bridge-control", "bridge-plain", "agent-timeout",
 		"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"}},
 	{Title: "Debugging (not for production)", Names: []string{
 		"debug-local-endpoint", "debug-allow-remote-endpoint", "debug-state-events"}},
@@ -189,6 +190,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data `address` to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
 	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control `address` to listen on (default: derived from --bridge)")
+	fs.BoolVar(&o.BridgePlain, "bridge-plain", false, "agent sandbox: never ask gvpn-agent for superframes on the bridge (plain frames, the agent\nsegments at its TAP), as runtimes before them did; for comparisons and old peers' tests")
 	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent and vm sandboxes: how long (a `duration`) to wait for the agent's hello (a VM's boot)\nand for each of its answers (vm sandbox: 2m unless given)")
 	fs.StringVar(&o.VMKernel, "vm-kernel", vmDefaultFile("vmlinuz"), "vm sandbox: guest `kernel` (make vm-image writes bin/vm/vmlinuz)")
 	fs.StringVar(&o.VMInitrd, "vm-initrd", vmDefaultFile("initrd.img"), "vm sandbox: guest `initramfs` with gvpn-agent (make vm-image writes bin/vm/initrd.img)")

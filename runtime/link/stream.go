@@ -70,6 +70,14 @@ func (p Prefix) get(b []byte) int {
 // stream has lost its framing, and reading on would only swallow garbage.
 const MaxDeclared = 1 << 20
 
+// HeaderFlag, set in a PrefixU32BE length, says that the bytes the length
+// counts are a header and then the frame (on the gvpn bridge, a
+// virtio-net header and a superframe, docs/bridge.md §2.4). A length above
+// MaxDeclared cannot be a frame, so a peer that does not know the flag sees
+// a desynchronised stream and closes it rather than misreading the frame.
+// Only a Stream with SetHeader reads or writes it.
+const HeaderFlag = 1 << 31
+
 // ErrDesync reports a length prefix beyond MaxDeclared. The stream cannot be
 // resynchronised; the link must be closed.
 var ErrDesync = errors.New("link: stream lost framing (declared frame length too large)")
@@ -89,6 +97,10 @@ type Stream struct {
 	prefix Prefix
 	r      *bufio.Reader
 
+	// hdrLen is the header every frame carries in the caller's buffers
+	// (SetHeader); 0 for plain frames.
+	hdrLen int
+
 	wmu  sync.Mutex
 	wbuf []byte
 
@@ -105,6 +117,31 @@ func NewStream(conn net.Conn, p Prefix) *Stream {
 		r:      bufio.NewReaderSize(conn, readBufSize),
 		wbuf:   make([]byte, 0, streamBatch*(4+1514)),
 	}
+}
+
+// SetHeader makes the link carry an n-byte header in front of every frame,
+// with HeaderFlag (PrefixU32BE only; n must be 1 … 255). Every frame in the
+// caller's buffers then starts with its header:
+//
+//   - Read returns a frame whose length has HeaderFlag with the header it
+//     was sent with, and any other frame behind n zero bytes (read in
+//     place, not copied);
+//   - Write sends a frame whose header is all zero as a plain frame (no
+//     flag, no header: what a peer without headers reads), and any other
+//     with HeaderFlag and its header.
+//
+// So the wire carries headers only where a sender put a non-zero one, and a
+// reader needs no state to tell the two kinds apart. Call SetHeader before
+// the first Read or Write.
+func (s *Stream) SetHeader(n int) error {
+	if s.prefix != PrefixU32BE {
+		return fmt.Errorf("link: a %s stream has no room for HeaderFlag", s.prefix)
+	}
+	if n < 1 || n > 255 {
+		return fmt.Errorf("link: header length %d out of range 1…255", n)
+	}
+	s.hdrLen = n
+	return nil
 }
 
 // Conn returns the underlying connection.
@@ -144,7 +181,18 @@ func (s *Stream) frameBuffered(psize int) bool {
 		return false
 	}
 	hdr, _ := s.r.Peek(psize)
-	return s.r.Buffered() >= psize+s.prefix.get(hdr)
+	size, _ := s.length(hdr)
+	return s.r.Buffered() >= psize+size
+}
+
+// length decodes a length prefix: the byte count it announces and whether
+// those bytes start with a header (HeaderFlag on a stream with SetHeader).
+func (s *Stream) length(hdr []byte) (size int, flagged bool) {
+	size = s.prefix.get(hdr)
+	if s.hdrLen > 0 && size&HeaderFlag != 0 {
+		return size &^ HeaderFlag, true
+	}
+	return size, false
 }
 
 func (s *Stream) readFrame(dst []byte, psize int) (int, error) {
@@ -155,22 +203,28 @@ func (s *Stream) readFrame(dst []byte, psize int) (int, error) {
 		}
 		return 0, err
 	}
-	size := s.prefix.get(hdr)
+	size, flagged := s.length(hdr)
 	if size > MaxDeclared {
 		return 0, fmt.Errorf("%w: %d bytes", ErrDesync, size)
 	}
 	s.r.Discard(psize)
-	if size > len(dst) {
+	// A plain frame on a stream with headers goes behind a zero header.
+	pad := 0
+	if s.hdrLen > 0 && !flagged {
+		pad = s.hdrLen
+	}
+	if pad+size > len(dst) {
 		// Skip the frame; the caller sees its real size and drops it.
 		if _, err := s.r.Discard(size); err != nil {
 			return 0, eofInFrame(err)
 		}
-		return size, nil
+		return pad + size, nil
 	}
-	if _, err := io.ReadFull(s.r, dst[:size]); err != nil {
+	if _, err := io.ReadFull(s.r, dst[pad:pad+size]); err != nil {
 		return 0, eofInFrame(err)
 	}
-	return size, nil
+	clear(dst[:pad])
+	return pad + size, nil
 }
 
 func eofInFrame(err error) error {
@@ -192,11 +246,22 @@ func (s *Stream) Write(bufs [][]byte, offset int) (int, error) {
 	w := s.wbuf[:0]
 	for _, b := range bufs {
 		frame := b[offset:]
+		flag := 0
+		if s.hdrLen > 0 {
+			if len(frame) < s.hdrLen {
+				continue
+			}
+			if isZero(frame[:s.hdrLen]) {
+				frame = frame[s.hdrLen:]
+			} else {
+				flag = HeaderFlag
+			}
+		}
 		if len(frame) == 0 || len(frame) > max {
 			continue
 		}
 		var hdr [4]byte
-		s.prefix.put(hdr[:], len(frame))
+		s.prefix.put(hdr[:], len(frame)|flag)
 		w = append(w, hdr[:psize]...)
 		w = append(w, frame...)
 	}
@@ -208,6 +273,15 @@ func (s *Stream) Write(bufs [][]byte, offset int) (int, error) {
 		return 0, s.wrapErr(err)
 	}
 	return len(bufs), nil
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Close implements Link.

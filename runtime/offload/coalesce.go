@@ -36,6 +36,9 @@ type Coalescer struct {
 	in     [][]byte
 	offset int
 
+	// alone makes every frame go out alone (SetAlone).
+	alone bool
+
 	// The run being built: its first frame in the caller's buffers
 	// (start) and how many frames it has (count).
 	open    bool
@@ -93,7 +96,7 @@ func (c *Coalescer) Coalesce(bufs [][]byte, offset int) (pkts [][]byte, ends []i
 			// No superframe buffer left for a run that might grow.
 			return c.pkts, c.ends, i
 		}
-		if !c.startRun(i) {
+		if c.alone || !c.startRun(i) {
 			c.single(b, i)
 		}
 	}
@@ -102,6 +105,11 @@ func (c *Coalescer) Coalesce(bufs [][]byte, offset int) (pkts [][]byte, ends []i
 	}
 	return c.pkts, c.ends, len(bufs)
 }
+
+// SetAlone makes Coalesce glue nothing: every frame goes out alone behind
+// a header that asks for nothing, for a receiver that cannot take
+// superframes. It is for the goroutine that calls Coalesce.
+func (c *Coalescer) SetAlone(alone bool) { c.alone = alone }
 
 // single emits frame b[offset:] as it is, behind a header that asks for
 // nothing.

@@ -36,7 +36,8 @@ type Link struct {
 	malformed, split, coalesced atomic.Uint64
 
 	// Write side.
-	co *Coalescer
+	co     *Coalescer
+	noGlue atomic.Bool // SetCoalescing(false)
 }
 
 var _ link.Link = (*Link)(nil)
@@ -53,6 +54,20 @@ func NewLink(inner link.Link) *Link {
 	}
 	return l
 }
+
+// SetCoalescing turns the gluing of Write on (the default) or off. Off,
+// every frame goes to the inner link alone behind a header that asks for
+// nothing — for an inner link whose peer cannot take superframes at the
+// moment (the bridge to an agent that did not agree to them, which then
+// receives plain frames). It may be called at any time; a Write under way
+// finishes with the setting it started with.
+func (l *Link) SetCoalescing(on bool) { l.noGlue.Store(!on) }
+
+// Pending reports whether Read holds frames it read from the inner link
+// and has not handed out yet, so that a caller switching to reading the
+// inner link directly can first take them, in order. It is for the
+// goroutine that calls Read.
+func (l *Link) Pending() bool { return l.splitting || l.ri < l.rn || l.rerr != nil }
 
 // Inner returns the wrapped link.
 func (l *Link) Inner() link.Link { return l.inner }
@@ -144,6 +159,7 @@ func (l *Link) Write(bufs [][]byte, offset int) (int, error) {
 	if offset < VNetHdrLen {
 		return 0, fmt.Errorf("%w: offset %d < %d", errHeadroom, offset, VNetHdrLen)
 	}
+	l.co.SetAlone(l.noGlue.Load())
 	done := 0
 	for done < len(bufs) {
 		pkts, ends, consumed := l.co.Coalesce(bufs[done:], offset)

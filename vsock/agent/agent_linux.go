@@ -54,6 +54,7 @@ type agent struct {
 	manual      *vsock.Configure
 	hostsFile   string
 	agentID     string
+	noVNetHdr   bool
 	ns          netns.NsHandle
 	backoffOpts vsock.BackoffOptions
 	stopTimeout time.Duration
@@ -93,6 +94,7 @@ func newAgent(cfg Config) (*agent, error) {
 		manual:      cfg.Manual,
 		hostsFile:   cfg.HostsFile,
 		agentID:     cfg.AgentID,
+		noVNetHdr:   cfg.NoVNetHdr,
 		ns:          cfg.NS,
 		backoffOpts: cfg.Backoff,
 		stopTimeout: orDefault(cfg.StopTimeout, DefaultStopTimeout),
@@ -119,14 +121,14 @@ func newAgent(cfg Config) (*agent, error) {
 	var err error
 	if cfg.Listen {
 		var acc *vsock.Acceptor
-		acc, err = vsock.ListenAcceptor(cfg.Bridge, log)
+		acc, err = vsock.ListenAcceptor(cfg.Bridge, log, vsock.WithVNetHdr())
 		a.data = acc
 		if err == nil {
 			log.WithField("bridge", cfg.Bridge.String()).Info("listening for the bridge peer")
 		}
 	} else {
 		var r *vsock.Redialer
-		r, err = vsock.NewRedialer(context.Background(), cfg.Bridge, cfg.Backoff, log)
+		r, err = vsock.NewRedialer(context.Background(), cfg.Bridge, cfg.Backoff, log, vsock.WithVNetHdr())
 		a.data = r
 		if err == nil {
 			log.WithField("bridge", cfg.Bridge.String()).Info("dialling the bridge")
@@ -236,12 +238,18 @@ func (a *agent) teardown() {
 
 func (a *agent) logCounters(msg string) {
 	st := a.pump.Stats()
+	off := a.gate.offloadStats()
 	f := logrus.Fields{
 		"egress_frames":  st.Egress.Frames,
 		"egress_drops":   st.Egress.DropMap(),
 		"ingress_frames": st.Ingress.Frames,
 		"ingress_drops":  st.Ingress.DropMap(),
 		"unconfigured":   a.gate.Unconfigured(),
+		// Superframes the agent itself cut for, and glued from, a plain
+		// bridge: zero while the bridge carries superframes.
+		"tap_split_superframes":     off.SplitSuperframes,
+		"tap_coalesced_superframes": off.CoalescedSuperframes,
+		"superframes":               a.gate.superframes.Load(),
 	}
 	if c, ok := a.data.(link.Counters); ok {
 		for name, n := range c.Counters() {

@@ -53,6 +53,10 @@ type Config struct {
 	// AgentID is sent in hello, for the runtime's logs; empty means the
 	// hostname.
 	AgentID string
+	// NoVNetHdr keeps the bridge to plain frames: hello does not offer
+	// superframes (docs/bridge.md §2.4), as an agent older than them would
+	// not, and the agent segments and coalesces at its TAP.
+	NoVNetHdr bool
 	// NS is the network namespace of the interface; 0 means the agent's
 	// own (netns.None()). Tests set it.
 	NS netns.NsHandle

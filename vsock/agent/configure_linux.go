@@ -98,8 +98,8 @@ func (a *agent) configure(c vsock.Configure) error {
 
 	maxFrame := lc.MTU + frame.EthernetLen
 	ip := lc.Net.IfAddr
-	a.egress.cur.Store(&pump.EgressFilter{MAC: frame.MAC(netcfg.MAC(ip)), IP: ip, MaxFrame: maxFrame})
-	a.ingress.cur.Store(&pump.IngressFilter{MaxFrame: maxFrame})
+	a.egress.set(pump.EgressFilter{MAC: frame.MAC(netcfg.MAC(ip)), IP: ip, MaxFrame: maxFrame})
+	a.ingress.set(pump.IngressFilter{MaxFrame: maxFrame})
 	if created && !a.gate.set(dev) {
 		dev.Close()
 		return errors.New("agent is shutting down")

@@ -101,7 +101,7 @@ func (a *agent) controlLoop(ctx context.Context) bool {
 		failures = 0
 		c := vsock.NewControlConn(conn)
 		up := time.Now()
-		if err := c.Send(vsock.Hello{Version: vsock.ProtocolVersion, AgentID: a.agentID}); err != nil {
+		if err := c.Send(vsock.Hello{Version: vsock.ProtocolVersion, AgentID: a.agentID, VNetHdr: !a.noVNetHdr}); err != nil {
 			log.WithError(err).Warn("control connection lost before hello")
 			c.Close()
 			continue
@@ -116,6 +116,9 @@ func (a *agent) controlLoop(ctx context.Context) bool {
 		done := a.serve(ctx, c, log)
 		a.sender.clear(c)
 		c.Close()
+		// Superframes were agreed with the runtime behind this connection
+		// only; the next one may be another (docs/bridge.md §2.4).
+		a.setSuperframes(false, log)
 		if done {
 			return true
 		}
@@ -126,6 +129,25 @@ func (a *agent) controlLoop(ctx context.Context) bool {
 			backoff.Reset()
 		}
 	}
+}
+
+// setSuperframes switches the bridge to superframes (docs/bridge.md §2.4)
+// when the runtime asked for them, this agent may use them and its TAP
+// has a virtio-net header, and back to plain frames otherwise; it reports
+// which. The switch happens before the configured answer goes out: the
+// runtime takes either kind of frame at any time.
+func (a *agent) setSuperframes(asked bool, log *logrus.Entry) bool {
+	was := a.gate.superframes.Load()
+	on := a.gate.setSuperframes(asked && !a.noVNetHdr)
+	switch {
+	case on && !was:
+		log.Info("bridge: superframes with virtio-net headers both ways (the runtime segments them)")
+	case !on && was:
+		log.Info("bridge: plain frames (segmented and coalesced at the TAP)")
+	case asked && !on && !a.noVNetHdr:
+		log.Info("bridge: the runtime asked for superframes, but the TAP has no virtio-net header; plain frames")
+	}
+	return on
 }
 
 // serve answers requests on c until it fails (false) or a shutdown was
@@ -153,7 +175,11 @@ func (a *agent) serve(ctx context.Context, c *vsock.ControlConn, log *logrus.Ent
 			if err != nil {
 				log.WithError(err).Error("configure refused")
 			}
-			reply = vsock.ConfiguredFor(m.ID, err)
+			r := vsock.ConfiguredFor(m.ID, err)
+			if err == nil {
+				r.VNetHdr = a.setSuperframes(m.VNetHdr, log)
+			}
+			reply = r
 		case vsock.Run:
 			p, err := a.procs.start(m)
 			if err != nil {

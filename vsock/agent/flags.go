@@ -55,7 +55,7 @@ Flags may be given as --flag value or --flag=value.
 
 // flagGroups orders the help text.
 var flagGroups = []cmdflag.Group{
-	{Title: "The bridge to gvpn-runtime", Names: []string{"bridge", "control", "connect", "listen", "agent-id"}},
+	{Title: "The bridge to gvpn-runtime", Names: []string{"bridge", "control", "connect", "listen", "agent-id", "no-vnet-hdr"}},
 	{Title: "Manual mode (the interface from flags, no runtime)", Names: []string{"ip", "gateway", "mtu", "name", "host", "hosts-file"}},
 	{Title: "Logging and information", Names: []string{"log-level", "log-format", "version"}},
 }
@@ -148,6 +148,7 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 	fs.BoolVar(&connect, "connect", false, "dial --bridge (the default)")
 	fs.BoolVar(&o.Listen, "listen", false, "manual mode: listen on --bridge instead of dialling it\n(for a peer that dials: another agent, QEMU -netdev stream,server=off)")
 	fs.StringVar(&o.AgentID, "agent-id", "", "name sent to the runtime in hello, for its logs (default: the hostname)")
+	fs.BoolVar(&o.NoVNetHdr, "no-vnet-hdr", false, "managed mode: never offer the runtime superframes with virtio-net headers on the bridge;\nthe agent segments and coalesces at its TAP, as agents before them did")
 	fs.StringVar(&o.LogLevel, "log-level", envOr("GVPN_LOG_LEVEL", "info"), "debug, info, warn, error (env GVPN_LOG_LEVEL)")
 	fs.StringVar(&o.LogFormat, "log-format", envOr("GVPN_LOG_FORMAT", "text"), "text or json (env GVPN_LOG_FORMAT)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")

@@ -11,11 +11,25 @@ import (
 	"github.com/gvpn/gvpn/tap"
 )
 
+// hdrLen is the virtio-net header in front of every frame in the agent's
+// pump: the pump joins the gate and a bridge link made WithVNetHdr.
+const hdrLen = offload.VNetHdrLen
+
 // gate is the payload side of the agent's pump: the TAP, once there is one.
 // The pump runs from the agent's start, so that frames arriving on the
 // bridge before the interface is configured are read and dropped (counted
 // as Unconfigured) instead of piling up in the socket, as docs/bridge.md §4
 // asks.
+//
+// Every frame the gate reads or writes starts with a virtio-net header, as
+// on the bridge link. While superframes are agreed with the runtime
+// (setSuperframes, docs/bridge.md §2.4) the TAP's packets pass both ways
+// unchanged, superframes included: the runtime segments them. Otherwise
+// the gate reads the TAP through offload.Link, which cuts superframes into
+// MTU-sized frames and glues the bridge's frames for the TAP, and puts an
+// all-zero header, which the bridge link sends as a plain frame, in front
+// of each frame. A TAP the kernel gave no virtio-net header is read and
+// written plain, behind the same zero headers.
 //
 //   - Read waits until a TAP is set, then reads from it;
 //   - Write drops (and counts) frames while there is no TAP;
@@ -27,8 +41,10 @@ type gate struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed when dev is set or the gate is closed
 	dev     atomic.Pointer[tap.TAP]
-	data    link.Link // dev, or dev behind offload.Link; set with dev
+	off     *offload.Link // dev behind offload.Link when dev has a virtio-net header; set with dev
 	closed  atomic.Bool
+
+	superframes atomic.Bool // agreed with the runtime, and dev has a virtio-net header
 
 	unconfigured atomic.Uint64
 }
@@ -47,11 +63,8 @@ func (g *gate) set(dev *tap.TAP) bool {
 	if g.closed.Load() || g.dev.Load() != nil {
 		return false
 	}
-	g.data = dev
 	if dev.VNetHdr() {
-		// The payload's TCP hands the TAP superframes; the bridge and
-		// the filters take one MTU-sized frame at a time.
-		g.data = offload.NewLink(dev)
+		g.off = offload.NewLink(dev)
 	}
 	g.dev.Store(dev)
 	close(g.changed)
@@ -60,6 +73,31 @@ func (g *gate) set(dev *tap.TAP) bool {
 
 // device returns the TAP, or nil before set.
 func (g *gate) device() *tap.TAP { return g.dev.Load() }
+
+// setSuperframes says whether the runtime agreed to superframes on the
+// bridge. It reports whether they are carried now: only with a TAP that
+// has a virtio-net header.
+func (g *gate) setSuperframes(agreed bool) bool {
+	on := agreed && g.canCarrySuperframes()
+	g.superframes.Store(on)
+	return on
+}
+
+// canCarrySuperframes reports whether the TAP hands over and takes
+// superframes with virtio-net headers.
+func (g *gate) canCarrySuperframes() bool {
+	dev := g.dev.Load()
+	return dev != nil && dev.VNetHdr()
+}
+
+// offloadStats returns what the gate's own offload.Link did: superframes
+// it split for a plain bridge and glued from one.
+func (g *gate) offloadStats() offload.Stats {
+	if g.dev.Load() == nil || g.off == nil {
+		return offload.Stats{}
+	}
+	return g.off.Stats()
+}
 
 // Unconfigured is the number of frames dropped because no interface was
 // configured yet.
@@ -80,7 +118,22 @@ func (g *gate) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return 0, errGateClosed
 		}
 	}
-	return g.data.Read(bufs, sizes, offset)
+	if g.superframes.Load() && !g.off.Pending() {
+		// Frames the offload.Link read before the switch go first.
+		return dev.Read(bufs, sizes, offset)
+	}
+	var n int
+	var err error
+	if g.off != nil {
+		n, err = g.off.Read(bufs, sizes, offset+hdrLen)
+	} else {
+		n, err = dev.Read(bufs, sizes, offset+hdrLen)
+	}
+	for i := range n {
+		clear(bufs[i][offset : offset+hdrLen])
+		sizes[i] += hdrLen
+	}
+	return n, err
 }
 
 // Write implements link.Link.
@@ -91,13 +144,23 @@ func (g *gate) Write(bufs [][]byte, offset int) (int, error) {
 			return 0, errGateClosed
 		}
 		for _, b := range bufs {
-			if len(b) > offset {
+			if len(b) > offset+hdrLen {
 				g.unconfigured.Add(1)
 			}
 		}
 		return len(bufs), nil
 	}
-	return g.data.Write(bufs, offset)
+	switch {
+	case g.superframes.Load():
+		// The runtime's superframes and frames, headers and all.
+		return dev.Write(bufs, offset)
+	case g.off != nil:
+		// Plain frames from the bridge: the header room in front of each
+		// is the offload.Link's to fill.
+		return g.off.Write(bufs, offset+hdrLen)
+	default:
+		return dev.Write(bufs, offset+hdrLen)
+	}
 }
 
 // Close implements link.Link.
@@ -114,31 +177,67 @@ func (g *gate) Close() error {
 	return nil
 }
 
-// egressFilter is a pump.EgressFilter that a configure can replace while
-// the pump runs (a new address or MTU). Before the first configure it
-// refuses everything: there is no interface to send from anyway.
-type egressFilter struct {
-	cur atomic.Pointer[pump.EgressFilter]
+// filters are the checks of one configuration, for frames behind a
+// virtio-net header: frame for MTU-sized frames, super (the same checks
+// without the size limit) for superframes, whose segments the runtime
+// checks one by one when it cuts them.
+type filters[F pump.Filter] struct {
+	frame, super F
 }
 
-func (f *egressFilter) Check(frame []byte) pump.Reason {
-	p := f.cur.Load()
-	if p == nil {
+func (f *filters[F]) check(p []byte) pump.Reason {
+	h, ok := offload.DecodeVNetHdr(p)
+	if !ok {
+		return pump.Short
+	}
+	if h.GSOType != offload.GSONone {
+		return f.super.Check(p[hdrLen:])
+	}
+	return f.frame.Check(p[hdrLen:])
+}
+
+// egressFilter is a pump.EgressFilter for frames behind a virtio-net
+// header that a configure can replace while the pump runs (a new address
+// or MTU). A superframe is checked as one frame: its segments share its
+// addresses. Before the first configure it refuses everything: there is
+// no interface to send from anyway.
+type egressFilter struct {
+	cur atomic.Pointer[filters[*pump.EgressFilter]]
+}
+
+// set makes f the filter, with its size limit for MTU-sized frames.
+func (e *egressFilter) set(f pump.EgressFilter) {
+	super := f
+	super.MaxFrame = 0
+	e.cur.Store(&filters[*pump.EgressFilter]{frame: &f, super: &super})
+}
+
+func (e *egressFilter) Check(p []byte) pump.Reason {
+	f := e.cur.Load()
+	if f == nil {
 		return pump.SpoofedMAC
 	}
-	return p.Check(frame)
+	return f.check(p)
 }
 
-// ingressFilter is the replaceable pump.IngressFilter. Before the first
-// configure it passes frames on to the gate, which drops and counts them.
+// ingressFilter is the replaceable pump.IngressFilter for frames behind a
+// virtio-net header. Before the first configure it passes frames on to the
+// gate, which drops and counts them.
 type ingressFilter struct {
-	cur atomic.Pointer[pump.IngressFilter]
+	cur atomic.Pointer[filters[*pump.IngressFilter]]
 }
 
-func (f *ingressFilter) Check(frame []byte) pump.Reason {
-	p := f.cur.Load()
-	if p == nil {
+// set makes f the filter, with its size limit for MTU-sized frames.
+func (i *ingressFilter) set(f pump.IngressFilter) {
+	super := f
+	super.MaxFrame = 0
+	i.cur.Store(&filters[*pump.IngressFilter]{frame: &f, super: &super})
+}
+
+func (i *ingressFilter) Check(p []byte) pump.Reason {
+	f := i.cur.Load()
+	if f == nil {
 		return pump.Pass
 	}
-	return p.Check(frame)
+	return f.check(p)
 }

@@ -51,11 +51,11 @@ func TestFiltersDoNotAllocate(t *testing.T) {
 	var e egressFilter
 	var i ingressFilter
 	mac := frame.MAC{0x90, 0x13, 10, 0, 0, 2}
-	e.cur.Store(&pump.EgressFilter{MAC: mac, IP: netip.MustParseAddr("10.0.0.2"), MaxFrame: 1234})
-	i.cur.Store(&pump.IngressFilter{MaxFrame: 1234})
-	f := make([]byte, 60)
-	copy(f[6:12], mac[:])
-	f[12], f[13] = 0x08, 0x06
+	e.set(pump.EgressFilter{MAC: mac, IP: netip.MustParseAddr("10.0.0.2"), MaxFrame: 1234})
+	i.set(pump.IngressFilter{MaxFrame: 1234})
+	f := make([]byte, hdrLen+60) // behind a virtio-net header, as in the agent's pump
+	copy(f[hdrLen+6:], mac[:])
+	f[hdrLen+12], f[hdrLen+13] = 0x08, 0x06
 	if n := testing.AllocsPerRun(1000, func() { e.Check(f); i.Check(f) }); n != 0 {
 		t.Fatalf("%.1f allocations per frame", n)
 	}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/offload"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
@@ -116,6 +117,11 @@ type Config struct {
 	// command gets after SIGTERM before SIGKILL; zero means
 	// DefaultStopTimeout.
 	StopTimeout time.Duration
+	// NoVNetHdr keeps the bridge's data connection to plain frames: the
+	// Box never asks the agent for superframes (docs/bridge.md §2.4), as a
+	// runtime older than them would not, and the agent then segments and
+	// coalesces at its own TAP.
+	NoVNetHdr bool
 	// Restart bounds the delays before the command is run again after it
 	// exited; zero fields take vsock's defaults.
 	Restart vsock.BackoffOptions
@@ -131,22 +137,24 @@ type Box struct {
 	cfg     Config
 	log     *logrus.Entry
 	control vsock.Addr
-	data    *vsock.Acceptor
+	data    *vsock.Acceptor // frames behind virtio-net headers
+	off     *offload.Link   // data as plain MTU-sized frames: the link Attach returns
 	ctlL    net.Listener
 	tail    *tailBuffer
 	ownDir  bool // SocketDir holds this Box's sockets: Close removes it
 
 	nextID atomic.Uint64
 
-	mu         sync.Mutex
-	closed     bool
-	attached   bool
-	sess       *session
-	changed    chan struct{} // closed and replaced when sess changes
-	procs      map[uint64]*process
-	configured *vsock.Configure // last configuration the agent accepted
-	hello      chan struct{}    // closed at the first hello
-	helloOnce  sync.Once
+	mu          sync.Mutex
+	closed      bool
+	attached    bool
+	sess        *session
+	changed     chan struct{} // closed and replaced when sess changes
+	procs       map[uint64]*process
+	configured  *vsock.Configure // last configuration the agent accepted
+	superframes bool             // off glues superframes (bridgeFramingLocked)
+	hello       chan struct{}    // closed at the first hello
+	helloOnce   sync.Once
 
 	stopCtx   context.Context // cancelled by Close once the agent was asked to shut down
 	stop      context.CancelFunc
@@ -232,9 +240,14 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 		return nil, err
 	}
 	var err error
-	if b.data, err = vsock.ListenAcceptor(cfg.Bridge, b.log); err != nil {
+	if b.data, err = vsock.ListenAcceptor(cfg.Bridge, b.log, vsock.WithVNetHdr()); err != nil {
 		return fail(err)
 	}
+	// The agent's superframes are cut here, at the ExeUnit's boundary,
+	// into the frames the pump filters and counts; frames for the agent
+	// are glued only while it has agreed to take superframes.
+	b.off = offload.NewLink(b.data)
+	b.off.SetCoalescing(false)
 	if b.ctlL, err = vsock.Listen(control); err != nil {
 		return fail(err)
 	}
@@ -315,7 +328,7 @@ func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[strin
 	log := b.log.WithFields(logrus.Fields{"if": c.Name, "ip": c.IfAddr, "mask": c.Mask, "mtu": c.MTU})
 	log.Info("configuring the agent's interface")
 	for {
-		r, err := b.request(ctx, func(id uint64) vsock.Message { c.ID = id; return c })
+		r, err := b.request(ctx, b.configureFor(c))
 		if errors.Is(err, ErrAgentGone) && ctx.Err() == nil {
 			// Configuring twice is harmless (docs/bridge.md §5): try
 			// again on the agent's next control connection.
@@ -333,6 +346,7 @@ func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[strin
 			log.WithFields(logrus.Fields{"error": cr.Error, "field": cr.Field}).Error("the agent refused the configuration")
 			return nil, refusal(c, cr)
 		}
+		b.configuredBy(r)
 		break
 	}
 	b.mu.Lock()
@@ -343,7 +357,56 @@ func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[strin
 	b.configured = &c
 	b.attached = true
 	log.Info("the agent's interface is configured")
-	return b.data, nil
+	return b.off, nil
+}
+
+// configureFor builds the configure request c for the session it goes to:
+// superframes are asked for when the agent offered them (its hello) and
+// the Box may use them.
+func (b *Box) configureFor(c vsock.Configure) func(uint64, *session) vsock.Message {
+	return func(id uint64, s *session) vsock.Message {
+		c.ID = id
+		c.VNetHdr = s.offersVNetHdr && !b.cfg.NoVNetHdr
+		return c
+	}
+}
+
+// configuredBy takes a successful configured answer: the bridge carries
+// superframes when the configure asked for them and the agent confirmed.
+func (b *Box) configuredBy(r reply) {
+	cr, ok := r.m.(vsock.Configured)
+	if !ok || r.s == nil {
+		return
+	}
+	asked := r.s.offersVNetHdr && !b.cfg.NoVNetHdr
+	if cr.VNetHdr && !asked {
+		r.s.log.Warn("the agent confirmed superframes nobody asked for; the bridge stays with plain frames")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r.s.vnetHdr = asked && cr.VNetHdr
+	if b.sess == r.s {
+		b.bridgeFramingLocked()
+	}
+}
+
+// bridgeFramingLocked makes the data link glue superframes for the agent
+// while, and only while, the current control session agreed to them
+// (docs/bridge.md §2.4); without a session, or before its configured,
+// frames go plain. Frames from the agent are taken either way. b.mu must
+// be held.
+func (b *Box) bridgeFramingLocked() {
+	on := b.sess != nil && b.sess.vnetHdr
+	if b.off == nil || on == b.superframes {
+		return
+	}
+	b.superframes = on
+	b.off.SetCoalescing(on)
+	if on {
+		b.log.Info("bridge: superframes with virtio-net headers both ways (segmented here, at the ExeUnit's boundary)")
+	} else {
+		b.log.Info("bridge: plain frames to the agent")
+	}
 }
 
 // claimSocketDir creates dir for this runtime (see Config.SocketDir).
@@ -421,7 +484,7 @@ func (b *Box) teardown() error {
 	var errs []error
 	if s != nil && b.commandRunning() {
 		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.StopTimeout)
-		r, err := b.request(ctx, func(id uint64) vsock.Message { return vsock.Shutdown{ID: id} })
+		r, err := b.request(ctx, func(id uint64, _ *session) vsock.Message { return vsock.Shutdown{ID: id} })
 		cancel()
 		if err != nil {
 			b.log.WithError(err).Warn("the agent did not confirm its shutdown; stopping the command")
@@ -441,7 +504,10 @@ func (b *Box) teardown() error {
 		b.dropSession(s, errors.New("closing"))
 	}
 	if b.data != nil {
-		b.log.WithFields(logrus.Fields{"dropped": b.data.Dropped(), "connections": b.data.Accepted()}).Debug("bridge data link closed")
+		st := b.off.Stats()
+		b.log.WithFields(logrus.Fields{"dropped": b.data.Dropped(), "connections": b.data.Accepted(),
+			"split_superframes": st.SplitSuperframes, "coalesced_superframes": st.CoalescedSuperframes,
+			"malformed_superframes": st.Malformed}).Info("bridge data link closed")
 		b.data.Close()
 	}
 	b.wg.Wait()
@@ -470,7 +536,7 @@ func (b *Box) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
-	r, err := b.request(ctx, func(id uint64) vsock.Message {
+	r, err := b.request(ctx, func(id uint64, _ *session) vsock.Message {
 		return vsock.Run{ID: id, Bin: spec.Bin, Args: argv, Dir: spec.Dir, Env: spec.Env}
 	})
 	if err != nil {
@@ -509,7 +575,7 @@ func (b *Box) Kill(pid uint64, sig syscall.Signal) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
-	r, err := b.request(ctx, func(id uint64) vsock.Message {
+	r, err := b.request(ctx, func(id uint64, _ *session) vsock.Message {
 		return vsock.Kill{ID: id, PID: int(pid), Signal: int(sig)}
 	})
 	if err != nil {

@@ -19,6 +19,14 @@ type session struct {
 	c       *vsock.ControlConn
 	agentID string
 	log     *logrus.Entry
+	// offersVNetHdr: the agent's hello offered superframes on the data
+	// connection; the Box asks for them in configure unless
+	// Config.NoVNetHdr.
+	offersVNetHdr bool
+	// vnetHdr: a configure asked for superframes and the agent confirmed
+	// (under Box.mu). The Box sends superframes only while its current
+	// session has it.
+	vnetHdr bool
 
 	mu      sync.Mutex
 	dead    bool
@@ -26,10 +34,11 @@ type session struct {
 }
 
 // reply is the answer to a request; p is the registered process of a
-// started answer.
+// started answer, s the session that answered.
 type reply struct {
 	m vsock.Message
 	p *process
+	s *session
 }
 
 // register reserves id for an answer; false when the session is dead.
@@ -83,13 +92,13 @@ func (s *session) kill() bool {
 	return true
 }
 
-// request sends the message build returns for a fresh id on the current
-// control connection, waiting for one if the agent is reconnecting, and
-// waits for the answer. Errors wrap ErrAgentGone when the connection
-// failed first, ErrAgentTimeout when ctx expired.
-func (b *Box) request(ctx context.Context, build func(id uint64) vsock.Message) (reply, error) {
+// request sends the message build returns for a fresh id and the session
+// it goes to on the current control connection, waiting for one if the
+// agent is reconnecting, and waits for the answer. Errors wrap
+// ErrAgentGone when the connection failed first, ErrAgentTimeout when ctx
+// expired.
+func (b *Box) request(ctx context.Context, build func(id uint64, s *session) vsock.Message) (reply, error) {
 	id := b.nextID.Add(1)
-	m := build(id)
 	ch := make(chan reply, 1)
 	var s *session
 	for {
@@ -105,6 +114,7 @@ func (b *Box) request(ctx context.Context, build func(id uint64) vsock.Message) 
 		// request waits for the next connection like one that came a
 		// moment later would.
 	}
+	m := build(id, s)
 	if err := s.c.Send(m); err != nil {
 		s.unregister(id)
 		b.dropSession(s, err)
@@ -115,6 +125,7 @@ func (b *Box) request(ctx context.Context, build func(id uint64) vsock.Message) 
 		if !ok {
 			return reply{}, fmt.Errorf("%w (waiting for the answer to %s)", ErrAgentGone, m.Type())
 		}
+		r.s = s
 		return r, nil
 	case <-ctx.Done():
 		s.unregister(id)
@@ -170,6 +181,7 @@ func (b *Box) dropSession(s *session, cause error) {
 		b.sess = nil
 		close(b.changed)
 		b.changed = make(chan struct{})
+		b.bridgeFramingLocked()
 	}
 	closed := b.closed
 	b.mu.Unlock()
@@ -243,7 +255,7 @@ func (b *Box) handshake(c *vsock.ControlConn) {
 	}
 	_ = c.Conn().SetReadDeadline(time.Time{})
 	s := &session{c: c, agentID: h.AgentID, pending: make(map[uint64]chan reply),
-		log: b.log.WithField("agent_id", h.AgentID)}
+		log: b.log.WithField("agent_id", h.AgentID), offersVNetHdr: h.VNetHdr}
 
 	b.mu.Lock()
 	if b.closed {
@@ -255,6 +267,7 @@ func (b *Box) handshake(c *vsock.ControlConn) {
 	b.sess = s
 	close(b.changed)
 	b.changed = make(chan struct{})
+	b.bridgeFramingLocked() // plain until this agent confirms superframes
 	resend := b.configured
 	b.mu.Unlock()
 	if old != nil {
@@ -280,7 +293,7 @@ func (b *Box) reconfigure(c vsock.Configure) {
 	defer b.wg.Done()
 	ctx, cancel := context.WithTimeout(b.stopCtx, b.cfg.Timeout)
 	defer cancel()
-	r, err := b.request(ctx, func(id uint64) vsock.Message { c.ID = id; return c })
+	r, err := b.request(ctx, b.configureFor(c))
 	switch {
 	case err != nil:
 		if !b.isClosed() {
@@ -291,6 +304,7 @@ func (b *Box) reconfigure(c vsock.Configure) {
 	case !r.m.(vsock.Configured).OK:
 		b.log.WithField("error", r.m.(vsock.Configured).Error).Error("the reconnected agent refused its configuration")
 	default:
+		b.configuredBy(r)
 		b.log.Info("the reconnected agent's interface is configured again")
 	}
 }
