@@ -3,11 +3,18 @@ package offload
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/gvpn/gvpn/runtime/link"
 )
 
-// MaxPacket is the largest packet (virtio-net header + Ethernet frame) a
-// coalesced superframe can be: an IPv4 packet of 65535 bytes.
+// MaxPacket is the largest packet (virtio-net header + Ethernet frame) of
+// a superframe: an IPv4 packet of 65535 bytes.
 const MaxPacket = VNetHdrLen + ethLen + maxIPv4Len
+
+// maxGlued is the largest packet, header included, the Coalescer builds:
+// one that fits the frame buffers of every link (link.MaxFrame), so that
+// a superframe sent over the bridge fits the agent's pump's buffers.
+const maxGlued = link.MaxFrame
 
 // Coalescer glues consecutive in-order TCP/IPv4 segments of one flow into
 // superframes for a TAP that takes virtio-net headers (TSO4 on the
@@ -197,7 +204,7 @@ func (c *Coalescer) tryAppend(f []byte) bool {
 		return false
 	}
 	first := c.first() // the superframe so far, once there is one
-	if len(first)+payload > ethLen+maxIPv4Len {
+	if VNetHdrLen+len(first)+payload > maxGlued {
 		return false
 	}
 	ip, fip := f[ethLen:], first[ethLen:]

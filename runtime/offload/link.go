@@ -67,7 +67,9 @@ func (l *Link) SetCoalescing(on bool) { l.noGlue.Store(!on) }
 // and has not handed out yet, so that a caller switching to reading the
 // inner link directly can first take them, in order. It is for the
 // goroutine that calls Read.
-func (l *Link) Pending() bool { return l.splitting || l.ri < l.rn || l.rerr != nil }
+func (l *Link) Pending() bool {
+	return (l.splitting && l.splitter.next >= 0) || l.ri < l.rn || l.rerr != nil
+}
 
 // Inner returns the wrapped link.
 func (l *Link) Inner() link.Link { return l.inner }

@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,25 +57,7 @@ func TestAgentNodesTalk(t *testing.T) {
 	}
 
 	// HTTP both ways, by hostname, checked by hash.
-	self, _ := os.Executable()
-	const size = 4 << 20
-	for _, dir := range []struct{ server, client *node }{{a, b}, {b, a}} {
-		srv, err := dir.server.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", self, "0.0.0.0:8080")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir.server.sh(t, ctx, "for i in $(seq 200); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
-		out := dir.client.sh(t, ctx, fmt.Sprintf("curl -sS --fail --max-time 30 http://%s:8080/bytes/%d | sha256sum", dir.server.name, size))
-		if got := strings.Fields(out)[0]; got != payload.Hash(size) {
-			t.Fatalf("HTTP %s → %s: body hash %s, want %s", dir.server.name, dir.client.name, got, payload.Hash(size))
-		}
-		if err := dir.server.eu.KillProcess(ctx, srv.Pid, syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if r, err := srv.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
-			t.Fatalf("HTTP server after SIGTERM: rc %d err %v", r.ReturnCode, err)
-		}
-	}
+	httpBothWays(t, ctx, a, b, 4<<20)
 
 	// RunProcess semantics are the netns sandbox's.
 	res, err := a.eu.Run(ctx, "/bin/sh", "-c", "echo hi; echo err >&2; exit 3")
@@ -118,6 +102,101 @@ func TestAgentNodesTalk(t *testing.T) {
 	if hostsHash(t) != before {
 		t.Fatal("the host's /etc/hosts changed")
 	}
+}
+
+// httpBothWays serves size bytes over HTTP from each node's payload to the
+// other's, by hostname, and compares the bodies by hash.
+func httpBothWays(t *testing.T, ctx context.Context, a, b *node, size int) {
+	t.Helper()
+	self, _ := os.Executable()
+	for _, dir := range []struct{ server, client *node }{{a, b}, {b, a}} {
+		srv, err := dir.server.eu.Spawn(ctx, "/usr/bin/env", payload.Env+"=http-serve", self, "0.0.0.0:8080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir.server.sh(t, ctx, "for i in $(seq 200); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.05; done; exit 1")
+		out := dir.client.sh(t, ctx, fmt.Sprintf("curl -sS --fail --max-time 30 http://%s:8080/bytes/%d | sha256sum", dir.server.name, size))
+		if got := strings.Fields(out)[0]; got != payload.Hash(size) {
+			t.Fatalf("HTTP %s → %s: body hash %s, want %s", dir.server.name, dir.client.name, got, payload.Hash(size))
+		}
+		if err := dir.server.eu.KillProcess(ctx, srv.Pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := srv.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
+			t.Fatalf("HTTP server after SIGTERM: rc %d err %v", r.ReturnCode, err)
+		}
+	}
+}
+
+// TestAgentSuperframes: the bridge carries superframes only when both ends
+// agree (docs/bridge.md §2.4). With a new runtime and a new agent, the
+// payload's TCP superframes cross the bridge whole and are cut by the
+// runtime (its split count grows, the agent's stays 0); with an agent that
+// does not offer them, or a runtime that does not ask, the bridge carries
+// plain frames and the agent cuts and glues at its TAP, as before. Either
+// way the transfers arrive intact, both ways.
+func TestAgentSuperframes(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		opts        nodeOpts
+		superframes bool
+	}{
+		{"new runtime, new agent", nodeOpts{}, true},
+		{"old agent", nodeOpts{agentArgs: []string{"--no-vnet-hdr"}}, false},
+		{"old runtime", nodeOpts{runtimeArgs: []string{"--bridge-plain"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, nodes := twoNodes(t, tc.opts)
+			a, b := nodes[0], nodes[1]
+			ctx := privtest.Context(t, 90*time.Second)
+			a.run(t, ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.7.3")
+			httpBothWays(t, ctx, a, b, 16<<20)
+			if err := a.eu.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			file, err := os.ReadFile(api.LogPath(a.workdir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := string(file)
+			runtimeSplit := logCounter(t, logs, "bridge data link closed", "split_superframes")
+			runtimeGlued := logCounter(t, logs, "bridge data link closed", "coalesced_superframes")
+			agentSplit := logCounter(t, logs, "final counters", "tap_split_superframes")
+			agentGlued := logCounter(t, logs, "final counters", "tap_coalesced_superframes")
+			t.Logf("node-a: runtime split %d superframes from the bridge and glued %d for it; agent split %d and glued %d at its TAP",
+				runtimeSplit, runtimeGlued, agentSplit, agentGlued)
+			if tc.superframes {
+				if runtimeSplit == 0 || runtimeGlued == 0 || agentSplit != 0 || agentGlued != 0 {
+					t.Fatal("superframes agreed: the runtime must cut them and the agent must pass its TAP's packets unchanged")
+				}
+				if !strings.Contains(logs, "bridge: superframes with virtio-net headers") {
+					t.Fatal("no log line says the bridge carries superframes")
+				}
+			} else if runtimeSplit != 0 || runtimeGlued != 0 || agentSplit == 0 {
+				t.Fatal("plain bridge: the agent must cut its TAP's superframes, and the runtime receive none")
+			}
+		})
+	}
+}
+
+// logCounter returns the number in the last log line containing msg that
+// has the field name=N.
+func logCounter(t *testing.T, logs, msg, name string) uint64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?:^|\s)` + name + `=(\d+)`)
+	var last string
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, msg) {
+			if m := re.FindStringSubmatch(line); m != nil {
+				last = m[1]
+			}
+		}
+	}
+	if last == "" {
+		t.Fatalf("no log line %q with %s=N", msg, name)
+	}
+	n, _ := strconv.ParseUint(last, 10, 64)
+	return n
 }
 
 // TestAgentReconnects: cutting the bridge between the agent and its

@@ -96,6 +96,8 @@ type nodeOpts struct {
 	// proxy).
 	runtimeBridge string
 	agentArgs     []string
+	// runtimeArgs are added to the runtime's flags.
+	runtimeArgs []string
 }
 
 // twoNodes brings up node-a (192.168.7.2) and node-b (192.168.7.3) on
@@ -157,6 +159,7 @@ func startNode(t *testing.T, n *node, o nodeOpts) {
 	args := []string{"--sandbox-prefix", nsPrefix, "--log-level", "debug", "--stats-interval", "200ms", "--debug-state-events",
 		"--sandbox", "agent", "--agent-timeout", "20s",
 		"--agent-command", n.ns.agentCommand(o.agentArgs...)}
+	args = append(args, o.runtimeArgs...)
 	n.bridgeDir = filepath.Join("/run/gvpn", netns.NameFor(nsPrefix, n.workdir))
 	if o.runtimeBridge != "" {
 		args = append(args, "--bridge", o.runtimeBridge)
