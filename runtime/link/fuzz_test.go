@@ -19,9 +19,11 @@ type readerConn struct {
 func (c readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 func (c readerConn) Close() error               { return nil }
 
-// FuzzStreamRead decodes arbitrary bytes with both prefixes and small
-// buffers: no panic, no allocation beyond the fixed buffers, sizes that add
-// up to no more than the input, and termination with an error at the end.
+// FuzzStreamRead decodes arbitrary bytes with both prefixes, and with a
+// header (SetHeader, bit 1 of which) on the u32 one, and small buffers: no
+// panic, no allocation beyond the fixed buffers, sizes that add up to no
+// more than the input (plus the zero header a plain frame is given), and
+// termination with an error at the end.
 func FuzzStreamRead(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0}, uint8(0))
 	f.Add([]byte{0, 0, 0, 1, 0xaa}, uint8(1))
@@ -29,12 +31,22 @@ func FuzzStreamRead(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, uint8(1))
 	f.Add([]byte{0x00, 0x00, 0xff, 0xff, 1}, uint8(1))
 	f.Add([]byte{0x01, 0x00, 0x07, 0x02, 0x00, 8, 9}, uint8(0))
+	f.Add([]byte{0x80, 0, 0, 12, 1, 1, 0x42, 0, 0x90, 0x04, 0x22, 0, 0x10, 0, 0xaa, 0xbb}, uint8(3))
+	f.Add([]byte{0x80, 0, 0, 3, 1, 2, 3, 0, 0, 0, 2, 7, 7}, uint8(3))
+	f.Add([]byte{0x80, 0x10, 0, 1, 0}, uint8(3))
 	f.Fuzz(func(t *testing.T, data []byte, which uint8) {
 		p := PrefixU16NE
 		if which&1 == 1 {
 			p = PrefixU32BE
 		}
 		s := NewStream(readerConn{r: bytes.NewReader(data)}, p)
+		pad := 0
+		if which&3 == 3 {
+			pad = 10
+			if err := s.SetHeader(pad); err != nil {
+				t.Fatal(err)
+			}
+		}
 		bufs := make([][]byte, 3)
 		for i := range bufs {
 			bufs[i] = make([]byte, Headroom+32)
@@ -48,7 +60,7 @@ func FuzzStreamRead(f *testing.F) {
 				if sizes[i] < 0 {
 					t.Fatalf("negative size %d", sizes[i])
 				}
-				total += p.Size() + sizes[i]
+				total += p.Size() + sizes[i] - pad
 			}
 			if total > len(data) {
 				t.Fatalf("frames add up to %d bytes from %d bytes of input", total, len(data))

@@ -309,6 +309,29 @@ func TestAgentReconnects(t *testing.T) {
 	if !st.Up {
 		t.Fatalf("node-a pump down after reconnects: %+v", st)
 	}
+
+	// Superframes go with the control connection (docs/bridge.md §2.4):
+	// agreed at the start, dropped with the cut connection, agreed again
+	// with the reconnected agent and with the new one, and TCP works
+	// through them after all that.
+	httpBothWays(t, ctx, a, b, 4<<20)
+	file, err := os.ReadFile(api.LogPath(a.workdir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := string(file)
+	for _, want := range []struct {
+		line string
+		min  int
+	}{
+		{"bridge: superframes with virtio-net headers both ways (segmented here", 3}, // the runtime
+		{"bridge: plain frames to the agent", 2},
+		{"bridge: superframes with virtio-net headers both ways (the runtime segments them)", 3}, // two agents
+	} {
+		if n := strings.Count(logs, want.line); n < want.min {
+			t.Errorf("%d log lines %q, want at least %d", n, want.line, want.min)
+		}
+	}
 }
 
 // TestAgentRefusalReachesTheExeUnit: a CreateNetwork the agent refuses (a
