@@ -61,6 +61,11 @@ type fakeAgent struct {
 
 // dialAgent dials the control address until it answers, and says hello.
 func dialAgent(ctl vsock.Addr) (*fakeAgent, error) {
+	return dialAgentSaying(ctl, vsock.Hello{Version: vsock.ProtocolVersion, AgentID: "fake"})
+}
+
+// dialAgentSaying dials the control address until it answers, and says h.
+func dialAgentSaying(ctl vsock.Addr, h vsock.Hello) (*fakeAgent, error) {
 	deadline := time.Now().Add(guard)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -68,7 +73,7 @@ func dialAgent(ctl vsock.Addr) (*fakeAgent, error) {
 		cancel()
 		if err == nil {
 			cc := vsock.NewControlConn(c)
-			if err := cc.Send(vsock.Hello{Version: vsock.ProtocolVersion, AgentID: "fake"}); err != nil {
+			if err := cc.Send(h); err != nil {
 				cc.Close()
 				return nil, err
 			}
