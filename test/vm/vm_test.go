@@ -138,6 +138,11 @@ func vmScenario(t *testing.T, vmOpts nodeOpts, tools guestTools) {
 	if r, err := httpd.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
 		t.Fatalf("httpd after SIGTERM: rc %d err %v", r.ReturnCode, err)
 	}
+	// Those transfers crossed the bridge as superframes (docs/bridge.md
+	// §2.4), over virtio-serial or vsock alike.
+	if l := golemnet.RuntimeLog(vm.workdir); !strings.Contains(l, "bridge: superframes with virtio-net headers both ways") {
+		t.Fatalf("the VM's runtime log does not say the bridge carries superframes:\n%s", l)
+	}
 
 	// RunProcess semantics are the netns sandbox's.
 	res, err := vm.eu.Run(ctx, "/bin/sh", "-c", "echo hi; echo err >&2; exit 3")
