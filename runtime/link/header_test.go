@@ -112,3 +112,35 @@ func TestStreamHeaderOversizeAndRefusals(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkStreamSuperframes moves 64 KiB frames behind headers through a
+// unix socket pair: the bridge in superframe mode.
+func BenchmarkStreamSuperframes(b *testing.B) {
+	x, y := linktest.SocketPair(b)
+	w := link.NewStream(x, link.PrefixU32BE)
+	r := link.NewStream(y, link.PrefixU32BE)
+	for _, s := range []*link.Stream{w, r} {
+		if err := s.SetHeader(hdrLen); err != nil {
+			b.Fatal(err)
+		}
+	}
+	frame := append([]byte{1, 1, 0x42, 0, 0x90, 0x04, 0x22, 0, 0x10, 0}, linktest.Frame(1, 64000)...)
+	out := [][]byte{linktest.WithHeadroom(frame)}
+	go func() {
+		for range b.N {
+			if _, err := w.Write(out, link.Headroom); err != nil {
+				return
+			}
+		}
+	}()
+	bufs, sizes := linktest.Bufs(8)
+	b.SetBytes(int64(len(frame)))
+	b.ResetTimer()
+	for got := 0; got < b.N; {
+		n, err := r.Read(bufs, sizes, link.Headroom)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got += n
+	}
+}
