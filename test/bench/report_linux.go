@@ -327,7 +327,11 @@ Measurements, per testbed:
   while a UDP GSO sender in A's sandbox floods a VPN address, beside the
   frames per second the same receiver takes from a UDP GSO sender on loopback
   (52 datagrams per sendmsg: the kernel's cheapest way to feed it), each over
-  half the TCP run length.
+  half the TCP run length. With two CPUs or more, both measurements give the
+  receiver CPU 1 to itself and put every sender (and, for the runtime, the
+  runtime process and the payload's sender) on CPU 0: the question is whether
+  the sending side keeps up with a receiver that has a CPU, as a provider's
+  ExeUnit has, not how the scheduler shares two CPUs among three busy threads.
 - RTT: `+"`ping -c %d -i 0.01 -q -M do -s 56`"+` and `+"`-s 1192`"+` (the largest ICMP
   payload that fits MTU 1220 unfragmented), from A to B, once each: average.
 - CPU: utime+stime from /proc/PID/stat of each participant over the forward TCP
