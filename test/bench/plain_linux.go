@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
+	goruntime "runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/netcfg/nsthread"
 	"github.com/gvpn/gvpn/runtime/link"
@@ -31,12 +35,24 @@ import (
 // single frames; the runtime segments, filters and sends them to the
 // receiver, which took over the hub's socket for node A.
 
+// With two CPUs or more, both measurements give the receiver a CPU of its
+// own (receiverCPU) and put everything that sends on another (senderCPU):
+// the question is whether the sending side keeps up with one busy
+// receiver, not how the scheduler shares two CPUs among the ceiling's two
+// busy threads and the runtime path's three (payload, runtime, receiver).
+// A provider's ExeUnit does not share one CPU with the payload's traffic.
+const (
+	senderCPU   = 0
+	receiverCPU = 1
+)
+
 // plainRate is the result.
 type plainRate struct {
 	Seconds        float64
 	CeilingFPS     float64 // UDP GSO sender → plain receiver
 	RuntimeFPS     float64 // payload → TAP → runtime → plain receiver
 	SenderSegments int     // datagrams per sendmsg of both senders
+	Pinned         bool    // receiver on receiverCPU, senders and runtime on senderCPU
 }
 
 // plainMeasurer is implemented by testbeds that can take the measurement.
@@ -61,7 +77,7 @@ type plainReceiver struct {
 	wg    sync.WaitGroup
 }
 
-func newPlainReceiver(addr netip.AddrPort) (*plainReceiver, error) {
+func newPlainReceiver(addr netip.AddrPort, pin bool) (*plainReceiver, error) {
 	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
 	if err != nil {
 		return nil, err
@@ -72,6 +88,9 @@ func newPlainReceiver(addr netip.AddrPort) (*plainReceiver, error) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		if pin {
+			lockToCPU(receiverCPU)
+		}
 		buf := make([]byte, 1<<16)
 		for {
 			if _, err := conn.Read(buf); err != nil {
@@ -92,11 +111,18 @@ func (r *plainReceiver) Close() {
 }
 
 // rate counts what r receives over d while send runs, after a short warm-up.
-func (r *plainReceiver) rate(ctx context.Context, d time.Duration, send func(stop <-chan struct{})) (float64, error) {
+// With pin, send runs on senderCPU.
+func (r *plainReceiver) rate(ctx context.Context, d time.Duration, pin bool, send func(stop <-chan struct{})) (float64, error) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); send(stop) }()
+	go func() {
+		defer wg.Done()
+		if pin {
+			lockToCPU(senderCPU)
+		}
+		send(stop)
+	}()
 	defer func() { close(stop); wg.Wait() }()
 	select {
 	case <-ctx.Done():
@@ -137,13 +163,14 @@ func gsoSend(conn *net.UDPConn, dst netip.AddrPort, stop <-chan struct{}) {
 // PlainRate implements plainMeasurer. It is the last measurement of the
 // scenario: node A leaves the hub, whose socket address the receiver takes.
 func (b *gvpnBed) PlainRate(ctx context.Context, d time.Duration) (plainRate, error) {
-	res := plainRate{Seconds: d.Seconds(), SenderSegments: plainSegments}
+	pin := goruntime.NumCPU() > receiverCPU
+	res := plainRate{Seconds: d.Seconds(), SenderSegments: plainSegments, Pinned: pin}
 	if b.agent {
 		return res, errNotMeasured // the same runtime egress as the netns path
 	}
 
 	// The ceiling: the cheapest sender into the receiver, on loopback.
-	recv, err := newPlainReceiver(netip.MustParseAddrPort("127.0.0.1:0"))
+	recv, err := newPlainReceiver(netip.MustParseAddrPort("127.0.0.1:0"), pin)
 	if err != nil {
 		return res, err
 	}
@@ -153,7 +180,7 @@ func (b *gvpnBed) PlainRate(ctx context.Context, d time.Duration) (plainRate, er
 		return res, err
 	}
 	dst := recv.conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	res.CeilingFPS, err = recv.rate(ctx, d, func(stop <-chan struct{}) { gsoSend(src, dst, stop) })
+	res.CeilingFPS, err = recv.rate(ctx, d, pin, func(stop <-chan struct{}) { gsoSend(src, dst, stop) })
 	src.Close()
 	recv.Close()
 	if err != nil {
@@ -165,7 +192,7 @@ func (b *gvpnBed) PlainRate(ctx context.Context, d time.Duration) (plainRate, er
 	a := b.nodes[nodeA]
 	addr := a.hn.Addr()
 	b.hub.RemoveNode(a.name)
-	if recv, err = newPlainReceiver(addr); err != nil {
+	if recv, err = newPlainReceiver(addr, pin); err != nil {
 		return res, fmt.Errorf("plain receiver on %s: %w", addr, err)
 	}
 	defer recv.Close()
@@ -196,8 +223,56 @@ func (b *gvpnBed) PlainRate(ctx context.Context, d time.Duration) (plainRate, er
 		return res, fmt.Errorf("sender in node A's namespace: %w", err)
 	}
 	defer payload.Close()
-	res.RuntimeFPS, err = recv.rate(ctx, d, func(stop <-chan struct{}) {
+	if pin {
+		restore, err := pinProcess(a.eu.Pid(), senderCPU)
+		if err != nil {
+			return res, fmt.Errorf("runtime A on CPU %d: %w", senderCPU, err)
+		}
+		defer restore()
+	}
+	res.RuntimeFPS, err = recv.rate(ctx, d, pin, func(stop <-chan struct{}) {
 		gsoSend(payload, netip.AddrPortFrom(netip.MustParseAddr(plainSink), 9), stop)
 	})
 	return res, err
+}
+
+// lockToCPU binds the calling goroutine's thread to cpu for good: the
+// goroutine must end without unlocking, so that the Go runtime ends the
+// thread instead of handing its affinity to other goroutines.
+func lockToCPU(cpu int) {
+	goruntime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	unix.SchedSetaffinity(0, &set) // best effort: unpinned, the numbers are only less fair
+}
+
+// pinProcess binds every thread of pid to cpu (threads it starts later
+// inherit it from their creator) and returns what undoes that.
+func pinProcess(pid, cpu int) (restore func(), err error) {
+	var one, all unix.CPUSet
+	one.Set(cpu)
+	for c := range goruntime.NumCPU() {
+		all.Set(c)
+	}
+	setAll := func(set *unix.CPUSet) error {
+		tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		for _, t := range tids {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("thread %d: %w", tid, err)
+			}
+		}
+		return nil
+	}
+	if err := setAll(&one); err != nil {
+		setAll(&all)
+		return nil, err
+	}
+	return func() { setAll(&all) }, nil
 }

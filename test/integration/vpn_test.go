@@ -345,3 +345,16 @@ func quietHub(t *testing.T) *golemnet.Hub {
 	t.Cleanup(func() { hub.Close() })
 	return hub
 }
+
+// A provider that runs the ExeUnit in a one-CPU cgroup gives the runtime
+// GOMAXPROCS=1 (Go derives it from the cgroup's CPU limit): the sandbox,
+// the pump and the processes must work there too. The sandbox's starter
+// once respawned itself on the main thread forever in exactly this case.
+func TestOnOneCPU(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "1") // the runtimes' environment, not this process's
+	_, nodes := twoNodes(t, "")
+	a, b := nodes[0], nodes[1]
+	ctx := privtest.Context(t, 60*time.Second)
+	a.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.0.3")
+	b.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.0.2")
+}

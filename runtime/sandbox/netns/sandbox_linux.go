@@ -788,12 +788,25 @@ func (st *starter) run(ns netns.NsHandle, ready chan<- error) {
 	if unix.Gettid() == unix.Getpid() {
 		// Not the main thread: the runtime cannot end it, and
 		// /proc/PID/ns/net (what `ip netns identify` and others read)
-		// shows the main thread's namespace. A goroutine started while
-		// this one holds the main thread gets another thread.
-		go st.run(ns, ready)
+		// shows the main thread's namespace. This goroutine keeps the
+		// main thread locked until the new one has locked a thread of
+		// its own, so it cannot land on the main thread again: with
+		// GOMAXPROCS=1 (a one-CPU cgroup) it always would, forever.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			st.serve(ns, ready)
+		}()
+		<-locked
 		runtime.UnlockOSThread()
 		return
 	}
+	st.serve(ns, ready)
+}
+
+// serve runs on a locked thread other than the main one.
+func (st *starter) serve(ns netns.NsHandle, ready chan<- error) {
 	defer close(st.done)
 	if err := netns.Set(ns); err != nil {
 		// setns failed, so the thread is still where it was.
