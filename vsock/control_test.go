@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 )
 
 // docMessages are the examples of docs/bridge.md, one per type.
@@ -66,7 +67,7 @@ var allMessages = []Message{
 
 // decodeStream reads messages from b until an error.
 func decodeStream(b []byte) ([]Message, error) {
-	c := NewControlConn(readerConn{r: bytes.NewReader(b)})
+	c := NewControlConn(linktest.ReaderConn(bytes.NewReader(b)))
 	var out []Message
 	for {
 		m, err := c.Receive()
@@ -202,7 +203,7 @@ func TestControlRefused(t *testing.T) {
 		{"type case", `{"type":"Hello"}`, ErrUnknownType, "Hello"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := NewControlConn(readerConn{r: bytes.NewReader(append(frameMsg(tc.body), good...))})
+			c := NewControlConn(linktest.ReaderConn(bytes.NewReader(append(frameMsg(tc.body), good...))))
 			m, err := c.Receive()
 			var pe *ProtocolError
 			if !errors.As(err, &pe) || !errors.Is(err, tc.kind) || m != nil {
@@ -221,7 +222,7 @@ func TestControlRefused(t *testing.T) {
 
 // TestControlUnknownMembers: members a newer peer adds are ignored.
 func TestControlUnknownMembers(t *testing.T) {
-	c := NewControlConn(readerConn{r: bytes.NewReader(frameMsg(`{"type":"started","id":3,"pid":9,"cgroup":"x","extra":{"a":[1]}}`))})
+	c := NewControlConn(linktest.ReaderConn(bytes.NewReader(frameMsg(`{"type":"started","id":3,"pid":9,"cgroup":"x","extra":{"a":[1]}}`))))
 	m, err := c.Receive()
 	if err != nil || m != (Started{ID: 3, PID: 9}) {
 		t.Fatalf("Receive = %#v, %v", m, err)
@@ -244,7 +245,7 @@ func memoryFor(f func()) uint64 {
 func TestControlOversize(t *testing.T) {
 	for _, n := range []uint32{MaxControlMessage + 1, 1<<32 - 1} {
 		input := append(binary.BigEndian.AppendUint32(nil, n), frameMsg(`{"type":"shutdown","id":1}`)...)
-		c := NewControlConn(readerConn{r: bytes.NewReader(input)})
+		c := NewControlConn(linktest.ReaderConn(bytes.NewReader(input)))
 		var err error
 		used := memoryFor(func() { _, err = c.Receive() })
 		var pe *ProtocolError
@@ -261,7 +262,7 @@ func TestControlOversize(t *testing.T) {
 
 	// Declared 1 MiB, sent 10 bytes.
 	input := append(binary.BigEndian.AppendUint32(nil, MaxControlMessage), "0123456789"...)
-	c := NewControlConn(readerConn{r: bytes.NewReader(input)})
+	c := NewControlConn(linktest.ReaderConn(bytes.NewReader(input)))
 	var err error
 	used := memoryFor(func() { _, err = c.Receive() })
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -277,7 +278,7 @@ func TestControlOversize(t *testing.T) {
 	if len(body) != MaxControlMessage {
 		t.Fatalf("test bug: body is %d bytes", len(body))
 	}
-	c = NewControlConn(readerConn{r: bytes.NewReader(frameMsg(body))})
+	c = NewControlConn(linktest.ReaderConn(bytes.NewReader(frameMsg(body))))
 	m, err := c.Receive()
 	if err != nil {
 		t.Fatalf("a message of exactly MaxControlMessage bytes: %v", err)

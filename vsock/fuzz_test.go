@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 )
 
 // FuzzControlReceive feeds arbitrary bytes to a control connection: no
@@ -29,7 +30,7 @@ func FuzzControlReceive(f *testing.F) {
 	f.Add(frameMsg(`{"type":"kill","id":"x"}`))
 	f.Add(append(frameMsg(`{"type":"shutdown","id":1}`), 0, 0, 0, 9, '{'))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := NewControlConn(readerConn{r: bytes.NewReader(data)})
+		c := NewControlConn(linktest.ReaderConn(bytes.NewReader(data)))
 		consumed := 0
 		for {
 			m, err := c.Receive()
@@ -78,7 +79,7 @@ func FuzzBridgeData(f *testing.F) {
 	f.Add([]byte{0, 0x10, 0, 1})                                    // one above it
 	f.Add(append(append([]byte{0, 0, 0, 2, 1, 2}, 0, 0, 0, 3, 4, 5, 6), 0, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		l := DataLink(readerConn{r: bytes.NewReader(data)})
+		l := DataLink(linktest.ReaderConn(bytes.NewReader(data)))
 		defer l.Close()
 		bufs := [][]byte{make([]byte, link.Headroom+1514), make([]byte, link.Headroom+64), make([]byte, link.BufSize)}
 		sizes := make([]int, len(bufs))

@@ -2,7 +2,6 @@ package vsock
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -70,16 +69,6 @@ func acceptOne(t testing.TB, l net.Listener) net.Conn {
 		return nil
 	}
 }
-
-// readerConn is the read side of a net.Conn over an io.Reader, to drive
-// decoders without sockets.
-type readerConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c readerConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-func (c readerConn) Close() error               { return nil }
 
 // writeFrames writes the frames one Write call each.
 func writeFrames(t testing.TB, l link.Link, frames ...[]byte) {

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/link/linktest"
 )
 
 // capture is an inner link that keeps copies of the packets written to it.
@@ -86,15 +86,6 @@ type swapLink struct{ link.Link }
 
 func (s *swapLink) BatchSize() int { return 64 } // a link.Stream's
 
-// byteConn is the read side of a net.Conn over a byte slice.
-type byteConn struct {
-	net.Conn
-	r io.Reader
-}
-
-func (c byteConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-func (c byteConn) Close() error               { return nil }
-
 // FuzzBridgeRead reads arbitrary bytes as the runtime reads the agent's
 // side of the bridge: a stream with virtio-net headers (link.HeaderFlag)
 // behind a Link that cuts superframes. The agent is not trusted: whatever
@@ -114,7 +105,7 @@ func FuzzBridgeRead(f *testing.F) {
 	in := &swapLink{}
 	l := NewLink(in)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := link.NewStream(byteConn{r: bytes.NewReader(data)}, link.PrefixU32BE)
+		s := link.NewStream(linktest.ReaderConn(bytes.NewReader(data)), link.PrefixU32BE)
 		if err := s.SetHeader(VNetHdrLen); err != nil {
 			t.Fatal(err)
 		}
