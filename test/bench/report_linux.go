@@ -357,6 +357,9 @@ Measurements, per testbed:
   runtime process and the payload's sender) on CPU 0: the question is whether
   the sending side keeps up with a receiver that has a CPU, as a provider's
   ExeUnit has, not how the scheduler shares two CPUs among three busy threads.
+  The payload's sender runs at nice 19: a TAP drops what overflows its queue
+  only after the send has done all its work, so a flood at equal priority
+  would take CPU 0 from the runtime that has to carry it.
 - RTT: `+"`ping -c %d -i 0.01 -q -M do -s 56`"+` and `+"`-s 1192`"+` (the largest ICMP
   payload that fits MTU 1220 unfragmented), from A to B, once each: average.
 - CPU: utime+stime from /proc/PID/stat of each participant over the forward TCP
