@@ -79,7 +79,7 @@ func benchDocker(args []string, stdout, stderr io.Writer) int {
 	}
 	defer os.RemoveAll(stateDir)
 
-	b := &dockerBench{secs: *secs, reps: *reps, stderr: stderr}
+	b := &dockerBench{secs: *secs, reps: *reps, stderr: stderr, loadBefore: loadAverage()}
 	d := dockerlab.CLI{}
 	say := func(format string, args ...any) { fmt.Fprintf(stderr, "bench-docker: "+format+"\n", args...) }
 
@@ -153,6 +153,16 @@ type dockerBench struct {
 	images        []imageSize
 	ready         []time.Duration
 	docker, local benchResult
+	loadBefore    string // the 1-minute load average when the run began
+}
+
+// loadAverage returns the 1-minute load average, or "unknown".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
 }
 
 type imageSize struct {
@@ -245,9 +255,9 @@ func imageSizes(ctx context.Context, d dockerlab.CLI, lab string) ([]imageSize, 
 func (b *dockerBench) markdown(image string) string {
 	var w strings.Builder
 	fmt.Fprintf(&w, "%s\n\n## The lab in Docker containers\n\n", DockerBenchMarker)
-	fmt.Fprintf(&w, "Measured %s with `make bench-docker` (`gvpn-lab bench-docker`), %d CPUs, %s. "+
-		"The machine was shared with other work while it ran: read the numbers as one sample of a loaded machine.\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version())
+	fmt.Fprintf(&w, "Measured %s with `make bench-docker` (`gvpn-lab bench-docker`), %d CPUs, %s, "+
+		"load average %s when it began (one run: read the numbers as one sample).\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version(), b.loadBefore)
 	fmt.Fprintln(&w, "| image | size |")
 	fmt.Fprintln(&w, "|---|---|")
 	for _, im := range b.images {
@@ -283,7 +293,7 @@ func (b *dockerBench) markdown(image string) string {
 		}
 		fmt.Fprintf(&w, "| %s | %s | %s | %s | %.3f ms |\n", row.name, humanBits(row.r.median()), strings.Join(runs, ", "), strings.Join(retr, ", "), row.r.rttAvg)
 	}
-	fmt.Fprintf(&w, "\nIn the Docker lab a frame takes one more hop each way: the node's ExeUnit stand-in relays it between the runtime's loopback socket and the hub container (one datagram per frame, one syscall each), across a veth into the bridge and out again. Image `%s`.\n", image)
+	fmt.Fprintf(&w, "\nIn the Docker lab a frame takes one more hop each way: the node's ExeUnit stand-in relays it between the runtime's loopback socket and the hub container (one datagram per frame on the wire, many per system call: GRO in, GSO out, as in the runtime), across a veth into the bridge and out again. Image `%s`.\n", image)
 	return w.String()
 }
 

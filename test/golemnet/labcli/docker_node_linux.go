@@ -13,13 +13,14 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/pump"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/golemnet"
 )
@@ -195,7 +196,9 @@ func (n *dockerNodeProc) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("CreateNetwork reply: %w", err)
 	}
-	relay.SetRuntime(rt)
+	if err := relay.SetRuntime(rt); err != nil {
+		return fmt.Errorf("relay to %s: %w", rt, err)
+	}
 	n.node = &golemnet.LabNode{Name: n.name, IP: n.ip, Workdir: dockerNodeWorkdir,
 		Netns: netns.NameFor(n.prefix, dockerNodeWorkdir), ExeUnit: eu, RuntimeEndpoint: rt}
 
@@ -238,15 +241,18 @@ func (n *dockerNodeProc) status() StatusJSON {
 
 // nodeRelay is the ExeUnit's side of a node's frames: the data socket the
 // runtime is given (--vpn-endpoint, on loopback) and the node's link to the
-// Golem Net (the hub, over the Docker network). Frames pass unchanged, one
-// per datagram, both ways; only the hub may send frames in.
+// Golem Net (the hub, over the Docker network). Once the runtime's endpoint
+// is known, a pump joins the two as datagram links, as the runtime joins
+// its TAP and its endpoint: frames pass unchanged and one per datagram on
+// the wire, but many per system call (GRO in, GSO out). Each link takes
+// datagrams from its peer only, so only the hub may send frames in.
 type nodeRelay struct {
 	local, up *net.UDPConn
 	hub       netip.AddrPort
-	runtime   atomic.Pointer[netip.AddrPort]
 
-	upFrames, downFrames, lost atomic.Uint64
-	wg                         sync.WaitGroup
+	mu     sync.Mutex
+	pump   *pump.Pump // nil until SetRuntime
+	closed bool
 }
 
 func newNodeRelay(hub netip.AddrPort) (*nodeRelay, error) {
@@ -263,61 +269,59 @@ func newNodeRelay(hub netip.AddrPort) (*nodeRelay, error) {
 		c.SetReadBuffer(golemnet.SocketBuffer)
 		c.SetWriteBuffer(golemnet.SocketBuffer)
 	}
-	r := &nodeRelay{local: local, up: up, hub: hub}
-	r.wg.Go(func() {
-		r.pump(r.local, r.up, func(netip.AddrPort) (netip.AddrPort, bool) { return r.hub, true }, &r.upFrames)
-	})
-	r.wg.Go(func() {
-		r.pump(r.up, r.local, func(from netip.AddrPort) (netip.AddrPort, bool) {
-			rt := r.runtime.Load()
-			if rt == nil || from != r.hub {
-				return netip.AddrPort{}, false
-			}
-			return *rt, true
-		}, &r.downFrames)
-	})
-	return r, nil
-}
-
-// pump moves datagrams from src to dst, to the address to() gives for the
-// sender (false: drop).
-func (r *nodeRelay) pump(src, dst *net.UDPConn, to func(from netip.AddrPort) (netip.AddrPort, bool), count *atomic.Uint64) {
-	buf := make([]byte, 1<<16)
-	for {
-		n, from, err := src.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		addr, ok := to(from)
-		if !ok {
-			continue
-		}
-		if _, err := dst.WriteToUDPAddrPort(buf[:n], addr); err != nil {
-			r.lost.Add(1) // cut off the Docker network: the frame is lost, as on a real one
-			continue
-		}
-		count.Add(1)
-	}
+	return &nodeRelay{local: local, up: up, hub: hub}, nil
 }
 
 // LocalAddr is the ExeUnit data socket the runtime sends to.
 func (r *nodeRelay) LocalAddr() netip.AddrPort { return r.local.LocalAddr().(*net.UDPAddr).AddrPort() }
 
-// SetRuntime sets where frames from the hub go.
-func (r *nodeRelay) SetRuntime(ap netip.AddrPort) { r.runtime.Store(&ap) }
+// SetRuntime starts relaying between the runtime's endpoint rt and the hub.
+// It is called once, with the CreateNetwork reply; frames the runtime sent
+// before are dropped.
+func (r *nodeRelay) SetRuntime(rt netip.AddrPort) error {
+	toRuntime, err := link.NewDatagram(r.local, rt)
+	if err != nil {
+		return err
+	}
+	toHub, err := link.NewDatagram(r.up, r.hub)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.pump != nil {
+		return errors.New("relay: closed or already started")
+	}
+	r.pump = pump.Start(pump.Config{Iface: toRuntime, Uplink: toHub})
+	return nil
+}
 
-// Counters returns frames relayed to the hub, to the runtime, and lost.
+// Counters returns frames relayed to the hub and to the runtime, and the
+// frames whose send the kernel refused. Datagrams to an unreachable hub
+// (the node cut off the Docker network) are lost without a trace, as on a
+// real network: the hub's counters show them missing.
 func (r *nodeRelay) Counters() (up, down, lost uint64) {
-	return r.upFrames.Load(), r.downFrames.Load(), r.lost.Load()
+	r.mu.Lock()
+	p := r.pump
+	r.mu.Unlock()
+	if p == nil {
+		return 0, 0, 0
+	}
+	st := p.Stats()
+	return st.Egress.Frames, st.Ingress.Frames, st.Egress.Drops[pump.WriteFailed] + st.Ingress.Drops[pump.WriteFailed]
 }
 
 func (r *nodeRelay) Close() {
+	r.mu.Lock()
+	r.closed = true
+	p := r.pump
+	r.mu.Unlock()
+	if p != nil {
+		p.Close() // closes both links and their sockets
+		return
+	}
 	r.local.Close()
 	r.up.Close()
-	r.wg.Wait()
 }
 
 func dockerHub(args []string, stdout, stderr io.Writer) int {
