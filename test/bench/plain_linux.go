@@ -52,7 +52,6 @@ type plainRate struct {
 	CeilingFPS     float64 // UDP GSO sender → plain receiver
 	RuntimeFPS     float64 // payload → TAP → runtime → plain receiver
 	SenderSegments int     // datagrams per sendmsg of both senders
-	Pinned         bool    // receiver on receiverCPU, senders and runtime on senderCPU
 }
 
 // plainMeasurer is implemented by testbeds that can take the measurement.
@@ -175,7 +174,7 @@ func gsoSend(conn *net.UDPConn, dst netip.AddrPort, stop <-chan struct{}) {
 // scenario: node A leaves the hub, whose socket address the receiver takes.
 func (b *gvpnBed) PlainRate(ctx context.Context, d time.Duration) (plainRate, error) {
 	pin := goruntime.NumCPU() > receiverCPU
-	res := plainRate{Seconds: d.Seconds(), SenderSegments: plainSegments, Pinned: pin}
+	res := plainRate{Seconds: d.Seconds(), SenderSegments: plainSegments}
 	if b.agent {
 		return res, errNotMeasured // the same runtime egress as the netns path
 	}
@@ -258,12 +257,13 @@ func lockToCPU(cpu int) {
 }
 
 // pinProcess binds every thread of pid to cpu (threads it starts later
-// inherit it from their creator) and returns what undoes that.
+// inherit it from their creator) and returns what gives them back the
+// process's affinity from before.
 func pinProcess(pid, cpu int) (restore func(), err error) {
-	var one, all unix.CPUSet
+	var one, before unix.CPUSet
 	one.Set(cpu)
-	for c := range goruntime.NumCPU() {
-		all.Set(c)
+	if err := unix.SchedGetaffinity(pid, &before); err != nil {
+		return nil, err
 	}
 	setAll := func(set *unix.CPUSet) error {
 		tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
@@ -282,8 +282,8 @@ func pinProcess(pid, cpu int) (restore func(), err error) {
 		return nil
 	}
 	if err := setAll(&one); err != nil {
-		setAll(&all)
+		setAll(&before)
 		return nil, err
 	}
-	return func() { setAll(&all) }, nil
+	return func() { setAll(&before) }, nil
 }
