@@ -7,8 +7,6 @@
 package agent
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -25,14 +23,8 @@ const nsPrefix = "gvt-ag-"
 
 func TestMain(m *testing.M) {
 	payload.RunIfAsked()
-	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime", "gvpn-agent")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	runtimeBin = filepath.Join(dir, "gvpn-runtime")
-	agentBin = filepath.Join(dir, "gvpn-agent")
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	privtest.Main(m, func(dir string) {
+		runtimeBin = filepath.Join(dir, "gvpn-runtime")
+		agentBin = filepath.Join(dir, "gvpn-agent")
+	}, "gvpn-runtime", "gvpn-agent")
 }

@@ -5,8 +5,6 @@
 package integration
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -21,13 +19,5 @@ var runtimeBin string
 func TestMain(m *testing.M) {
 	netns.MaybeRunShim()
 	payload.RunIfAsked()
-	dir, cleanup, err := privtest.Binaries(true, "gvpn-runtime")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	runtimeBin = filepath.Join(dir, "gvpn-runtime")
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	privtest.Main(m, func(dir string) { runtimeBin = filepath.Join(dir, "gvpn-runtime") }, "gvpn-runtime")
 }

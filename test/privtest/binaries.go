@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // BinDirEnv names a directory that already holds the gvpn binaries (as
@@ -49,4 +50,21 @@ func Binaries(race bool, cmds ...string) (dir string, cleanup func(), err error)
 		}
 	}
 	return dir, cleanup, nil
+}
+
+// Main is the TestMain of a suite that runs gvpn binaries: it gets the
+// named commands with Binaries (race-enabled), hands their directory to
+// found before any test runs, runs the tests, removes what it built and
+// exits with the tests' code. It exits 1, saying why, when the binaries
+// cannot be had.
+func Main(m *testing.M, found func(dir string), cmds ...string) {
+	dir, cleanup, err := Binaries(true, cmds...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	found(dir)
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
