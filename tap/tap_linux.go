@@ -364,9 +364,10 @@ const (
 
 // KernelDrops returns the kernel's drop counters of the interface, from its
 // netlink statistics (what `ip -s link` shows as TX and RX dropped), in
-// the shape of the runtime's link.KernelDropper: egress DropQueueFull,
-// ingress DropKernelRx.
-func (t *TAP) KernelDrops() (egress, ingress map[string]uint64, err error) {
+// the shape of the runtime's link.KernelDropper, by the direction of the
+// device's Read and Write: rx (frames on their way to Read, the payload's
+// egress) DropQueueFull, tx (frames Write handed over) DropKernelRx.
+func (t *TAP) KernelDrops() (rx, tx map[string]uint64, err error) {
 	t.nsMu.RLock()
 	defer t.nsMu.RUnlock()
 	if t.closed.Load() {

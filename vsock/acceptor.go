@@ -82,9 +82,14 @@ func (a *Acceptor) Addr() net.Addr { return a.l.Addr() }
 // Accepted is the number of connections accepted so far.
 func (a *Acceptor) Accepted() uint64 { return a.accepted.Load() }
 
-// Counters implements link.Counters.
-func (a *Acceptor) Counters() map[string]uint64 {
-	return map[string]uint64{"bridge_dropped": a.Dropped(), "bridge_accepted": a.Accepted()}
+// Counters implements link.Counters: frames Write dropped while there was
+// no connection (tx CounterDropped) and the connections accepted (event
+// CounterAccepted).
+func (a *Acceptor) Counters() link.Counts {
+	return link.Counts{
+		TxDrops: map[string]uint64{CounterDropped: a.Dropped()},
+		Events:  map[string]uint64{CounterAccepted: a.Accepted()},
+	}
 }
 
 // Close implements link.Link.

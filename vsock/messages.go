@@ -18,6 +18,7 @@ const (
 	TypeKilled       = "killed"        // agent → runtime, reply to kill
 	TypeShutdown     = "shutdown"      // runtime → agent
 	TypeShutdownDone = "shutdown_done" // agent → runtime, reply to shutdown
+	TypeCounters     = "counters"      // agent → runtime, when configure asked for them
 )
 
 // Message is one control message: a value of one of the types in this
@@ -55,6 +56,11 @@ type Configure struct {
 	// on the data connection (docs/bridge.md §2.4), and says that the
 	// runtime takes them. Only sent to an agent whose hello offered it.
 	VNetHdr bool `json:"vnet_hdr,omitempty"`
+	// CountersMS asks the agent to send a Counters message every so many
+	// milliseconds while this control connection lasts, and one before
+	// shutdown_done (docs/bridge.md §3.3); 0 asks for none. An agent
+	// older than Counters ignores it and sends none.
+	CountersMS int `json:"counters_ms,omitempty"`
 }
 
 // Configured is the agent's reply to Configure. On failure Field names the
@@ -135,6 +141,33 @@ type Killed struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Counters carries the agent's cumulative counters (docs/bridge.md §3.3):
+// what its pump passed and dropped, and what its links (the TAP and the
+// bridge) counted, each by the payload's direction. Egress is what the
+// payload sent, ingress what it receives. They only grow while the agent
+// runs; a new agent starts again from zero.
+type Counters struct {
+	Egress  CounterDir `json:"egress"`
+	Ingress CounterDir `json:"ingress"`
+	// Events are counts that are not losses (bridge reconnections,
+	// superframes cut or glued at the agent's TAP).
+	Events map[string]uint64 `json:"events,omitempty"`
+	// KernelError says why the TAP's kernel counters could not be read.
+	KernelError string `json:"kernel_error,omitempty"`
+}
+
+// CounterDir is one direction of Counters.
+type CounterDir struct {
+	Frames uint64 `json:"frames"` // frames the agent's pump passed
+	Bytes  uint64 `json:"bytes"`
+	// Drops are the frames the agent dropped, by reason: its filter's
+	// (the pump's reasons) and its links' own (bridge_dropped,
+	// unconfigured).
+	Drops map[string]uint64 `json:"drops,omitempty"`
+	// KernelDrops are the guest kernel's drops at the agent's TAP.
+	KernelDrops map[string]uint64 `json:"kernel_drops,omitempty"`
+}
+
 // Shutdown asks the agent to stop its processes and tear down its
 // interface; the agent replies ShutdownDone when it has finished.
 type Shutdown struct {
@@ -158,6 +191,7 @@ func (Kill) Type() string         { return TypeKill }
 func (Killed) Type() string       { return TypeKilled }
 func (Shutdown) Type() string     { return TypeShutdown }
 func (ShutdownDone) Type() string { return TypeShutdownDone }
+func (Counters) Type() string     { return TypeCounters }
 
 func (Hello) isMessage()        {}
 func (Configure) isMessage()    {}
@@ -171,6 +205,7 @@ func (Kill) isMessage()         {}
 func (Killed) isMessage()       {}
 func (Shutdown) isMessage()     {}
 func (ShutdownDone) isMessage() {}
+func (Counters) isMessage()     {}
 
 // decoders maps a wire type to a decoder returning the message value.
 var decoders = map[string]func([]byte) (Message, error){
@@ -186,4 +221,5 @@ var decoders = map[string]func([]byte) (Message, error){
 	TypeKilled:       decodeAs[Killed],
 	TypeShutdown:     decodeAs[Shutdown],
 	TypeShutdownDone: decodeAs[ShutdownDone],
+	TypeCounters:     decodeAs[Counters],
 }

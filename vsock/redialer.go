@@ -75,9 +75,14 @@ func (r *Redialer) Addr() Addr { return r.addr }
 // Reconnects is the number of connections made after the first one.
 func (r *Redialer) Reconnects() uint64 { return r.reconnects.Load() }
 
-// Counters implements link.Counters.
-func (r *Redialer) Counters() map[string]uint64 {
-	return map[string]uint64{"bridge_dropped": r.Dropped(), "bridge_reconnects": r.Reconnects()}
+// Counters implements link.Counters: frames Write dropped while there was
+// no connection (tx CounterDropped) and the reconnections (event
+// CounterReconnects).
+func (r *Redialer) Counters() link.Counts {
+	return link.Counts{
+		TxDrops: map[string]uint64{CounterDropped: r.Dropped()},
+		Events:  map[string]uint64{CounterReconnects: r.Reconnects()},
+	}
 }
 
 // Close implements link.Link: it stops dialling, closes the connection and

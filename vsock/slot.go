@@ -93,6 +93,13 @@ func (s *slot) init(log logrus.FieldLogger, addr, lost string, opts []Option) {
 // Connected reports whether a connection is up right now.
 func (s *slot) Connected() bool { return s.cur.Load() != nil }
 
+// Names of the bridge links' counters (link.Counts).
+const (
+	CounterDropped    = "bridge_dropped"    // tx: written while there was no connection
+	CounterAccepted   = "bridge_accepted"   // event: connections an Acceptor took
+	CounterReconnects = "bridge_reconnects" // event: connections a Redialer made after the first
+)
+
 // Dropped is the number of frames Write dropped because no connection was
 // up or the write failed.
 func (s *slot) Dropped() uint64 { return s.dropped.Load() }

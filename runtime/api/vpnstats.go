@@ -19,14 +19,21 @@ type VPNStats struct {
 	// Egress is what the payload sent, Ingress what it received.
 	Egress  VPNDirStats `json:"egress"`
 	Ingress VPNDirStats `json:"ingress"`
+	// Links are the links' counts that are not losses, by name:
+	// reconnections of a bridge ("bridge_reconnects"), superframes cut
+	// and glued ("superframes_split"), and an agent's own
+	// ("agent_egress_frames", …).
+	Links map[string]uint64 `json:"links,omitempty"`
 	// KernelError says why the kernel's counters could not be read, if
 	// they could not.
 	KernelError string `json:"kernel_error,omitempty"`
 }
 
 // VPNDirStats counts one direction: frames and bytes delivered, and frames
-// dropped by reason (the pump's drop reasons, plus "foreign_source" for
-// datagrams from an address other than the ExeUnit's).
+// dropped by reason (the pump's drop reasons, plus the links' own:
+// "foreign_source" for datagrams from an address other than the ExeUnit's,
+// "bridge_dropped" for frames written while the bridge to an agent was
+// down, and an agent's drops behind "agent_").
 type VPNDirStats struct {
 	Frames uint64            `json:"frames"`
 	Bytes  uint64            `json:"bytes"`

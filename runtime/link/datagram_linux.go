@@ -188,9 +188,9 @@ const DropSocketRcvbuf = "udp_rcvbuf_full"
 var _ KernelDropper = (*Datagram)(nil)
 
 // KernelDrops implements KernelDropper: the socket's drop count, read with
-// SO_MEMINFO. Every drop is ingress (toward the payload); a full send
-// buffer blocks rather than drops.
-func (d *Datagram) KernelDrops() (egress, ingress map[string]uint64, err error) {
+// SO_MEMINFO. Every drop is rx (on the way to Read); a full send buffer
+// blocks rather than drops.
+func (d *Datagram) KernelDrops() (rx, tx map[string]uint64, err error) {
 	var mem [unix.SK_MEMINFO_VARS]uint32
 	var errno unix.Errno
 	raw, err := d.conn.SyscallConn()
@@ -208,7 +208,7 @@ func (d *Datagram) KernelDrops() (egress, ingress map[string]uint64, err error) 
 	if errno != 0 {
 		return nil, nil, fmt.Errorf("datagram link: SO_MEMINFO: %w", errno)
 	}
-	return map[string]uint64{}, map[string]uint64{DropSocketRcvbuf: uint64(mem[unix.SK_MEMINFO_DROPS])}, nil
+	return map[string]uint64{DropSocketRcvbuf: uint64(mem[unix.SK_MEMINFO_DROPS])}, nil, nil
 }
 
 // Offloads says which UDP offloads the link uses, for logs: "gso,gro" at
@@ -227,13 +227,17 @@ func (d *Datagram) Offloads() string {
 
 var _ Counters = (*Datagram)(nil)
 
-// Counters implements Counters: datagrams dropped because they came
-// from a foreign source ("foreign_source"), once there are any.
-func (d *Datagram) Counters() map[string]uint64 {
+// DropForeignSource counts datagrams Read dropped because they came from an
+// address other than the peer's.
+const DropForeignSource = "foreign_source"
+
+// Counters implements Counters: datagrams dropped because they came from a
+// foreign source (rx DropForeignSource), once there are any.
+func (d *Datagram) Counters() Counts {
 	if n := d.Foreign(); n > 0 {
-		return map[string]uint64{"foreign_source": n}
+		return Counts{RxDrops: map[string]uint64{DropForeignSource: n}}
 	}
-	return nil
+	return Counts{}
 }
 
 // BatchSize implements Link.

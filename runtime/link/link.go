@@ -78,10 +78,11 @@ type Link interface {
 // counters true.
 type KernelDropper interface {
 	// KernelDrops returns the kernel's cumulative drop counters for the
-	// link, keyed by a stable reason name. Egress are frames the payload
-	// sent that were lost on their way to the network; ingress are frames
-	// on their way to the payload.
-	KernelDrops() (egress, ingress map[string]uint64, err error)
+	// link, keyed by a stable reason name, by the link's own direction
+	// (see Counts): rx are frames lost on their way to Read, tx frames
+	// Write handed over that the kernel discarded. Which of them is the
+	// payload's egress depends on the side the link is on (pump.Links).
+	KernelDrops() (rx, tx map[string]uint64, err error)
 }
 
 // IsClosed reports whether err means the link (or its peer) is gone, as
@@ -90,13 +91,52 @@ func IsClosed(err error) bool {
 	return errors.Is(err, ErrClosed)
 }
 
-// Counters is implemented by links that count something of their own which
-// the pump cannot see: datagrams dropped because they came from a foreign
-// address, frames a bridge link dropped while it had no connection, its
-// reconnections. The counts only grow; the names are snake_case and go into
-// the VPN counters and the logs as they are.
+// Counts are a link's own counters: what it did that the pump cannot see.
+// Drops are keyed by reason and split by the link's direction — RxDrops are
+// frames lost on their way to Read (a datagram from a foreign address),
+// TxDrops frames given to Write that never reached the peer (written while
+// a bridge had no connection); which of them is the payload's egress
+// depends on the side of the pump the link is on (pump.Links). Events count
+// what is not a loss (reconnections, superframes cut). Counts only grow; the
+// names are snake_case and go into the VPN counters and the logs as they
+// are. A nil map is an empty one.
+type Counts struct {
+	RxDrops, TxDrops, Events map[string]uint64
+}
+
+// Add adds o's counts to c's, making c's maps as needed.
+func (c *Counts) Add(o Counts) {
+	c.RxDrops = AddCounts(c.RxDrops, o.RxDrops)
+	c.TxDrops = AddCounts(c.TxDrops, o.TxDrops)
+	c.Events = AddCounts(c.Events, o.Events)
+}
+
+// AddCounts adds from's counts to into's and returns into, made when it is
+// nil and from is not empty.
+func AddCounts(into, from map[string]uint64) map[string]uint64 {
+	for k, v := range from {
+		if into == nil {
+			into = make(map[string]uint64, len(from))
+		}
+		into[k] += v
+	}
+	return into
+}
+
+// Counters is implemented by links that count something of their own (see
+// Counts). A link that wraps another (the offload link, a bridge's gate)
+// includes the wrapped link's counts in its own, so that the pump needs to
+// ask only the link it holds.
 type Counters interface {
-	Counters() map[string]uint64
+	Counters() Counts
+}
+
+// CountsOf returns l's counts, or none when l keeps no counters.
+func CountsOf(l Link) Counts {
+	if c, ok := l.(Counters); ok {
+		return c.Counters()
+	}
+	return Counts{}
 }
 
 // gone wraps err with ErrClosed when it means the connection under a link

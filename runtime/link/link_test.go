@@ -286,7 +286,7 @@ func TestDatagramDropsForeignSourceAndReportsTruncation(t *testing.T) {
 	if a.Foreign() != 1 {
 		t.Fatalf("Foreign() = %d, want 1", a.Foreign())
 	}
-	if c := a.Counters(); c["foreign_source"] != 1 {
+	if c := a.Counters(); c.RxDrops[link.DropForeignSource] != 1 {
 		t.Fatalf("Counters() = %v, want foreign_source 1", c)
 	}
 }

@@ -37,6 +37,22 @@ type Attacher interface {
 	Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[string]string) (link.Link, error)
 }
 
+// Endpoint is the ExeUnit's side of the VPN as the manager uses it: what
+// endpoint.Open returns (*endpoint.Endpoint), or an in-memory one in tests.
+type Endpoint interface {
+	// Reply is the endpoint for the CreateNetwork reply; the zero value
+	// when there is no reply form.
+	Reply() api.Endpoint
+	// Link waits for the ExeUnit (at once for UDP) and returns the link
+	// to it, which then belongs to the caller.
+	Link(ctx context.Context) (link.Link, error)
+	// Close releases the endpoint; it is idempotent.
+	Close() error
+}
+
+// openEndpoint is endpoint.Open as an Options.OpenEndpoint.
+func openEndpoint(u endpoint.URL, o endpoint.Options) (Endpoint, error) { return endpoint.Open(u, o) }
+
 func badRequest(field, format string, args ...any) *api.Error {
 	return &api.Error{Code: api.Response_BAD_REQUEST, Field: field, Message: fmt.Sprintf(format, args...)}
 }
@@ -48,6 +64,9 @@ type Options struct {
 	VPN *endpoint.URL
 	// Endpoint tunes how the runtime's side is opened (pinned address).
 	Endpoint endpoint.Options
+	// OpenEndpoint opens the ExeUnit's side; nil means endpoint.Open. Tests
+	// put an in-memory endpoint here.
+	OpenEndpoint func(endpoint.URL, endpoint.Options) (Endpoint, error)
 	// Attacher brings up the payload's interface.
 	Attacher Attacher
 	// Name is the interface name inside the payload; empty means
@@ -77,13 +96,11 @@ type Manager struct {
 
 // attachment is one live VPN interface and its pump.
 type attachment struct {
-	nets     []netcfg.Network // sorted by address; nets[0] gives the MAC
-	iface    link.Link        // the payload's interface side, from the Attacher
-	ep       *endpoint.Endpoint
-	mu       sync.Mutex
-	pump     *pump.Pump
-	counters link.Counters // the endpoint link's own drop counts, if it keeps any
-	uplink   link.Link     // the endpoint's link once the ExeUnit is there
+	nets  []netcfg.Network // sorted by address; nets[0] gives the MAC
+	iface link.Link        // the payload's interface side, from the Attacher
+	ep    Endpoint
+	mu    sync.Mutex
+	pump  *pump.Pump
 }
 
 // New returns a Manager.
@@ -93,6 +110,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.MTU == 0 {
 		opts.MTU = netcfg.DefaultMTU
+	}
+	if opts.OpenEndpoint == nil {
+		opts.OpenEndpoint = openEndpoint
 	}
 	if opts.ConnectTimeout == 0 {
 		opts.ConnectTimeout = 30 * time.Second
@@ -135,7 +155,7 @@ func (m *Manager) Create(ctx context.Context, req *api.Request_CreateNetwork) (a
 	log := m.log.WithFields(logrus.Fields{"if": cfg.Name, "networks": networkStrings(parsed),
 		"mtu": cfg.MTU, "endpoint": m.opts.VPN.String()})
 
-	ep, err := endpoint.Open(*m.opts.VPN, m.opts.Endpoint)
+	ep, err := m.opts.OpenEndpoint(*m.opts.VPN, m.opts.Endpoint)
 	if err != nil {
 		return api.Endpoint{}, &api.Error{Code: api.Response_INTERNAL, Message: "open the data endpoint", Err: err}
 	}
@@ -192,8 +212,6 @@ func (m *Manager) connect(a *attachment, cfg netcfg.LinkConfig, log *logrus.Entr
 	})
 	a.mu.Lock()
 	a.pump = p
-	a.counters, _ = uplink.(link.Counters)
-	a.uplink = uplink
 	a.mu.Unlock()
 	log.Debug("frame pump started")
 	select {
@@ -286,7 +304,7 @@ func (m *Manager) Stats() api.VPNStats {
 		return api.VPNStats{}
 	}
 	a.mu.Lock()
-	p, own, up := a.pump, a.counters, a.uplink
+	p := a.pump
 	a.mu.Unlock()
 	first := a.nets[0]
 	s := api.VPNStats{Address: first.IfAddr.String(), Network: first.Prefix.String()}
@@ -296,59 +314,25 @@ func (m *Manager) Stats() api.VPNStats {
 	if p == nil {
 		return s
 	}
-	ps := p.Stats()
-	s.Up = p.Err() == nil
-	s.Egress = api.VPNDirStats{Frames: ps.Egress.Frames, Bytes: ps.Egress.Bytes, Drops: ps.Egress.DropMap()}
-	s.Ingress = api.VPNDirStats{Frames: ps.Ingress.Frames, Bytes: ps.Ingress.Bytes, Drops: ps.Ingress.DropMap()}
-	if own != nil {
-		for reason, n := range own.Counters() {
-			s.Ingress.Drops[reason] = n
-		}
-	}
-	var errs []error
-	for _, l := range []link.Link{a.iface, up} {
-		kd, ok := kernelDropper(l)
-		if !ok {
-			continue
-		}
-		eg, in, err := kd.KernelDrops()
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		s.Egress.KernelDrops = mergeCounts(s.Egress.KernelDrops, eg)
-		s.Ingress.KernelDrops = mergeCounts(s.Ingress.KernelDrops, in)
-	}
-	if err := errors.Join(errs...); err != nil {
-		s.KernelError = err.Error()
+	return pumpStats(s, p.Err() == nil, p.Stats(), p.Links())
+}
+
+// pumpStats fills s with a pump's counters and its links': one counters
+// model for every sandbox kind. The links' own drops join the pump's by
+// reason (the offload link passes on its inner link's, the agent
+// sandbox's bridge link adds the agent's, "agent_…"); their events count
+// frames too, but none is a drop.
+func pumpStats(s api.VPNStats, up bool, ps pump.Stats, ls pump.LinkStats) api.VPNStats {
+	s.Up = up
+	s.Egress = api.VPNDirStats{Frames: ps.Egress.Frames, Bytes: ps.Egress.Bytes,
+		Drops: link.AddCounts(ps.Egress.DropMap(), ls.EgressDrops), KernelDrops: ls.EgressKernel}
+	s.Ingress = api.VPNDirStats{Frames: ps.Ingress.Frames, Bytes: ps.Ingress.Bytes,
+		Drops: link.AddCounts(ps.Ingress.DropMap(), ls.IngressDrops), KernelDrops: ls.IngressKernel}
+	s.Links = ls.Events
+	if ls.KernelErr != nil {
+		s.KernelError = ls.KernelErr.Error()
 	}
 	return s
-}
-
-// kernelDropper finds the link.KernelDropper in l or in the links it wraps
-// (the offload link around a TAP says which link it wraps with Inner).
-func kernelDropper(l link.Link) (link.KernelDropper, bool) {
-	for l != nil {
-		if kd, ok := l.(link.KernelDropper); ok {
-			return kd, true
-		}
-		w, ok := l.(interface{ Inner() link.Link })
-		if !ok {
-			return nil, false
-		}
-		l = w.Inner()
-	}
-	return nil, false
-}
-
-func mergeCounts(into, from map[string]uint64) map[string]uint64 {
-	for k, v := range from {
-		if into == nil {
-			into = make(map[string]uint64)
-		}
-		into[k] += v
-	}
-	return into
 }
 
 // Close tears the VPN down: stops the pump, closes the interface (a

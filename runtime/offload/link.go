@@ -40,7 +40,11 @@ type Link struct {
 	noGlue atomic.Bool // SetCoalescing(false)
 }
 
-var _ link.Link = (*Link)(nil)
+var (
+	_ link.Link          = (*Link)(nil)
+	_ link.Counters      = (*Link)(nil)
+	_ link.KernelDropper = (*Link)(nil)
+)
 
 // NewLink wraps inner, whose every frame starts with a VNetHdrLen-byte
 // virtio-net header. The Link owns inner: Close closes it.
@@ -84,6 +88,42 @@ type Stats struct {
 // Stats returns the counters. It is safe to call at any time.
 func (l *Link) Stats() Stats {
 	return Stats{SplitSuperframes: l.split.Load(), CoalescedSuperframes: l.coalesced.Load(), Malformed: l.malformed.Load()}
+}
+
+// Event names of a Link's counters (link.Counts.Events).
+const (
+	EventSplit     = "superframes_split"
+	EventCoalesced = "superframes_coalesced"
+	EventMalformed = "superframes_malformed"
+)
+
+// Counters implements link.Counters: the inner link's counts, and Stats as
+// events (once non-zero).
+func (l *Link) Counters() link.Counts {
+	c := link.CountsOf(l.inner)
+	st := l.Stats()
+	for _, e := range [...]struct {
+		name string
+		n    uint64
+	}{{EventSplit, st.SplitSuperframes}, {EventCoalesced, st.CoalescedSuperframes}, {EventMalformed, st.Malformed}} {
+		if e.n > 0 {
+			if c.Events == nil {
+				c.Events = make(map[string]uint64)
+			}
+			c.Events[e.name] += e.n
+		}
+	}
+	return c
+}
+
+// KernelDrops implements link.KernelDropper with the inner link's kernel
+// counters (a TAP's); none when the inner link has none. The directions
+// are the same: a Link reads and writes what its inner link does.
+func (l *Link) KernelDrops() (rx, tx map[string]uint64, err error) {
+	if kd, ok := l.inner.(link.KernelDropper); ok {
+		return kd.KernelDrops()
+	}
+	return nil, nil, nil
 }
 
 // BatchSize implements link.Link.

@@ -237,24 +237,41 @@ func (a *agent) teardown() {
 }
 
 func (a *agent) logCounters(msg string) {
-	st := a.pump.Stats()
-	off := a.gate.offloadStats()
+	c := a.counters()
 	f := logrus.Fields{
-		"egress_frames":  st.Egress.Frames,
-		"egress_drops":   st.Egress.DropMap(),
-		"ingress_frames": st.Ingress.Frames,
-		"ingress_drops":  st.Ingress.DropMap(),
-		"unconfigured":   a.gate.Unconfigured(),
-		// Superframes the agent itself cut for, and glued from, a plain
-		// bridge: zero while the bridge carries superframes.
-		"tap_split_superframes":     off.SplitSuperframes,
-		"tap_coalesced_superframes": off.CoalescedSuperframes,
-		"superframes":               a.gate.superframes.Load(),
+		"egress_frames":  c.Egress.Frames,
+		"egress_drops":   c.Egress.Drops,
+		"ingress_frames": c.Ingress.Frames,
+		"ingress_drops":  c.Ingress.Drops,
+		"superframes":    a.gate.superframes.Load(),
 	}
-	if c, ok := a.data.(link.Counters); ok {
-		for name, n := range c.Counters() {
-			f[name] = n
-		}
+	if len(c.Egress.KernelDrops) > 0 || len(c.Ingress.KernelDrops) > 0 {
+		f["egress_kernel_drops"], f["ingress_kernel_drops"] = c.Egress.KernelDrops, c.Ingress.KernelDrops
+	}
+	// Events: bridge reconnections, and superframes the agent itself cut
+	// for, and glued from, a plain bridge (none while the bridge carries
+	// superframes).
+	for name, n := range c.Events {
+		f[name] = n
 	}
 	a.log.WithFields(f).Info(msg)
+}
+
+// counters are the agent's counters as the control connection reports them
+// (vsock.Counters) and the logs show them: the pump's, with its links'
+// (the gate and its TAP, the bridge) turned into the payload's directions
+// by pump.Links.
+func (a *agent) counters() vsock.Counters {
+	st, ls := a.pump.Stats(), a.pump.Links()
+	c := vsock.Counters{
+		Egress: vsock.CounterDir{Frames: st.Egress.Frames, Bytes: st.Egress.Bytes,
+			Drops: link.AddCounts(st.Egress.DropMap(), ls.EgressDrops), KernelDrops: ls.EgressKernel},
+		Ingress: vsock.CounterDir{Frames: st.Ingress.Frames, Bytes: st.Ingress.Bytes,
+			Drops: link.AddCounts(st.Ingress.DropMap(), ls.IngressDrops), KernelDrops: ls.IngressKernel},
+		Events: ls.Events,
+	}
+	if ls.KernelErr != nil {
+		c.KernelError = ls.KernelErr.Error()
+	}
+	return c
 }

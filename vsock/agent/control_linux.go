@@ -155,6 +155,8 @@ func (a *agent) setSuperframes(asked bool, log *logrus.Entry) bool {
 func (a *agent) serve(ctx context.Context, c *vsock.ControlConn, log *logrus.Entry) bool {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	var reports countersStream
+	defer reports.stop()
 	for {
 		m, err := c.Receive()
 		if err != nil {
@@ -178,6 +180,7 @@ func (a *agent) serve(ctx context.Context, c *vsock.ControlConn, log *logrus.Ent
 			r := vsock.ConfiguredFor(m.ID, err)
 			if err == nil {
 				r.VNetHdr = a.setSuperframes(m.VNetHdr, log)
+				reports.start(c, time.Duration(m.CountersMS)*time.Millisecond, a.counters)
 			}
 			reply = r
 		case vsock.Run:
@@ -210,6 +213,10 @@ func (a *agent) serve(ctx context.Context, c *vsock.ControlConn, log *logrus.Ent
 		case vsock.Shutdown:
 			log.Info("shutdown requested: stopping processes, removing the interface")
 			a.teardown()
+			if reports.stop() {
+				// The final counts, after the pump stopped.
+				_ = c.Send(a.counters())
+			}
 			if err := c.Send(vsock.ShutdownDone{ID: m.ID}); err != nil {
 				log.WithError(err).Warn("shutdown_done not delivered")
 			}
@@ -226,3 +233,53 @@ func (a *agent) serve(ctx context.Context, c *vsock.ControlConn, log *logrus.Ent
 		}
 	}
 }
+
+// countersStream sends the agent's counters on one control connection
+// every so often, as a configure asked (vsock.Configure.CountersMS). It
+// belongs to the connection's serve loop.
+type countersStream struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// start (re)starts the reports every interval on c; interval 0 stops them.
+func (s *countersStream) start(c *vsock.ControlConn, every time.Duration, counters func() vsock.Counters) {
+	s.stop()
+	if every <= 0 {
+		return
+	}
+	every = max(every, minCountersEvery)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if c.Send(counters()) != nil {
+				return // the serve loop sees the broken connection
+			}
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}(s.done)
+}
+
+// stop ends the reports and waits for the sender; it reports whether they
+// were on.
+func (s *countersStream) stop() bool {
+	if s.cancel == nil {
+		return false
+	}
+	s.cancel()
+	<-s.done
+	s.cancel, s.done = nil, nil
+	return true
+}
+
+// minCountersEvery bounds how often the agent reports, whatever a runtime
+// asks: counters are for the provider's monitoring, not a data path.
+const minCountersEvery = 100 * time.Millisecond

@@ -49,7 +49,38 @@ type gate struct {
 	unconfigured atomic.Uint64
 }
 
-var _ link.Link = (*gate)(nil)
+var (
+	_ link.Link          = (*gate)(nil)
+	_ link.Counters      = (*gate)(nil)
+	_ link.KernelDropper = (*gate)(nil)
+)
+
+// dropUnconfigured counts frames the gate's Write dropped while there was
+// no TAP.
+const dropUnconfigured = "unconfigured"
+
+// Counters implements link.Counters: the frames dropped while there was no
+// TAP (tx dropUnconfigured), and what the gate's own offload.Link did
+// (events).
+func (g *gate) Counters() link.Counts {
+	var c link.Counts
+	if n := g.unconfigured.Load(); n > 0 {
+		c.TxDrops = map[string]uint64{dropUnconfigured: n}
+	}
+	if g.dev.Load() != nil && g.off != nil {
+		c.Add(g.off.Counters())
+	}
+	return c
+}
+
+// KernelDrops implements link.KernelDropper with the TAP's counters; none
+// before the TAP is set.
+func (g *gate) KernelDrops() (rx, tx map[string]uint64, err error) {
+	if dev := g.dev.Load(); dev != nil && !g.closed.Load() {
+		return dev.KernelDrops()
+	}
+	return nil, nil, nil
+}
 
 var errGateClosed = fmt.Errorf("agent: interface: %w", link.ErrClosed)
 

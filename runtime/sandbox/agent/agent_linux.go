@@ -138,7 +138,8 @@ type Box struct {
 	log     *logrus.Entry
 	control vsock.Addr
 	data    *vsock.Acceptor // frames behind virtio-net headers
-	off     *offload.Link   // data as plain MTU-sized frames: the link Attach returns
+	off     *offload.Link   // data as plain MTU-sized frames, under the link Attach returns
+	counts  agentCounters   // the agent's reports (vsock.Counters)
 	ctlL    net.Listener
 	tail    *tailBuffer
 	ownDir  bool // SocketDir holds this Box's sockets: Close removes it
@@ -357,7 +358,7 @@ func (b *Box) Attach(ctx context.Context, cfg netcfg.LinkConfig, hosts map[strin
 	b.configured = &c
 	b.attached = true
 	log.Info("the agent's interface is configured")
-	return b.off, nil
+	return &bridgeLink{Link: b.off, agent: &b.counts}, nil
 }
 
 // configureFor builds the configure request c for the session it goes to:
@@ -367,6 +368,7 @@ func (b *Box) configureFor(c vsock.Configure) func(uint64, *session) vsock.Messa
 	return func(id uint64, s *session) vsock.Message {
 		c.ID = id
 		c.VNetHdr = s.offersVNetHdr && !b.cfg.NoVNetHdr
+		c.CountersMS = int(countersEvery / time.Millisecond)
 		return c
 	}
 }

@@ -338,6 +338,8 @@ func (b *Box) serve(s *session) {
 			b.output(s, m)
 		case vsock.Exited:
 			b.exited(m)
+		case vsock.Counters:
+			b.counts.report(m)
 		case vsock.Hello:
 			// An agent behind a virtio-serial port reopens the port on
 			// the same host connection: its new hello arrives here.
