@@ -51,7 +51,7 @@ var docMessages = []Message{
 var allMessages = []Message{
 	Hello{Version: ProtocolVersion, AgentID: "agent-\u00e9\u2603", VNetHdr: true},
 	Configure{ID: 1<<64 - 1, Name: "vpn0", IfAddr: "192.168.8.2", Mask: "255.255.252.0", Gateway: "192.168.8.1", MTU: 1220,
-		Hosts: map[string]string{"a": "192.168.8.3", "b.example": "fd00::1"}, VNetHdr: true},
+		Hosts: map[string]string{"a": "192.168.8.3", "b.example": "fd00::1"}, VNetHdr: true, CountersMS: 1000},
 	Configured{ID: 8, OK: true, VNetHdr: true},
 	Configured{ID: 9, OK: false, Error: "if_addr: \"x\" is not an IPv4 address", Field: "if_addr"},
 	Run{ID: 10, Bin: "/usr/bin/env", Args: []string{"env", "-i", "a b", ""}, Dir: "/tmp", Env: []string{"A=1", "B=<&>"}},
@@ -63,6 +63,9 @@ var allMessages = []Message{
 	Killed{ID: 12, OK: false, Error: "no such process"},
 	Shutdown{ID: 13},
 	ShutdownDone{ID: 13},
+	Counters{Egress: CounterDir{Frames: 1, Bytes: 2, Drops: map[string]uint64{"spoofed_ip": 3}, KernelDrops: map[string]uint64{"tap_tx_dropped": 4}},
+		Ingress: CounterDir{Frames: 1<<64 - 1, Bytes: 6, Drops: map[string]uint64{"bridge_dropped": 7}},
+		Events:  map[string]uint64{"bridge_reconnects": 8}, KernelError: "tap gone"},
 }
 
 // decodeStream reads messages from b until an error.

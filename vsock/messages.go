@@ -58,7 +58,7 @@ type Configure struct {
 	VNetHdr bool `json:"vnet_hdr,omitempty"`
 	// CountersMS asks the agent to send a Counters message every so many
 	// milliseconds while this control connection lasts, and one before
-	// shutdown_done (docs/bridge.md §3.3); 0 asks for none. An agent
+	// shutdown_done (docs/bridge.md §3.4); 0 asks for none. An agent
 	// older than Counters ignores it and sends none.
 	CountersMS int `json:"counters_ms,omitempty"`
 }
@@ -141,7 +141,7 @@ type Killed struct {
 	Error string `json:"error,omitempty"`
 }
 
-// Counters carries the agent's cumulative counters (docs/bridge.md §3.3):
+// Counters carries the agent's cumulative counters (docs/bridge.md §3.4):
 // what its pump passed and dropped, and what its links (the TAP and the
 // bridge) counted, each by the payload's direction. Egress is what the
 // payload sent, ingress what it receives. They only grow while the agent

@@ -273,8 +273,9 @@ func (s *server) logStats(msg string) {
 
 // logCounters writes one line with every counter: frames and bytes each
 // way, gvpn's own drops by reason (drop_*) and the kernel's drops on the
-// TAP and the endpoint socket (kernel_*), so that a loss the payload sees
-// as retransmits shows up somewhere.
+// TAP and the endpoint socket (kernel_*), and the links' other counts
+// (link_*), so that a loss the payload sees as retransmits shows up
+// somewhere.
 func (s *server) logCounters(st api.VPNStats, msg string) {
 	f := logrus.Fields{
 		"networks":       strings.Join(st.Networks, ","),
@@ -291,6 +292,9 @@ func (s *server) logCounters(st api.VPNStats, msg string) {
 		for reason, n := range d.KernelDrops {
 			f[dir+"_kernel_"+reason] = n
 		}
+	}
+	for name, n := range st.Links {
+		f["link_"+name] = n
 	}
 	if st.KernelError != "" {
 		f["kernel_error"] = st.KernelError

@@ -35,6 +35,8 @@ type fakeRuntime struct {
 	// notices holds output and exited messages read while waiting for a
 	// reply.
 	notices []vsock.Message
+	// counters is the agent's latest counters report.
+	counters *vsock.Counters
 }
 
 func newFakeRuntime(t *testing.T) *fakeRuntime {
@@ -117,6 +119,8 @@ func (f *fakeRuntime) call(build func(id uint64) vsock.Message) vsock.Message {
 		switch m := m.(type) {
 		case vsock.Output, vsock.Exited:
 			f.notices = append(f.notices, m)
+		case vsock.Counters:
+			f.counters = &m
 		case vsock.Configured:
 			if m.ID == id {
 				return m
@@ -409,7 +413,8 @@ func TestManagedConfigure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	c := vsock.Configure{Name: "vpn0", IfAddr: "10.1.0.2", Mask: "255.255.255.0", MTU: 1220, Hosts: map[string]string{"peer": "10.1.0.3"}}
+	c := vsock.Configure{Name: "vpn0", IfAddr: "10.1.0.2", Mask: "255.255.255.0", MTU: 1220, Hosts: map[string]string{"peer": "10.1.0.3"},
+		CountersMS: 100}
 	configure := func(c vsock.Configure) vsock.Configured {
 		return rt.call(func(id uint64) vsock.Message { c.ID = id; return c }).(vsock.Configured)
 	}
@@ -471,8 +476,25 @@ func TestManagedConfigure(t *testing.T) {
 		t.Fatal("no frame from the TAP on the bridge")
 	}
 
+	// A frame from the runtime that the agent's filter refuses (too short
+	// for Ethernet) shows up in the counters the agent reports.
+	short := append(make([]byte, link.Headroom), 1, 2, 3)
+	if _, err := data.Write([][]byte{short}, link.Headroom); err != nil {
+		t.Fatal(err)
+	}
+	for rt.counters == nil || rt.counters.Ingress.Drops["short"] == 0 {
+		if m, ok := rt.receive().(vsock.Counters); ok {
+			rt.counters = &m
+		}
+	}
+
+	rt.counters = nil
 	if _, ok := rt.call(func(id uint64) vsock.Message { return vsock.Shutdown{ID: id} }).(vsock.ShutdownDone); !ok {
 		t.Fatal("no shutdown_done")
+	}
+	// The final counts come before shutdown_done.
+	if c := rt.counters; c == nil || c.Ingress.Drops["short"] != 1 || c.Egress.Frames == 0 {
+		t.Fatalf("final counters %+v, want the short frame dropped and the ARP request passed", c)
 	}
 	if err := wait(); err != nil {
 		t.Fatalf("Run after shutdown: %v", err)
