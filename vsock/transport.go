@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"syscall"
-	"time"
 
 	mdvsock "github.com/mdlayher/vsock"
+
+	"github.com/gvpn/gvpn/runtime/link"
 )
 
 // ErrAddrInUse means another process is listening on a unix bridge path.
@@ -20,15 +20,11 @@ var ErrAddrInUse = errors.New("another process is listening on this bridge addre
 // connection works with whatever the kernel grants.
 const socketBuffer = 1 << 20
 
-// staleProbeTimeout bounds the dial that checks whether a leftover unix
-// socket file still has a listener.
-const staleProbeTimeout = time.Second
-
 // Listen listens on a for bridge connections. For vsock, CID any listens on
 // every CID of this machine. For unix, a socket file left behind by a dead
-// process is removed first, but only if a dial to it is refused; a file that
-// is not a socket is never removed, and a live listener makes Listen fail
-// with ErrAddrInUse. The parent directory must exist. Closing the listener
+// process is removed first, but only if it is ours and a dial to it is
+// refused (link.RemoveStaleSocket); a file that is not a socket is never
+// removed, and a live listener makes Listen fail with ErrAddrInUse. The parent directory must exist. Closing the listener
 // removes the socket file.
 //
 // Accepted connections have their socket buffers enlarged where the kernel
@@ -77,37 +73,14 @@ func listenUnix(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// removeStale deletes path if it is a unix socket nobody listens on.
+// removeStale deletes path if it is a unix socket of ours nobody listens
+// on (link.RemoveStaleSocket); a live one is ErrAddrInUse.
 func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	err := link.RemoveStaleSocket(path)
+	if errors.Is(err, link.ErrSocketInUse) {
+		return fmt.Errorf("%w: %w", ErrAddrInUse, err)
 	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode().Type() != os.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket; not removing it", path)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), staleProbeTimeout)
-	defer cancel()
-	c, err := new(net.Dialer).DialContext(ctx, "unix", path)
-	if err == nil {
-		c.Close()
-		return ErrAddrInUse
-	}
-	if errors.Is(err, syscall.ENOENT) {
-		return nil // removed meanwhile
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		// Anything else (a full backlog, a permission problem, the probe
-		// timing out) does not prove the socket dead.
-		return fmt.Errorf("%w (probe: %v)", ErrAddrInUse, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	return nil
+	return err
 }
 
 // Dial connects to the bridge at a. A vsock dial can hang when nothing

@@ -160,8 +160,8 @@ func Open(u URL, opts Options) (*Endpoint, error) {
 		e.udp = conn
 		e.reply = api.UDPEndpoint(conn.LocalAddr().(*net.UDPAddr).AddrPort())
 	case Unix:
-		if err := removeStaleSocket(u.Addr); err != nil {
-			return nil, err
+		if err := link.RemoveStaleSocket(u.Addr); err != nil {
+			return nil, fmt.Errorf("unix endpoint: %w", err)
 		}
 		l, err := net.Listen("unix", u.Addr)
 		if err != nil {
@@ -227,26 +227,6 @@ func setBuffers(c interface {
 }) {
 	c.SetReadBuffer(socketBuffer)
 	c.SetWriteBuffer(socketBuffer)
-}
-
-// removeStaleSocket deletes a leftover socket file at path, unless a live
-// listener owns it.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("unix endpoint %s exists and is not a socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-		c.Close()
-		return fmt.Errorf("unix endpoint %s is in use by another process", path)
-	}
-	return os.Remove(path)
 }
 
 // URL returns the URL the endpoint was opened for.

@@ -1,6 +1,8 @@
 // Package frame reads the few Ethernet II, ARP and IPv4 header fields that
-// Golem VPN routing and filtering depend on. It never allocates and never
-// panics: every accessor checks the frame's length first.
+// Golem VPN routing and filtering, and the cutting and gluing of
+// superframes (package offload), depend on: the module's one parser of
+// these headers. It never allocates and never panics: every accessor
+// checks the frame's length first.
 package frame
 
 import "encoding/binary"
@@ -82,12 +84,17 @@ func ParseARP(f []byte) (a ARP, ok bool) {
 	return a, true
 }
 
-// IPv4 holds the fields of an IPv4 header that routing uses.
+// IPv4 holds the fields of an IPv4 header that routing, filtering and
+// segmentation (package offload) use.
 type IPv4 struct {
 	Src, Dst [4]byte
 	Protocol uint8
-	HdrLen   int // bytes
-	TotalLen int // bytes, from the header
+	HdrLen   int    // bytes
+	TotalLen int    // bytes, from the header
+	ID       uint16 // identification
+	// Fragment: the packet is a fragment (more fragments follow, or its
+	// offset is not zero).
+	Fragment bool
 }
 
 // ParseIPv4 parses the IPv4 header in Ethernet frame f. ok is false when the
@@ -107,6 +114,8 @@ func ParseIPv4(f []byte) (h IPv4, ok bool) {
 	if h.HdrLen < IPv4MinLen || h.TotalLen < h.HdrLen || h.TotalLen > len(p) {
 		return h, false
 	}
+	h.ID = binary.BigEndian.Uint16(p[4:6])
+	h.Fragment = binary.BigEndian.Uint16(p[6:8])&0x3fff != 0
 	h.Protocol = p[9]
 	h.Src = [4]byte(p[12:16])
 	h.Dst = [4]byte(p[16:20])

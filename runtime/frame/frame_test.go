@@ -78,8 +78,23 @@ func TestParseARP(t *testing.T) {
 
 func TestParseIPv4(t *testing.T) {
 	h, ok := ParseIPv4(ethernet(macB, macA, TypeIPv4, append(ipv4Header(24), 1, 2, 3, 4, 0, 0)))
-	if !ok || h.HdrLen != 20 || h.TotalLen != 24 || h.Protocol != 1 || h.Src != [4]byte{10, 0, 0, 1} || h.Dst != [4]byte{10, 0, 0, 2} {
+	if !ok || h.HdrLen != 20 || h.TotalLen != 24 || h.Protocol != 1 || h.Src != [4]byte{10, 0, 0, 1} || h.Dst != [4]byte{10, 0, 0, 2} ||
+		h.ID != 0 || h.Fragment {
 		t.Fatalf("ParseIPv4 = %+v, %v", h, ok)
+	}
+	// Identification and fragments (as offload needs them): more
+	// fragments, or a non-zero offset, is a fragment; DF alone is not.
+	for _, c := range []struct {
+		flags    [2]byte
+		fragment bool
+	}{{[2]byte{0x40, 0}, false}, {[2]byte{0x20, 0}, true}, {[2]byte{0, 1}, true}, {[2]byte{0x1f, 0xff}, true}} {
+		hdr := ipv4Header(20)
+		hdr[4], hdr[5] = 0xbe, 0xef
+		hdr[6], hdr[7] = c.flags[0], c.flags[1]
+		h, ok := ParseIPv4(ethernet(macB, macA, TypeIPv4, hdr))
+		if !ok || h.ID != 0xbeef || h.Fragment != c.fragment {
+			t.Errorf("flags % x: %+v, %v; want id 0xbeef, fragment %v", c.flags, h, ok, c.fragment)
+		}
 	}
 	for name, hdr := range map[string][]byte{
 		"total beyond frame": ipv4Header(60),

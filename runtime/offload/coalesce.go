@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 
+	"github.com/gvpn/gvpn/runtime/frame"
 	"github.com/gvpn/gvpn/runtime/link"
 )
 
@@ -129,42 +130,41 @@ func (c *Coalescer) single(b []byte, i int) {
 
 // mayCoalesce reports cheaply whether f could start a run.
 func mayCoalesce(f []byte) bool {
-	return len(f) >= ethLen+ipv4MinLen+tcpMinLen && binary.BigEndian.Uint16(f[12:]) == typeIPv4 && f[ethLen+9] == protoTCP
+	return len(f) >= ethLen+ipv4MinLen+tcpMinLen && frame.Type(f) == frame.TypeIPv4 && f[ethLen+9] == protoTCP
 }
 
 // tcpSegment checks frame f for the properties every frame of a run needs
 // and returns its header lengths and payload length.
-func tcpSegment(f []byte) (ipLen, hdrLen, payload int, ok bool) {
+func tcpSegment(f []byte) (iph frame.IPv4, hdrLen, payload int, ok bool) {
 	if !mayCoalesce(f) {
-		return 0, 0, 0, false
+		return iph, 0, 0, false
 	}
+	iph, ok = frame.ParseIPv4(f)
 	ip := f[ethLen:]
-	ipLen = int(ip[0]&0x0f) * 4
-	totLen := int(binary.BigEndian.Uint16(ip[2:]))
-	if ip[0]>>4 != 4 || ipLen < ipv4MinLen || totLen != len(ip) ||
-		binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 || totLen < ipLen+tcpMinLen {
-		return 0, 0, 0, false
+	ipLen, totLen := iph.HdrLen, iph.TotalLen
+	if !ok || totLen != len(ip) || iph.Fragment || totLen < ipLen+tcpMinLen {
+		return iph, 0, 0, false
 	}
 	tcp := ip[ipLen:]
 	doff := int(tcp[12]>>4) * 4
 	if doff < tcpMinLen || ipLen+doff > totLen {
-		return 0, 0, 0, false
+		return iph, 0, 0, false
 	}
 	if tcp[13]&^tcpFlagPSH != tcpFlagACK {
-		return 0, 0, 0, false
+		return iph, 0, 0, false
 	}
 	payload = totLen - ipLen - doff
 	if payload == 0 {
-		return 0, 0, 0, false
+		return iph, 0, 0, false
 	}
 	// Checksums last: they cost a pass over the frame.
 	if fold(sum(ip[:ipLen], 0)) != 0xffff {
-		return 0, 0, 0, false
+		return iph, 0, 0, false
 	}
 	if fold(sum(tcp, pseudoSum(ip, protoTCP, len(tcp)))) != 0xffff {
-		return 0, 0, 0, false
+		return iph, 0, 0, false
 	}
-	return ipLen, ethLen + ipLen + doff, payload, true
+	return iph, ethLen + ipLen + doff, payload, true
 }
 
 // startRun opens a run with frame i when it is a segment that can be
@@ -172,7 +172,8 @@ func tcpSegment(f []byte) (ipLen, hdrLen, payload int, ok bool) {
 // joins.
 func (c *Coalescer) startRun(i int) bool {
 	f := c.in[i][c.offset:]
-	ipLen, hdrLen, payload, ok := tcpSegment(f)
+	iph, hdrLen, payload, ok := tcpSegment(f)
+	ipLen := iph.HdrLen
 	if !ok || f[ethLen+ipLen+13]&tcpFlagPSH != 0 {
 		return false
 	}
@@ -180,7 +181,7 @@ func (c *Coalescer) startRun(i int) bool {
 	c.open, c.start, c.end, c.count, c.sf = true, i, i+1, 1, nil
 	c.ipLen, c.hdrLen, c.mss, c.lastLen = ipLen, hdrLen, payload, payload
 	c.lastSeq = binary.BigEndian.Uint32(ip[ipLen+4:]) + uint32(payload)
-	c.lastID = binary.BigEndian.Uint16(ip[4:])
+	c.lastID = iph.ID
 	c.lastPSH = false
 	return true
 }
@@ -199,7 +200,8 @@ func (c *Coalescer) tryAppend(f []byte) bool {
 	if c.lastPSH || c.lastLen != c.mss {
 		return false
 	}
-	ipLen, hdrLen, payload, ok := tcpSegment(f)
+	iph, hdrLen, payload, ok := tcpSegment(f)
+	ipLen := iph.HdrLen
 	if !ok || ipLen != c.ipLen || hdrLen != c.hdrLen || payload > c.mss {
 		return false
 	}
@@ -212,7 +214,7 @@ func (c *Coalescer) tryAppend(f []byte) bool {
 	// addresses and options. The identification must be the next one.
 	if !bytes.Equal(f[:ethLen], first[:ethLen]) || ip[0] != fip[0] || ip[1] != fip[1] ||
 		!bytes.Equal(ip[6:10], fip[6:10]) || !bytes.Equal(ip[12:ipLen], fip[12:ipLen]) ||
-		binary.BigEndian.Uint16(ip[4:]) != c.lastID+1 {
+		iph.ID != c.lastID+1 {
 		return false
 	}
 	tcp, ftcp := ip[ipLen:], fip[ipLen:]

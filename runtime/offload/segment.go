@@ -3,13 +3,15 @@ package offload
 import (
 	"encoding/binary"
 	"errors"
+
+	"github.com/gvpn/gvpn/runtime/frame"
 )
 
-// Header sizes and protocol numbers segmentation reads.
+// Header sizes and protocol numbers segmentation reads. Ethernet and IPv4
+// headers are parsed by package frame; only TCP and UDP are read here.
 const (
-	ethLen      = 14
-	typeIPv4    = 0x0800
-	ipv4MinLen  = 20
+	ethLen      = frame.EthernetLen
+	ipv4MinLen  = frame.IPv4MinLen
 	tcpMinLen   = 20
 	udpLen      = 8
 	protoTCP    = 6
@@ -82,29 +84,26 @@ func (s *Splitter) Reset(pkt []byte) error {
 	default:
 		return ErrMalformed
 	}
-	if h.GSOSize == 0 || len(f) < ethLen+ipv4MinLen || binary.BigEndian.Uint16(f[12:]) != typeIPv4 {
+	if h.GSOSize == 0 || frame.Type(f) != frame.TypeIPv4 {
 		return ErrMalformed
 	}
-	ip := f[ethLen:]
-	s.ipLen = int(ip[0]&0x0f) * 4
-	totLen := int(binary.BigEndian.Uint16(ip[2:]))
-	if ip[0]>>4 != 4 || s.ipLen < ipv4MinLen || totLen < s.ipLen || totLen > len(ip) {
+	iph, ok := frame.ParseIPv4(f)
+	if !ok || iph.Fragment {
 		return ErrMalformed
 	}
-	if binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 { // a fragment
-		return ErrMalformed
-	}
+	s.ipLen = iph.HdrLen
+	totLen := iph.TotalLen
 	// The header length in the virtio-net header is not trusted (the
 	// kernel fills it loosely for forwarded packets): it is recomputed
 	// from the headers themselves.
 	l4 := ethLen + s.ipLen
 	if s.udp {
-		if ip[9] != protoUDP || totLen < s.ipLen+udpLen {
+		if iph.Protocol != protoUDP || totLen < s.ipLen+udpLen {
 			return ErrMalformed
 		}
 		s.hdrLen = l4 + udpLen
 	} else {
-		if ip[9] != protoTCP || totLen < s.ipLen+tcpMinLen {
+		if iph.Protocol != protoTCP || totLen < s.ipLen+tcpMinLen {
 			return ErrMalformed
 		}
 		doff := int(f[l4+12]>>4) * 4
@@ -221,8 +220,9 @@ func completeChecksum(f []byte, start, offset int) {
 
 // isUDPAt reports whether the IPv4 frame f carries UDP at offset start.
 func isUDPAt(f []byte, start int) bool {
-	if len(f) < ethLen+ipv4MinLen || binary.BigEndian.Uint16(f[12:]) != typeIPv4 {
+	if frame.Type(f) != frame.TypeIPv4 {
 		return false
 	}
-	return f[ethLen+9] == protoUDP && ethLen+int(f[ethLen]&0x0f)*4 == start
+	h, ok := frame.ParseIPv4(f)
+	return ok && h.Protocol == protoUDP && ethLen+h.HdrLen == start
 }
