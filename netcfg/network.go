@@ -54,19 +54,28 @@ func (n Network) String() string {
 	return s
 }
 
-// FieldError says which field of a network configuration was bad and why.
-// Field is the protocol's name for it: "addr", "mask", "gateway",
-// "if_addr", and for a whole Request also "name", "mtu" and "hosts".
+// FieldError says which input was bad and why: the module's one error type
+// for that, whatever the input — a field of CreateNetwork or of the
+// bridge's configure message, or a flag of a command line. Field is the
+// input's name as its protocol or command line spells it: "addr", "mask",
+// "gateway", "if_addr", for a whole Request also "name", "mtu" and "hosts",
+// for a flag "--bridge". The error text always names it.
 type FieldError struct {
 	Field  string
-	Value  string
-	Reason string
-	Err    error // the cause, when there is one (a *HostsEntryError)
+	Value  string // the bad value, when quoting it helps
+	Reason string // why it is bad; empty when Err says it
+	Err    error  // the cause, when there is one (a *HostsEntryError)
 }
 
 func (e *FieldError) Error() string {
-	if e.Field == "hosts" && e.Err != nil {
-		return e.Err.Error()
+	switch {
+	case e.Field == "hosts" && e.Err != nil:
+		return e.Err.Error() // a HostsEntryError names the entry and "hosts"
+	case e.Reason == "" && e.Err != nil:
+		if e.Field == "" {
+			return e.Err.Error()
+		}
+		return e.Field + ": " + e.Err.Error()
 	}
 	return fmt.Sprintf("invalid %s %q: %s", e.Field, e.Value, e.Reason)
 }

@@ -431,7 +431,7 @@ func TestConfigureParse(t *testing.T) {
 		c.Hosts = maps.Clone(ok.Hosts)
 		tc.edit(&c)
 		err := c.Validate()
-		var fe *FieldError
+		var fe *netcfg.FieldError
 		if !errors.As(err, &fe) || fe.Field != tc.field {
 			t.Errorf("%+v: %v, want a FieldError on %q", c, err, tc.field)
 			continue

@@ -30,7 +30,7 @@ type applied struct {
 //
 // On failure, a TAP this call created is removed again, and an interface
 // that existed keeps working with its previous settings as far as netcfg's
-// rollback restores them. Errors wrap *vsock.FieldError when one configure
+// rollback restores them. Errors wrap *netcfg.FieldError when one configure
 // member is at fault.
 func (a *agent) configure(c vsock.Configure) error {
 	a.cfgMu.Lock()
@@ -42,7 +42,7 @@ func (a *agent) configure(c vsock.Configure) error {
 	lc := nc.Link
 	log := a.log.WithFields(logrus.Fields{"if": lc.Name, "address": lc.Net.String(), "mtu": lc.MTU})
 	if a.cur != nil && a.cur.link.Name != lc.Name {
-		return &vsock.FieldError{Field: "name", Err: fmt.Errorf(
+		return &netcfg.FieldError{Field: "name", Err: fmt.Errorf(
 			"interface %s is configured already; the name cannot change while the agent runs (restart it)", a.cur.link.Name)}
 	}
 
@@ -53,7 +53,7 @@ func (a *agent) configure(c vsock.Configure) error {
 		dev, err = tap.Create(a.ns, tap.Config{Name: lc.Name, Offload: true, Log: log})
 		if err != nil {
 			if errors.Is(err, tap.ErrExists) || errors.Is(err, tap.ErrInvalidName) {
-				return &vsock.FieldError{Field: "name", Err: err}
+				return &netcfg.FieldError{Field: "name", Err: err}
 			}
 			return fmt.Errorf("create TAP %s: %w", lc.Name, err)
 		}
@@ -71,7 +71,7 @@ func (a *agent) configure(c vsock.Configure) error {
 		undo()
 		var se *netcfg.StepError
 		if errors.As(err, &se) && se.Step == "set mtu" {
-			return &vsock.FieldError{Field: "mtu", Err: err}
+			return &netcfg.FieldError{Field: "mtu", Err: err}
 		}
 		return err
 	}
@@ -88,7 +88,7 @@ func (a *agent) configure(c vsock.Configure) error {
 				undo()
 				var he *netcfg.HostsEntryError
 				if errors.As(err, &he) {
-					return &vsock.FieldError{Field: "hosts", Err: err}
+					return &netcfg.FieldError{Field: "hosts", Err: err}
 				}
 				return fmt.Errorf("hosts file %s: %w", a.hostsFile, err)
 			}

@@ -97,27 +97,21 @@ func (h hostsFlag) Set(v string) error {
 	return nil
 }
 
-// UsageError is a command line the agent cannot run with. It names the flag.
-type UsageError struct {
-	Flag string
-	Err  error
-}
-
-func (e *UsageError) Error() string {
-	if e.Flag == "" {
-		return e.Err.Error()
+// usageError is a command line the agent cannot run with, naming the flag
+// at fault ("--bridge") when there is one: a *netcfg.FieldError.
+func usageError(flag string, err error) error {
+	if flag != "" {
+		flag = "--" + flag
 	}
-	return "--" + e.Flag + ": " + e.Err.Error()
+	return &netcfg.FieldError{Field: flag, Err: err}
 }
-
-func (e *UsageError) Unwrap() error { return e.Err }
 
 // ParseArgs parses gvpn-agent's command line (without the program name).
 // getenv supplies the environment defaults (GVPN_BRIDGE, GVPN_CONTROL,
 // GVPN_LOG_LEVEL, GVPN_LOG_FORMAT); nil means none. The help text goes to
 // usage. It returns flag.ErrHelp for --help, the flag package's error for
 // a flag it cannot parse (cmdflag.Explain makes it one line), and
-// *UsageError for a command line that parses but cannot work.
+// *netcfg.FieldError (naming the flag) for a command line that parses but cannot work.
 func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Options, error) {
 	if getenv == nil {
 		getenv = func(string) string { return "" }
@@ -161,7 +155,7 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 		return o, err
 	}
 	if fs.NArg() > 0 {
-		return o, &UsageError{Err: fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))}
+		return o, usageError("", fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0)))
 	}
 	if o.ShowVersion {
 		return o, nil
@@ -170,24 +164,24 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	if bridge == "" {
-		return o, &UsageError{Flag: "bridge", Err: errors.New("no bridge address (give --bridge or set " + EnvBridge + ")")}
+		return o, usageError("bridge", errors.New("no bridge address (give --bridge or set " + EnvBridge + ")"))
 	}
 	a, err := vsock.ParseAddr(bridge)
 	if err != nil {
-		return o, &UsageError{Flag: "bridge", Err: err}
+		return o, usageError("bridge", err)
 	}
 	o.Bridge = a
 	if connect && o.Listen {
-		return o, &UsageError{Flag: "listen", Err: errors.New("--connect and --listen exclude each other")}
+		return o, usageError("listen", errors.New("--connect and --listen exclude each other"))
 	}
 	if !o.Listen && a.Scheme == vsock.SchemeVsock && a.CID == vsock.CIDAny {
-		return o, &UsageError{Flag: "bridge", Err: errors.New("CID any can only be listened on; dial the host with vsock://host:PORT")}
+		return o, usageError("bridge", errors.New("CID any can only be listened on; dial the host with vsock://host:PORT"))
 	}
 
 	if ipStr == "" {
 		for _, f := range []string{"gateway", "mtu", "name", "host", "listen"} {
 			if set[f] {
-				return o, &UsageError{Flag: f, Err: errors.New("is for manual mode (with --ip); in managed mode the runtime sends the configuration")}
+				return o, usageError(f, errors.New("is for manual mode (with --ip); in managed mode the runtime sends the configuration"))
 			}
 		}
 		// GVPN_CONTROL goes with GVPN_BRIDGE: an explicit --bridge means
@@ -198,17 +192,17 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 		if control != "" {
 			c, err := vsock.ParseAddr(control)
 			if err != nil {
-				return o, &UsageError{Flag: "control", Err: err}
+				return o, usageError("control", err)
 			}
 			o.Control = c
 		} else if _, err := a.Control(); err != nil {
-			return o, &UsageError{Flag: "bridge", Err: err}
+			return o, usageError("bridge", err)
 		}
 		return o, nil
 	}
 
 	if set["control"] {
-		return o, &UsageError{Flag: "control", Err: errors.New("manual mode (--ip) has no control connection")}
+		return o, usageError("control", errors.New("manual mode (--ip) has no control connection"))
 	}
 	c, err := manualConfigure(ipStr, gateway, name, mtu, hosts)
 	if err != nil {
@@ -224,7 +218,7 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 func manualConfigure(ipStr, gateway, name string, mtu int, hosts map[string]string) (vsock.Configure, error) {
 	p, err := netip.ParsePrefix(ipStr)
 	if err != nil || !p.Addr().Is4() {
-		return vsock.Configure{}, &UsageError{Flag: "ip", Err: fmt.Errorf("want an IPv4 ADDRESS/PREFIX such as 10.0.0.2/24, got %q", ipStr)}
+		return vsock.Configure{}, usageError("ip", fmt.Errorf("want an IPv4 ADDRESS/PREFIX such as 10.0.0.2/24, got %q", ipStr))
 	}
 	c := vsock.Configure{
 		Name:    name,
@@ -237,11 +231,12 @@ func manualConfigure(ipStr, gateway, name string, mtu int, hosts map[string]stri
 		c.Hosts = hosts
 	}
 	if err := c.Validate(); err != nil {
-		var fe *vsock.FieldError
+		var fe *netcfg.FieldError
 		if errors.As(err, &fe) {
-			return c, &UsageError{Flag: flagOf[fe.Field], Err: fe.Err}
+			// Named by the flag that set the member.
+			return c, usageError(flagOf[fe.Field], fe)
 		}
-		return c, &UsageError{Err: err}
+		return c, usageError("", err)
 	}
 	return c, nil
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/vsock"
 )
 
@@ -19,7 +20,7 @@ func TestParseArgs(t *testing.T) {
 		args    []string
 		env     map[string]string
 		check   func(t *testing.T, o Options)
-		badFlag string // expected UsageError.Flag ("-" = a UsageError without flag)
+		badFlag string // the flag the *netcfg.FieldError names ("-" = one without flag)
 		errHas  string
 	}{
 		{
@@ -113,15 +114,15 @@ func TestParseArgs(t *testing.T) {
 			if err == nil {
 				t.Fatalf("ParseArgs accepted %v", tc.args)
 			}
-			var ue *UsageError
+			var ue *netcfg.FieldError
 			switch {
 			case tc.badFlag == "-":
-				if !errors.As(err, &ue) || ue.Flag != "" {
-					t.Fatalf("err %v, want a UsageError without flag", err)
+				if !errors.As(err, &ue) || ue.Field != "" {
+					t.Fatalf("err %v, want a FieldError without flag", err)
 				}
 			case tc.badFlag != "":
-				if !errors.As(err, &ue) || ue.Flag != tc.badFlag {
-					t.Fatalf("err %v, want a UsageError naming --%s", err, tc.badFlag)
+				if !errors.As(err, &ue) || ue.Field != "--"+tc.badFlag {
+					t.Fatalf("err %v, want a FieldError naming --%s", err, tc.badFlag)
 				}
 				if !strings.HasPrefix(err.Error(), "--"+tc.badFlag+": ") {
 					t.Fatalf("message %q does not start with the flag", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/runtime/cmdflag"
 	"github.com/gvpn/gvpn/runtime/logs"
 )
@@ -25,7 +26,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		var ue *UsageError
+		var ue *netcfg.FieldError
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "gvpn-agent: %v; see gvpn-agent --help\n", err)
 		} else {
