@@ -84,40 +84,71 @@ func ParseARP(f []byte) (a ARP, ok bool) {
 	return a, true
 }
 
-// IPv4 holds the fields of an IPv4 header that routing, filtering and
-// segmentation (package offload) use.
+// IPv4 holds the fields of an IPv4 header that routing and filtering use;
+// segmentation (package offload) reads the others with IPv4ID,
+// IPv4Fragment and IPv4Protocol.
 type IPv4 struct {
 	Src, Dst [4]byte
 	Protocol uint8
-	HdrLen   int    // bytes
-	TotalLen int    // bytes, from the header
-	ID       uint16 // identification
-	// Fragment: the packet is a fragment (more fragments follow, or its
-	// offset is not zero).
-	Fragment bool
+	HdrLen   int // bytes
+	TotalLen int // bytes, from the header
 }
 
 // ParseIPv4 parses the IPv4 header in Ethernet frame f. ok is false when the
 // header is truncated, is not version 4, or declares lengths the frame does
-// not hold. Trailing padding after TotalLen is allowed (Ethernet pads short
-// frames).
+// not hold (IPv4Lens). Trailing padding after TotalLen is allowed (Ethernet
+// pads short frames).
 func ParseIPv4(f []byte) (h IPv4, ok bool) {
-	if len(f) < EthernetLen+IPv4MinLen {
+	h.HdrLen, h.TotalLen, ok = IPv4Lens(f)
+	if !ok {
 		return h, false
 	}
 	p := f[EthernetLen:]
-	if p[0]>>4 != 4 {
-		return h, false
-	}
-	h.HdrLen = int(p[0]&0x0f) * 4
-	h.TotalLen = int(binary.BigEndian.Uint16(p[2:4]))
-	if h.HdrLen < IPv4MinLen || h.TotalLen < h.HdrLen || h.TotalLen > len(p) {
-		return h, false
-	}
-	h.ID = binary.BigEndian.Uint16(p[4:6])
-	h.Fragment = binary.BigEndian.Uint16(p[6:8])&0x3fff != 0
 	h.Protocol = p[9]
 	h.Src = [4]byte(p[12:16])
 	h.Dst = [4]byte(p[16:20])
 	return h, true
+}
+
+// IPv4Lens checks the IPv4 header in Ethernet frame f and returns its
+// header and total lengths: the part of ParseIPv4 a per-segment path
+// (package offload) needs, cheap enough to inline. ok is false when the
+// header is truncated, is not version 4, or declares lengths the frame does
+// not hold. When ok, the header's fixed fields can be read with IPv4ID,
+// IPv4Fragment and IPv4Protocol.
+func IPv4Lens(f []byte) (hdrLen, totalLen int, ok bool) {
+	if len(f) < EthernetLen+IPv4MinLen || f[EthernetLen]>>4 != 4 {
+		return 0, 0, false
+	}
+	hdrLen = int(f[EthernetLen]&0x0f) * 4
+	totalLen = int(binary.BigEndian.Uint16(f[EthernetLen+2:]))
+	if hdrLen < IPv4MinLen || totalLen < hdrLen || totalLen > len(f)-EthernetLen {
+		return 0, 0, false
+	}
+	return hdrLen, totalLen, true
+}
+
+// IPv4ID returns the identification of the IPv4 packet in Ethernet frame f,
+// or 0 when f is too short to hold an IPv4 header.
+func IPv4ID(f []byte) uint16 {
+	if len(f) < EthernetLen+IPv4MinLen {
+		return 0
+	}
+	return binary.BigEndian.Uint16(f[EthernetLen+4:])
+}
+
+// IPv4Fragment reports whether the IPv4 packet in Ethernet frame f is a
+// fragment (more fragments follow, or its offset is not zero); false when f
+// is too short to hold an IPv4 header.
+func IPv4Fragment(f []byte) bool {
+	return len(f) >= EthernetLen+IPv4MinLen && binary.BigEndian.Uint16(f[EthernetLen+6:])&0x3fff != 0
+}
+
+// IPv4Protocol returns the protocol number of the IPv4 packet in Ethernet
+// frame f, or 0 when f is too short to hold an IPv4 header.
+func IPv4Protocol(f []byte) uint8 {
+	if len(f) < EthernetLen+IPv4MinLen {
+		return 0
+	}
+	return f[EthernetLen+9]
 }

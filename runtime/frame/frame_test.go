@@ -78,8 +78,7 @@ func TestParseARP(t *testing.T) {
 
 func TestParseIPv4(t *testing.T) {
 	h, ok := ParseIPv4(ethernet(macB, macA, TypeIPv4, append(ipv4Header(24), 1, 2, 3, 4, 0, 0)))
-	if !ok || h.HdrLen != 20 || h.TotalLen != 24 || h.Protocol != 1 || h.Src != [4]byte{10, 0, 0, 1} || h.Dst != [4]byte{10, 0, 0, 2} ||
-		h.ID != 0 || h.Fragment {
+	if !ok || h.HdrLen != 20 || h.TotalLen != 24 || h.Protocol != 1 || h.Src != [4]byte{10, 0, 0, 1} || h.Dst != [4]byte{10, 0, 0, 2} {
 		t.Fatalf("ParseIPv4 = %+v, %v", h, ok)
 	}
 	// Identification and fragments (as offload needs them): more
@@ -91,9 +90,11 @@ func TestParseIPv4(t *testing.T) {
 		hdr := ipv4Header(20)
 		hdr[4], hdr[5] = 0xbe, 0xef
 		hdr[6], hdr[7] = c.flags[0], c.flags[1]
-		h, ok := ParseIPv4(ethernet(macB, macA, TypeIPv4, hdr))
-		if !ok || h.ID != 0xbeef || h.Fragment != c.fragment {
-			t.Errorf("flags % x: %+v, %v; want id 0xbeef, fragment %v", c.flags, h, ok, c.fragment)
+		f := ethernet(macB, macA, TypeIPv4, hdr)
+		hl, tl, ok := IPv4Lens(f)
+		if !ok || hl != 20 || tl != 20 || IPv4ID(f) != 0xbeef || IPv4Fragment(f) != c.fragment || IPv4Protocol(f) != 1 {
+			t.Errorf("flags % x: lens %d %d %v, id %#x, fragment %v; want 20 20, id 0xbeef, fragment %v",
+				c.flags, hl, tl, ok, IPv4ID(f), IPv4Fragment(f), c.fragment)
 		}
 	}
 	for name, hdr := range map[string][]byte{
@@ -117,6 +118,10 @@ func FuzzAccessors(f *testing.F) {
 	f.Add(ethernet(macB, macA, TypeIPv6, bytes.Repeat([]byte{0x60}, 40)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _, _ = Dst(b), Src(b), Type(b)
+		_, _, _ = IPv4ID(b), IPv4Fragment(b), IPv4Protocol(b)
+		if hl, tl, ok := IPv4Lens(b); ok != (EthernetLen+IPv4MinLen <= len(b) && b[EthernetLen]>>4 == 4 && hl >= IPv4MinLen && tl >= hl && EthernetLen+tl <= len(b)) {
+			t.Fatalf("IPv4Lens = %d, %d, %v from %d bytes", hl, tl, ok, len(b))
+		}
 		if h, ok := ParseIPv4(b); ok {
 			if EthernetLen+h.TotalLen > len(b) || h.HdrLen < IPv4MinLen || h.TotalLen < h.HdrLen {
 				t.Fatalf("ParseIPv4 accepted %+v from %d bytes", h, len(b))

@@ -130,41 +130,40 @@ func (c *Coalescer) single(b []byte, i int) {
 
 // mayCoalesce reports cheaply whether f could start a run.
 func mayCoalesce(f []byte) bool {
-	return len(f) >= ethLen+ipv4MinLen+tcpMinLen && frame.Type(f) == frame.TypeIPv4 && f[ethLen+9] == protoTCP
+	return len(f) >= ethLen+ipv4MinLen+tcpMinLen && frame.Type(f) == frame.TypeIPv4 && frame.IPv4Protocol(f) == protoTCP
 }
 
 // tcpSegment checks frame f for the properties every frame of a run needs
 // and returns its header lengths and payload length.
-func tcpSegment(f []byte) (iph frame.IPv4, hdrLen, payload int, ok bool) {
+func tcpSegment(f []byte) (ipLen, hdrLen, payload int, ok bool) {
 	if !mayCoalesce(f) {
-		return iph, 0, 0, false
+		return 0, 0, 0, false
 	}
-	iph, ok = frame.ParseIPv4(f)
+	ipLen, totLen, ok := frame.IPv4Lens(f)
 	ip := f[ethLen:]
-	ipLen, totLen := iph.HdrLen, iph.TotalLen
-	if !ok || totLen != len(ip) || iph.Fragment || totLen < ipLen+tcpMinLen {
-		return iph, 0, 0, false
+	if !ok || totLen != len(ip) || frame.IPv4Fragment(f) || totLen < ipLen+tcpMinLen {
+		return 0, 0, 0, false
 	}
 	tcp := ip[ipLen:]
 	doff := int(tcp[12]>>4) * 4
 	if doff < tcpMinLen || ipLen+doff > totLen {
-		return iph, 0, 0, false
+		return 0, 0, 0, false
 	}
 	if tcp[13]&^tcpFlagPSH != tcpFlagACK {
-		return iph, 0, 0, false
+		return 0, 0, 0, false
 	}
 	payload = totLen - ipLen - doff
 	if payload == 0 {
-		return iph, 0, 0, false
+		return 0, 0, 0, false
 	}
 	// Checksums last: they cost a pass over the frame.
 	if fold(sum(ip[:ipLen], 0)) != 0xffff {
-		return iph, 0, 0, false
+		return 0, 0, 0, false
 	}
 	if fold(sum(tcp, pseudoSum(ip, protoTCP, len(tcp)))) != 0xffff {
-		return iph, 0, 0, false
+		return 0, 0, 0, false
 	}
-	return iph, ethLen + ipLen + doff, payload, true
+	return ipLen, ethLen + ipLen + doff, payload, true
 }
 
 // startRun opens a run with frame i when it is a segment that can be
@@ -172,8 +171,7 @@ func tcpSegment(f []byte) (iph frame.IPv4, hdrLen, payload int, ok bool) {
 // joins.
 func (c *Coalescer) startRun(i int) bool {
 	f := c.in[i][c.offset:]
-	iph, hdrLen, payload, ok := tcpSegment(f)
-	ipLen := iph.HdrLen
+	ipLen, hdrLen, payload, ok := tcpSegment(f)
 	if !ok || f[ethLen+ipLen+13]&tcpFlagPSH != 0 {
 		return false
 	}
@@ -181,7 +179,7 @@ func (c *Coalescer) startRun(i int) bool {
 	c.open, c.start, c.end, c.count, c.sf = true, i, i+1, 1, nil
 	c.ipLen, c.hdrLen, c.mss, c.lastLen = ipLen, hdrLen, payload, payload
 	c.lastSeq = binary.BigEndian.Uint32(ip[ipLen+4:]) + uint32(payload)
-	c.lastID = iph.ID
+	c.lastID = frame.IPv4ID(f)
 	c.lastPSH = false
 	return true
 }
@@ -200,8 +198,7 @@ func (c *Coalescer) tryAppend(f []byte) bool {
 	if c.lastPSH || c.lastLen != c.mss {
 		return false
 	}
-	iph, hdrLen, payload, ok := tcpSegment(f)
-	ipLen := iph.HdrLen
+	ipLen, hdrLen, payload, ok := tcpSegment(f)
 	if !ok || ipLen != c.ipLen || hdrLen != c.hdrLen || payload > c.mss {
 		return false
 	}
@@ -214,7 +211,7 @@ func (c *Coalescer) tryAppend(f []byte) bool {
 	// addresses and options. The identification must be the next one.
 	if !bytes.Equal(f[:ethLen], first[:ethLen]) || ip[0] != fip[0] || ip[1] != fip[1] ||
 		!bytes.Equal(ip[6:10], fip[6:10]) || !bytes.Equal(ip[12:ipLen], fip[12:ipLen]) ||
-		iph.ID != c.lastID+1 {
+		frame.IPv4ID(f) != c.lastID+1 {
 		return false
 	}
 	tcp, ftcp := ip[ipLen:], fip[ipLen:]

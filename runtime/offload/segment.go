@@ -88,7 +88,7 @@ func (s *Splitter) Reset(pkt []byte) error {
 		return ErrMalformed
 	}
 	iph, ok := frame.ParseIPv4(f)
-	if !ok || iph.Fragment {
+	if !ok || frame.IPv4Fragment(f) {
 		return ErrMalformed
 	}
 	s.ipLen = iph.HdrLen
@@ -223,6 +223,6 @@ func isUDPAt(f []byte, start int) bool {
 	if frame.Type(f) != frame.TypeIPv4 {
 		return false
 	}
-	h, ok := frame.ParseIPv4(f)
-	return ok && h.Protocol == protoUDP && ethLen+h.HdrLen == start
+	ipLen, _, ok := frame.IPv4Lens(f)
+	return ok && frame.IPv4Protocol(f) == protoUDP && ethLen+ipLen == start
 }

@@ -164,7 +164,7 @@ func ParseArgs(args []string, getenv func(string) string, usage io.Writer) (Opti
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	if bridge == "" {
-		return o, usageError("bridge", errors.New("no bridge address (give --bridge or set " + EnvBridge + ")"))
+		return o, usageError("bridge", errors.New("no bridge address (give --bridge or set "+EnvBridge+")"))
 	}
 	a, err := vsock.ParseAddr(bridge)
 	if err != nil {
