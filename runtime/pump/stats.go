@@ -113,12 +113,12 @@ type LinkStats struct {
 // any time, also after the pump stopped (the counts then no longer move;
 // the kernel's may be gone).
 func (p *Pump) Links() LinkStats {
-	return SideStats(p.cfg.Iface, p.cfg.Uplink)
+	return sideStats(p.cfg.Iface, p.cfg.Uplink)
 }
 
-// SideStats is LinkStats for iface and uplink on the pump's two sides, for a
+// sideStats is LinkStats for iface and uplink on the pump's two sides, for a
 // caller that holds the links and not the pump. Either may be nil.
-func SideStats(iface, uplink link.Link) LinkStats {
+func sideStats(iface, uplink link.Link) LinkStats {
 	var s LinkStats
 	var errs []error
 	for _, side := range []struct {

@@ -49,7 +49,11 @@ type rule struct {
 	// packages only those may import (test kits).
 	tests     bool
 	testAllow []string
-	why       string
+	// general marks a rule for the whole module (or a whole tree); every
+	// package must also have a rule that is not general, its own place in
+	// the layer table (TestEveryPackageHasARule).
+	general bool
+	why     string
 }
 
 // rules is the layout. Read from the bottom of the graph up.
@@ -65,9 +69,49 @@ var rules = []rule{
 		why: "the pump is a data-plane leaf: it joins two links and knows nothing above them",
 	},
 	{
-		pkgs: []string{"runtime/offload"}, allow: []string{"runtime/link"},
-		tests: true, testAllow: []string{"runtime/link/linktest", "test/privtest", "tap", "netcfg", "netcfg/nsthread", "runtime/pump", "runtime/frame"},
-		why: "segmentation and coalescing are a data-plane leaf beside the pump: they turn a virtio-net-header link into a plain one; only their test joins real TAPs with the pump",
+		pkgs: []string{"runtime/offload"}, allow: []string{"runtime/link", "runtime/frame"},
+		tests: true, testAllow: []string{"runtime/link/linktest", "test/privtest", "tap", "netcfg", "netcfg/nsthread", "runtime/pump"},
+		why: "segmentation and coalescing are a data-plane leaf beside the pump: they turn a virtio-net-header link into a plain one, reading headers with frame's one parser; only their test joins real TAPs with the pump",
+	},
+	{
+		pkgs: []string{"runtime/cmdflag"}, allow: []string{}, tests: true,
+		why: "the flag helpers every binary's command line uses depend on nothing",
+	},
+	{
+		pkgs: []string{"runtime/owner"}, allow: []string{}, tests: true,
+		why: "who owns a workdir or a sandbox's directory is asked by every sandbox and the CLI, so it depends on nothing",
+	},
+	{
+		pkgs: []string{"runtime/volume"}, allow: []string{}, tests: true,
+		why: "the activity's volume list is parsed by the CLI and mounted by the netns sandbox, so it depends on neither",
+	},
+	{
+		pkgs: []string{"runtime/api"}, allow: []string{}, tests: true,
+		why: "the wire contract with the ExeUnit (ya-runtime-api, gvpn.vpn) depends on nothing, so the tests and the lab can speak it",
+	},
+	{
+		pkgs: []string{"runtime/endpoint"}, allow: []string{"runtime/api", "runtime/link"},
+		why: "the ExeUnit's data endpoint is the runtime's end of the API's endpoint forms, made of socket links",
+	},
+	{
+		pkgs: []string{"runtime/cli"}, deny: []string{"vsock/agent/..."},
+		why: "the runtime's CLI wires the runtime's packages together; gvpn-agent's code is reached over the bridge only",
+	},
+	{
+		pkgs: []string{"runtime/sandbox/agent/vm/mkimage"}, allow: []string{},
+		why: "the VM image builder is a program of its own (make vm-image), run at build time, not by the runtime",
+	},
+	{
+		pkgs: []string{"cmd/gvpn-runtime"}, allow: []string{"runtime/cli", "runtime/sandbox/netns"},
+		why: "gvpn-runtime's main only starts the CLI (and the netns sandbox's shim, which must run before it)",
+	},
+	{
+		pkgs: []string{"cmd/gvpn-agent"}, allow: []string{"vsock/agent"},
+		why: "gvpn-agent's main only starts the agent",
+	},
+	{
+		pkgs: []string{"cmd/gvpn-lab"}, allow: []string{"test/golemnet/labcli"},
+		why: "gvpn-lab's main only starts the lab's CLI",
 	},
 	{
 		pkgs: []string{"runtime/logs"}, allow: []string{}, tests: true,
@@ -115,7 +159,7 @@ var rules = []rule{
 		why: "the bridge and the agent are built on the data-plane leaves and the libraries only; the runtime imports them, not the other way",
 	},
 	{
-		pkgs: []string{"runtime/..."}, deny: []string{"vsock/agent/..."},
+		pkgs: []string{"runtime/..."}, deny: []string{"vsock/agent/..."}, general: true,
 		why: "vsock/agent is gvpn-agent's own code, run inside the payload; the runtime talks to it over the bridge only",
 	},
 	{
@@ -123,11 +167,11 @@ var rules = []rule{
 		why: "the tests and the lab drive gvpn-runtime through its binary and the wire contract (runtime/api), not through the runtime's internal types",
 	},
 	{
-		pkgs: []string{"..."}, except: []string{"test/...", "cmd/..."}, deny: []string{"test/..."},
+		pkgs: []string{"..."}, except: []string{"test/...", "cmd/..."}, deny: []string{"test/..."}, general: true,
 		why: "test code never ships inside the libraries (their _test.go files may use the test kits)",
 	},
 	{
-		pkgs: []string{"..."}, except: []string{"cmd/..."}, deny: []string{"runtime/cli", "cmd/..."}, tests: true,
+		pkgs: []string{"..."}, except: []string{"cmd/..."}, deny: []string{"runtime/cli", "cmd/..."}, tests: true, general: true,
 		why: "the CLI and the mains are the top of the graph: only cmd/ imports runtime/cli, nothing imports cmd/",
 	},
 }
@@ -258,6 +302,32 @@ func TestImportRules(t *testing.T) {
 	pkgs, _ := load(t)
 	for _, v := range violations(pkgs) {
 		t.Error(v)
+	}
+}
+
+// unruled returns the packages that no rule but a general one covers.
+func unruled(pkgs []pkg) []string {
+	var out []string
+	for _, p := range pkgs {
+		if !slices.ContainsFunc(rules, func(r rule) bool {
+			return !r.general && match(p.path, r.pkgs) && !match(p.path, r.except)
+		}) {
+			out = append(out, p.path)
+		}
+	}
+	return out
+}
+
+// TestEveryPackageHasARule: a new package gets its own rule (and its row in
+// the layer table) before it can be merged; the general rules alone do not
+// say where it stands.
+func TestEveryPackageHasARule(t *testing.T) {
+	pkgs, _ := load(t)
+	for _, p := range unruled(pkgs) {
+		t.Errorf("package %s has no rule in test/layout: add one (and its place in docs/architecture.md's layer table)", p)
+	}
+	if got := unruled([]pkg{{path: "runtime/newthing"}, {path: "runtime/link"}}); !slices.Equal(got, []string{"runtime/newthing"}) {
+		t.Errorf("a package without a rule of its own is not reported: %v", got)
 	}
 }
 
