@@ -40,26 +40,10 @@ func BenchmarkCoalesce(b *testing.B) {
 // frames) and written back (glued into one), as the netns TAP path does.
 func BenchmarkLink(b *testing.B) {
 	fl := flow{payload: 1166 * 44, mss: 1166, tcpOpts: true}
-	l := NewLink(&vnetLink{pkt: fl.superframe()})
-	bufs := make([][]byte, BatchSize)
-	for i := range bufs {
-		bufs[i] = make([]byte, 16+2048)
-	}
-	sizes := make([]int, BatchSize)
-	out := make([][]byte, 0, BatchSize)
+	round, _ := linkRoundTrip(b, fl)
 	b.SetBytes(int64(fl.payload))
 	b.ReportAllocs()
 	for b.Loop() {
-		n, err := l.Read(bufs, sizes, 16)
-		if err != nil || n == 0 {
-			b.Fatalf("Read = %d, %v", n, err)
-		}
-		out = out[:0]
-		for i := range n {
-			out = append(out, bufs[i][:16+sizes[i]])
-		}
-		if _, err := l.Write(out, 16); err != nil {
-			b.Fatal(err)
-		}
+		round()
 	}
 }

@@ -99,8 +99,8 @@ func newAgent(cfg Config) (*agent, error) {
 		backoffOpts: cfg.Backoff,
 		stopTimeout: orDefault(cfg.StopTimeout, DefaultStopTimeout),
 		gate:        newGate(),
-		egress:      &egressFilter{},
-		ingress:     &ingressFilter{},
+		egress:      newEgressFilter(),
+		ingress:     newIngressFilter(),
 		sender:      newSender(),
 	}
 	if a.ns == 0 {

@@ -227,48 +227,58 @@ func (f *filters[F]) check(p []byte) pump.Reason {
 	return f.frame.Check(p[hdrLen:])
 }
 
-// egressFilter is a pump.EgressFilter for frames behind a virtio-net
-// header that a configure can replace while the pump runs (a new address
-// or MTU). A superframe is checked as one frame: its segments share its
-// addresses. Before the first configure it refuses everything: there is
-// no interface to send from anyway.
+// replaceable is a filter for frames behind a virtio-net header that a
+// configure can replace while the pump runs (a new address or MTU). Before
+// the first configure, Check answers unset.
+type replaceable[F pump.Filter] struct {
+	cur   atomic.Pointer[filters[F]]
+	unset pump.Reason
+}
+
+func (r *replaceable[F]) replace(frame, super F) {
+	r.cur.Store(&filters[F]{frame: frame, super: super})
+}
+
+func (r *replaceable[F]) Check(p []byte) pump.Reason {
+	f := r.cur.Load()
+	if f == nil {
+		return r.unset
+	}
+	return f.check(p)
+}
+
+// egressFilter is a replaceable pump.EgressFilter. A superframe is
+// checked as one frame: its segments share its addresses. Before the first
+// configure it refuses everything: there is no interface to send from
+// anyway.
 type egressFilter struct {
-	cur atomic.Pointer[filters[*pump.EgressFilter]]
+	replaceable[*pump.EgressFilter]
+}
+
+func newEgressFilter() *egressFilter {
+	return &egressFilter{replaceable[*pump.EgressFilter]{unset: pump.SpoofedMAC}}
 }
 
 // set makes f the filter, with its size limit for MTU-sized frames.
 func (e *egressFilter) set(f pump.EgressFilter) {
 	super := f
 	super.MaxFrame = 0
-	e.cur.Store(&filters[*pump.EgressFilter]{frame: &f, super: &super})
+	e.replace(&f, &super)
 }
 
-func (e *egressFilter) Check(p []byte) pump.Reason {
-	f := e.cur.Load()
-	if f == nil {
-		return pump.SpoofedMAC
-	}
-	return f.check(p)
-}
-
-// ingressFilter is the replaceable pump.IngressFilter for frames behind a
-// virtio-net header. Before the first configure it passes frames on to the
-// gate, which drops and counts them.
+// ingressFilter is a replaceable pump.IngressFilter. Before the first
+// configure it passes frames on to the gate, which drops and counts them.
 type ingressFilter struct {
-	cur atomic.Pointer[filters[*pump.IngressFilter]]
+	replaceable[*pump.IngressFilter]
+}
+
+func newIngressFilter() *ingressFilter {
+	return &ingressFilter{replaceable[*pump.IngressFilter]{unset: pump.Pass}}
 }
 
 // set makes f the filter, with its size limit for MTU-sized frames.
 func (i *ingressFilter) set(f pump.IngressFilter) {
 	super := f
 	super.MaxFrame = 0
-	i.cur.Store(&filters[*pump.IngressFilter]{frame: &f, super: &super})
-}
-
-func (i *ingressFilter) Check(p []byte) pump.Reason {
-	f := i.cur.Load()
-	if f == nil {
-		return pump.Pass
-	}
-	return f.check(p)
+	i.replace(&f, &super)
 }
