@@ -229,10 +229,10 @@ func (f *filters[F]) check(p []byte) pump.Reason {
 
 // replaceable is a filter for frames behind a virtio-net header that a
 // configure can replace while the pump runs (a new address or MTU). Before
-// the first configure, Check answers unset.
+// the first configure it refuses every frame, unless passUnset.
 type replaceable[F pump.Filter] struct {
-	cur   atomic.Pointer[filters[F]]
-	unset pump.Reason
+	cur       atomic.Pointer[filters[F]]
+	passUnset bool
 }
 
 func (r *replaceable[F]) replace(frame, super F) {
@@ -242,7 +242,10 @@ func (r *replaceable[F]) replace(frame, super F) {
 func (r *replaceable[F]) Check(p []byte) pump.Reason {
 	f := r.cur.Load()
 	if f == nil {
-		return r.unset
+		if r.passUnset {
+			return pump.Pass
+		}
+		return pump.SpoofedMAC
 	}
 	return f.check(p)
 }
@@ -256,7 +259,7 @@ type egressFilter struct {
 }
 
 func newEgressFilter() *egressFilter {
-	return &egressFilter{replaceable[*pump.EgressFilter]{unset: pump.SpoofedMAC}}
+	return &egressFilter{}
 }
 
 // set makes f the filter, with its size limit for MTU-sized frames.
@@ -273,7 +276,7 @@ type ingressFilter struct {
 }
 
 func newIngressFilter() *ingressFilter {
-	return &ingressFilter{replaceable[*pump.IngressFilter]{unset: pump.Pass}}
+	return &ingressFilter{replaceable[*pump.IngressFilter]{passUnset: true}}
 }
 
 // set makes f the filter, with its size limit for MTU-sized frames.

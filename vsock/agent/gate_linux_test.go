@@ -38,8 +38,7 @@ func TestGateBeforeConfigure(t *testing.T) {
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var e egressFilter
-	var i ingressFilter
+	e, i := newEgressFilter(), newIngressFilter()
 	if e.Check(make([]byte, 60)) == pump.Pass || i.Check(make([]byte, 60)) != pump.Pass {
 		t.Fatal("before configure, egress must refuse and ingress pass (to the gate)")
 	}
