@@ -86,10 +86,7 @@ func (a *Acceptor) Accepted() uint64 { return a.accepted.Load() }
 // no connection (tx CounterDropped) and the connections accepted (event
 // CounterAccepted).
 func (a *Acceptor) Counters() link.Counts {
-	return link.Counts{
-		TxDrops: map[string]uint64{CounterDropped: a.Dropped()},
-		Events:  map[string]uint64{CounterAccepted: a.Accepted()},
-	}
+	return a.slot.counts(CounterAccepted, a.Accepted())
 }
 
 // Close implements link.Link.

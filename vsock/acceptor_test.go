@@ -172,6 +172,33 @@ func TestAcceptorWaitConnected(t *testing.T) {
 	}
 }
 
+// TestAcceptorCounters: frames written with no connection are tx drops;
+// connections are events; no drop, no drop entry.
+func TestAcceptorCounters(t *testing.T) {
+	addr := tempUnix(t)
+	acc, err := ListenAcceptor(addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer acc.Close()
+	if c := acc.Counters(); c.TxDrops != nil || c.RxDrops != nil || c.Events[CounterAccepted] != 0 {
+		t.Fatalf("fresh acceptor: %+v", c)
+	}
+	f := append(make([]byte, link.Headroom), 1, 2, 3)
+	if _, err := acc.Write([][]byte{f, f}, link.Headroom); err != nil {
+		t.Fatal(err)
+	}
+	dialData(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	if err := acc.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := acc.Counters(); c.TxDrops[CounterDropped] != 2 || c.RxDrops != nil || c.Events[CounterAccepted] != 1 {
+		t.Fatalf("after two frames with no peer and one connection: %+v", c)
+	}
+}
+
 // TestAcceptorAllocs: a connected Acceptor moves frames without allocating.
 func TestAcceptorAllocs(t *testing.T) {
 	addr := tempUnix(t)

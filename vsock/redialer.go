@@ -79,10 +79,7 @@ func (r *Redialer) Reconnects() uint64 { return r.reconnects.Load() }
 // no connection (tx CounterDropped) and the reconnections (event
 // CounterReconnects).
 func (r *Redialer) Counters() link.Counts {
-	return link.Counts{
-		TxDrops: map[string]uint64{CounterDropped: r.Dropped()},
-		Events:  map[string]uint64{CounterReconnects: r.Reconnects()},
-	}
+	return r.slot.counts(CounterReconnects, r.Reconnects())
 }
 
 // Close implements link.Link: it stops dialling, closes the connection and

@@ -100,6 +100,16 @@ const (
 	CounterReconnects = "bridge_reconnects" // event: connections a Redialer made after the first
 )
 
+// counts are the link's counters (link.Counts): the frames dropped while
+// there was no connection, once there are any, and event n.
+func (s *slot) counts(event string, n uint64) link.Counts {
+	c := link.Counts{Events: map[string]uint64{event: n}}
+	if d := s.Dropped(); d > 0 {
+		c.TxDrops = map[string]uint64{CounterDropped: d}
+	}
+	return c
+}
+
 // Dropped is the number of frames Write dropped because no connection was
 // up or the write failed.
 func (s *slot) Dropped() uint64 { return s.dropped.Load() }

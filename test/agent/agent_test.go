@@ -19,6 +19,7 @@ import (
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/payload"
 	"github.com/gvpn/gvpn/test/privtest"
+	"github.com/gvpn/gvpn/vsock"
 )
 
 // TestAgentNodesTalk: two nodes whose VPN interfaces are made by gvpn-agent
@@ -308,6 +309,17 @@ func TestAgentReconnects(t *testing.T) {
 	st := a.stats(t)
 	if !st.Up {
 		t.Fatalf("node-a pump down after reconnects: %+v", st)
+	}
+	// The agent's counters reach gvpn.vpn over the control connection
+	// (docs/bridge.md §3.4), across its reconnect and its replacement:
+	// the stream's frames it passed, and those it dropped while its
+	// bridge was cut, are there behind agent_.
+	t.Logf("node-a gvpn.vpn after the cut: egress drops %v, ingress drops %v, links %v", st.Egress.Drops, st.Ingress.Drops, st.Links)
+	if st.Links["agent_egress_frames"] < uint64(got) {
+		t.Errorf("gvpn.vpn counts %d frames the agent passed, want at least the %d datagrams that arrived", st.Links["agent_egress_frames"], got)
+	}
+	if st.Egress.Drops["agent_"+vsock.CounterDropped] == 0 {
+		t.Errorf("gvpn.vpn has no agent_%s egress drops after the bridge was cut mid-stream: %v", vsock.CounterDropped, st.Egress.Drops)
 	}
 
 	// Superframes go with the control connection (docs/bridge.md §2.4):
