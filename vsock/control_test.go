@@ -63,7 +63,7 @@ var allMessages = []Message{
 	Killed{ID: 12, OK: false, Error: "no such process"},
 	Shutdown{ID: 13},
 	ShutdownDone{ID: 13},
-	Counters{Egress: CounterDir{Frames: 1, Bytes: 2, Drops: map[string]uint64{"spoofed_ip": 3}, KernelDrops: map[string]uint64{"tap_tx_dropped": 4}},
+	Counters{Instance: "9f86d081884c7d65", Egress: CounterDir{Frames: 1, Bytes: 2, Drops: map[string]uint64{"spoofed_ip": 3}, KernelDrops: map[string]uint64{"tap_tx_dropped": 4}},
 		Ingress: CounterDir{Frames: 1<<64 - 1, Bytes: 6, Drops: map[string]uint64{"bridge_dropped": 7}},
 		Events:  map[string]uint64{"bridge_reconnects": 8}, KernelError: "tap gone"},
 }

@@ -147,8 +147,12 @@ type Killed struct {
 // payload sent, ingress what it receives. They only grow while the agent
 // runs; a new agent starts again from zero.
 type Counters struct {
-	Egress  CounterDir `json:"egress"`
-	Ingress CounterDir `json:"ingress"`
+	// Instance is chosen by each agent process at random: a report with
+	// another instance than the last comes from a new agent, which counts
+	// from zero again.
+	Instance string     `json:"instance,omitempty"`
+	Egress   CounterDir `json:"egress"`
+	Ingress  CounterDir `json:"ingress"`
 	// Events are counts that are not losses (bridge reconnections,
 	// superframes cut or glued at the agent's TAP).
 	Events map[string]uint64 `json:"events,omitempty"`

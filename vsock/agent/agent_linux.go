@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +72,8 @@ type agent struct {
 	cfgMu sync.Mutex // serialises configure
 	cur   *applied
 
-	controlUps   int // control connections made; only the control loop uses it
+	controlUps   int    // control connections made; only the control loop uses it
+	instance     string // this agent process in its counters (vsock.Counters.Instance)
 	teardownOnce sync.Once
 }
 
@@ -102,6 +105,7 @@ func newAgent(cfg Config) (*agent, error) {
 		egress:      newEgressFilter(),
 		ingress:     newIngressFilter(),
 		sender:      newSender(),
+		instance:    randomInstance(),
 	}
 	if a.ns == 0 {
 		a.ns = netns.None()
@@ -264,6 +268,7 @@ func (a *agent) logCounters(msg string) {
 func (a *agent) counters() vsock.Counters {
 	st, ls := a.pump.Stats(), a.pump.Links()
 	c := vsock.Counters{
+		Instance: a.instance,
 		Egress: vsock.CounterDir{Frames: st.Egress.Frames, Bytes: st.Egress.Bytes,
 			Drops: link.AddCounts(st.Egress.DropMap(), ls.EgressDrops), KernelDrops: ls.EgressKernel},
 		Ingress: vsock.CounterDir{Frames: st.Ingress.Frames, Bytes: st.Ingress.Bytes,
@@ -274,4 +279,11 @@ func (a *agent) counters() vsock.Counters {
 		c.KernelError = ls.KernelErr.Error()
 	}
 	return c
+}
+
+// randomInstance names this agent process in its counters: 64 random bits.
+func randomInstance() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
 }

@@ -47,6 +47,9 @@ type gate struct {
 	superframes atomic.Bool // agreed with the runtime, and dev has a virtio-net header
 
 	unconfigured atomic.Uint64
+
+	kmu      sync.Mutex
+	krx, ktx map[string]uint64 // the TAP's kernel drops as last read
 }
 
 var (
@@ -74,12 +77,19 @@ func (g *gate) Counters() link.Counts {
 }
 
 // KernelDrops implements link.KernelDropper with the TAP's counters; none
-// before the TAP is set.
+// before the TAP is set, and after Close the last ones read (the final
+// counters go out after the TAP is gone).
 func (g *gate) KernelDrops() (rx, tx map[string]uint64, err error) {
+	g.kmu.Lock()
+	defer g.kmu.Unlock()
 	if dev := g.dev.Load(); dev != nil && !g.closed.Load() {
-		return dev.KernelDrops()
+		rx, tx, err = dev.KernelDrops()
+		if err == nil {
+			g.krx, g.ktx = rx, tx
+		}
+		return rx, tx, err
 	}
-	return nil, nil, nil
+	return g.krx, g.ktx, nil
 }
 
 var errGateClosed = fmt.Errorf("agent: interface: %w", link.ErrClosed)

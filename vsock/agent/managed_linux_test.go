@@ -15,6 +15,7 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/link"
 	"github.com/gvpn/gvpn/runtime/link/linktest"
+	"github.com/gvpn/gvpn/tap"
 	"github.com/gvpn/gvpn/test/privtest"
 	"github.com/gvpn/gvpn/vsock"
 )
@@ -493,8 +494,12 @@ func TestManagedConfigure(t *testing.T) {
 		t.Fatal("no shutdown_done")
 	}
 	// The final counts come before shutdown_done.
-	if c := rt.counters; c == nil || c.Ingress.Drops["short"] != 1 || c.Egress.Frames == 0 {
-		t.Fatalf("final counters %+v, want the short frame dropped and the ARP request passed", c)
+	if c := rt.counters; c == nil || c.Ingress.Drops["short"] != 1 || c.Egress.Frames == 0 || c.Instance == "" {
+		t.Fatalf("final counters %+v, want the short frame dropped, the ARP request passed and the agent's instance", c)
+	}
+	// The TAP is gone by then; its kernel counts are the last ones read.
+	if _, ok := rt.counters.Egress.KernelDrops[tap.DropQueueFull]; !ok {
+		t.Fatalf("final counters %+v lack the TAP's kernel drops", rt.counters)
 	}
 	if err := wait(); err != nil {
 		t.Fatalf("Run after shutdown: %v", err)

@@ -19,9 +19,11 @@ const countersEvery = time.Second
 const agentPrefix = "agent_"
 
 // agentCounters keeps the agent's counter reports (vsock.Counters) as one
-// growing total, across agents: a report with a count lower than the last
+// growing total, across agents: a report of another instance than the last
 // one comes from a new agent (the command was run again), and the old
-// agent's last report is kept as a base under it.
+// agent's last report is kept as a base under it. (Without instances, from
+// an agent that sends none, a report whose frames went down is taken for a
+// new agent's.)
 type agentCounters struct {
 	mu   sync.Mutex
 	base vsock.Counters // agents gone
@@ -32,7 +34,7 @@ type agentCounters struct {
 func (a *agentCounters) report(c vsock.Counters) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if wentDown(c, a.last) {
+	if newAgent(c, a.last) {
 		addCounters(&a.base, a.last)
 	}
 	a.last = c
@@ -62,21 +64,12 @@ func addCounters(into *vsock.Counters, c vsock.Counters) {
 	into.Events = link.AddCounts(into.Events, c.Events)
 }
 
-// wentDown reports whether any count of c is below last's.
-func wentDown(c, last vsock.Counters) bool {
-	below := func(now, was map[string]uint64) bool {
-		for k, v := range was {
-			if now[k] < v {
-				return true
-			}
-		}
-		return false
+// newAgent reports whether report c comes from another agent than last.
+func newAgent(c, last vsock.Counters) bool {
+	if c.Instance != "" || last.Instance != "" {
+		return c.Instance != last.Instance
 	}
-	return c.Egress.Frames < last.Egress.Frames || c.Egress.Bytes < last.Egress.Bytes ||
-		c.Ingress.Frames < last.Ingress.Frames || c.Ingress.Bytes < last.Ingress.Bytes ||
-		below(c.Egress.Drops, last.Egress.Drops) || below(c.Ingress.Drops, last.Ingress.Drops) ||
-		below(c.Egress.KernelDrops, last.Egress.KernelDrops) || below(c.Ingress.KernelDrops, last.Ingress.KernelDrops) ||
-		below(c.Events, last.Events)
+	return c.Egress.Frames < last.Egress.Frames || c.Ingress.Frames < last.Ingress.Frames
 }
 
 // bridgeLink is the link Attach returns: the offload link over the bridge,

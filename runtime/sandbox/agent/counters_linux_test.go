@@ -63,6 +63,7 @@ func TestAgentCountersInVPNStats(t *testing.T) {
 		<-got
 	}
 	first := vsock.Counters{
+		Instance: "one",
 		Egress: vsock.CounterDir{Frames: 10, Drops: map[string]uint64{"spoofed_ip": 4},
 			KernelDrops: map[string]uint64{"tap_tx_dropped": 6}},
 		Ingress: vsock.CounterDir{Frames: 20, Drops: map[string]uint64{"bridge_dropped": 2, "unconfigured": 1}},
@@ -105,7 +106,15 @@ func TestAgentCountersInVPNStats(t *testing.T) {
 	if n := mgr.Stats().Egress.Drops["agent_spoofed_ip"]; n != 5 {
 		t.Errorf("after a later report: %d, want 5", n)
 	}
-	report(vsock.Counters{Egress: vsock.CounterDir{Frames: 1, Drops: map[string]uint64{"spoofed_ip": 1}}})
+	// A report that lacks counts the last had (the TAP's kernel counts,
+	// say) is still the same agent's.
+	same := later
+	same.Egress.KernelDrops = nil
+	report(same)
+	if n := mgr.Stats().Egress.Drops["agent_spoofed_ip"]; n != 5 {
+		t.Errorf("after a report without kernel counts: %d, want 5", n)
+	}
+	report(vsock.Counters{Instance: "two", Egress: vsock.CounterDir{Frames: 100, Drops: map[string]uint64{"spoofed_ip": 1}}})
 	if n := mgr.Stats().Egress.Drops["agent_spoofed_ip"]; n != 6 {
 		t.Errorf("after a new agent's report: %d, want 5+1", n)
 	}
