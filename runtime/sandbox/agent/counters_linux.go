@@ -93,9 +93,11 @@ func (l *bridgeLink) Counters() link.Counts {
 	c.RxDrops = addPrefixed(c.RxDrops, t.Egress.Drops)
 	c.TxDrops = addPrefixed(c.TxDrops, t.Ingress.Drops)
 	c.Events = addPrefixed(c.Events, t.Events)
-	c.Events = addPrefixed(c.Events, map[string]uint64{
-		"egress_frames": t.Egress.Frames, "ingress_frames": t.Ingress.Frames,
-	})
+	if t.Egress.Frames > 0 || t.Ingress.Frames > 0 {
+		c.Events = addPrefixed(c.Events, map[string]uint64{
+			"egress_frames": t.Egress.Frames, "ingress_frames": t.Ingress.Frames,
+		})
+	}
 	return c
 }
 
