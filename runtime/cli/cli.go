@@ -71,6 +71,9 @@ type Options struct {
 	ShowVersion   bool
 	PayloadUser   string
 	PayloadRoot   bool
+	// UnsafeVolumeLinks lets the netns sandbox start on a kernel that
+	// cannot make host volumes nosymfollow (see volume.List.MountHost).
+	UnsafeVolumeLinks bool
 
 	// The sandbox kind and, for the agent sandbox, how to reach the payload.
 	Sandbox       string
@@ -156,7 +159,7 @@ var flagGroups = []cmdflag.Group{
 	{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
 		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "version"}},
 	{Title: "Sandbox settings", Names: []string{
-		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "agent-command", "bridge", "bridge-control", "bridge-plain", "agent-timeout",
+		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "unsafe-volume-links", "agent-command", "bridge", "bridge-control", "bridge-plain", "agent-timeout",
 		"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"}},
 	{Title: "Debugging (not for production)", Names: []string{
 		"debug-local-endpoint", "debug-allow-remote-endpoint", "debug-state-events"}},
@@ -186,6 +189,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host), vm (a QEMU\nguest the runtime boots, the task package as its root) or agent (a VM or container started by\n--agent-command, with gvpn-agent inside)")
 	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way)")
 	fs.BoolVar(&o.PayloadRoot, "payload-root", false, "netns sandbox: UNSAFE: run payload processes as root with the runtime's capabilities;\nonly for payloads you trust (the log and `test` say so)")
+	fs.BoolVar(&o.UnsafeVolumeLinks, "unsafe-volume-links", false, "netns sandbox: UNSAFE: start even when the kernel (before Linux 5.10) cannot mount the host\nvolumes nosymfollow; the ExeUnit's transfers then follow links a payload plants in them")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "`prefix` of the sandbox network namespace names")
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data `address` to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
@@ -616,7 +620,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 			warnRoot(log)
 		}
 		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
-			User: u, Root: root, Volumes: vols})
+			User: u, Root: root, Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks})
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1

@@ -259,12 +259,15 @@ func readOnly(path string, recursive bool) error {
 	return unix.MountSetattr(-1, path, flags, &attr)
 }
 
-// bind mounts src on dst, nosuid and nodev, read-only when asked.
+// bind mounts src on dst, nosuid and nodev, read-only when asked. A bind
+// mount copies its source's flags: the nosymfollow of a host volume's
+// directory (volume.List.MountHost), which guards the ExeUnit, is cleared
+// for the payload, whose links resolve inside its own root.
 func bind(src, dst string, ro bool) error {
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind %s: %w", src, err)
 	}
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Attr_clr: unix.MOUNT_ATTR_NOSYMFOLLOW}
 	if ro {
 		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
 	}
