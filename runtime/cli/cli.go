@@ -635,11 +635,13 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		}
 		sbx, attacher = box, box
 	case "vm":
-		box, err := openVMSandbox(o, hostname, vols, logOut, log)
+		box, unmount, err := openVMSandbox(o, hostname, vols, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the VM sandbox")
 			return 1
 		}
+		// Deferred before Serve returns, so after the service closed the box.
+		defer unmount()
 		sbx, attacher = box, box
 	default:
 		log.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox)
