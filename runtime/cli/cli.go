@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -270,8 +271,9 @@ func (o *Options) validate() error {
 		if v == "" {
 			continue
 		}
-		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 {
-			return bad(flag, fmt.Errorf("%q is not a non-negative number", v))
+		// ParseFloat takes NaN and Inf, which are no amount of memory.
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+			return bad(flag, fmt.Errorf("%q is not a finite non-negative number", v))
 		}
 	}
 	if o.VolumeOverride != "" && !json.Valid([]byte(o.VolumeOverride)) {

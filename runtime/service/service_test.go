@@ -3,7 +3,9 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -150,6 +152,17 @@ func TestRepliesMatchTheirRequests(t *testing.T) {
 	}
 	if e := h.call(t, &api.Request{Id: 6, Command: &api.Request_Kill{Kill: &api.Request_KillProcess{Pid: 99}}}).GetError(); e.GetCode() != api.Response_NOT_FOUND {
 		t.Fatalf("kill of an unknown pid: %v", e)
+	}
+	// A signal Linux does not have is the requestor's mistake, named; the
+	// sandbox never sees it.
+	for _, sig := range []int32{9999, 65, -9} {
+		e := h.call(t, &api.Request{Id: 7, Command: &api.Request_Kill{Kill: &api.Request_KillProcess{Pid: 7, Signal: sig}}}).GetError()
+		if e.GetCode() != api.Response_BAD_REQUEST || e.GetContext()["field"] != "signal" || !strings.Contains(e.GetMessage(), fmt.Sprint(sig)) {
+			t.Fatalf("kill with signal %d: %v; want BAD_REQUEST naming the field and the value", sig, e)
+		}
+	}
+	if h.j.index("kill") >= 0 {
+		t.Fatalf("an out-of-range signal reached the sandbox: %v", h.j.entries)
 	}
 	h.in.Close() // stdin EOF: clean teardown, nil
 	if err := <-h.done; err != nil {
