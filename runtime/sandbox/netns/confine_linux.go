@@ -361,6 +361,11 @@ func mountVolume(r string, spec holderSpec, v volume.Volume) error {
 func CheckVolumes(vols volume.List) error {
 	for _, v := range vols {
 		top, _, _ := strings.Cut(strings.TrimPrefix(v.Path, "/"), "/")
+		if top == "run" {
+			// The init mounts an empty read-only tmpfs there before the
+			// volumes: no mount point can be made in it.
+			return fmt.Errorf("--volume-override: volume %q: /run is the sandbox's own, empty and read-only (choose a path such as /golem/...)", v.Path)
+		}
 		if hidden[top] {
 			continue
 		}
