@@ -424,6 +424,12 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 		default:
 			out = w
 		}
+		if cmd == "deploy" && !watched {
+			// The logging library reports a failed write (a full disk)
+			// on the process's stderr, naming the log file: for deploy
+			// that reaches the requestor. The line is lost instead.
+			out = quietWriter{out}
+		}
 	}
 	l, err := logs.New(out, o.LogLevel, o.LogFormat)
 	if err != nil {
@@ -433,6 +439,14 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 	sink.out = out
 	sink.entry = logrus.NewEntry(l).WithField("runtime", "gvpn")
 	return sink, nil
+}
+
+// quietWriter never fails: what w cannot take is dropped.
+type quietWriter struct{ w io.Writer }
+
+func (q quietWriter) Write(p []byte) (int, error) {
+	q.w.Write(p)
+	return len(p), nil
 }
 
 func isTerminal(w io.Writer) bool {
