@@ -37,6 +37,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
@@ -513,6 +514,9 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 		if err := netns.CheckVolumes(vols); err != nil {
 			return fail(err.Error(), err)
 		}
+		if err := vols.CheckRAM(ramLimit(o)); err != nil {
+			return fail(err.Error(), err)
+		}
 	case "agent":
 		// The agent command's launcher decides what the payload sees;
 		// no workdir directory would reach it.
@@ -549,6 +553,21 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: vols.Vols(), StartMode: "blocking"})
 	stdout.Write(b)
 	return 0
+}
+
+// ramLimit is how much memory the RAM volumes may take together: the
+// agreement's --mem-gib, or volume.DefaultRAMLimit when it states none.
+// validate has checked the number.
+func ramLimit(o *Options) (int64, string) {
+	f, _ := strconv.ParseFloat(o.MemGiB, 64)
+	if o.MemGiB == "" || f <= 0 {
+		return volume.DefaultRAMLimit, "the agreement states no memory (--mem-gib): the default cap"
+	}
+	const maxLimit = 1 << 62
+	if b := f * (1 << 30); b < maxLimit {
+		return int64(b), "--mem-gib " + o.MemGiB
+	}
+	return maxLimit, "--mem-gib " + o.MemGiB
 }
 
 func checkWorkdir(dir string) error {
@@ -597,6 +616,11 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		return 1
 	}
 	defer lock.Unlock()
+	// The payload's processes get proc.OOMPayload; the runtime, which
+	// holds the activity, is about the last the OOM killer picks.
+	if err := proc.SetOOMScoreAdj(0, proc.OOMRuntime); err != nil {
+		log.WithError(err).Warn("cannot lower the runtime's oom_score_adj (needs CAP_SYS_RESOURCE); its payload's processes are still the OOM killer's first choice")
+	}
 	sweep(o, log)
 	hostname := o.Hostname
 	var vols volume.List

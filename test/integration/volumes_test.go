@@ -3,8 +3,11 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,4 +140,91 @@ func volumesUnmounted(t *testing.T, workdir string) {
 	if bytes.Contains(mountinfo(t), []byte(workdir)) {
 		t.Errorf("a mount under %s is left on the host", workdir)
 	}
+}
+
+// TestRAMVolumesAreBoundedAndTheRuntimeOutlivesThem: a RAM volume larger
+// than the agreement's memory (or, with none stated, than the default cap)
+// is refused at deploy, naming it; one within bounds fills up to its size
+// and no further, the payload's processes are the OOM killer's first
+// choice and the runtime its last, and the runtime still answers Hello
+// after the fill.
+func TestRAMVolumesAreBoundedAndTheRuntimeOutlivesThem(t *testing.T) {
+	privtest.RequireRoot(t)
+	ctx := privtest.Context(t, 90*time.Second)
+	for _, c := range []struct{ mem, size string }{{"0.25", "1TiB"}, {"", "2GiB"}, {"1", "1.5GiB"}} {
+		cfg, _ := exeunitConfig(t, "ram-refused")
+		cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--volume-override", `{"/scratch":{"ram":{"size":"`+c.size+`"}}}`)
+		if c.mem != "" {
+			cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--mem-gib", c.mem)
+		}
+		res, err := golemnet.Deploy(ctx, cfg)
+		if err == nil || !strings.Contains(res.Valid["Err"], `volume "/scratch"`) || !strings.Contains(res.Valid["Err"], "memory") {
+			t.Errorf("deploy of a %s RAM volume with --mem-gib %q: %v %v; want a refusal naming the volume", c.size, c.mem, res.Valid, err)
+		}
+	}
+
+	cfg, _ := exeunitConfig(t, "ram")
+	cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--mem-gib", "0.125", "--volume-override", `{"/scratch":{"ram":{"size":"32MiB"}}}`)
+	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eu, err := golemnet.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eu.Kill()
+	// Lowering takes CAP_SYS_RESOURCE, which a container may withhold
+	// even from root; without it the runtime keeps 0 and says so.
+	want := "-500"
+	if !hasCap(t, eu.Pid(), 24) {
+		want = "0"
+		if !strings.Contains(golemnet.RuntimeLog(cfg.Workdir), "cannot lower the runtime's oom_score_adj") {
+			t.Errorf("the runtime lacks CAP_SYS_RESOURCE and its log does not say it kept its oom_score_adj")
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", eu.Pid())); err != nil || strings.TrimSpace(string(b)) != want {
+		t.Errorf("the runtime's oom_score_adj: %q %v; want %s", b, err, want)
+	}
+	// The payload itself and the sandbox's init (pid 1 in its namespace).
+	if out, err := eu.Output(ctx, "/bin/sh", "-c", "cat /proc/self/oom_score_adj /proc/1/oom_score_adj"); err != nil || out != "1000\n1000\n" {
+		t.Errorf("the payload's oom_score_adj: %q %v; want 1000 for it and the sandbox's init", out, err)
+	}
+	r, err := eu.Run(ctx, "/bin/dd", "if=/dev/zero", "of=/scratch/fill", "bs=1M", "count=4096")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ReturnCode == 0 || !strings.Contains(string(r.Stderr), "No space left") {
+		t.Errorf("filling the RAM volume: rc %d, %s; want it stopped by the volume's size", r.ReturnCode, r.Stderr)
+	}
+	if out, err := eu.Output(ctx, "/bin/sh", "-c", "du -m /scratch/fill | cut -f1"); err != nil || strings.TrimSpace(out) != "32" {
+		t.Errorf("the filled volume holds %q MiB (%v); want its 32", out, err)
+	}
+	if _, err := eu.Hello(ctx, "0.1.0"); err != nil {
+		t.Fatalf("the runtime does not answer Hello after the fill: %v", err)
+	}
+	if err := eu.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sandboxGone(t, cfg.Workdir)
+}
+
+// hasCap reports whether process pid has capability bit in its effective
+// set.
+func hasCap(t *testing.T, pid, bit int) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			eff, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return eff&(1<<bit) != 0
+		}
+	}
+	t.Fatal("no CapEff")
+	return false
 }
