@@ -22,6 +22,22 @@ type VPNStats struct {
 	// KernelError says why the kernel's counters could not be read, if
 	// they could not.
 	KernelError string `json:"kernel_error,omitempty"`
+	// Superframes counts what the runtime's offload link did between the
+	// payload's side (its TAP, or the bridge to an agent) and the pump;
+	// nil where there is none.
+	Superframes *VPNSuperframes `json:"superframes,omitempty"`
+}
+
+// VPNSuperframes counts superframes (docs/bridge.md §2.4): those read from
+// the payload's side and cut into frames, those written to it glued from
+// frames, and those whose header could not be honoured (passed on bare for
+// the filters to judge), of which SmallGSO asked for segments below the
+// smallest size gvpn cuts (a forged header).
+type VPNSuperframes struct {
+	Split     uint64 `json:"split"`
+	Coalesced uint64 `json:"coalesced"`
+	Malformed uint64 `json:"malformed"`
+	SmallGSO  uint64 `json:"small_gso"`
 }
 
 // VPNDirStats counts one direction: frames and bytes delivered, and frames

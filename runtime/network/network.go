@@ -23,6 +23,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/endpoint"
 	"github.com/gvpn/gvpn/runtime/frame"
 	"github.com/gvpn/gvpn/runtime/link"
+	"github.com/gvpn/gvpn/runtime/offload"
 	"github.com/gvpn/gvpn/runtime/pump"
 )
 
@@ -321,6 +322,11 @@ func (m *Manager) Stats() api.VPNStats {
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.KernelError = err.Error()
+	}
+	if ol, ok := a.iface.(*offload.Link); ok {
+		st := ol.Stats()
+		s.Superframes = &api.VPNSuperframes{Split: st.SplitSuperframes, Coalesced: st.CoalescedSuperframes,
+			Malformed: st.Malformed, SmallGSO: st.SmallGSO}
 	}
 	return s
 }

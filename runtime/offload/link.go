@@ -33,7 +33,7 @@ type Link struct {
 	splitter  Splitter
 	splitting bool
 
-	malformed, split, coalesced atomic.Uint64
+	malformed, smallGSO, split, coalesced atomic.Uint64
 
 	// Write side.
 	co     *Coalescer
@@ -79,11 +79,13 @@ type Stats struct {
 	SplitSuperframes     uint64 // superframes read and cut into frames
 	CoalescedSuperframes uint64 // superframes written, each of two frames or more
 	Malformed            uint64 // packets that could not be cut as their header asked; passed on as they were
+	SmallGSO             uint64 // of the Malformed: a gso_size below MinGSOSize (a forged header)
 }
 
 // Stats returns the counters. It is safe to call at any time.
 func (l *Link) Stats() Stats {
-	return Stats{SplitSuperframes: l.split.Load(), CoalescedSuperframes: l.coalesced.Load(), Malformed: l.malformed.Load()}
+	return Stats{SplitSuperframes: l.split.Load(), CoalescedSuperframes: l.coalesced.Load(), Malformed: l.malformed.Load(),
+		SmallGSO: l.smallGSO.Load()}
 }
 
 // BatchSize implements link.Link.
@@ -118,6 +120,9 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			pkt := buf[:size]
 			if err := l.splitter.Reset(pkt); err != nil {
 				l.malformed.Add(1)
+				if err == ErrSmallGSO {
+					l.smallGSO.Add(1)
+				}
 				f := pkt[VNetHdrLen:]
 				if len(f) <= len(bufs[n])-offset {
 					copy(bufs[n][offset:], f)

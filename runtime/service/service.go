@@ -305,6 +305,10 @@ func (s *server) logCounters(st api.VPNStats, msg string) {
 	if st.KernelError != "" {
 		f["kernel_error"] = st.KernelError
 	}
+	if sf := st.Superframes; sf != nil {
+		f["superframes_split"], f["superframes_coalesced"] = sf.Split, sf.Coalesced
+		f["superframes_malformed"], f["superframes_small_gso"] = sf.Malformed, sf.SmallGSO
+	}
 	s.log.WithFields(f).Info(msg)
 }
 

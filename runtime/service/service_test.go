@@ -216,3 +216,68 @@ func TestBrokenStreamIsAnError(t *testing.T) {
 		t.Fatal("no teardown after a broken stream")
 	}
 }
+
+// superNetwork reports a VPN whose offload link refused forged superframes.
+type superNetwork struct{ fakeNetwork }
+
+func (n *superNetwork) Stats() api.VPNStats {
+	return api.VPNStats{Address: "10.0.0.2", Networks: []string{"10.0.0.2/24"},
+		Superframes: &api.VPNSuperframes{Split: 5, Coalesced: 4, Malformed: 3, SmallGSO: 3}}
+}
+
+// syncBuffer is a log sink read while Serve writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSuperframeCountersAreLoggedPeriodically: the superframe counters (a
+// malicious agent's forged headers among them) are in the periodic counter
+// line, not only in the bridge's last words at teardown.
+func TestSuperframeCountersAreLoggedPeriodically(t *testing.T) {
+	inR, inW := io.Pipe()
+	var logs syncBuffer
+	log := logrus.New()
+	log.SetOutput(&logs)
+	done := make(chan error, 1)
+	j := &journal{}
+	go func() {
+		done <- Serve(context.Background(), Config{
+			In: inR, Out: io.Discard, Version: "test", Sandbox: &fakeSandbox{j}, Network: &superNetwork{fakeNetwork{j}},
+			StatsInterval: time.Millisecond, Log: logrus.NewEntry(log),
+		})
+	}()
+	want := "superframes_small_gso=3"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "msg=\"VPN counters\""); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no periodic counter line in:\n%s", logs.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	inW.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "msg=\"VPN counters\"") {
+			for _, f := range []string{want, "superframes_split=5", "superframes_coalesced=4", "superframes_malformed=3"} {
+				if !strings.Contains(line, f) {
+					t.Errorf("periodic line lacks %s: %s", f, line)
+				}
+			}
+			return
+		}
+	}
+}

@@ -245,3 +245,78 @@ func (c *captureLink) Write(bufs [][]byte, offset int) (int, error) {
 }
 func (c *captureLink) BatchSize() int { return 1 }
 func (c *captureLink) Close() error   { return nil }
+
+// TestBridgeRefusesTinyGSOSize: a malicious agent's superframe asking to be
+// cut into 1-byte segments (thousands of frames from one) is not cut: the
+// runtime counts it and passes its bare frame on, which the runtime's
+// filters drop as oversize.
+func TestBridgeRefusesTinyGSOSize(t *testing.T) {
+	cfg, _ := testConfig(t, "")
+	ctl, _ := cfg.Bridge.Control()
+	opened := make(chan *Box, 1)
+	go func() {
+		b, err := Open(context.Background(), cfg)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- b
+	}()
+	a := dialAgentWith(t, ctl, vsock.Hello{Version: vsock.ProtocolVersion, AgentID: "evil", VNetHdr: true})
+	b := <-opened
+	if b == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { b.Close() })
+	got := a.serveOne(func(m vsock.Message) []vsock.Message {
+		r := vsock.ConfiguredFor(m.(vsock.Configure).ID, nil)
+		r.VNetHdr = true
+		return []vsock.Message{r}
+	})
+	l, err := b.Attach(context.Background(), linkConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-got
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	dc, err := vsock.Dial(ctx, cfg.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	if err := b.data.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	segs := tcpRun(t, 4)
+	var glued [][]byte
+	for _, s := range segs {
+		glued = append(glued, append(make([]byte, link.Headroom), s...))
+	}
+	gl := offload.NewLink(&captureLink{})
+	if _, err := gl.Write(glued, link.Headroom); err != nil {
+		t.Fatal(err)
+	}
+	pkt := gl.Inner().(*captureLink).pkts[0]
+	h, _ := offload.DecodeVNetHdr(pkt)
+	h.GSOSize = 1
+	h.Encode(pkt)
+	wire := binary.BigEndian.AppendUint32(nil, uint32(len(pkt))|link.HeaderFlag)
+	if _, err := dc.Write(append(wire, pkt...)); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes := make([][]byte, 64), make([]int, 64)
+	for i := range bufs {
+		bufs[i] = make([]byte, link.BufSize)
+	}
+	n, err := l.Read(bufs, sizes, link.Headroom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || sizes[0] != len(pkt)-offload.VNetHdrLen {
+		t.Fatalf("Read = %d frames (first %d bytes); want the one bare frame of %d bytes", n, sizes[0], len(pkt)-offload.VNetHdrLen)
+	}
+	if st := b.off.Stats(); st.SmallGSO != 1 || st.Malformed != 1 || st.SplitSuperframes != 0 {
+		t.Fatalf("counters %+v; want it counted as a small gso_size, not split", st)
+	}
+}
