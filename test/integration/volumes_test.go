@@ -228,3 +228,13 @@ func hasCap(t *testing.T, pid, bit int) bool {
 	t.Fatal("no CapEff")
 	return false
 }
+
+// TestSelfTestReportsUnsafeVolumeLinks: the opt-out is never silent in the
+// provider's runtime test.
+func TestSelfTestReportsUnsafeVolumeLinks(t *testing.T) {
+	privtest.RequireRoot(t)
+	_, stderr, code := runCLI(t, "--sandbox-prefix", testPrefix, "--unsafe-volume-links", "test")
+	if code != 0 || !strings.Contains(stderr, "--unsafe-volume-links") {
+		t.Fatalf("test --unsafe-volume-links: exit %d, stderr %q; want it to pass and report the flag", code, stderr)
+	}
+}
