@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -28,14 +29,7 @@ func TestTransfersNeverFollowPayloadLinks(t *testing.T) {
 	ctx := privtest.Context(t, 90*time.Second)
 	cfg, _ := exeunitConfig(t, "links")
 	cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--volume-override", `{"/golem/work":{"host":{}},"/golem/input":{"host":{}}}`)
-	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	eu, err := golemnet.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eu.Kill()
+	eu := deployAndStart(t, ctx, cfg)
 
 	// What the payload aims at on the host: a root-only file with a known
 	// content, a directory, and the real /etc/shadow.
@@ -102,7 +96,7 @@ func TestTransfersNeverFollowPayloadLinks(t *testing.T) {
 
 	// A runtime killed with SIGKILL leaves its mounts; the next sweep
 	// (gvpn-runtime test, or any start) removes them.
-	eu, err = golemnet.Start(ctx, cfg)
+	eu, err := golemnet.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,14 +159,7 @@ func TestRAMVolumesAreBoundedAndTheRuntimeOutlivesThem(t *testing.T) {
 
 	cfg, _ := exeunitConfig(t, "ram")
 	cfg.RuntimeArgs = append(cfg.RuntimeArgs, "--mem-gib", "0.125", "--volume-override", `{"/scratch":{"ram":{"size":"32MiB"}}}`)
-	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	eu, err := golemnet.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eu.Kill()
+	eu := deployAndStart(t, ctx, cfg)
 	// Lowering takes CAP_SYS_RESOURCE, which a container may withhold
 	// even from root; without it the runtime keeps 0 and says so.
 	want := "-500"
@@ -237,4 +224,19 @@ func TestSelfTestReportsUnsafeVolumeLinks(t *testing.T) {
 	if code != 0 || !strings.Contains(stderr, "--unsafe-volume-links") {
 		t.Fatalf("test --unsafe-volume-links: exit %d, stderr %q; want it to pass and report the flag", code, stderr)
 	}
+}
+
+// deployAndStart deploys and starts an activity as the ExeUnit does; the
+// runtime is killed at the end of the test unless it was shut down.
+func deployAndStart(t *testing.T, ctx context.Context, cfg golemnet.ExeUnitConfig) *golemnet.ExeUnit {
+	t.Helper()
+	if _, err := golemnet.Deploy(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	eu, err := golemnet.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eu.Kill)
+	return eu
 }
