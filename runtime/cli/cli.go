@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -36,6 +37,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
@@ -71,6 +73,9 @@ type Options struct {
 	ShowVersion   bool
 	PayloadUser   string
 	PayloadRoot   bool
+	// UnsafeVolumeLinks lets the netns sandbox start on a kernel that
+	// cannot make host volumes nosymfollow (see volume.List.MountHost).
+	UnsafeVolumeLinks bool
 
 	// The sandbox kind and, for the agent sandbox, how to reach the payload.
 	Sandbox       string
@@ -156,7 +161,7 @@ var flagGroups = []cmdflag.Group{
 	{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
 		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "version"}},
 	{Title: "Sandbox settings", Names: []string{
-		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "agent-command", "bridge", "bridge-control", "bridge-plain", "agent-timeout",
+		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "unsafe-volume-links", "agent-command", "bridge", "bridge-control", "bridge-plain", "agent-timeout",
 		"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"}},
 	{Title: "Debugging (not for production)", Names: []string{
 		"debug-local-endpoint", "debug-allow-remote-endpoint", "debug-state-events"}},
@@ -186,6 +191,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host), vm (a QEMU\nguest the runtime boots, the task package as its root) or agent (a VM or container started by\n--agent-command, with gvpn-agent inside)")
 	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way)")
 	fs.BoolVar(&o.PayloadRoot, "payload-root", false, "netns sandbox: UNSAFE: run payload processes as root with the runtime's capabilities;\nonly for payloads you trust (the log and `test` say so)")
+	fs.BoolVar(&o.UnsafeVolumeLinks, "unsafe-volume-links", false, "netns sandbox: UNSAFE: start even when the kernel (before Linux 5.10) cannot mount the host\nvolumes nosymfollow; the ExeUnit's transfers then follow links a payload plants in them")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "`prefix` of the sandbox network namespace names")
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
 	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data `address` to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
@@ -266,8 +272,9 @@ func (o *Options) validate() error {
 		if v == "" {
 			continue
 		}
-		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 {
-			return bad(flag, fmt.Errorf("%q is not a non-negative number", v))
+		// ParseFloat takes NaN and Inf, which are no amount of memory.
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+			return bad(flag, fmt.Errorf("%q is not a finite non-negative number", v))
 		}
 	}
 	if o.VolumeOverride != "" && !json.Valid([]byte(o.VolumeOverride)) {
@@ -418,6 +425,12 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 		default:
 			out = w
 		}
+		if cmd == "deploy" && !watched {
+			// The logging library reports a failed write (a full disk)
+			// on the process's stderr, naming the log file: for deploy
+			// that reaches the requestor. The line is lost instead.
+			out = quietWriter{out}
+		}
 	}
 	l, err := logs.New(out, o.LogLevel, o.LogFormat)
 	if err != nil {
@@ -427,6 +440,14 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 	sink.out = out
 	sink.entry = logrus.NewEntry(l).WithField("runtime", "gvpn")
 	return sink, nil
+}
+
+// quietWriter never fails: what w cannot take is dropped.
+type quietWriter struct{ w io.Writer }
+
+func (q quietWriter) Write(p []byte) (int, error) {
+	q.w.Write(p)
+	return len(p), nil
 }
 
 func isTerminal(w io.Writer) bool {
@@ -493,6 +514,9 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 		if err := netns.CheckVolumes(vols); err != nil {
 			return fail(err.Error(), err)
 		}
+		if err := vols.CheckRAM(ramLimit(o)); err != nil {
+			return fail(err.Error(), err)
+		}
 	case "agent":
 		// The agent command's launcher decides what the payload sees;
 		// no workdir directory would reach it.
@@ -529,6 +553,21 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	b, _ := json.Marshal(deployResult{Valid: map[string]string{"Ok": ""}, Vols: vols.Vols(), StartMode: "blocking"})
 	stdout.Write(b)
 	return 0
+}
+
+// ramLimit is how much memory the RAM volumes may take together: the
+// agreement's --mem-gib, or volume.DefaultRAMLimit when it states none.
+// validate has checked the number.
+func ramLimit(o *Options) (int64, string) {
+	f, _ := strconv.ParseFloat(o.MemGiB, 64)
+	if o.MemGiB == "" || f <= 0 {
+		return volume.DefaultRAMLimit, "the agreement states no memory (--mem-gib): the default cap"
+	}
+	const maxLimit = 1 << 62
+	if b := f * (1 << 30); b < maxLimit {
+		return int64(b), "--mem-gib " + o.MemGiB
+	}
+	return maxLimit, "--mem-gib " + o.MemGiB
 }
 
 func checkWorkdir(dir string) error {
@@ -577,6 +616,11 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		return 1
 	}
 	defer lock.Unlock()
+	// The payload's processes get proc.OOMPayload; the runtime, which
+	// holds the activity, is about the last the OOM killer picks.
+	if err := proc.SetOOMScoreAdj(0, proc.OOMRuntime); err != nil {
+		log.WithError(err).Warn("cannot lower the runtime's oom_score_adj (needs CAP_SYS_RESOURCE); its payload's processes are still the OOM killer's first choice")
+	}
 	sweep(o, log)
 	hostname := o.Hostname
 	var vols volume.List
@@ -616,7 +660,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 			warnRoot(log)
 		}
 		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
-			User: u, Root: root, Volumes: vols})
+			User: u, Root: root, Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks})
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1
@@ -631,11 +675,13 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		}
 		sbx, attacher = box, box
 	case "vm":
-		box, err := openVMSandbox(o, hostname, vols, logOut, log)
+		box, unmount, err := openVMSandbox(o, hostname, vols, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the VM sandbox")
 			return 1
 		}
+		// Deferred before Serve returns, so after the service closed the box.
+		defer unmount()
 		sbx, attacher = box, box
 	default:
 		log.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox)

@@ -76,6 +76,11 @@ func TestBadCommandLines(t *testing.T) {
 	oneLine(t, "--vm-bridge", "--vm-bridge", "pigeon", "offer-template")
 	oneLine(t, "--hostname", "offer-template", "--hostname", "bad host")
 	oneLine(t, "--debug-local-endpoint", "--debug-local-endpoint", "10.1.1.1:5", "offer-template")
+	for _, v := range []string{"NaN", "nan", "Inf", "+Inf", "-Inf", "infinity", "-1", "1e400"} {
+		oneLine(t, `--mem-gib: "`+v+`" is not a finite non-negative number`, "--mem-gib", v, "offer-template")
+	}
+	oneLine(t, `--storage-gib: "NaN" is not a finite non-negative number`, "--storage-gib", "NaN", "offer-template")
+	oneLine(t, "--vpn-endpoint: bad endpoint URL \"unix://relative.sock\": unix endpoint needs an absolute socket path", "--vpn-endpoint", "unix://relative.sock", "offer-template")
 	if code, _, errOut := run("--vpn-endpoint", "udp://192.0.2.1:53", "--debug-allow-remote-endpoint", "offer-template"); code != 0 {
 		t.Errorf("a remote endpoint with --debug-allow-remote-endpoint: exit %d, %s", code, errOut)
 	}

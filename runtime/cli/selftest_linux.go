@@ -13,6 +13,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
+	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/tap"
 )
 
@@ -48,6 +49,13 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 		fmt.Fprintf(stderr, "gvpn-runtime test: WARN payloads run as %s\n", describePayload(u, root))
 	} else {
 		fmt.Fprintf(stderr, "gvpn-runtime test: ok   payloads run as %s\n", describePayload(u, root))
+	}
+	if o.UnsafeVolumeLinks {
+		if err := volumeLinksSafe(); err != nil {
+			fmt.Fprintf(stderr, "gvpn-runtime test: WARN --unsafe-volume-links: the ExeUnit's transfers follow links payloads plant in their volumes: %v\n", err)
+		} else {
+			fmt.Fprintf(stderr, "gvpn-runtime test: ok   volumes are mounted nosymfollow; --unsafe-volume-links is not needed on this kernel\n")
+		}
 	}
 	if o.Sandbox == "vm" {
 		checks = append(checks, struct {
@@ -130,7 +138,11 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	if err != nil {
 		return err
 	}
-	sb, err := netns.Open(netns.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet), User: u, Root: root})
+	// With the default volume, so that the host can make it nosymfollow
+	// (safe for the ExeUnit's transfers) or says why not.
+	vols, _ := volume.Plan("")
+	sb, err := netns.Open(netns.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet), User: u, Root: root,
+		Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks})
 	if err != nil {
 		return err
 	}
@@ -179,6 +191,16 @@ func sweep(o *Options, log *logrus.Entry) error {
 		log.WithError(err).Warn("sweeping sandboxes left by runtimes that died")
 	}
 	return err
+}
+
+// volumeLinksSafe tells whether host volumes can be made nosymfollow here.
+func volumeLinksSafe() error {
+	dir, err := os.MkdirTemp("", "gvpn-selftest-vol-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(dir)
+	return volume.CheckNoSymfollow(dir)
 }
 
 // selfPath is this binary's path, for the setcap hint.

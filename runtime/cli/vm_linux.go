@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -82,9 +83,12 @@ func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io
 
 // openVMSandbox boots the payload VM for --sandbox vm. The guest's console
 // goes to stderr with the runtime's logs.
-func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
+//
+// The returned function unmounts the volumes' host-side mounts; call it
+// once the box is closed.
+func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writer, log *logrus.Entry) (*agent.Box, func(), error) {
 	if err := vols.Prepare(o.Workdir, os.Geteuid()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var shares []vm.Volume
 	for _, v := range vols {
@@ -98,8 +102,24 @@ func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writ
 	defer stop()
 	box, err := vm.Open(ctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	// The guest writes into the shares as the netns payload writes into
+	// its volumes: the ExeUnit's transfers must not follow its links. The
+	// record goes into the socket directory the box claimed, where the
+	// crash sweep (netns.Sweep) finds it.
+	mounts, err := vols.MountHost(o.Workdir, filepath.Join(cfg.SocketDir, volume.MountsRecord))
+	switch {
+	case errors.Is(err, volume.ErrNoSymfollow) && o.UnsafeVolumeLinks:
+		log.WithError(err).Warn("UNSAFE: host volumes are not nosymfollow; the ExeUnit's transfers follow links the payload plants in them")
+	case err != nil:
+		box.Close()
+		return nil, nil, err
 	}
 	log.WithField("control", box.Control().String()).Info("payload VM started; it boots while the service runs")
-	return box, nil
+	return box, func() {
+		if err := mounts.Unmount(); err != nil {
+			log.WithError(err).Error("unmount the volumes")
+		}
+	}, nil
 }

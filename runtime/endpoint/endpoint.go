@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,6 +95,11 @@ func Parse(s string) (URL, error) {
 		path := u.Host + u.Path
 		if path == "" {
 			return URL{}, fmt.Errorf("%w %q: unix endpoint needs a socket path", ErrBadURL, s)
+		}
+		// A relative path would depend on the runtime's working
+		// directory (unix://x is "x" in whatever directory that is).
+		if !strings.HasPrefix(path, "/") {
+			return URL{}, fmt.Errorf("%w %q: unix endpoint needs an absolute socket path (unix:///path)", ErrBadURL, s)
 		}
 		return URL{Kind: Unix, Addr: path}, nil
 	case "tcp-connect", "tcp":

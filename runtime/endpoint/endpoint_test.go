@@ -35,7 +35,7 @@ func TestParse(t *testing.T) {
 		}
 	}
 	for _, s := range []string{"", "udp://", "udp://127.0.0.1", "udp://127.0.0.1:0", "udp://[::1]:5",
-		"http://127.0.0.1:5", "unix://", "tcp-connect://localhost:5", "udp://999.0.0.1:5"} {
+		"http://127.0.0.1:5", "unix://", "unix://relative.sock", "unix://dir/x.sock", "tcp-connect://localhost:5", "udp://999.0.0.1:5"} {
 		if _, err := Parse(s); !errors.Is(err, ErrBadURL) {
 			t.Errorf("Parse(%q) err = %v, want ErrBadURL", s, err)
 		}

@@ -172,7 +172,9 @@ func tcpSegment(f []byte) (ipLen, hdrLen, payload int, ok bool) {
 func (c *Coalescer) startRun(i int) bool {
 	f := c.in[i][c.offset:]
 	ipLen, hdrLen, payload, ok := tcpSegment(f)
-	if !ok || f[ethLen+ipLen+13]&tcpFlagPSH != 0 {
+	// A run's gso_size is its first segment's payload: below MinGSOSize
+	// the Splitter at the other end would refuse it.
+	if !ok || f[ethLen+ipLen+13]&tcpFlagPSH != 0 || payload < MinGSOSize {
 		return false
 	}
 	ip := f[ethLen:]

@@ -33,7 +33,7 @@ type Link struct {
 	splitter  Splitter
 	splitting bool
 
-	malformed, split, coalesced atomic.Uint64
+	malformed, smallGSO, split, coalesced atomic.Uint64
 
 	// Write side.
 	co     *Coalescer
@@ -83,11 +83,13 @@ type Stats struct {
 	SplitSuperframes     uint64 // superframes read and cut into frames
 	CoalescedSuperframes uint64 // superframes written, each of two frames or more
 	Malformed            uint64 // packets that could not be cut as their header asked; passed on as they were
+	SmallGSO             uint64 // of the Malformed: a gso_size below MinGSOSize (a forged header)
 }
 
 // Stats returns the counters. It is safe to call at any time.
 func (l *Link) Stats() Stats {
-	return Stats{SplitSuperframes: l.split.Load(), CoalescedSuperframes: l.coalesced.Load(), Malformed: l.malformed.Load()}
+	return Stats{SplitSuperframes: l.split.Load(), CoalescedSuperframes: l.coalesced.Load(), Malformed: l.malformed.Load(),
+		SmallGSO: l.smallGSO.Load()}
 }
 
 // Event names of a Link's counters (link.Counts.Events).
@@ -95,6 +97,7 @@ const (
 	EventSplit     = "superframes_split"
 	EventCoalesced = "superframes_coalesced"
 	EventMalformed = "superframes_malformed"
+	EventSmallGSO  = "superframes_small_gso"
 )
 
 // Counters implements link.Counters: the inner link's counts, and Stats as
@@ -105,7 +108,7 @@ func (l *Link) Counters() link.Counts {
 	for _, e := range [...]struct {
 		name string
 		n    uint64
-	}{{EventSplit, st.SplitSuperframes}, {EventCoalesced, st.CoalescedSuperframes}, {EventMalformed, st.Malformed}} {
+	}{{EventSplit, st.SplitSuperframes}, {EventCoalesced, st.CoalescedSuperframes}, {EventMalformed, st.Malformed}, {EventSmallGSO, st.SmallGSO}} {
 		if e.n > 0 {
 			if c.Events == nil {
 				c.Events = make(map[string]uint64)
@@ -158,6 +161,9 @@ func (l *Link) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			pkt := buf[:size]
 			if err := l.splitter.Reset(pkt); err != nil {
 				l.malformed.Add(1)
+				if err == ErrSmallGSO {
+					l.smallGSO.Add(1)
+				}
 				f := pkt[VNetHdrLen:]
 				if len(f) <= len(bufs[n])-offset {
 					copy(bufs[n][offset:], f)

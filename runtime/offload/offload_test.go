@@ -174,7 +174,7 @@ var flows = []flow{
 	{payload: 3000, mss: 1166, cwr: true, seq: 0xffffff00},                // CWR; seq wraps
 	{payload: maxGlued - VNetHdrLen - 14 - 20 - 20, mss: 1166, tos: 0x10}, // the largest the Coalescer builds
 	{payload: 65535 - 20 - 20, mss: 1166},                                 // the largest superframe, glued as two
-	{payload: 3, mss: 1},                                                  // tiny MSS
+	{payload: MinGSOSize*3 + 1, mss: MinGSOSize},                          // the smallest MSS a superframe may have
 }
 
 func TestSplitMatchesKernelSegments(t *testing.T) {
@@ -361,6 +361,33 @@ func TestSplitRefusesWhatItCannotCut(t *testing.T) {
 		if _, ok := s.Next(make([]byte, 100)); ok {
 			t.Errorf("%s: Next produced a frame after a failed Reset", name)
 		}
+	}
+}
+
+// TestSplitRefusesTinyGSOSize: a forged header asking for segments below
+// MinGSOSize is refused (one 64 KiB superframe of 1-byte segments would be
+// 65 000 frames); Link counts it and passes its bare frame on.
+func TestSplitRefusesTinyGSOSize(t *testing.T) {
+	for _, gso := range []uint16{0, 1, MinGSOSize - 1} {
+		pkt := flow{payload: 3000, mss: 1166}.superframe()
+		binary.NativeEndian.PutUint16(pkt[4:], gso)
+		var s Splitter
+		if err := s.Reset(pkt); !errors.Is(err, ErrSmallGSO) || !errors.Is(err, ErrMalformed) {
+			t.Errorf("gso_size %d: Reset = %v, want ErrSmallGSO", gso, err)
+		}
+		l := NewLink(&vnetLink{pkt: pkt})
+		bufs, sizes := [][]byte{make([]byte, 16+MaxPacket)}, []int{0}
+		if n, err := l.Read(bufs, sizes, 16); err != nil || n != 1 || sizes[0] != len(pkt)-VNetHdrLen {
+			t.Errorf("gso_size %d: Read = %d (%d bytes), %v; want the bare frame", gso, n, sizes[0], err)
+		}
+		if st := l.Stats(); st.SmallGSO != 1 || st.Malformed != 1 || st.SplitSuperframes != 0 {
+			t.Errorf("gso_size %d: counters %+v", gso, st)
+		}
+	}
+	var s Splitter
+	pkt := flow{payload: 3000, mss: MinGSOSize}.superframe()
+	if err := s.Reset(pkt); err != nil || s.Frames() != (3000+MinGSOSize-1)/MinGSOSize {
+		t.Errorf("gso_size MinGSOSize: %v, %d frames", err, s.Frames())
 	}
 }
 

@@ -3,6 +3,7 @@ package offload
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 
 	"github.com/gvpn/gvpn/runtime/frame"
 )
@@ -33,6 +34,19 @@ const (
 // segmented. Split leaves such a frame for the caller to pass on unchanged:
 // the filters then judge it like any other frame.
 var ErrMalformed = errors.New("offload: superframe cannot be segmented")
+
+// MinGSOSize is the smallest gso_size (payload bytes per segment) a
+// superframe may ask for. Linux's TCP never sends smaller segments
+// (net.ipv4.tcp_min_snd_mss, 48 by default), so only a forged header asks
+// for less — an agent's, on the bridge — and it would turn one 64 KiB
+// superframe into tens of thousands of frames (1 byte each: 65 000 frames
+// and 3.5 MB of headers). Such a superframe is refused with
+// ErrSmallGSO, which is an ErrMalformed: its bare frame is passed on for the
+// filters to drop as oversize.
+const MinGSOSize = 48
+
+// ErrSmallGSO is the ErrMalformed of a gso_size below MinGSOSize.
+var ErrSmallGSO = fmt.Errorf("%w: gso_size below %d", ErrMalformed, MinGSOSize)
 
 // Splitter cuts one frame read from a virtio-net-header TAP into the frames
 // the kernel would have sent without offloads: a TCP (TSO) or UDP (USO)
@@ -84,7 +98,10 @@ func (s *Splitter) Reset(pkt []byte) error {
 	default:
 		return ErrMalformed
 	}
-	if h.GSOSize == 0 || frame.Type(f) != frame.TypeIPv4 {
+	if h.GSOSize < MinGSOSize {
+		return ErrSmallGSO
+	}
+	if frame.Type(f) != frame.TypeIPv4 {
 		return ErrMalformed
 	}
 	iph, ok := frame.ParseIPv4(f)

@@ -205,12 +205,22 @@ func (s *server) event(ev sandbox.Event) {
 	}
 }
 
+// maxSignal is Linux's highest signal number (SIGRTMAX, proc.MaxSignal,
+// which this layer does not import): a KillProcess beyond it is the
+// requestor's mistake, not the sandbox's failure.
+const maxSignal = 64
+
 func (s *server) kill(id uint64, k *api.Request_KillProcess, log *logrus.Entry) *api.Response {
 	sig := syscall.Signal(k.GetSignal())
 	if sig == 0 {
 		sig = syscall.SIGKILL
 	}
 	log = log.WithFields(logrus.Fields{"pid": k.GetPid(), "signal": int(sig)})
+	if sig < 1 || sig > maxSignal {
+		log.Warn("kill refused: no such signal")
+		return api.ReplyError(id, api.Response_BAD_REQUEST,
+			fmt.Sprintf("signal %d is out of range 1..%d", int(k.GetSignal()), maxSignal), map[string]string{"field": "signal"})
+	}
 	if err := s.cfg.Sandbox.Kill(k.GetPid(), sig); err != nil {
 		log.WithError(err).Warn("kill failed")
 		code := api.Response_INTERNAL

@@ -3,13 +3,16 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"go.uber.org/goleak"
 
 	"github.com/gvpn/gvpn/runtime/api"
@@ -151,6 +154,17 @@ func TestRepliesMatchTheirRequests(t *testing.T) {
 	if e := h.call(t, &api.Request{Id: 6, Command: &api.Request_Kill{Kill: &api.Request_KillProcess{Pid: 99}}}).GetError(); e.GetCode() != api.Response_NOT_FOUND {
 		t.Fatalf("kill of an unknown pid: %v", e)
 	}
+	// A signal Linux does not have is the requestor's mistake, named; the
+	// sandbox never sees it.
+	for _, sig := range []int32{9999, 65, -9} {
+		e := h.call(t, &api.Request{Id: 7, Command: &api.Request_Kill{Kill: &api.Request_KillProcess{Pid: 7, Signal: sig}}}).GetError()
+		if e.GetCode() != api.Response_BAD_REQUEST || e.GetContext()["field"] != "signal" || !strings.Contains(e.GetMessage(), fmt.Sprint(sig)) {
+			t.Fatalf("kill with signal %d: %v; want BAD_REQUEST naming the field and the value", sig, e)
+		}
+	}
+	if h.j.index("kill") >= 0 {
+		t.Fatalf("an out-of-range signal reached the sandbox: %v", h.j.entries)
+	}
 	h.in.Close() // stdin EOF: clean teardown, nil
 	if err := <-h.done; err != nil {
 		t.Fatalf("Serve after stdin EOF: %v", err)
@@ -201,5 +215,53 @@ func TestBrokenStreamIsAnError(t *testing.T) {
 	}
 	if h.j.index("sandbox closed") < 0 {
 		t.Fatal("no teardown after a broken stream")
+	}
+}
+
+// superNetwork reports a VPN whose offload link refused forged superframes.
+type superNetwork struct{ fakeNetwork }
+
+func (n *superNetwork) Stats() api.VPNStats {
+	return api.VPNStats{Address: "10.0.0.2", Networks: []string{"10.0.0.2/24"},
+		Links: map[string]uint64{"superframes_split": 5, "superframes_coalesced": 4, "superframes_malformed": 3, "superframes_small_gso": 3}}
+}
+
+// TestSuperframeCountersAreLoggedPeriodically: the superframe counters (a
+// malicious agent's forged headers among them) are in the periodic counter
+// line, not only in the bridge's last words at teardown.
+func TestSuperframeCountersAreLoggedPeriodically(t *testing.T) {
+	inR, inW := io.Pipe()
+	log, hook := logtest.NewNullLogger()
+	done := make(chan error, 1)
+	j := &journal{}
+	go func() {
+		done <- Serve(context.Background(), Config{
+			In: inR, Out: io.Discard, Version: "test", Sandbox: &fakeSandbox{j}, Network: &superNetwork{fakeNetwork{j}},
+			StatsInterval: time.Millisecond, Log: logrus.NewEntry(log),
+		})
+	}()
+	periodic := func() *logrus.Entry {
+		for _, e := range hook.AllEntries() {
+			if e.Message == "VPN counters" {
+				return e
+			}
+		}
+		return nil
+	}
+	var e *logrus.Entry
+	for deadline := time.Now().Add(10 * time.Second); e == nil; e = periodic() {
+		if time.Now().After(deadline) {
+			t.Fatal("no periodic counter line")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	inW.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string]uint64{"link_superframes_small_gso": 3, "link_superframes_split": 5, "link_superframes_coalesced": 4, "link_superframes_malformed": 3} {
+		if e.Data[f] != want {
+			t.Errorf("periodic line: %s = %v, want %d (%v)", f, e.Data[f], want, e.Data)
+		}
 	}
 }

@@ -105,6 +105,39 @@ func Plan(override string) (List, error) {
 	return l, nil
 }
 
+// DefaultRAMSize is the size of a RAM volume that names none.
+const DefaultRAMSize = 64 << 20
+
+// DefaultRAMLimit bounds all RAM volumes of an activity together when the
+// agreement states no memory (no --mem-gib): a memory file system's pages
+// belong to no process, so the OOM killer cannot free them by killing the
+// payload; only a size limit keeps the host's memory safe.
+const DefaultRAMLimit = 1 << 30
+
+// CheckRAM refuses RAM volumes that would together take more than limit
+// bytes of memory (a volume without a size counts as DefaultRAMSize); what
+// says where limit comes from. The error names the volume that goes over.
+func (l List) CheckRAM(limit int64, what string) error {
+	var total int64
+	for _, v := range l {
+		if v.Kind != RAM {
+			continue
+		}
+		size := v.Size
+		if size <= 0 {
+			size = DefaultRAMSize
+		}
+		total += size
+		switch {
+		case size > limit:
+			return fmt.Errorf("--volume-override: volume %q: ram size %d bytes is more than the activity's memory, %d bytes (%s)", v.Path, size, limit, what)
+		case total > limit:
+			return fmt.Errorf("--volume-override: volume %q: with it the ram volumes take %d bytes, more than the activity's memory, %d bytes (%s)", v.Path, total, limit, what)
+		}
+	}
+	return nil
+}
+
 // maxPath bounds a volume path; the kernel's PATH_MAX is 4096.
 const maxPath = 1024
 

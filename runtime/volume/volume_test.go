@@ -100,3 +100,31 @@ func FuzzParseOverride(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckRAM(t *testing.T) {
+	for _, c := range []struct {
+		override string
+		limit    int64
+		bad      string // the volume the error names; "" = accepted
+	}{
+		{`{"/scratch":{"ram":{"size":"1TiB"}}}`, DefaultRAMLimit, "/scratch"},
+		{`{"/scratch":{"ram":{"size":"1GiB"}}}`, DefaultRAMLimit, ""},
+		{`{"/scratch":{"ram":{"size":"512MiB"}}}`, 256 << 20, "/scratch"},
+		{`{"/a":{"ram":{"size":"600MiB"}},"/b":{"ram":{"size":"600MiB"}}}`, DefaultRAMLimit, "/b"},
+		{`{"/a":{"ram":{}}}`, DefaultRAMSize, ""},
+		{`{"/a":{"ram":{}},"/b":{"ram":{}}}`, DefaultRAMSize, "/b"},
+		{`{"/s":{"storage":{"size":"1TiB"}}}`, 1, ""}, // not memory
+	} {
+		l, err := Plan(c.override)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = l.CheckRAM(c.limit, "test")
+		switch {
+		case c.bad == "" && err != nil:
+			t.Errorf("%s within %d: %v", c.override, c.limit, err)
+		case c.bad != "" && (err == nil || !strings.Contains(err.Error(), `volume "`+c.bad+`"`) || !strings.Contains(err.Error(), "(test)")):
+			t.Errorf("%s within %d: %v; want an error naming %s and the limit's source", c.override, c.limit, err, c.bad)
+		}
+	}
+}

@@ -111,7 +111,7 @@ func TestDeployPrintsExactlyOneJSONObject(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, vol)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o770 {
 		t.Fatalf("volume directory: %v %v", fi, err)
 	}
-	for _, bad := range []string{`{"/etc/x":{"host":{}}}`, `["/usr/gvt-it-no-such-dir"]`} {
+	for _, bad := range []string{`{"/etc/x":{"host":{}}}`, `["/usr/gvt-it-no-such-dir"]`, `{"/run/x":{"host":{}}}`} {
 		out, _, code = runCLI(t, "--workdir", dir, "--volume-override", bad, "deploy", "--")
 		if code == 0 || !strings.Contains(out, `{"valid":{"Err":"--volume-override`) {
 			t.Fatalf("deploy with volumes %s: exit %d, stdout %q", bad, code, out)

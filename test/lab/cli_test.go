@@ -346,6 +346,14 @@ func TestUpExecStatusFaultAndCtrlC(t *testing.T) {
 	if _, _, code = runLab(t, lab(execArgs("node-b", "ping", "-c", "1", "-W", "1", "192.168.0.2")...)); code == 0 {
 		t.Error("ping through a cut link succeeded")
 	}
+	// A container fault is refused by a local lab, saying so, never
+	// answered with exit 0 and nothing done.
+	for _, f := range []string{"--pause", "--unpause", "--kill", "--restart", "--partition", "--heal"} {
+		stdout, stderr, code = runLab(t, lab(append([]string{"fault", "node-a", f}, sd...)...))
+		if code == 0 || !strings.Contains(stderr, f+" is a fault of a --docker lab") {
+			t.Errorf("fault %s on a local lab: exit %d %q %q; want a refusal naming --docker", f, code, stdout, stderr)
+		}
+	}
 	if _, stderr, code = runLab(t, lab(append([]string{"fault", "node-a", "--restore"}, sd...)...)); code != 0 {
 		t.Errorf("fault --restore: exit %d %s", code, stderr)
 	}

@@ -721,6 +721,13 @@ func (b *Box) runCommand() error {
 		r.Close()
 		return fmt.Errorf("start %s: %w", strings.Join(cmd.Args, " "), err)
 	}
+	// The launcher (QEMU, a container) holds the payload's memory: when
+	// memory runs out, it goes first, not the runtime. Its children
+	// inherit the value; the ones it forked in this instant keep the
+	// runtime's.
+	if err := proc.SetOOMScoreAdj(cmd.Process.Pid, proc.OOMPayload); err != nil {
+		b.log.WithError(err).Warn("cannot make the payload's launcher the OOM killer's first choice")
+	}
 	done := make(chan struct{})
 	b.cmd, b.cmdDone = cmd, done
 	b.cmdMu.Unlock()

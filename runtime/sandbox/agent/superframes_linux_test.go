@@ -74,6 +74,78 @@ func readWire(t *testing.T, c net.Conn) wireFrame {
 	return f
 }
 
+// bridgeUp opens a Box for cfg whose fake agent says hello and answers the
+// first configure with answer, attaches the VPN, and dials the data
+// connection as the agent. got yields the configure the agent received.
+func bridgeUp(t *testing.T, cfg Config, hello vsock.Hello, answer func(vsock.Message) []vsock.Message) (b *Box, a *fakeAgent, l link.Link, dc net.Conn, got vsock.Configure) {
+	t.Helper()
+	ctl, _ := cfg.Bridge.Control()
+	opened := make(chan *Box, 1)
+	go func() {
+		b, err := Open(context.Background(), cfg)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- b
+	}()
+	a = dialAgentWith(t, ctl, hello)
+	b = <-opened
+	if b == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { b.Close() })
+	served := a.serveOne(answer)
+	l, err := b.Attach(context.Background(), linkConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = (<-served).(vsock.Configure)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	if dc, err = vsock.Dial(ctx, cfg.Bridge); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dc.Close() })
+	if err := b.data.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return b, a, l, dc, got
+}
+
+// gluedSuperframe is segs glued into one superframe, virtio-net header
+// first, as the agent's TAP would hand it over.
+func gluedSuperframe(t *testing.T, segs [][]byte) []byte {
+	t.Helper()
+	var glued [][]byte
+	for _, s := range segs {
+		glued = append(glued, append(make([]byte, link.Headroom), s...))
+	}
+	gl := offload.NewLink(&captureLink{})
+	if _, err := gl.Write(glued, link.Headroom); err != nil {
+		t.Fatal(err)
+	}
+	return gl.Inner().(*captureLink).pkts[0]
+}
+
+// sendFlagged writes pkt (header and frame) on the data connection behind
+// the header flag.
+func sendFlagged(t *testing.T, dc net.Conn, pkt []byte) {
+	t.Helper()
+	wire := binary.BigEndian.AppendUint32(nil, uint32(len(pkt))|link.HeaderFlag)
+	if _, err := dc.Write(append(wire, pkt...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readBufs is a batch of buffers for the attached link's Read.
+func readBufs() ([][]byte, []int) {
+	bufs, sizes := make([][]byte, 64), make([]int, 64)
+	for i := range bufs {
+		bufs[i] = make([]byte, link.BufSize)
+	}
+	return bufs, sizes
+}
+
 // TestBridgeSuperframes: the Box asks for superframes exactly when the
 // agent offered them and it may use them, glues frames for the agent only
 // while the current control session agreed (docs/bridge.md §2.4), falls
@@ -95,46 +167,16 @@ func TestBridgeSuperframes(t *testing.T) {
 			cfg, _ := testConfig(t, "")
 			cfg.NoVNetHdr = tc.plain
 			ctl, _ := cfg.Bridge.Control()
-			opened := make(chan *Box, 1)
-			go func() {
-				b, err := Open(context.Background(), cfg)
-				if err != nil {
-					t.Error(err)
-				}
-				opened <- b
-			}()
 			hello := vsock.Hello{Version: vsock.ProtocolVersion, AgentID: "fake", VNetHdr: tc.offer}
-			a := dialAgentWith(t, ctl, hello)
-			b := <-opened
-			if b == nil {
-				t.FailNow()
-			}
-			t.Cleanup(func() { b.Close() })
-
 			answer := func(m vsock.Message) []vsock.Message {
 				c := m.(vsock.Configure)
 				r := vsock.ConfiguredFor(c.ID, nil)
 				r.VNetHdr = tc.confirm && c.VNetHdr
 				return []vsock.Message{r}
 			}
-			got := a.serveOne(answer)
-			l, err := b.Attach(context.Background(), linkConfig(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c := (<-got).(vsock.Configure); c.VNetHdr != (tc.offer && !tc.plain) {
+			b, a, l, dc, c := bridgeUp(t, cfg, hello, answer)
+			if c.VNetHdr != (tc.offer && !tc.plain) {
 				t.Fatalf("configure asked for superframes: %v, want %v", c.VNetHdr, tc.offer && !tc.plain)
-			}
-
-			ctx, cancel := context.WithTimeout(context.Background(), guard)
-			defer cancel()
-			dc, err := vsock.Dial(ctx, cfg.Bridge)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer dc.Close()
-			if err := b.data.WaitConnected(ctx); err != nil {
-				t.Fatal(err)
 			}
 
 			// Toward the agent: one superframe, or the frames as they are.
@@ -166,23 +208,8 @@ func TestBridgeSuperframes(t *testing.T) {
 
 			// From the agent: a superframe is taken and cut whatever was
 			// agreed (a reader needs no state, §2.4).
-			var glued [][]byte
-			for _, s := range segs {
-				glued = append(glued, append(make([]byte, link.Headroom), s...))
-			}
-			gl := offload.NewLink(&captureLink{})
-			if _, err := gl.Write(glued, link.Headroom); err != nil {
-				t.Fatal(err)
-			}
-			pkt := gl.Inner().(*captureLink).pkts[0]
-			wire := binary.BigEndian.AppendUint32(nil, uint32(len(pkt))|link.HeaderFlag)
-			if _, err := dc.Write(append(wire, pkt...)); err != nil {
-				t.Fatal(err)
-			}
-			bufs, sizes := make([][]byte, 64), make([]int, 64)
-			for i := range bufs {
-				bufs[i] = make([]byte, link.BufSize)
-			}
+			sendFlagged(t, dc, gluedSuperframe(t, segs))
+			bufs, sizes := readBufs()
 			for read := 0; read < len(segs); {
 				n, err := l.Read(bufs, sizes, link.Headroom)
 				if err != nil {
@@ -245,3 +272,33 @@ func (c *captureLink) Write(bufs [][]byte, offset int) (int, error) {
 }
 func (c *captureLink) BatchSize() int { return 1 }
 func (c *captureLink) Close() error   { return nil }
+
+// TestBridgeRefusesTinyGSOSize: a malicious agent's superframe asking to be
+// cut into 1-byte segments (thousands of frames from one) is not cut: the
+// runtime counts it and passes its bare frame on, which the runtime's
+// filters drop as oversize.
+func TestBridgeRefusesTinyGSOSize(t *testing.T) {
+	cfg, _ := testConfig(t, "")
+	hello := vsock.Hello{Version: vsock.ProtocolVersion, AgentID: "evil", VNetHdr: true}
+	b, _, l, dc, _ := bridgeUp(t, cfg, hello, func(m vsock.Message) []vsock.Message {
+		r := vsock.ConfiguredFor(m.(vsock.Configure).ID, nil)
+		r.VNetHdr = true
+		return []vsock.Message{r}
+	})
+	pkt := gluedSuperframe(t, tcpRun(t, 4))
+	h, _ := offload.DecodeVNetHdr(pkt)
+	h.GSOSize = 1
+	h.Encode(pkt)
+	sendFlagged(t, dc, pkt)
+	bufs, sizes := readBufs()
+	n, err := l.Read(bufs, sizes, link.Headroom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || sizes[0] != len(pkt)-offload.VNetHdrLen {
+		t.Fatalf("Read = %d frames (first %d bytes); want the one bare frame of %d bytes", n, sizes[0], len(pkt)-offload.VNetHdrLen)
+	}
+	if st := b.off.Stats(); st.SmallGSO != 1 || st.Malformed != 1 || st.SplitSuperframes != 0 {
+		t.Fatalf("counters %+v; want it counted as a small gso_size, not split", st)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/volume"
 )
 
@@ -60,7 +61,6 @@ type holderSpec struct {
 // Sizes of the small memory file systems of the new root.
 const (
 	shmSize     = 64 << 20
-	ramDefault  = 64 << 20
 	smallTmpfs  = "size=1m"
 	devTmpfsOpt = "mode=0755,size=64k"
 )
@@ -86,6 +86,17 @@ func runHolder(args []string) int {
 	}
 	if len(args) != 0 {
 		return fail(fmt.Errorf("want no arguments, got %d", len(args)))
+	}
+	// The init dies first when memory runs out, and with it every payload
+	// process; never the runtime (proc.OOMRuntime).
+	// Hook for the per-activity cgroup (issue 18): once the payload's
+	// processes live in a cgroup of their own with memory.max from
+	// --mem-gib, a RAM volume's pages are charged to it too, and the
+	// cgroup's OOM kill takes the payload before the host is short at
+	// all; the oom_score_adj here stays as the host-wide last resort and
+	// volume.List.CheckRAM as the bound on memory no kill can free.
+	if err := proc.SetOOMScoreAdj(0, proc.OOMPayload); err != nil {
+		return fail(err)
 	}
 	var spec holderSpec
 	if err := json.Unmarshal([]byte(os.Getenv(holderSpecEnv)), &spec); err != nil {
@@ -259,12 +270,15 @@ func readOnly(path string, recursive bool) error {
 	return unix.MountSetattr(-1, path, flags, &attr)
 }
 
-// bind mounts src on dst, nosuid and nodev, read-only when asked.
+// bind mounts src on dst, nosuid and nodev, read-only when asked. A bind
+// mount copies its source's flags: the nosymfollow of a host volume's
+// directory (volume.List.MountHost), which guards the ExeUnit, is cleared
+// for the payload, whose links resolve inside its own root.
 func bind(src, dst string, ro bool) error {
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind %s: %w", src, err)
 	}
-	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV, Attr_clr: unix.MOUNT_ATTR_NOSYMFOLLOW}
 	if ro {
 		attr.Attr_set |= unix.MOUNT_ATTR_RDONLY
 	}
@@ -342,7 +356,7 @@ func mountVolume(r string, spec holderSpec, v volume.Volume) error {
 	if v.Kind == volume.RAM {
 		size := v.Size
 		if size <= 0 {
-			size = ramDefault
+			size = volume.DefaultRAMSize
 		}
 		opts := fmt.Sprintf("mode=0700,uid=%d,gid=%d,size=%d", spec.UID, spec.GID, size)
 		return unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
@@ -358,6 +372,11 @@ func mountVolume(r string, spec holderSpec, v volume.Volume) error {
 func CheckVolumes(vols volume.List) error {
 	for _, v := range vols {
 		top, _, _ := strings.Cut(strings.TrimPrefix(v.Path, "/"), "/")
+		if top == "run" {
+			// The init mounts an empty read-only tmpfs there before the
+			// volumes: no mount point can be made in it.
+			return fmt.Errorf("--volume-override: volume %q: /run is the sandbox's own, empty and read-only (choose a path such as /golem/...)", v.Path)
+		}
 		if hidden[top] {
 			continue
 		}

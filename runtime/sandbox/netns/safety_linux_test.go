@@ -176,6 +176,11 @@ func TestCheckVolumes(t *testing.T) {
 		`["/root/x"]`:                true, // hidden: the sandbox's own empty /root
 		`["/usr/local"]`:             true, // exists on the host
 		`["/usr/gvt-sb-no-such"]`:    false,
+		// /run is the sandbox's empty read-only tmpfs: a volume there
+		// would fail at start, so deploy refuses it.
+		`["/run/x"]`:              false,
+		`{"/run/a/b":{"ram":{}}}`: false,
+		`{"/run":{"host":{}}}`:    false,
 	} {
 		vols, err := volume.Plan(override)
 		if err != nil {

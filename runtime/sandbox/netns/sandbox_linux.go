@@ -73,6 +73,11 @@ type Config struct {
 	// writable places besides /tmp and /dev/shm. Their directories are in
 	// Workdir (see volume.List.Prepare); Open creates missing ones.
 	Volumes volume.List
+	// UnsafeVolumeLinks lets Open go on, with a warning, when the kernel
+	// cannot make the host volumes' directories nosymfollow (before Linux
+	// 5.10): the ExeUnit's transfers then follow links the payload plants
+	// there. Off by default: Open fails with volume.ErrNoSymfollow.
+	UnsafeVolumeLinks bool
 	// Log receives the sandbox's logs; nil discards them.
 	Log *logrus.Entry
 	// NamePrefix starts the namespace name; empty means DefaultPrefix. It
@@ -108,9 +113,11 @@ type Sandbox struct {
 	user         User
 	root         bool
 	volumes      volume.List
-	dir          string // the default working directory inside
-	runDir       string // /run/gvpn/NAME, claimed with an owner record
-	tmpDir       string // the payload's /tmp, in the workdir
+	unsafeLinks  bool
+	mounts       *volume.Mounts // the volumes' host-side nosymfollow mounts
+	dir          string         // the default working directory inside
+	runDir       string         // /run/gvpn/NAME, claimed with an owner record
+	tmpDir       string         // the payload's /tmp, in the workdir
 	hostsPath    string
 	log          *logrus.Entry
 	stopTimeout  time.Duration
@@ -187,6 +194,7 @@ func Open(cfg Config) (*Sandbox, error) {
 		user:         cfg.User,
 		root:         cfg.Root,
 		volumes:      cfg.Volumes,
+		unsafeLinks:  cfg.UnsafeVolumeLinks,
 		dir:          defaultDir(cfg.Volumes),
 		runDir:       filepath.Join(runDir, name),
 		tmpDir:       filepath.Join(workdir, TmpDirName),
@@ -273,6 +281,16 @@ func (s *Sandbox) create() error {
 	if err := s.volumes.Prepare(s.workdir, uid); err != nil {
 		return err
 	}
+	// Before the holder starts, so that its bind mounts of the volumes
+	// come from these (it clears nosymfollow for the payload's view).
+	mounts, err := s.volumes.MountHost(s.workdir, filepath.Join(s.runDir, volume.MountsRecord))
+	switch {
+	case errors.Is(err, volume.ErrNoSymfollow) && s.unsafeLinks:
+		s.log.WithError(err).Warn("UNSAFE: host volumes are not nosymfollow; the ExeUnit's transfers follow links the payload plants in them")
+	case err != nil:
+		return err
+	}
+	s.mounts = mounts
 	if err := makeTmp(s.tmpDir); err != nil {
 		return err
 	}
@@ -667,6 +685,9 @@ func (s *Sandbox) destroy() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: delete netns: %w", s.name, err))
 		}
 	}
+	if err := s.mounts.Unmount(); err != nil {
+		errs = append(errs, fmt.Errorf("sandbox %s: %w", s.name, err))
+	}
 	if err := os.RemoveAll(s.runDir); err != nil {
 		errs = append(errs, fmt.Errorf("sandbox %s: remove %s: %w", s.name, s.runDir, err))
 	}
@@ -711,6 +732,10 @@ func cleanupName(name string, log *logrus.Entry) (found bool, err error) {
 	dir := filepath.Join(runDir, name)
 	if _, err := os.Lstat(dir); err == nil {
 		found = true
+		// The dead runtime's volume mounts, before the record goes.
+		if err := volume.UnmountRecorded(filepath.Join(dir, volume.MountsRecord)); err != nil {
+			return found, fmt.Errorf("stale sandbox %s: %w", name, err)
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			return found, fmt.Errorf("remove stale hosts dir: %w", err)
 		}

@@ -124,6 +124,11 @@ func runShim(args []string) int {
 	if err != nil {
 		return fail(kindSetup, exitNoExec, "%v", err)
 	}
+	// Started by the runtime's thread, the shim has the runtime's low
+	// oom_score_adj; the payload must be the OOM killer's first choice.
+	if err := proc.SetOOMScoreAdj(0, proc.OOMPayload); err != nil {
+		return fail(kindSetup, exitNoExec, "%v", err)
+	}
 	if !spec.root {
 		if err := dropPrivileges(spec.uid, spec.gid); err != nil {
 			return fail(kindSetup, exitNoExec, "drop privileges: %v", err)

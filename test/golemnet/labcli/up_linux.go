@@ -466,6 +466,12 @@ func (s *controlServer) handle(c net.Conn) {
 
 // hubFault sets a node's fault in the hub that lookup finds it in.
 func hubFault(lookup func(string) (*golemnet.LabNode, error), req ctlRequest, log *logrus.Entry) ctlReply {
+	// A container fault means nothing to a node that is a local runtime
+	// on the hub: refuse it rather than answer with the unchanged fault
+	// (the client would exit 0 having done nothing).
+	if req.Docker != "" {
+		return ctlReply{Error: localDockerFault(req.Docker), Code: 2}
+	}
 	n, err := lookup(req.Node)
 	if err != nil {
 		return ctlReply{Error: err.Error(), Code: 2}
@@ -487,6 +493,19 @@ func hubFault(lookup func(string) (*golemnet.LabNode, error), req ctlRequest, lo
 	log.WithFields(logrus.Fields{"node": n.Name, "fault": faultJSON(n.Hub.Fault()).String()}).Info("fault set")
 	fj := faultJSON(n.Hub.Fault())
 	return ctlReply{Fault: &fj}
+}
+
+// localDockerFault explains why a --docker lab fault was refused by a
+// local lab, with the local equivalent where there is one.
+func localDockerFault(fault string) string {
+	msg := fmt.Sprintf("--%s is a fault of a --docker lab's containers; this lab's nodes are local runtimes", fault)
+	switch fault {
+	case "partition":
+		return msg + ": --cut isolates a node on the hub"
+	case "heal":
+		return msg + ": --uncut (or --restore) joins it again"
+	}
+	return msg + " (start the lab with --docker for it)"
 }
 
 // outQueue carries a command's output from the ExeUnit's reader goroutine
