@@ -63,9 +63,17 @@ type Config struct {
 	// means DefaultHostname, never the host's. It must pass
 	// netcfg.CheckHostname.
 	Hostname string
-	// User is who payload processes run as, with no capabilities and
-	// no_new_privs; the zero value means Nobody. Ignored when Root.
+	// User is who payload processes run as, with no_new_privs; the zero
+	// value means Nobody. Ignored when Root. When the sandbox maps a user
+	// namespace (see CanMapIDRanges) these are ids inside it, below
+	// IDRangeSize: uid 0 is the image's root, with a few capabilities
+	// over the activity's own files only (see doc.go); otherwise they are
+	// host ids and uid 0 is refused.
 	User User
+	// RootFS, when set, is the payload's root file system (a requestor's
+	// image) instead of the host's directories: read-only, under a
+	// writable layer in Workdir (LayerDirName) that Close removes.
+	RootFS *RootFS
 	// Root runs payload processes as root with the runtime's capabilities.
 	// Unsafe: only for payloads the operator trusts, never a requestor's.
 	Root bool
@@ -86,6 +94,60 @@ type Config struct {
 	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
 }
+
+// RootFS is an image that is the payload's root file system. Exactly one
+// of Dir and Image is set.
+type RootFS struct {
+	// Dir is a directory holding the root tree (an extracted OCI image).
+	// It is mounted read-only and never changed.
+	Dir string `json:"dir,omitempty"`
+	// Image is a regular file that starts with a squashfs file system (a
+	// plain squashfs, or a GVMI, whose container config follows the
+	// file system). The sandbox's init attaches it to a read-only loop
+	// device that frees itself when the sandbox ends.
+	Image string `json:"image,omitempty"`
+	// Size is the squashfs's length in bytes at the start of Image (the
+	// loop device ends there): a multiple of 512 bytes, at most the
+	// file's size; 0 means the whole file. Unused with Dir.
+	Size int64 `json:"size,omitempty"`
+}
+
+// check tells what is wrong with r, naming the field.
+func (r *RootFS) check() error {
+	switch {
+	case r.Dir != "" && r.Image != "":
+		return fmt.Errorf("%w: RootFS: both Dir and Image set", ErrBadConfig)
+	case r.Dir == "" && r.Image == "":
+		return fmt.Errorf("%w: RootFS: neither Dir nor Image set", ErrBadConfig)
+	case r.Dir != "":
+		if r.Size != 0 {
+			return fmt.Errorf("%w: RootFS.Size %d given with Dir", ErrBadConfig, r.Size)
+		}
+		fi, err := os.Stat(r.Dir)
+		if err != nil {
+			return fmt.Errorf("%w: RootFS.Dir: %v", ErrBadConfig, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: RootFS.Dir %s is not a directory", ErrBadConfig, r.Dir)
+		}
+	default:
+		fi, err := os.Stat(r.Image)
+		if err != nil {
+			return fmt.Errorf("%w: RootFS.Image: %v", ErrBadConfig, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%w: RootFS.Image %s is not a regular file", ErrBadConfig, r.Image)
+		}
+		if r.Size < 0 || r.Size > fi.Size() || r.Size%512 != 0 {
+			return fmt.Errorf("%w: RootFS.Size %d: want a multiple of 512 within the image's %d bytes", ErrBadConfig, r.Size, fi.Size())
+		}
+	}
+	return nil
+}
+
+// LayerDirName is the workdir directory holding the writable layer over a
+// RootFS (its upper and work directories). Close and Sweep remove it.
+const LayerDirName = "gvpn-layer"
 
 // User is a payload user.
 type User struct{ UID, GID uint32 }
@@ -169,6 +231,11 @@ func Open(cfg Config) (*Sandbox, error) {
 	}
 	if cfg.User == (User{}) {
 		cfg.User = Nobody
+	}
+	if cfg.RootFS != nil {
+		if err := cfg.RootFS.check(); err != nil {
+			return nil, err
+		}
 	}
 	if !cfg.Root && cfg.User.UID == 0 {
 		return nil, fmt.Errorf("%w: payload user uid 0 without Root", ErrBadConfig)
