@@ -5,10 +5,13 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -108,4 +111,109 @@ func readIDs(dir string) (uint32, error) {
 		return 0, fmt.Errorf("%s: bad id record %q", dir, strings.TrimSpace(string(b)))
 	}
 	return base, nil
+}
+
+// usernsMarker makes the current executable a keeper of a new user
+// namespace (see newUserns): it waits for EOF on stdin and exits.
+const (
+	usernsMarker = "__gvpn-sandbox-userns"
+	usernsArgv0  = "gvpn-sandbox-userns"
+)
+
+// idMap is the mapping of every payload user namespace of the range at
+// base: ids 0 to IDRangeSize-1 inside are base to base+IDRangeSize-1 on
+// the host.
+func idMap(base uint32) []syscall.SysProcIDMap {
+	return []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: IDRangeSize}}
+}
+
+// newUserns returns a user namespace mapped to the range at base, for
+// the init to idmap the image with. A namespace needs a process to be
+// made; the keeper is this executable, started in a new one, and gone
+// once its namespace is open (the descriptor keeps the namespace).
+func newUserns(base uint32) (*os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	cmd := &exec.Cmd{
+		Path:  "/proc/self/exe",
+		Args:  []string{usernsArgv0, usernsMarker},
+		Stdin: r,
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER,
+			UidMappings: idMap(base),
+			GidMappings: idMap(base),
+			Pdeathsig:   syscall.SIGKILL,
+		},
+	}
+	err = cmd.Start()
+	r.Close()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/user")
+	w.Close()
+	_ = cmd.Wait()
+	return f, err
+}
+
+func runUsernsKeeper() int {
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// disownVolumes gives the activity's volume directories in workdir (those
+// a uid of the range at base owns) back to the runtime: the range may go
+// to another activity later, which must not enter them. The runtime's
+// group keeps its access, so the ExeUnit still reads them.
+func disownVolumes(workdir string, base uint32) error {
+	entries, err := os.ReadDir(workdir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("disown volumes: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "vol-") {
+			continue
+		}
+		p := filepath.Join(workdir, e.Name())
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil || st.Uid < base || st.Uid >= base+IDRangeSize {
+			continue
+		}
+		if err := os.Lchown(p, os.Geteuid(), -1); err != nil {
+			errs = append(errs, fmt.Errorf("disown volume %s: %w", e.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cleanupWorkdir removes what a sandbox named name, whose directory is
+// dir, left in its workdir: the writable layer and the payload's /tmp;
+// and disowns its volumes. The workdir is the one the directory records,
+// and only if it is the one the name was derived from.
+func cleanupWorkdir(name, dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, workdirFile))
+	if err != nil {
+		return nil // an older version's directory, or none recorded yet
+	}
+	workdir := string(b)
+	if len(name) < 12 || !filepath.IsAbs(workdir) || NameFor(name[:len(name)-12], workdir) != name {
+		return fmt.Errorf("%s: workdir record %q does not match the name", dir, workdir)
+	}
+	var errs []error
+	for _, d := range []string{LayerDirName, TmpDirName} {
+		if err := os.RemoveAll(filepath.Join(workdir, d)); err != nil {
+			errs = append(errs, fmt.Errorf("remove stale %s: %w", d, err))
+		}
+	}
+	if base, err := readIDs(dir); err == nil {
+		errs = append(errs, disownVolumes(workdir, base))
+	}
+	return errors.Join(errs...)
 }
