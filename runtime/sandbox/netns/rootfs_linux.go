@@ -32,37 +32,43 @@ const (
 // under an overlay whose upper and work directories are in the layer
 // directory of the workdir. Nothing of it is visible outside the
 // holder's mount namespace; the loop device goes when that namespace does.
-func mountImage(spec holderSpec) error {
+//
+// A kernel that cannot idmap the image's file system (before Linux 5.12,
+// or a file system without the support) gets the image unshifted: its
+// files then belong to ids the payload's namespace does not map (shown as
+// nobody), so an image that expects root cannot change them. mountImage
+// then reports shifted false, and the runtime logs it.
+func mountImage(spec holderSpec) (shifted bool, err error) {
 	src := spec.RootFS.Dir
 	if spec.RootFS.Image != "" {
 		src = filepath.Join(spec.Stage, imageMount)
 		f, err := os.Open(spec.RootFS.Image)
 		if err != nil {
-			return fmt.Errorf("image: %w", err)
+			return false, fmt.Errorf("image: %w", err)
 		}
 		size := spec.RootFS.Size
 		if size == 0 {
 			fi, err := f.Stat()
 			if err != nil {
 				f.Close()
-				return fmt.Errorf("image: %w", err)
+				return false, fmt.Errorf("image: %w", err)
 			}
 			size = fi.Size() &^ 511
 		}
 		dev, err := loopdev.Attach(f, size)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("image: %w", err)
+			return false, fmt.Errorf("image: %w", err)
 		}
 		err = unix.Mount(dev.Path, src, "squashfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "")
 		dev.Close() // the mount holds the device now; autoclear frees it after
 		if err != nil {
-			return fmt.Errorf("image: mount the squashfs (is it one?): %w", err)
+			return false, fmt.Errorf("image: mount the squashfs (is it one?): %w", err)
 		}
 	}
 	tree, err := unix.OpenTree(-1, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	if err != nil {
-		return fmt.Errorf("image: clone %s: %w", src, err)
+		return false, fmt.Errorf("image: clone %s: %w", src, err)
 	}
 	defer unix.Close(tree)
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
@@ -74,32 +80,39 @@ func mountImage(spec holderSpec) error {
 		attr.Attr_set |= unix.MOUNT_ATTR_IDMAP
 		attr.Userns_fd = usernsFD
 	}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return fmt.Errorf("image: idmapped read-only mount: %w", err)
+	err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr)
+	shifted = spec.IDMap && err == nil
+	if err != nil && spec.IDMap {
+		attr.Attr_set &^= unix.MOUNT_ATTR_IDMAP
+		attr.Userns_fd = 0
+		err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr)
+	}
+	if err != nil {
+		return false, fmt.Errorf("image: read-only mount: %w", err)
 	}
 	lower := filepath.Join(spec.Stage, lowerMount)
 	if err := unix.MoveMount(tree, "", -1, lower, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("image: attach: %w", err)
+		return false, fmt.Errorf("image: attach: %w", err)
 	}
 	upper, work := filepath.Join(spec.Layer, "upper"), filepath.Join(spec.Layer, "work")
 	for _, p := range []string{lower, upper, work} {
 		if strings.ContainsAny(p, `,:\`) {
-			return fmt.Errorf("image: the path %q contains one of , : \\ (overlayfs cannot take it)", p)
+			return false, fmt.Errorf("image: the path %q contains one of , : \\ (overlayfs cannot take it)", p)
 		}
 	}
 	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
 	if err := unix.Mount("overlay", spec.Root, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("image: overlay with the writable layer: %w", err)
+		return false, fmt.Errorf("image: overlay with the writable layer: %w", err)
 	}
 	// The directories the init mounts its own file systems on must be
 	// plain directories of the root, never the image's links (which
 	// would lead the init's host paths elsewhere).
 	for _, name := range []string{"proc", "sys", "dev", "tmp", "run"} {
 		if err := plainDir(spec, name); err != nil {
-			return fmt.Errorf("image: /%s: %w", name, err)
+			return false, fmt.Errorf("image: /%s: %w", name, err)
 		}
 	}
-	return nil
+	return shifted, nil
 }
 
 // plainDir makes root/name a directory: what the image has there that is

@@ -539,7 +539,10 @@ func (s *Sandbox) startHolder() (pid int, err error) {
 	}
 	_ = repR.SetReadDeadline(time.Now().Add(shimReportTimeout))
 	b, rerr := io.ReadAll(io.LimitReader(repR, maxReport))
-	if rerr == nil && string(b) == shimMagic+holderReady {
+	if rerr == nil && string(b) == shimMagic+holderUnshifted {
+		s.log.Warn("this kernel cannot idmap the image's file system: its files keep their owners, which the payload's user namespace does not map (an image that expects root cannot change its own files)")
+	}
+	if rerr == nil && (string(b) == shimMagic+holderReady || string(b) == shimMagic+holderUnshifted) {
 		s.holder = cmd
 		s.holderDone = make(chan struct{})
 		go s.waitHolder()
