@@ -5,6 +5,7 @@ package netns
 import (
 	"debug/elf"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -120,9 +121,14 @@ func TestImageIsTheRootAndItsRootIsUnprivileged(t *testing.T) {
 		test -e /etc/shadow && echo HOST-SHADOW; test -e /usr && echo HOST-USR
 		echo x >/etc/foo && cat /etc/foo; mkdir /opt && echo y >/opt/y && echo layer
 		echo w >/golem/work/w && echo volume; hostname; cat /etc/hostname; grep -c golem /etc/hosts
-		sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
+		grep -E '^Cap(Eff|Bnd):' /proc/self/status; sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
 	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	want := []string{imageMarker, "0", "0", "x", "layer", "volume", DefaultHostname, DefaultHostname, "1"}
+	var caps uint64 // the image's root keeps rootCaps, in its own namespace only
+	for _, c := range rootCaps {
+		caps |= 1 << c
+	}
+	want := []string{imageMarker, "0", "0", "x", "layer", "volume", DefaultHostname, DefaultHostname, "1",
+		fmt.Sprintf("CapEff:\t%016x", caps), fmt.Sprintf("CapBnd:\t%016x", caps)}
 	if r.rc != 0 || len(got) != len(want)+1 || !slices.Equal(got[:len(want)], want) {
 		t.Fatalf("inside (rc %d):\n%s\nwant:\n%s\nand a pid; stderr %q", r.rc, r.stdout, strings.Join(want, "\n"), r.stderr)
 	}
