@@ -139,8 +139,9 @@ func plainDir(spec holderSpec, name string) error {
 // inRoot returns an O_PATH descriptor of root/rel with every symbolic
 // link resolved inside root (an image's absolute links point into the
 // image, never at the host), creating what is missing: directories, and,
-// when file, an empty file as the last element; what it creates belongs
-// to uid:gid. The caller closes the descriptor.
+// when file, an empty file as the last element; a link that leads nowhere
+// is replaced by what is needed. What it creates (in the writable layer)
+// belongs to uid:gid. The caller closes the descriptor.
 func inRoot(root, rel string, file bool, uid, gid int) (int, error) {
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -174,13 +175,30 @@ func inRoot(root, rel string, file bool, uid, gid int) (int, error) {
 		}
 		last := i == len(parts)-1
 		if last && file {
-			var f int
-			f, err = unix.Openat(pfd, parts[i], unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-			if err == nil {
-				unix.Close(f)
+			create := func() error {
+				f, err := unix.Openat(pfd, parts[i], unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+				if err == nil {
+					unix.Close(f)
+				}
+				return err
+			}
+			// A link to nothing in the image (/etc/hosts ->
+			// /run/...) gives way to a file in the writable layer.
+			if err = create(); errors.Is(err, unix.EEXIST) {
+				if err = unix.Unlinkat(pfd, parts[i], 0); err == nil {
+					err = create()
+				}
 			}
 		} else {
-			err = unix.Mkdirat(pfd, parts[i], 0o755)
+			// Likewise a link to nothing gives way to a directory.
+			if err = unix.Mkdirat(pfd, parts[i], 0o755); errors.Is(err, unix.EEXIST) {
+				var st unix.Stat_t
+				if unix.Fstatat(pfd, parts[i], &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+					if err = unix.Unlinkat(pfd, parts[i], 0); err == nil {
+						err = unix.Mkdirat(pfd, parts[i], 0o755)
+					}
+				}
+			}
 		}
 		if err == nil {
 			err = unix.Fchownat(pfd, parts[i], uid, gid, unix.AT_SYMLINK_NOFOLLOW)

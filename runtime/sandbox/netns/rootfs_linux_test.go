@@ -277,3 +277,37 @@ func fileUID(fi os.FileInfo) uint32 {
 	}
 	return fi.Sys().(*syscall.Stat_t).Uid
 }
+
+// TestImageLinksStayInTheImage gives the init an image whose links point
+// at the host's files where it mounts things: they must resolve inside
+// the image (or be replaced there), never on the host.
+func TestImageLinksStayInTheImage(t *testing.T) {
+	rootDir := testImageDir(t)
+	hostile := map[string]string{
+		"golem":        "/root",                    // the volume /golem/work
+		"etc/hosts":    "/etc/shadow",              // a file the init binds over
+		"etc/hostname": "../../../../etc/gvt-sb-x", // dangling, relative
+		"tmp":          "/",
+		"proc":         "/etc",
+		"opt":          "/proc/self/root",
+	}
+	for name, target := range hostile {
+		if err := os.Symlink(target, filepath.Join(rootDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vols := defaultVolumes(t)
+	s := openTest(t, Config{RootFS: &RootFS{Dir: rootDir}, Volumes: vols})
+	r := run(t, s, sh(`echo w >/golem/work/w && cat /golem/work/w; grep -c golem /etc/hosts; cat /etc/hostname; echo t >/tmp/t && echo tmp`))
+	if r.stdout != "w\n1\n"+DefaultHostname+"\ntmp\n" {
+		t.Errorf("inside: %q %q", r.stdout, r.stderr)
+	}
+	for _, p := range []string{"/root/work", "/etc/gvt-sb-x", "/t"} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the host has %s", p)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(s.workdir, vols[0].Name, "w")); err != nil || string(b) != "w\n" {
+		t.Errorf("the volume on the host: %q %v", b, err)
+	}
+}
