@@ -632,6 +632,14 @@ func writeReadable(path string, b []byte) error {
 	return os.Chmod(path, 0o644)
 }
 
+// HostUser is who payload processes are on the host (Config.User shifted
+// into the activity's id range when userns), for logs: each activity is
+// its own host user only with a user namespace.
+func (s *Sandbox) HostUser() (u User, userns bool) {
+	uid, gid := s.hostUser()
+	return User{UID: uint32(uid), GID: uint32(gid)}, s.userns
+}
+
 // Name is the network namespace name, as `ip netns list` shows it.
 func (s *Sandbox) Name() string { return s.name }
 
