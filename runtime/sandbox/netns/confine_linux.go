@@ -441,6 +441,8 @@ func mountImageVolume(r string, spec holderSpec, v volume.Volume) error {
 // of the host's read-only directories (a path under /usr must exist on the
 // host; one under /golem or /root need not). deploy calls it, so that the
 // requestor's mistake fails Deploy, naming the volume, and not Start.
+// With an image (Config.RootFS) there is nothing to check: missing mount
+// points are made in its writable layer.
 func CheckVolumes(vols volume.List) error {
 	for _, v := range vols {
 		top, _, _ := strings.Cut(strings.TrimPrefix(v.Path, "/"), "/")
