@@ -166,10 +166,14 @@ func TestImageUserThatIsNotRoot(t *testing.T) {
 	s := openTest(t, Config{RootFS: &RootFS{Dir: rootDir}, User: User{UID: 1000, GID: 1000}})
 	r := run(t, s, sh(`id -u; id -g; stat -c '%u %U' /etc/marker /home/user
 		echo x >/etc/foo 2>/dev/null && echo WROTE-ETC; echo y >/home/user/y && echo home
-		grep -E '^Cap(Prm|Eff|Bnd):' /proc/self/status; sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
+		grep -E '^Cap(Prm|Eff|Bnd):' /proc/self/status; grep -E '^(Uid|CapPrm):' /proc/$PPID/status
+		sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
 	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	// The parent is the relay (see runRelay): the host's root, unmapped
+	// here, with no capability left.
 	want := []string{"1000", "1000", "0 root", "1000 user", "home",
-		"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"}
+		"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000",
+		"Uid:\t65534\t65534\t65534\t65534", "CapPrm:\t0000000000000000"}
 	if len(got) != len(want)+1 || !slices.Equal(got[:len(want)], want) {
 		t.Fatalf("inside (rc %d):\n%s\nwant:\n%s\nand a pid; stderr %q", r.rc, r.stdout, strings.Join(want, "\n"), r.stderr)
 	}
