@@ -224,9 +224,20 @@ func TestCrashWithAnImageLeavesNothingAfterSweep(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(workdir, LayerDirName)); err != nil {
 		t.Fatalf("the crashed sandbox had no layer to leave: %v", err)
 	}
+	base, err := readIDs(filepath.Join(runDir, NameFor(testPrefix, workdir)))
+	if err != nil && CanMapIDRanges() {
+		t.Fatalf("the crashed sandbox's id range: %v", err)
+	}
 	removed, err := Sweep(testPrefix, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Its range is free again: no sandbox directory records it.
+	entries, _ := os.ReadDir(runDir)
+	for _, e := range entries {
+		if b, err := readIDs(filepath.Join(runDir, e.Name())); err == nil && b == base {
+			t.Errorf("%s still holds the crashed sandbox's range %d", e.Name(), base)
+		}
 	}
 	if !slices.Contains(removed, NameFor(testPrefix, workdir)) {
 		t.Errorf("Sweep removed %v", removed)
