@@ -9,9 +9,9 @@ BINARIES  := $(patsubst cmd/%,bin/%,$(wildcard cmd/*))
 PREFIX    ?= /usr/local
 FUZZTIME  ?= 30s
 # Debian packages the tests and the demo use for real payload traffic.
-DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin
-DEB_CMDS  := ip ping iperf3 curl setcap
-# What the VM sandbox and its tests need: QEMU, dpkg-deb and apt-get download
+DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin busybox-static
+DEB_CMDS  := ip ping iperf3 curl setcap busybox
+# What the VM sandbox and its tests need (and the netns image tests: mksquashfs): QEMU, dpkg-deb and apt-get download
 # for the guest image and a Debian task package, mksquashfs for that package.
 VM_DEPS   := qemu-system-x86 squashfs-tools
 VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb
@@ -30,7 +30,7 @@ bin/%: FORCE
 
 FORCE:
 
-deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl, setcap)
+deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl, setcap, busybox-static for image roots)
 	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(DEB_DEPS) (missing:$$missing)"; \

@@ -5,8 +5,10 @@ package netns
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,9 +51,6 @@ func TestPayloadIsUnprivilegedWithAReadOnlyHost(t *testing.T) {
 
 func TestRootOnlyWhenAsked(t *testing.T) {
 	privtest.RequireRoot(t)
-	if _, err := Open(Config{Workdir: t.TempDir(), NamePrefix: testPrefix, User: User{UID: 0, GID: 5}}); !errors.Is(err, ErrBadConfig) {
-		t.Errorf("uid 0 without Root: %v, want ErrBadConfig", err)
-	}
 	s := openTest(t, Config{Root: true})
 	if r := run(t, s, sh("id -u")); r.stdout != "0\n" {
 		t.Errorf("Root: id -u = %q", r.stdout)
@@ -59,6 +58,60 @@ func TestRootOnlyWhenAsked(t *testing.T) {
 	s = openTest(t, Config{User: User{UID: 1234, GID: 4321}})
 	if r := run(t, s, sh("id -u; id -g; id -G")); r.stdout != "1234\n4321\n4321\n" {
 		t.Errorf("uid 1234: id = %q", r.stdout)
+	}
+	if !CanMapIDRanges() {
+		if _, err := Open(Config{Workdir: t.TempDir(), NamePrefix: testPrefix, User: User{UID: 0, GID: 5}}); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("uid 0 without Root: %v, want ErrBadConfig", err)
+		}
+		return
+	}
+	// In a user namespace uid 0 is its root: the host's uid is the
+	// activity's first, with no capability on the host.
+	s = openTest(t, Config{User: User{UID: 0, GID: 5}})
+	r := run(t, s, sh("id -u; id -g; echo $$; sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"))
+	f := strings.Fields(r.stdout)
+	if len(f) != 4 || f[0] != "0" || f[1] != "5" {
+		t.Fatalf("uid 0 in the user namespace: %q %q", r.stdout, r.stderr)
+	}
+	pid := hostPIDOf(t, s, f[3])
+	assertHostIDs(t, pid, s.ids, s.ids+5)
+	if _, err := Open(Config{Workdir: t.TempDir(), NamePrefix: testPrefix, User: User{UID: IDRangeSize, GID: 5}}); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("uid %d: %v, want ErrBadConfig", IDRangeSize, err)
+	}
+}
+
+// assertHostIDs checks what the host sees of process pid: uid and gid,
+// and no capability in the host's user namespace (its capabilities, if
+// any, are in a user namespace that is not the host's).
+func assertHostIDs(t *testing.T, pid int, uid, gid uint32) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 5 && f[0] == "Uid:":
+			for _, id := range f[1:] {
+				if id != strconv.Itoa(int(uid)) {
+					t.Errorf("host sees %s, want uid %d everywhere", line, uid)
+				}
+			}
+		case len(f) == 5 && f[0] == "Gid:":
+			for _, id := range f[1:] {
+				if id != strconv.Itoa(int(gid)) {
+					t.Errorf("host sees %s, want gid %d everywhere", line, gid)
+				}
+			}
+		}
+	}
+	self, err := os.Readlink("/proc/self/ns/user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if theirs, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/user"); err != nil || theirs == self {
+		t.Errorf("pid %d is in user namespace %s (err %v), the host's is %s", pid, theirs, err, self)
 	}
 }
 
@@ -188,6 +241,81 @@ func TestCheckVolumes(t *testing.T) {
 		}
 		if err := CheckVolumes(vols); (err == nil) != ok {
 			t.Errorf("CheckVolumes(%s) = %v, want ok=%v", override, err, ok)
+		}
+	}
+}
+
+// TestActivitiesCannotReadEachOthersFiles is issue 20's attack: the
+// provider's data directory is outside /home and /root (here /var/lib),
+// so another agreement's workdir is visible, read-only, in the payload's
+// view of the host; the ExeUnit uploaded a file (mode 0644, as the
+// provider's user) into agreement A's volume; agreement B's payload tries
+// to read it. Each activity is its own user on the host, and a volume
+// directory (mode 2770) lets in only its owner and the runtime's group.
+func TestActivitiesCannotReadEachOthersFiles(t *testing.T) {
+	privtest.RequireRoot(t)
+	data, err := os.MkdirTemp("/var/lib", "gvt-sb-provider-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(data) })
+	if err := os.Chmod(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	workdir := func(agreement string) string {
+		wd := filepath.Join(data, "exe-unit/work", agreement, "activity")
+		if err := os.MkdirAll(wd, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return wd
+	}
+	vols := defaultVolumes(t)
+	a := openTest(t, Config{Workdir: workdir("agreement-a"), Volumes: vols})
+	b := openTest(t, Config{Workdir: workdir("agreement-b"), Volumes: vols})
+	secret := filepath.Join(a.workdir, vols[0].Name, "uploaded.txt")
+	if err := os.WriteFile(secret, []byte("agreement A's data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, a, sh("cat /golem/work/uploaded.txt")); r.stdout != "agreement A's data\n" {
+		t.Fatalf("A cannot read its own upload: %q %q", r.stdout, r.stderr)
+	}
+	r := run(t, b, sh("cat "+secret+" || ls "+filepath.Dir(secret)))
+	if strings.Contains(r.stdout, "agreement A") || strings.Contains(r.stdout, "uploaded") || r.rc == 0 {
+		t.Errorf("B read A's upload (rc %d): %q", r.rc, r.stdout)
+	}
+	if !strings.Contains(r.stderr, "Permission denied") {
+		t.Errorf("B's attempt failed, but not for want of permission: %q", r.stderr)
+	}
+	if CanMapIDRanges() && a.ids == b.ids {
+		t.Errorf("both activities have the host ids from %d", a.ids)
+	}
+}
+
+// TestPayloadCannotOpenUserNamespaces is issue 20's item 4: `unshare -Ur`
+// gave the payload capabilities over namespaces of its own (veth,
+// nftables, tmpfs mounts). It must fail for every payload user, also
+// the root of the payload's own user namespace.
+func TestPayloadCannotOpenUserNamespaces(t *testing.T) {
+	privtest.RequireRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	users := []User{Nobody}
+	if CanMapIDRanges() {
+		users = append(users, User{UID: 0, GID: 0})
+	}
+	for _, u := range users {
+		s := openTest(t, Config{User: u})
+		for _, cmd := range []string{"unshare -Ur id -u", "unshare -Urn ip link add gvt-sb-x type dummy", "unshare -Urm true"} {
+			r := run(t, s, sh(cmd))
+			if r.rc == 0 || !strings.Contains(r.stderr, "Operation not permitted") {
+				t.Errorf("user %d: %s: rc %d, stdout %q, stderr %q; want it refused", u.UID, cmd, r.rc, r.stdout, r.stderr)
+			}
+		}
+		// Other namespaces need capabilities the payload does not
+		// have, in the host's user namespace or its own.
+		if r := run(t, s, sh("unshare -n true")); r.rc == 0 {
+			t.Errorf("user %d: unshare -n worked", u.UID)
 		}
 	}
 }
