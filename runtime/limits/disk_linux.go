@@ -337,4 +337,3 @@ func Sweep(name string) error {
 	}
 	return errors.Join(removeGroup(name), SweepDisk(name))
 }
-
