@@ -76,7 +76,7 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if dir == "" {
 		dir = s.dir
 	}
-	env := payloadEnv(spec.Env)
+	env := payloadEnv(withoutCgroupEnv(spec.Env))
 	uid, gid := strconv.Itoa(int(s.user.UID)), strconv.Itoa(int(s.user.GID))
 	if s.root {
 		uid, gid = shimRoot, shimRoot
@@ -104,9 +104,14 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	outR, outW, err1 := pipe()
 	errR, errW, err2 := pipe()
 	repR, repW, err3 := pipe()
-	if err := errors.Join(err1, err2, err3); err != nil {
+	cgFiles, cgEnv, err4 := s.cgroupFiles()
+	files = append(files, cgFiles...)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("%w: pipes: %v", sandbox.ErrSetup, err)
+	}
+	if cgEnv != "" {
+		env = append([]string{cgEnv}, env...)
 	}
 
 	// The starter's thread is in the sandbox's namespaces already; the
@@ -117,7 +122,7 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 		Env:        env,
 		Stdout:     outW,
 		Stderr:     errW,
-		ExtraFiles: []*os.File{repW},
+		ExtraFiles: append([]*os.File{repW}, cgFiles...),
 		// No Pdeathsig: in the holder's PID namespace the parent is not
 		// visible, and os/exec would take that for the parent's death.
 		// The process dies with the holder instead, which has one.
@@ -129,6 +134,9 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	outW.Close()
 	errW.Close()
 	repW.Close()
+	for _, f := range cgFiles {
+		f.Close()
+	}
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("%w: start %s in %s: %v", sandbox.ErrSetup, spec.Bin, dir, err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/volume"
@@ -85,6 +86,12 @@ type Config struct {
 	// its output pipes to reach EOF; see Process.Stream. Zero means
 	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// Limits are the agreement's: every payload process runs in the
+	// sandbox's cgroup with its CPU, memory and pids limits, and with
+	// StorageBytes the volumes and /tmp are on a disk of that size (see
+	// package limits). What the host cannot enforce is listed by
+	// Unenforced; the zero value limits nothing.
+	Limits limits.Limits
 }
 
 // User is a payload user.
@@ -121,6 +128,11 @@ type Sandbox struct {
 	starter    *starter
 	holder     *exec.Cmd     // the namespaces' init, see holderMarker
 	holderDone chan struct{} // closed once the holder was reaped
+
+	limits     limits.Limits
+	group      *limits.Group // nil: no controller to enforce a limit
+	disk       *limits.Disk  // nil: no storage limit (or none possible)
+	unenforced []limits.Unenforced
 
 	// life is held for reading by Start from its closed check until the
 	// process is registered, and for writing by Close to set closed: no
@@ -203,7 +215,7 @@ func Open(cfg Config) (*Sandbox, error) {
 	if err := s.claim(); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", name, err)
 	}
-	if err := s.create(); err != nil {
+	if err := s.create(cfg.Limits); err != nil {
 		s.destroy()
 		return nil, fmt.Errorf("sandbox %s: %w", name, err)
 	}
@@ -265,7 +277,7 @@ const TmpDirName = "gvpn-tmp"
 // files, prepares /tmp and the volumes, starts the holder and the thread
 // that forks processes inside the namespaces. On error the caller runs
 // destroy.
-func (s *Sandbox) create() error {
+func (s *Sandbox) create(l limits.Limits) error {
 	uid := int(s.user.UID)
 	if s.root {
 		uid = 0
@@ -274,6 +286,9 @@ func (s *Sandbox) create() error {
 		return err
 	}
 	if err := makeTmp(s.tmpDir); err != nil {
+		return err
+	}
+	if err := s.openLimits(l); err != nil {
 		return err
 	}
 	ns, err := nsthread.NewNamed(s.name)
@@ -659,6 +674,10 @@ func (s *Sandbox) destroy() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: the sandbox init survived SIGKILL", s.name))
 		}
 	}
+	// The disk goes before the payload's /tmp, which is one of its binds.
+	if err := s.closeLimits(); err != nil {
+		errs = append(errs, fmt.Errorf("sandbox %s: %w", s.name, err))
+	}
 	if s.ns.IsOpen() {
 		if err := s.ns.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close netns handle: %w", err))
@@ -707,6 +726,11 @@ func cleanupName(name string, log *logrus.Entry) (found bool, err error) {
 		if err := nsthread.DeleteNamed(name); err != nil {
 			return found, fmt.Errorf("delete stale netns %s: %w", name, err)
 		}
+	}
+	// The cgroup and the disk are named like the sandbox; its processes
+	// are dead now.
+	if err := limits.Sweep(name); err != nil {
+		return found, fmt.Errorf("stale sandbox limits: %w", err)
 	}
 	dir := filepath.Join(runDir, name)
 	if _, err := os.Lstat(dir); err == nil {
