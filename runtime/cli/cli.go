@@ -635,16 +635,24 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		log.WithFields(logrus.Fields{"netns": sb.Name(), "payload": describePayload(u, root), "vols": vols.Vols()}).Info("sandbox ready")
 		sbx, attacher = sb, sb
 	case "agent":
-		box, err := openAgentSandbox(o, hostname, logOut, log)
+		box, err := openAgentSandbox(o, hostname, lim, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the agent sandbox")
 			return 1
 		}
+		if !o.checkEnforced(box.Unenforced(), log) {
+			box.Close()
+			return 1
+		}
 		sbx, attacher = box, box
 	case "vm":
-		box, err := openVMSandbox(o, hostname, vols, logOut, log)
+		box, err := openVMSandbox(o, hostname, vols, lim, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the VM sandbox")
+			return 1
+		}
+		if !o.checkEnforced(box.Unenforced(), log) {
+			box.Close()
 			return 1
 		}
 		sbx, attacher = box, box

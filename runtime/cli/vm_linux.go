@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
@@ -82,7 +83,7 @@ func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io
 
 // openVMSandbox boots the payload VM for --sandbox vm. The guest's console
 // goes to stderr with the runtime's logs.
-func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
+func openVMSandbox(o *Options, hostname string, vols volume.List, lim limits.Limits, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
 	if err := vols.Prepare(o.Workdir, os.Geteuid()); err != nil {
 		return nil, err
 	}
@@ -94,6 +95,7 @@ func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writ
 	}
 	name := netns.NameFor(o.SandboxPrefix, o.Workdir)
 	cfg := vmConfig(o, name, hostname, shares, stderr, log)
+	cfg.Limits, cfg.LimitsName, cfg.Workdir, cfg.RequireLimits = lim, name, o.Workdir, o.RequireLimits
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	box, err := vm.Open(ctx, cfg)
