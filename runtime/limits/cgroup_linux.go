@@ -119,9 +119,9 @@ func unenforced(l Limits, missing func(string) bool, why string) []Unenforced {
 	return un
 }
 
-func (g *Group) create1() ([]Unenforced, error) {
-	miss := missingV1()
-	un := unenforced(g.limits, func(c string) bool { return miss[cgroup1.Name(c)] }, " (cgroup v1)")
+// v1Subsystems are the library's handles of the v1 controllers not in
+// miss.
+func v1Subsystems(miss map[cgroup1.Name]bool) []cgroup1.Subsystem {
 	var subs []cgroup1.Subsystem
 	for _, c := range v1Controllers {
 		if miss[c] {
@@ -138,6 +138,13 @@ func (g *Group) create1() ([]Unenforced, error) {
 			subs = append(subs, cgroup1.NewPids(cgroupRoot))
 		}
 	}
+	return subs
+}
+
+func (g *Group) create1() ([]Unenforced, error) {
+	miss := missingV1()
+	un := unenforced(g.limits, func(c string) bool { return miss[cgroup1.Name(c)] }, " (cgroup v1)")
+	subs := v1Subsystems(miss)
 	if len(subs) == 0 {
 		return un, nil
 	}
@@ -456,4 +463,31 @@ func Check(l Limits) []Unenforced {
 		}
 	}
 	return un
+}
+
+// UsageOf reads the usage of the existing group /gvpn/name, made by
+// another process (a runtime): for tests and the lab.
+func UsageOf(name string) (Usage, error) {
+	if Version() == 2 {
+		m, err := cgroup2.Load(groupPath(name), cgroup2.WithMountpoint(v2Root))
+		if err != nil {
+			return Usage{}, fmt.Errorf("limits: %w", err)
+		}
+		st, err := m.Stat()
+		if err != nil {
+			return Usage{}, fmt.Errorf("limits: %w", err)
+		}
+		return usage2(st), nil
+	}
+	subs := v1Subsystems(missingV1())
+	cg, err := cgroup1.Load(cgroup1.StaticPath(groupPath(name)),
+		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
+	if err != nil {
+		return Usage{}, fmt.Errorf("limits: %w", err)
+	}
+	st, err := cg.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return Usage{}, fmt.Errorf("limits: %w", err)
+	}
+	return usage1(st), nil
 }

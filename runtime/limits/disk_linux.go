@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,9 +196,11 @@ func (d *Disk) record() error {
 func (d *Disk) Dir() string { return d.dir }
 
 // Bind puts the workdir's directory rel (which must exist) on the disk: a
-// directory of the same owner and mode is made there and bind-mounted over
-// it. What the workdir's directory held stays underneath, out of sight,
-// until Close.
+// directory of the same owner and mode is made there, what the workdir's
+// directory holds is copied into it (counted against the size: it is the
+// payload's, e.g. files the ExeUnit put there before start), and it is
+// bind-mounted over the workdir's directory, whose own content stays
+// underneath, out of sight, until Close.
 func (d *Disk) Bind(rel string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -227,6 +230,9 @@ func (d *Disk) Bind(rel string) error {
 	}
 	if err := unix.Chmod(on, st.Mode&0o7777); err != nil {
 		return fmt.Errorf("limits: %w", err)
+	}
+	if err := copyTree(host, on); err != nil {
+		return fmt.Errorf("limits: copy %s onto the disk: %w", rel, err)
 	}
 	// Recorded before it is mounted: a crash in between leaves a record
 	// of a mount that is not there, which Sweep skips.
@@ -336,4 +342,63 @@ func Sweep(name string) error {
 		return fmt.Errorf("limits: bad name %q", name)
 	}
 	return errors.Join(removeGroup(name), SweepDisk(name))
+}
+
+// copyTree copies what directory src holds into directory dst: files,
+// directories and symbolic links with their owners and modes (symbolic
+// links are copied, never followed); other kinds are skipped.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, e os.DirEntry, err error) error {
+		if err != nil || p == src {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			if err := os.Mkdir(to, 0o700); err != nil {
+				return err
+			}
+		case unix.S_IFREG:
+			if err := copyFile(p, to); err != nil {
+				return err
+			}
+		case unix.S_IFLNK:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(target, to); err != nil {
+				return err
+			}
+			return os.Lchown(to, int(st.Uid), int(st.Gid))
+		default:
+			return nil
+		}
+		if err := os.Lchown(to, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+		return unix.Chmod(to, st.Mode&0o7777)
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	return errors.Join(err, out.Close())
 }

@@ -67,6 +67,9 @@ func TestGroupJoinUsageRemove(t *testing.T) {
 	if u.Pids == 0 {
 		t.Errorf("usage %+v: no process counted", u)
 	}
+	if u2, err := UsageOf(name); err != nil || u2.Pids != u.Pids {
+		t.Errorf("UsageOf: %+v %v, Usage: %+v", u2, err, u)
+	}
 	if err := g.Remove(); err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +161,16 @@ func TestDisk(t *testing.T) {
 		if err := os.Chown(vol, 65534, 65534); err != nil {
 			t.Fatal(err)
 		}
+		// What the directory held before is copied onto the disk.
+		if err := os.MkdirAll(filepath.Join(vol, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vol, "sub", "input"), []byte("in"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("sub/input", filepath.Join(vol, "link")); err != nil {
+			t.Fatal(err)
+		}
 		d, err := OpenDisk("test-disk", workdir, 16<<20)
 		if err != nil {
 			t.Fatal(err)
@@ -169,6 +182,9 @@ func TestDisk(t *testing.T) {
 		var st syscall.Stat_t
 		if err := syscall.Stat(vol, &st); err != nil || st.Uid != 65534 || st.Mode&0o7777 != 0o751 {
 			t.Errorf("bound dir: uid %d mode %o err %v", st.Uid, st.Mode&0o7777, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(vol, "link")); err != nil || string(b) != "in" {
+			t.Errorf("the directory's content on the disk: %q %v", b, err)
 		}
 		f, err := os.Create(filepath.Join(vol, "big"))
 		if err != nil {
