@@ -78,6 +78,10 @@ var rules = []rule{
 		why: "how a payload program is found and how its end is reported is shared by every sandbox and gvpn-agent, so it depends on nothing",
 	},
 	{
+		pkgs: []string{"runtime/limits"}, allow: []string{}, tests: true,
+		why: "the payload's cgroup and disk are used by every sandbox kind, so they depend on nothing of the module",
+	},
+	{
 		pkgs: []string{"runtime/link/linktest"}, allow: []string{"runtime/link"},
 		why: "the link test kit is imported by every data-plane test, so it may depend on the link contract only",
 	},
