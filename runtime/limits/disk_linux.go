@@ -402,3 +402,14 @@ func copyFile(src, dst string) error {
 	_, err = io.Copy(out, in)
 	return errors.Join(err, out.Close())
 }
+
+// DiskUsed is how many bytes are in use on workdir's disk, and whether it
+// has one mounted: for the lab's status, from outside the runtime.
+func DiskUsed(workdir string) (uint64, bool) {
+	dir := filepath.Join(workdir, DiskDirName)
+	var s, parent unix.Statfs_t
+	if unix.Statfs(dir, &s) != nil || unix.Statfs(workdir, &parent) != nil || s.Fsid == parent.Fsid {
+		return 0, false
+	}
+	return (s.Blocks - s.Bfree) * uint64(s.Bsize), true
+}

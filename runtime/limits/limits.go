@@ -136,3 +136,23 @@ func (u Usage) Fields(l Limits) map[string]any {
 	}
 	return f
 }
+
+// FromArgs finds the agreement's flags (--cpu-cores, --mem-gib,
+// --storage-gib, as "--flag value" or "--flag=value") in a runtime's
+// command line and parses them; what is missing or bad is no limit. For
+// tools that show usage against what was granted.
+func FromArgs(args []string) Limits {
+	v := map[string]string{}
+	for i, a := range args {
+		name, val, eq := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if !eq && i+1 < len(args) {
+			val = args[i+1]
+		}
+		v[name] = val
+	}
+	l, _ := Parse(v["cpu-cores"], v["mem-gib"], v["storage-gib"], 0)
+	return l
+}

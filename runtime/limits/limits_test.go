@@ -103,3 +103,13 @@ func TestV2Resources(t *testing.T) {
 		t.Errorf("unenforced: %s", Describe(un))
 	}
 }
+
+func TestFromArgs(t *testing.T) {
+	l := FromArgs([]string{"--log-level", "debug", "--cpu-cores", "2", "--mem-gib=0.5", "-storage-gib", "1"})
+	if l != (Limits{CPUCores: 2, MemBytes: GiB / 2, StorageBytes: GiB}) {
+		t.Fatalf("got %+v", l)
+	}
+	if FromArgs([]string{"--cpu-cores"}) != (Limits{}) || FromArgs([]string{"--mem-gib", "x"}) != (Limits{}) {
+		t.Fatal("a flag without a good value is no limit")
+	}
+}
