@@ -72,6 +72,9 @@ func New(name string, l Limits) (*Group, []Unenforced, error) {
 		return nil, nil, fmt.Errorf("limits: bad group name %q", name)
 	}
 	if err := removeGroup(name); err != nil {
+		if denied(err) {
+			return nil, allDenied(l, err), nil
+		}
 		return nil, nil, fmt.Errorf("limits: remove stale group %s: %w", name, err)
 	}
 	g := &Group{name: name, limits: l}
@@ -193,7 +196,11 @@ func denied(err error) bool {
 
 // allDenied says every requested limit is unenforced because of err.
 func allDenied(l Limits, err error) []Unenforced {
-	return unenforced(l, func(string) bool { return true }, fmt.Sprintf(": cannot create a cgroup (%v)", err))
+	un := unenforced(l, func(string) bool { return true }, "")
+	for i := range un {
+		un[i].Reason = fmt.Sprintf("cannot create a cgroup (%v)", err)
+	}
+	return un
 }
 
 // swapAccounted reports whether the host has swap the memory limit must

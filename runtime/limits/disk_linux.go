@@ -70,10 +70,21 @@ func diskUnsupported() string {
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		return "no loop devices (/dev/loop-control: " + err.Error() + ")"
 	}
-	if os.Geteuid() != 0 {
-		return "the runtime is not root: it cannot mount a file system"
+	if !canMount() {
+		return "the runtime has no CAP_SYS_ADMIN: it cannot mount a file system"
 	}
 	return ""
+}
+
+// canMount reports whether the process holds CAP_SYS_ADMIN (root, or a
+// runtime with file capabilities).
+func canMount() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return os.Geteuid() == 0
+	}
+	return data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) != 0
 }
 
 // ErrNoDisk wraps the reason OpenDisk cannot make a disk on this host (no
