@@ -498,3 +498,19 @@ func UsageOf(name string) (Usage, error) {
 	}
 	return usage1(st), nil
 }
+
+// CPURate is how many CPUs the group /gvpn/name used over the next d: its
+// CPU time over the wall time, as the kernel counts it.
+func CPURate(name string, d time.Duration) (float64, error) {
+	u0, err := UsageOf(name)
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	time.Sleep(d)
+	u1, err := UsageOf(name)
+	if err != nil {
+		return 0, err
+	}
+	return (u1.CPUSeconds - u0.CPUSeconds) / time.Since(t0).Seconds(), nil
+}

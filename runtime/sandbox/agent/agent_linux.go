@@ -179,9 +179,7 @@ type Box struct {
 	cmd       *exec.Cmd // the running command, nil between runs
 	cmdDone   chan struct{}
 
-	group      *limits.Group // nil: no limits asked, or none possible
-	disk       *limits.Disk
-	unenforced []limits.Unenforced
+	limits *limits.Set // the command's cgroup and disk; empty without LimitsName
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -244,6 +242,7 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 		procs:     make(map[uint64]*process),
 		hello:     make(chan struct{}),
 		cmdExited: make(chan error, 1),
+		limits:    &limits.Set{},
 	}
 	b.stopCtx, b.stop = context.WithCancel(context.Background())
 	b.stopping = b.stopCtx.Done()

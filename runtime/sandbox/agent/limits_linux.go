@@ -20,40 +20,20 @@ import (
 
 // openLimits makes the cgroup and the disk when Config.LimitsName is set.
 func (b *Box) openLimits() error {
-	name, l := b.cfg.LimitsName, b.cfg.Limits
-	if name == "" {
+	if b.cfg.LimitsName == "" {
 		return nil
 	}
-	if l.StorageBytes > 0 {
-		switch {
-		case len(b.cfg.DiskDirs) == 0:
-			b.unenforced = append(b.unenforced, limits.Unenforced{Limit: "storage",
-				Reason: "the payload writes where " + b.cfg.Launcher + " puts it, outside the activity's workdir"})
-		default:
-			d, err := limits.OpenDisk(name, b.cfg.Workdir, l.StorageBytes)
-			if errors.Is(err, limits.ErrNoDisk) {
-				b.unenforced = append(b.unenforced, limits.Unenforced{Limit: "storage", Reason: err.Error()})
-				break
-			}
-			if err != nil {
-				return err
-			}
-			b.disk = d
-			for _, rel := range b.cfg.DiskDirs {
-				if err := d.Bind(rel); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	g, un, err := limits.New(name, l)
+	set, err := limits.Open(b.cfg.LimitsName, b.cfg.Workdir, b.cfg.Limits, b.cfg.DiskDirs)
 	if err != nil {
 		return err
 	}
-	b.group = g
-	b.unenforced = append(b.unenforced, un...)
-	if b.cfg.RequireLimits && len(b.unenforced) > 0 {
-		return fmt.Errorf("%w: %s", ErrUnenforced, limits.Describe(b.unenforced))
+	b.limits = set
+	if b.cfg.Limits.StorageBytes > 0 && len(b.cfg.DiskDirs) == 0 {
+		set.Unenforced = append(set.Unenforced, limits.Unenforced{Limit: "storage",
+			Reason: "the payload writes where " + b.cfg.Launcher + " puts it, outside the activity's workdir"})
+	}
+	if b.cfg.RequireLimits && len(set.Unenforced) > 0 {
+		return fmt.Errorf("%w: %s", ErrUnenforced, limits.Describe(set.Unenforced))
 	}
 	return nil
 }
@@ -63,7 +43,7 @@ var ErrUnenforced = errors.New("agent sandbox: the agreement's limits cannot be 
 
 // Unenforced lists the limits of Config.Limits this host (or this kind of
 // payload) could not enforce.
-func (b *Box) Unenforced() []limits.Unenforced { return b.unenforced }
+func (b *Box) Unenforced() []limits.Unenforced { return b.limits.Unenforced }
 
 // Limits are the limits the Box was opened with.
 func (b *Box) Limits() limits.Limits { return b.cfg.Limits }
@@ -71,39 +51,16 @@ func (b *Box) Limits() limits.Limits { return b.cfg.Limits }
 // Usage is what the command and everything it started used so far (for a
 // VM: QEMU, whose memory and CPU are the guest's), and the bytes on the
 // activity's disk.
-func (b *Box) Usage() (limits.Usage, error) {
-	var u limits.Usage
-	var errs []error
-	if b.group != nil {
-		var err error
-		u, err = b.group.Usage()
-		errs = append(errs, err)
-	}
-	if b.disk != nil {
-		n, err := b.disk.Used()
-		u.DiskBytes = n
-		errs = append(errs, err)
-	}
-	return u, errors.Join(errs...)
-}
+func (b *Box) Usage() (limits.Usage, error) { return b.limits.Usage() }
 
 // closeLimits logs the usage and removes the group (killing what the
 // command left in it) and the disk; after the command was stopped.
 func (b *Box) closeLimits() error {
-	if b.group == nil && b.disk == nil {
-		return nil
-	}
-	if u, err := b.Usage(); err == nil {
+	u, ok, err := b.limits.Close()
+	if ok {
 		b.log.WithFields(u.Fields(b.cfg.Limits)).Info("payload usage")
 	}
-	var errs []error
-	if b.group != nil {
-		errs = append(errs, b.group.Remove())
-	}
-	if b.disk != nil {
-		errs = append(errs, b.disk.Close())
-	}
-	return errors.Join(errs...)
+	return err
 }
 
 // limitArgv wraps the command's argv so that it joins the group first: a
@@ -111,10 +68,10 @@ func (b *Box) closeLimits() error {
 // ExtraFiles), closes them and then runs the command in its place. It
 // returns argv unchanged and no files without a group.
 func (b *Box) limitArgv(argv []string) ([]string, []*os.File, error) {
-	if b.group == nil {
+	if b.limits.Group == nil {
 		return argv, nil, nil
 	}
-	fs, err := b.group.ProcsFiles()
+	fs, err := b.limits.Group.ProcsFiles()
 	if err != nil {
 		return nil, nil, err
 	}

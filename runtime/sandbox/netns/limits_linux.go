@@ -3,7 +3,6 @@
 package netns
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -26,33 +25,15 @@ import (
 // and the shim removes it: the payload never sees it.
 const cgroupFDsEnv = "__GVPN_CGROUP_FDS"
 
-// openLimits makes the disk and the cgroup; what the host cannot enforce
+// openLimits makes the cgroup and the disk; what the host cannot enforce
 // is kept for Unenforced. Called by create after the volumes and /tmp
 // exist and before the init starts (it must see the disk's binds).
 func (s *Sandbox) openLimits(l limits.Limits) error {
-	s.limits = l
-	if l.StorageBytes > 0 {
-		d, err := limits.OpenDisk(s.name, s.workdir, l.StorageBytes)
-		switch {
-		case errors.Is(err, limits.ErrNoDisk):
-			s.unenforced = append(s.unenforced, limits.Unenforced{Limit: "storage", Reason: err.Error()})
-		case err != nil:
-			return err
-		default:
-			s.disk = d
-			for _, rel := range diskDirs(s.volumes) {
-				if err := d.Bind(rel); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	g, un, err := limits.New(s.name, l)
+	set, err := limits.Open(s.name, s.workdir, l, diskDirs(s.volumes))
 	if err != nil {
 		return err
 	}
-	s.group = g
-	s.unenforced = append(s.unenforced, un...)
+	s.limits = set
 	return nil
 }
 
@@ -70,56 +51,33 @@ func diskDirs(vols volume.List) []string {
 
 // Unenforced lists the limits of Config.Limits this host could not
 // enforce (no controller, no permission, no loop device).
-func (s *Sandbox) Unenforced() []limits.Unenforced { return s.unenforced }
+func (s *Sandbox) Unenforced() []limits.Unenforced { return s.limits.Unenforced }
 
 // Limits are the limits the sandbox was opened with.
-func (s *Sandbox) Limits() limits.Limits { return s.limits }
+func (s *Sandbox) Limits() limits.Limits { return s.limits.Limits }
 
 // Usage is what the payload used so far: CPU, memory and processes from
 // its cgroup (zero without one), bytes on its disk.
-func (s *Sandbox) Usage() (limits.Usage, error) {
-	var u limits.Usage
-	var errs []error
-	if s.group != nil {
-		var err error
-		u, err = s.group.Usage()
-		errs = append(errs, err)
-	}
-	if s.disk != nil {
-		n, err := s.disk.Used()
-		u.DiskBytes = n
-		errs = append(errs, err)
-	}
-	return u, errors.Join(errs...)
-}
+func (s *Sandbox) Usage() (limits.Usage, error) { return s.limits.Usage() }
 
 // closeLimits logs what the payload used and removes the group and the
 // disk; after every process is gone (teardown) or the init was killed.
 func (s *Sandbox) closeLimits() error {
-	if s.group == nil && s.disk == nil {
-		return nil
+	u, ok, err := s.limits.Close()
+	if ok {
+		s.log.WithFields(u.Fields(s.limits.Limits)).Info("payload usage")
 	}
-	if u, err := s.Usage(); err == nil {
-		s.log.WithFields(u.Fields(s.limits)).Info("payload usage")
-	}
-	var errs []error
-	if s.group != nil {
-		errs = append(errs, s.group.Remove())
-	}
-	if s.disk != nil {
-		errs = append(errs, s.disk.Close())
-	}
-	return errors.Join(errs...)
+	return err
 }
 
 // cgroupFiles are the cgroup.procs files a new process must join (none
 // without a group) and the environment entry that names them, as the
 // shim will see them after the report pipe (fd 3).
 func (s *Sandbox) cgroupFiles() ([]*os.File, string, error) {
-	if s.group == nil {
+	if s.limits.Group == nil {
 		return nil, "", nil
 	}
-	fs, err := s.group.ProcsFiles()
+	fs, err := s.limits.Group.ProcsFiles()
 	if err != nil {
 		return nil, "", err
 	}

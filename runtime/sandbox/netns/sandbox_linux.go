@@ -129,10 +129,7 @@ type Sandbox struct {
 	holder     *exec.Cmd     // the namespaces' init, see holderMarker
 	holderDone chan struct{} // closed once the holder was reaped
 
-	limits     limits.Limits
-	group      *limits.Group // nil: no controller to enforce a limit
-	disk       *limits.Disk  // nil: no storage limit (or none possible)
-	unenforced []limits.Unenforced
+	limits *limits.Set // the payload's cgroup and disk (empty until create)
 
 	// life is held for reading by Start from its closed check until the
 	// process is registered, and for writing by Close to set closed: no
@@ -210,6 +207,7 @@ func Open(cfg Config) (*Sandbox, error) {
 		live:         make(map[uint64]*Process),
 		tracked:      make(map[*Process]struct{}),
 		stopped:      make(chan struct{}),
+		limits:       &limits.Set{},
 	}
 
 	if err := s.claim(); err != nil {
