@@ -14,6 +14,9 @@ import (
 // by the guest's size; its OOM killer acts inside the guest.
 const QEMUOverheadBytes = 256 << 20
 
+// qemuPids is the least pids limit on QEMU's cgroup.
+const qemuPids = 1024
+
 // tcgCacheMiB bounds QEMU's translation cache under TCG when memory is
 // limited (QEMU's default is 1 GiB, more than a small agreement).
 const tcgCacheMiB = 64
@@ -31,6 +34,11 @@ func sizeForLimits(cfg *Config) (limits.Limits, []string) {
 	}
 	if l.CPUCores > 0 {
 		cfg.CPUs = max(1, int(math.Ceil(l.CPUCores)))
+	}
+	// The payload's processes are the guest's; QEMU's own threads (its
+	// I/O pool alone may grow to 64) must not meet the payload's limit.
+	if l.Pids > 0 {
+		l.Pids = max(l.Pids, qemuPids)
 	}
 	var dirs []string
 	for _, v := range cfg.Volumes {

@@ -15,7 +15,7 @@ func TestSizeForLimits(t *testing.T) {
 	if cfg.MemoryMiB != 256 || cfg.CPUs != 2 {
 		t.Errorf("guest %d MiB, %d CPUs; want 256 MiB, 2 CPUs", cfg.MemoryMiB, cfg.CPUs)
 	}
-	if l.MemBytes != 256<<20+QEMUOverheadBytes || l.CPUCores != 1.5 || l.Pids != 64 {
+	if l.MemBytes != 256<<20+QEMUOverheadBytes || l.CPUCores != 1.5 || l.Pids != qemuPids {
 		t.Errorf("QEMU's cgroup limits %+v", l)
 	}
 	if !slices.Equal(dirs, []string{"vol-a"}) {
