@@ -31,6 +31,11 @@ func TestAgentLimits(t *testing.T) {
 	if !limits.Exists(name) {
 		t.Fatal("no cgroup for the agent sandbox")
 	}
+	// The command (and so the agent and the payload) sees the agreement,
+	// for a launcher that must pass it on (docker run --memory …).
+	if env := a.sh(t, ctx, "echo $GVPN_CPU_CORES $GVPN_MEMORY_BYTES $GVPN_PIDS_LIMIT $GVPN_STORAGE_BYTES"); env != "1 268435456 64 107374182\n" {
+		t.Errorf("the agent command's limit variables: %q", env)
+	}
 
 	ping, err := golemnet.StartPing(ctx, b.eu, "192.168.7.2", 100, "0.05")
 	if err != nil {

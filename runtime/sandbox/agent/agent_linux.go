@@ -739,6 +739,7 @@ func (b *Box) runCommand() error {
 	cmd.Dir = b.cfg.Dir
 	cmd.Env = append(os.Environ(), b.cfg.Env...)
 	cmd.Env = append(cmd.Env, EnvBridge+"="+b.cfg.Bridge.String(), EnvControl+"="+b.control.String())
+	cmd.Env = append(cmd.Env, limitEnv(b.cfg.Limits)...)
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	b.cmdMu.Lock()

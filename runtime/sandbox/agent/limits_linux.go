@@ -85,3 +85,32 @@ func (b *Box) limitArgv(argv []string) ([]string, []*os.File, error) {
 		strings.Join(join, " && "), strings.Join(closeFDs, " "))
 	return append([]string{"/bin/sh", "-c", script, "gvpn-limits"}, argv...), fs, nil
 }
+
+// The agreement's limits as the command's environment (set when the
+// agreement has them): a command whose payload is not its child — a
+// container a daemon starts (docker run) — escapes the command's cgroup
+// and must pass them on itself (docker run --cpus, --memory,
+// --pids-limit, a storage option).
+const (
+	EnvCPUCores     = "GVPN_CPU_CORES"
+	EnvMemoryBytes  = "GVPN_MEMORY_BYTES"
+	EnvPidsLimit    = "GVPN_PIDS_LIMIT"
+	EnvStorageBytes = "GVPN_STORAGE_BYTES"
+)
+
+func limitEnv(l limits.Limits) []string {
+	var env []string
+	if l.CPUCores > 0 {
+		env = append(env, EnvCPUCores+"="+strconv.FormatFloat(l.CPUCores, 'f', -1, 64))
+	}
+	if l.MemBytes > 0 {
+		env = append(env, EnvMemoryBytes+"="+strconv.FormatInt(l.MemBytes, 10))
+	}
+	if l.Pids > 0 {
+		env = append(env, EnvPidsLimit+"="+strconv.FormatInt(l.Pids, 10))
+	}
+	if l.StorageBytes > 0 {
+		env = append(env, EnvStorageBytes+"="+strconv.FormatInt(l.StorageBytes, 10))
+	}
+	return env
+}
