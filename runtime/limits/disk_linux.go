@@ -331,19 +331,31 @@ func SweepDisk(name string) error {
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
-	var rec diskRecord
-	if err := json.Unmarshal(b, &rec); err != nil || !filepath.IsAbs(rec.Workdir) {
+	rec, err := parseRecord(b)
+	if err != nil {
 		// Not ours to interpret: drop the record, touch nothing.
 		_ = os.Remove(filepath.Join(registryDir, name))
-		return fmt.Errorf("limits: bad disk record %s: %v", name, err)
+		return fmt.Errorf("limits: disk record %s: %w", name, err)
+	}
+	return undo(name, rec)
+}
+
+// parseRecord decodes a disk record: an absolute workdir and binds inside
+// it, or an error. Sweep unmounts what it names, so nothing else passes.
+func parseRecord(b []byte) (diskRecord, error) {
+	var rec diskRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return diskRecord{}, err
+	}
+	if !filepath.IsAbs(rec.Workdir) || filepath.Clean(rec.Workdir) != rec.Workdir {
+		return diskRecord{}, fmt.Errorf("workdir %q is not a clean absolute path", rec.Workdir)
 	}
 	for _, r := range rec.Binds {
 		if !filepath.IsLocal(r) {
-			_ = os.Remove(filepath.Join(registryDir, name))
-			return fmt.Errorf("limits: bad disk record %s: bind %q", name, r)
+			return diskRecord{}, fmt.Errorf("bind %q is not inside the workdir", r)
 		}
 	}
-	return undo(name, rec)
+	return rec, nil
 }
 
 // Sweep removes the group and the disk a runtime that died left under
