@@ -107,7 +107,8 @@ func missingV1() map[cgroup1.Name]bool {
 	return miss
 }
 
-// unenforced1 lists l's limits the missing controllers leave unenforced.
+// unenforced lists l's limits that missing reports unenforced, each
+// with its controller and why.
 func unenforced(l Limits, missing func(string) bool, why string) []Unenforced {
 	var un []Unenforced
 	if l.CPUCores > 0 && missing("cpu") {
