@@ -306,6 +306,16 @@ func JoinSelf(fs []*os.File) error {
 	return nil
 }
 
+// ResetOOMScore gives the calling process the kernel's default OOM score
+// adjustment (0), whatever it inherited: a runtime that protects itself
+// from the OOM killer (-1000) must not pass that on to the payload, whose
+// processes are then the only ones the kernel could kill in their group.
+// Errors are ignored: a process that cannot lower its score keeps a higher
+// one, which is fine.
+func ResetOOMScore() {
+	_ = os.WriteFile("/proc/self/oom_score_adj", []byte("0"), 0)
+}
+
 // Add moves the process pid into the group. Use it only for a process
 // that has not forked yet: children forked before stay where they were.
 func (g *Group) Add(pid int) error {

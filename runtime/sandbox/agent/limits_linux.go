@@ -81,7 +81,10 @@ func (b *Box) limitArgv(argv []string) ([]string, []*os.File, error) {
 		join = append(join, "echo 0 >&"+fd)
 		closeFDs = append(closeFDs, fd+">&-")
 	}
-	script := fmt.Sprintf(`{ %s; } || { echo "gvpn: cannot join the activity's cgroup" >&2; exit 125; }; exec %s; exec "$@"`,
+	// The command's OOM score goes back to the default: the runtime's
+	// protection from the OOM killer must not reach the payload (see
+	// limits.ResetOOMScore).
+	script := fmt.Sprintf(`{ %s; } || { echo "gvpn: cannot join the activity's cgroup" >&2; exit 125; }; exec %s; echo 0 >/proc/self/oom_score_adj 2>/dev/null; exec "$@"`,
 		strings.Join(join, " && "), strings.Join(closeFDs, " "))
 	return append([]string{"/bin/sh", "-c", script, "gvpn-limits"}, argv...), fs, nil
 }

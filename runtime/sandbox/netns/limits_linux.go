@@ -110,7 +110,11 @@ func joinCgroupFDs() error {
 			f.Close()
 		}
 	}()
-	return limits.JoinSelf(fs)
+	if err := limits.JoinSelf(fs); err != nil {
+		return err
+	}
+	limits.ResetOOMScore()
+	return nil
 }
 
 // withoutCgroupEnv drops a requestor's entry of the shim's variable.

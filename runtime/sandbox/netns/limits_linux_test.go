@@ -81,6 +81,17 @@ func TestLimitsCPU(t *testing.T) {
 // A memory hog is killed inside the sandbox; the sandbox (and the runtime
 // around it) goes on.
 func TestLimitsMemory(t *testing.T) {
+	// A runtime that protects itself from the OOM killer: its payload
+	// must not inherit that, or nothing in the group could be killed.
+	old, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("-1000"), 0); err != nil {
+		t.Logf("the test runtime keeps its OOM score (%v): no CAP_SYS_RESOURCE here", err)
+	} else {
+		t.Cleanup(func() { os.WriteFile("/proc/self/oom_score_adj", old, 0) })
+	}
 	s := openLimited(t)
 	// tail keeps the last 400 MiB of its input in memory: more than the
 	// 256 MiB limit.
@@ -94,6 +105,9 @@ func TestLimitsMemory(t *testing.T) {
 	}
 	if u.OOMKills == 0 || u.PeakMemBytes > uint64(agreement.MemBytes) {
 		t.Errorf("usage %+v: want an OOM kill and a peak within %d", u, agreement.MemBytes)
+	}
+	if r := run(t, s, sh(`cat /proc/self/oom_score_adj`)); r.stdout != "0\n" {
+		t.Errorf("payload oom_score_adj %q, want the default 0 whatever the runtime's", r.stdout)
 	}
 	if r := run(t, s, sh(`echo alive`)); r.stdout != "alive\n" {
 		t.Errorf("after the OOM kill: %q", r.stdout)
