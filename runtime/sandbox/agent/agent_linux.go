@@ -137,6 +137,10 @@ type Config struct {
 	// disk left under that name by a runtime that died is removed first.
 	LimitsName string
 	Limits     limits.Limits
+	// Granted is what the agreement said, for the usage logs, when the
+	// group's Limits differ from it (a VM's QEMU gets room of its own);
+	// zero means Limits.
+	Granted limits.Limits
 	// Workdir and DiskDirs: with a storage limit, the directories DiskDirs
 	// (relative to Workdir, existing) are put on the activity's disk.
 	Workdir  string

@@ -45,8 +45,14 @@ var ErrUnenforced = errors.New("agent sandbox: the agreement's limits cannot be 
 // payload) could not enforce.
 func (b *Box) Unenforced() []limits.Unenforced { return b.limits.Unenforced }
 
-// Limits are the limits the Box was opened with.
-func (b *Box) Limits() limits.Limits { return b.cfg.Limits }
+// Limits are what the agreement granted (Config.Granted, else
+// Config.Limits): what the usage is measured against.
+func (b *Box) Limits() limits.Limits {
+	if b.cfg.Granted != (limits.Limits{}) {
+		return b.cfg.Granted
+	}
+	return b.cfg.Limits
+}
 
 // Usage is what the command and everything it started used so far (for a
 // VM: QEMU, whose memory and CPU are the guest's), and the bytes on the
@@ -58,7 +64,7 @@ func (b *Box) Usage() (limits.Usage, error) { return b.limits.Usage() }
 func (b *Box) closeLimits() error {
 	u, ok, err := b.limits.Close()
 	if ok {
-		b.log.WithFields(u.Fields(b.cfg.Limits)).Info("payload usage")
+		b.log.WithFields(u.Fields(b.Limits())).Info("payload usage")
 	}
 	return err
 }

@@ -164,6 +164,7 @@ func open(ctx context.Context, cfg Config) (*agent.Box, error) {
 
 		LimitsName: cfg.LimitsName,
 		Limits:     groupLimits,
+		Granted:    cfg.Limits,
 		Workdir:    cfg.Workdir,
 		DiskDirs:   diskDirs,
 
