@@ -86,6 +86,10 @@ func TestVMLimits(t *testing.T) {
 	if limits.Exists(name) {
 		t.Error("QEMU's cgroup is left after Shutdown")
 	}
+	// The usage is logged against the agreement, not QEMU's larger limit.
+	if log := golemnet.RuntimeLog(vm.workdir); !strings.Contains(log, "payload usage") || !strings.Contains(log, "mem_bytes_granted=268435456") {
+		t.Error("no payload usage against the granted 256 MiB in the VM node's log")
+	}
 	if m, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(m), " "+vm.workdir+"/") {
 		t.Error("a mount under the VM's workdir is left after Shutdown")
 	}
