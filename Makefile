@@ -8,9 +8,11 @@ LDFLAGS   := -s -w -X github.com/gvpn/gvpn/runtime/cli.Version=$(VERSION) -X git
 BINARIES  := $(patsubst cmd/%,bin/%,$(wildcard cmd/*))
 PREFIX    ?= /usr/local
 FUZZTIME  ?= 30s
-# Debian packages the tests and the demo use for real payload traffic.
-DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin busybox-static
-DEB_CMDS  := ip ping iperf3 curl setcap busybox
+# Debian packages the tests and the demo use for real payload traffic,
+# busybox-static for image roots, and e2fsprogs: mkfs.ext4 makes the
+# activity's size-limited disk (--storage-gib).
+DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin busybox-static e2fsprogs
+DEB_CMDS  := ip ping iperf3 curl setcap busybox mkfs.ext4
 # What the VM sandbox and its tests need (and the netns image tests: mksquashfs): QEMU, dpkg-deb and apt-get download
 # for the guest image and a Debian task package, mksquashfs for that package.
 VM_DEPS   := qemu-system-x86 squashfs-tools
@@ -30,7 +32,7 @@ bin/%: FORCE
 
 FORCE:
 
-deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl, setcap, busybox-static for image roots)
+deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl, setcap, busybox-static, mkfs.ext4)
 	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(DEB_DEPS) (missing:$$missing)"; \

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/vsock"
@@ -20,7 +21,7 @@ import (
 // directory the netns sandbox would use for this workdir), runs
 // --agent-command and waits for the agent's hello. The command's output
 // (the agent's logs among it) goes to logOut with the runtime's log.
-func openAgentSandbox(o *Options, hostname string, logOut io.Writer, log *logrus.Entry) (*agent.Box, error) {
+func openAgentSandbox(o *Options, hostname string, lim limits.Limits, logOut io.Writer, log *logrus.Entry) (*agent.Box, error) {
 	if o.AgentCommand == "" {
 		return nil, fmt.Errorf("--sandbox agent needs --agent-command (the command that starts the payload with gvpn-agent inside)")
 	}
@@ -31,6 +32,12 @@ func openAgentSandbox(o *Options, hostname string, logOut io.Writer, log *logrus
 		NoVNetHdr: o.BridgePlain,
 		Output:    logOut,
 		Log:       log,
+
+		LimitsName: netns.NameFor(o.SandboxPrefix, o.Workdir),
+		Limits:     lim,
+		Workdir:    o.Workdir,
+
+		RequireLimits: o.RequireLimits,
 	}
 	if o.Bridge == "" {
 		dir := filepath.Join("/run/gvpn", netns.NameFor(o.SandboxPrefix, o.Workdir))

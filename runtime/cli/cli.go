@@ -34,6 +34,7 @@ import (
 	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/runtime/cmdflag"
 	"github.com/gvpn/gvpn/runtime/endpoint"
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/logs"
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
@@ -76,6 +77,11 @@ type Options struct {
 	// UnsafeVolumeLinks lets the netns sandbox start on a kernel that
 	// cannot make host volumes nosymfollow (see volume.List.MountHost).
 	UnsafeVolumeLinks bool
+
+	// The agreement's limits: what the host cannot enforce is fatal with
+	// RequireLimits, else a warning.
+	RequireLimits bool
+	PidsLimit     int64
 
 	// The sandbox kind and, for the agent sandbox, how to reach the payload.
 	Sandbox       string
@@ -159,7 +165,7 @@ var flagGroups = []cmdflag.Group{
 		"workdir", "w", "task-package", "cpu-cores", "mem-gib", "storage-gib", "volume-override",
 		"hostname", "vpn-endpoint", "inet-endpoint", "entrypoint"}},
 	{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
-		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "version"}},
+		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "require-limits", "pids-limit", "version"}},
 	{Title: "Sandbox settings", Names: []string{
 		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "unsafe-volume-links", "agent-command", "bridge", "bridge-control", "bridge-plain", "agent-timeout",
 		"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"}},
@@ -173,9 +179,9 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.StringVar(&o.Workdir, "workdir", "", "activity working `directory` (required by deploy and start)")
 	fs.StringVar(&o.Workdir, "w", "", "short for --workdir (a `directory`)")
 	fs.Var(&o.TaskPackages, "task-package", "`path` of the downloaded task package (accepted; gvpn runs no image, the\ndescriptor's --runtime-managed-image keeps the ExeUnit from needing one)")
-	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU `cores` from the agreement (checked, logged)")
-	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory in `GiB` from the agreement (checked, logged)")
-	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage in `GiB` from the agreement (checked, logged)")
+	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU `cores` from the agreement: the payload's CPU quota")
+	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory in `GiB` from the agreement: the payload's memory limit")
+	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage in `GiB` from the agreement: the size of the file system the payload writes to\n(volumes, /tmp)")
 	fs.StringVar(&o.VolumeOverride, "volume-override", "", "the Deploy command's volumes as `JSON`, e.g. {\"/golem/input\":{\"host\":{}},\"/scratch\":{\"ram\":{\"size\":\"1GiB\"}}};\ndeploy creates them in the workdir and lists the host ones as \"vols\" (/golem/work is always one)")
 	fs.StringVar(&o.Hostname, "hostname", "", "`hostname` of the payload (deploy remembers it for start)")
 	fs.StringVar(&o.VPNEndpoint, "vpn-endpoint", "", "`URL` of the ExeUnit's VPN data socket: udp://127.0.0.1:PORT (what the ExeUnit passes),\nunix://PATH, tcp-connect://IP:PORT or tcp-listen://IP:PORT; loopback only")
@@ -188,6 +194,8 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.StringVar(&o.TapName, "tap-name", netcfg.DefaultName, "`name` of the VPN interface inside the sandbox")
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 5*time.Minute, "`interval` at which the VPN counters are logged when they changed (0 = only on SIGUSR1\nand at teardown)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.RequireLimits, "require-limits", false, "refuse to start an activity (and fail `test`) when this host cannot enforce one of the\nagreement's limits (no cgroup controller, not root, no loop device); default: warn")
+	fs.Int64Var(&o.PidsLimit, "pids-limit", limits.DefaultPids, "most processes and threads a payload may have at once (0 = no limit); a `number`")
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host), vm (a QEMU\nguest the runtime boots, the task package as its root) or agent (a VM or container started by\n--agent-command, with gvpn-agent inside)")
 	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way)")
 	fs.BoolVar(&o.PayloadRoot, "payload-root", false, "netns sandbox: UNSAFE: run payload processes as root with the runtime's capabilities;\nonly for payloads you trust (the log and `test` say so)")
@@ -276,6 +284,12 @@ func (o *Options) validate() error {
 		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
 			return bad(flag, fmt.Errorf("%q is not a finite non-negative number", v))
 		}
+	}
+	if o.PidsLimit < 0 {
+		return bad("pids-limit", fmt.Errorf("%d is negative", o.PidsLimit))
+	}
+	if _, err := o.limits(); err != nil {
+		return err
 	}
 	if o.VolumeOverride != "" && !json.Valid([]byte(o.VolumeOverride)) {
 		return bad("volume-override", errors.New("not JSON"))
@@ -643,7 +657,8 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		log.Warn("--inet-endpoint given, but outbound internet (INET) is not supported; a CreateNetwork for INET will be refused")
 	}
 	log.WithFields(logrus.Fields{"workdir": o.Workdir, "vpn_endpoint": o.VPNEndpoint, "args": args,
-		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "version": Version, "pid": os.Getpid()}).Info("starting service")
+		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "storage_gib": o.StorageGiB, "version": Version, "pid": os.Getpid()}).Info("starting service")
+	lim, _ := o.limits() // checked by validate
 
 	var (
 		sbx      sandbox.Sandbox
@@ -660,33 +675,47 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 			warnRoot(log)
 		}
 		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
-			User: u, Root: root, Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks})
+			User: u, Root: root, Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks, Limits: lim})
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
+			return 1
+		}
+		if !o.checkEnforced(sb.Unenforced(), log) {
+			sb.Close()
 			return 1
 		}
 		log.WithFields(logrus.Fields{"netns": sb.Name(), "payload": describePayload(u, root), "vols": vols.Vols()}).Info("sandbox ready")
 		sbx, attacher = sb, sb
 	case "agent":
-		box, err := openAgentSandbox(o, hostname, logOut, log)
+		box, err := openAgentSandbox(o, hostname, lim, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the agent sandbox")
 			return 1
 		}
+		if !o.checkEnforced(box.Unenforced(), log) {
+			box.Close()
+			return 1
+		}
 		sbx, attacher = box, box
 	case "vm":
-		box, unmount, err := openVMSandbox(o, hostname, vols, logOut, log)
+		box, unmount, err := openVMSandbox(o, hostname, vols, lim, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the VM sandbox")
 			return 1
 		}
 		// Deferred before Serve returns, so after the service closed the box.
 		defer unmount()
+		if !o.checkEnforced(box.Unenforced(), log) {
+			box.Close()
+			return 1
+		}
 		sbx, attacher = box, box
 	default:
 		log.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox)
 		return 2
 	}
+	stopUsage := logUsage(sbx, o.StatsInterval, log)
+	defer stopUsage()
 	mgr := network.New(network.Options{
 		VPN:      vpn,
 		Endpoint: endpoint.Options{Local: o.LocalEndpoint},

@@ -35,7 +35,8 @@ type exeUnitDesc struct {
 // duration counters (golemsp prices every runtime on "CPU" and
 // "Duration", resolved against the counters' names), and
 // --runtime-managed-image (without it the ExeUnit fails Deploy when a
-// demand has no image, as gvpn's demands do).
+// demand has no image, as gvpn's demands do) and --runtime-managed-hardware
+// (without it the ExeUnit passes no limits to enforce).
 func TestShippedDescriptor(t *testing.T) {
 	b, err := os.ReadFile("../../docs/ya-runtime-gvpn.json")
 	if err != nil {
@@ -75,12 +76,13 @@ func TestShippedDescriptor(t *testing.T) {
 	}
 	// extra-args are ExeUnit flags; --runtime-arg values must be flags the
 	// runtime accepts.
-	managed := false
+	managed, hardware := false, false
 	for _, a := range d.ExtraArgs {
 		switch {
 		case a == "--runtime-managed-image":
 			managed = true
 		case a == "--cap-handoff" || a == "--runtime-managed-hardware":
+			hardware = true
 		case strings.HasPrefix(a, "--runtime-arg="):
 			if code, _, errOut := run(strings.TrimPrefix(a, "--runtime-arg="), "offer-template"); code != 0 {
 				t.Errorf("extra-arg %s: the runtime refuses it: %s", a, errOut)
@@ -91,5 +93,8 @@ func TestShippedDescriptor(t *testing.T) {
 	}
 	if !managed {
 		t.Error("extra-args lack --runtime-managed-image: the ExeUnit would fail Deploy for a demand without an image")
+	}
+	if !hardware {
+		t.Error("extra-args lack --runtime-managed-hardware: the ExeUnit would not pass the agreement's --cpu-cores, --mem-gib and --storage-gib, and the payload would run unlimited")
 	}
 }

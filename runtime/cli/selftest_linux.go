@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
@@ -66,6 +67,9 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 		}})
 	}
 	failed := 0
+	if !checkLimits(o, stderr) {
+		failed++
+	}
 	for _, c := range checks {
 		if err := c.run(); err != nil {
 			fmt.Fprintf(stderr, "gvpn-runtime test: FAIL %s: %v\n", c.name, err)
@@ -209,4 +213,26 @@ func selfPath() string {
 		return p
 	}
 	return "gvpn-runtime"
+}
+
+// checkLimits says which of the agreement's limits this host can enforce
+// (with the flags' limits, or a typical agreement when none are given) by
+// making a probe cgroup and disk. It fails only with --require-limits.
+func checkLimits(o *Options, stderr io.Writer) bool {
+	l, _ := o.limits() // checked by validate
+	if l.CPUCores == 0 && l.MemBytes == 0 && l.StorageBytes == 0 {
+		l = limits.Limits{CPUCores: 1, MemBytes: limits.GiB, Pids: o.PidsLimit, StorageBytes: limits.GiB}
+	}
+	un := limits.Check(l)
+	switch {
+	case len(un) == 0:
+		fmt.Fprintf(stderr, "gvpn-runtime test: ok   the agreement's limits are enforced (cgroup v%d: cpu, memory, pids; storage: a loop-mounted disk)\n", limits.Version())
+		return true
+	case o.RequireLimits:
+		fmt.Fprintf(stderr, "gvpn-runtime test: FAIL the agreement's limits (--require-limits): %s\n", limits.Describe(un))
+		return false
+	default:
+		fmt.Fprintf(stderr, "gvpn-runtime test: WARN not enforced on this host: %s\n", limits.Describe(un))
+		return true
+	}
 }

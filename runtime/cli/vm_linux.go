@@ -13,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
@@ -86,7 +87,7 @@ func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io
 //
 // The returned function unmounts the volumes' host-side mounts; call it
 // once the box is closed.
-func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writer, log *logrus.Entry) (*agent.Box, func(), error) {
+func openVMSandbox(o *Options, hostname string, vols volume.List, lim limits.Limits, stderr io.Writer, log *logrus.Entry) (*agent.Box, func(), error) {
 	if err := vols.Prepare(o.Workdir, os.Geteuid()); err != nil {
 		return nil, nil, err
 	}
@@ -98,6 +99,7 @@ func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writ
 	}
 	name := netns.NameFor(o.SandboxPrefix, o.Workdir)
 	cfg := vmConfig(o, name, hostname, shares, stderr, log)
+	cfg.Limits, cfg.LimitsName, cfg.Workdir, cfg.RequireLimits = lim, name, o.Workdir, o.RequireLimits
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	box, err := vm.Open(ctx, cfg)

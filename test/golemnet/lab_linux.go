@@ -20,6 +20,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 )
 
@@ -443,6 +444,11 @@ type NodeStatus struct {
 	// says how many reports arrived (0: none yet).
 	Runtime       api.VPNStats
 	RuntimeEvents int
+	// Payload is what the node's payload used, read from its cgroup and
+	// disk (nil without a cgroup); Granted the limits the lab's runtime
+	// arguments gave it.
+	Payload *limits.Usage
+	Granted limits.Limits
 }
 
 // Status returns a snapshot of every node, in order.
@@ -470,6 +476,13 @@ func (l *Lab) Status() []NodeStatus {
 			s.Alive = !n.ExeUnit.Exited()
 		}
 		s.Runtime, s.RuntimeEvents = n.RuntimeStats()
+		s.Granted = limits.FromArgs(l.cfg.RuntimeArgs)
+		if n.Netns != "" && limits.Exists(n.Netns) {
+			if u, err := limits.UsageOf(n.Netns); err == nil {
+				u.DiskBytes, _ = limits.DiskUsed(n.Workdir)
+				s.Payload = &u
+			}
+		}
 		out = append(out, s)
 	}
 	return out

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/golemnet"
@@ -168,6 +169,12 @@ func sandboxGone(t *testing.T, workdir string) {
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	if bytes.Contains(mounts, []byte(name)) {
 		t.Errorf("a mount of %s is left in the host's mount namespace", name)
+	}
+	if bytes.Contains(mounts, []byte(" "+workdir+"/")) {
+		t.Errorf("a mount under %s (the activity's disk) is left", workdir)
+	}
+	if limits.Exists(name) {
+		t.Errorf("the cgroup of %s is left after teardown", name)
 	}
 }
 

@@ -248,7 +248,8 @@ func TestUpExecStatusFaultAndCtrlC(t *testing.T) {
 	privtest.RequireRoot(t)
 	stateDir := t.TempDir()
 	logDir := t.TempDir()
-	up := lab("up", "--nodes", "2", "--sandbox-prefix", testPrefix, "--state-dir", stateDir, "--log-dir", logDir)
+	up := lab("up", "--nodes", "2", "--sandbox-prefix", testPrefix, "--state-dir", stateDir, "--log-dir", logDir,
+		"--runtime-arg=--mem-gib=0.5", "--runtime-arg=--cpu-cores=1")
 	var upErr bytes.Buffer
 	up.Stderr = &upErr
 	out, err := up.StdoutPipe()
@@ -376,8 +377,12 @@ func TestUpExecStatusFaultAndCtrlC(t *testing.T) {
 		if !n.Alive || n.RuntimePid == 0 || n.Hub.RxFrames == 0 || n.Hub.Drops["cut"]+n.Hub.TxFrames == 0 || n.Fault.Cut {
 			t.Errorf("status of %s: %+v", n.Name, n)
 		}
+		// The payload's usage, against the agreement the lab passed.
+		if p := n.Payload; p == nil || p.MemBytes != 512<<20 || p.CPUCores != 1 || p.CPUSeconds <= 0 || p.PeakMemBytes == 0 {
+			t.Errorf("payload usage of %s: %+v", n.Name, p)
+		}
 	}
-	if stdout, _, code = runLab(t, lab(append([]string{"status"}, sd...)...)); code != 0 || !strings.Contains(stdout, "HUB RX") {
+	if stdout, _, code = runLab(t, lab(append([]string{"status"}, sd...)...)); code != 0 || !strings.Contains(stdout, "HUB RX") || !strings.Contains(stdout, "PEAK MEMORY") {
 		t.Errorf("status table: exit %d\n%s", code, stdout)
 	}
 

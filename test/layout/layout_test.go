@@ -126,6 +126,10 @@ var rules = []rule{
 		why: "attaching an image file to a loop device is a leaf: the netns sandbox's init uses it, it knows nothing of sandboxes",
 	},
 	{
+		pkgs: []string{"runtime/limits"}, allow: []string{}, tests: true,
+		why: "the payload's cgroup and disk are used by every sandbox kind, so they depend on nothing of the module",
+	},
+	{
 		pkgs: []string{"runtime/link/linktest"}, allow: []string{"runtime/link"},
 		why: "the link test kit is imported by every data-plane test, so it may depend on the link contract only",
 	},

@@ -67,6 +67,8 @@ type nodeOpts struct {
 	initrd      string
 	taskPackage string
 	bridge      string // --vm-bridge
+	// runtimeArgs are added to the runtime's flags (the agreement's).
+	runtimeArgs []string
 }
 
 // startHub starts the hub with the nodes registered.
@@ -114,6 +116,7 @@ func (n *node) start(t *testing.T, o nodeOpts) {
 		}
 		n.sockDir = filepath.Join("/run/gvpn", netns.NameFor(nsPrefix, n.workdir))
 	}
+	args = append(args, o.runtimeArgs...)
 	cfg := golemnet.ExeUnitConfig{
 		Runtime:     runtimeBin,
 		Workdir:     n.workdir,

@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/netcfg"
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/link"
 	"github.com/gvpn/gvpn/runtime/offload"
 	"github.com/gvpn/gvpn/runtime/owner"
@@ -130,6 +131,23 @@ type Config struct {
 	Output io.Writer
 	// Log receives the Box's logs; nil discards them.
 	Log *logrus.Entry
+
+	// LimitsName, when set, names the activity's cgroup (and disk) that
+	// the command runs in, with Limits (see package limits); a group or
+	// disk left under that name by a runtime that died is removed first.
+	LimitsName string
+	Limits     limits.Limits
+	// Granted is what the agreement said, for the usage logs, when the
+	// group's Limits differ from it (a VM's QEMU gets room of its own);
+	// zero means Limits.
+	Granted limits.Limits
+	// Workdir and DiskDirs: with a storage limit, the directories DiskDirs
+	// (relative to Workdir, existing) are put on the activity's disk.
+	Workdir  string
+	DiskDirs []string
+	// RequireLimits makes Open fail, before the command runs, when a limit
+	// cannot be enforced.
+	RequireLimits bool
 }
 
 // Box is a running agent sandbox. Its methods are safe for concurrent use.
@@ -165,6 +183,8 @@ type Box struct {
 	cmdMu     sync.Mutex
 	cmd       *exec.Cmd // the running command, nil between runs
 	cmdDone   chan struct{}
+
+	limits *limits.Set // the command's cgroup and disk; empty without LimitsName
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -227,6 +247,7 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 		procs:     make(map[uint64]*process),
 		hello:     make(chan struct{}),
 		cmdExited: make(chan error, 1),
+		limits:    &limits.Set{},
 	}
 	b.stopCtx, b.stop = context.WithCancel(context.Background())
 	b.stopping = b.stopCtx.Done()
@@ -239,6 +260,9 @@ func Open(ctx context.Context, cfg Config) (*Box, error) {
 	fail := func(err error) (*Box, error) {
 		b.Close()
 		return nil, err
+	}
+	if err := b.openLimits(); err != nil {
+		return fail(err)
 	}
 	var err error
 	if b.data, err = vsock.ListenAcceptor(cfg.Bridge, b.log, vsock.WithVNetHdr()); err != nil {
@@ -514,6 +538,9 @@ func (b *Box) teardown() error {
 	}
 	b.wg.Wait()
 	b.finishAll("the sandbox closed")
+	if err := b.closeLimits(); err != nil {
+		errs = append(errs, fmt.Errorf("agent sandbox: %w", err))
+	}
 	if b.ownDir {
 		if err := os.RemoveAll(b.cfg.SocketDir); err != nil {
 			errs = append(errs, fmt.Errorf("agent sandbox: remove %s: %w", b.cfg.SocketDir, err))
@@ -698,13 +725,27 @@ func (b *Box) runCommand() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("/bin/sh", "-c", b.cfg.Command)
+	argv := []string{"/bin/sh", "-c", b.cfg.Command}
 	if len(b.cfg.Argv) > 0 {
-		cmd = exec.Command(b.cfg.Argv[0], b.cfg.Argv[1:]...)
+		argv = b.cfg.Argv
 	}
+	argv, cgFiles, err := b.limitArgv(argv)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return err
+	}
+	defer func() {
+		for _, f := range cgFiles {
+			f.Close()
+		}
+	}()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.ExtraFiles = cgFiles
 	cmd.Dir = b.cfg.Dir
 	cmd.Env = append(os.Environ(), b.cfg.Env...)
 	cmd.Env = append(cmd.Env, EnvBridge+"="+b.cfg.Bridge.String(), EnvControl+"="+b.control.String())
+	cmd.Env = append(cmd.Env, limitEnv(b.cfg.Limits)...)
 	cmd.Stdout, cmd.Stderr = w, w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	b.cmdMu.Lock()

@@ -15,8 +15,13 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox"
+	"github.com/gvpn/gvpn/runtime/volume"
 )
+
+// crashVolumes are the crash helper's: the default volume, on its disk.
+var crashVolumes, _ = volume.Plan("")
 
 // crashHelperEnv makes the test binary act as a runtime that opens a
 // sandbox, starts processes in it and then waits to be SIGKILLed.
@@ -79,7 +84,9 @@ func useStaticShim(t *testing.T) string {
 // (setsid, own session, output to /dev/null) and a direct child are
 // running in a sandbox for workdir, then blocks until killed.
 func crashHelper(workdir string) int {
-	cfg := Config{Workdir: workdir, NamePrefix: testPrefix}
+	// With limits: the sweep must also remove the cgroup and the disk.
+	cfg := Config{Workdir: workdir, NamePrefix: testPrefix, Volumes: crashVolumes,
+		Limits: limits.Limits{MemBytes: 256 << 20, Pids: 64, StorageBytes: 16 << 20}}
 	if bin := os.Getenv(shimEnv); bin != "" {
 		if err := UseShimBinary(bin); err != nil {
 			fmt.Fprintln(os.Stderr, "crash helper:", err)

@@ -76,7 +76,7 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if dir == "" {
 		dir = s.dir
 	}
-	env := payloadEnv(spec.Env)
+	env := payloadEnv(withoutCgroupEnv(spec.Env))
 	mode := shimHost
 	switch {
 	case s.root:
@@ -108,17 +108,25 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	outR, outW, err1 := pipe()
 	errR, errW, err2 := pipe()
 	repR, repW, err3 := pipe()
-	if err := errors.Join(err1, err2, err3); err != nil {
+	cgFiles, cgEnv, err4 := s.cgroupFiles()
+	files = append(files, cgFiles...)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("%w: pipes: %v", sandbox.ErrSetup, err)
+	}
+	if cgEnv != "" {
+		env = append([]string{cgEnv}, env...)
 	}
 
 	// The starter's thread is in the sandbox's namespaces already; the
 	// shim drops privileges, changes to dir and execs.
-	path, extra := "/proc/self/exe", []*os.File{repW}
+	// fd 3 is the report pipe, the cgroup.procs files follow (see
+	// cgroupFiles), then the static shim where there is one.
+	path, extra := "/proc/self/exe", append([]*os.File{repW}, cgFiles...)
 	if s.shim != nil {
-		// The child's fd 4: the image's root has no path to it.
-		path, extra = "/proc/self/fd/4", append(extra, s.shim)
+		// The image's root has no path to it but this descriptor.
+		fd := shimReportFD + len(extra)
+		path, extra = "/proc/self/fd/"+strconv.Itoa(fd), append(extra, s.shim)
 	}
 	cmd := &exec.Cmd{
 		Path:       path,
@@ -138,6 +146,9 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	outW.Close()
 	errW.Close()
 	repW.Close()
+	for _, f := range cgFiles {
+		f.Close()
+	}
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("%w: start %s in %s: %v", sandbox.ErrSetup, spec.Bin, dir, err)

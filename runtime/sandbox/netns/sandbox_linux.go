@@ -24,6 +24,7 @@ import (
 
 	"github.com/gvpn/gvpn/netcfg"
 	"github.com/gvpn/gvpn/netcfg/nsthread"
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/volume"
@@ -98,6 +99,12 @@ type Config struct {
 	// its output pipes to reach EOF; see Process.Stream. Zero means
 	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// Limits are the agreement's: every payload process runs in the
+	// sandbox's cgroup with its CPU, memory and pids limits, and with
+	// StorageBytes the volumes and /tmp are on a disk of that size (see
+	// package limits). What the host cannot enforce is listed by
+	// Unenforced; the zero value limits nothing.
+	Limits limits.Limits
 }
 
 // RootFS is an image that is the payload's root file system. Exactly one
@@ -201,6 +208,8 @@ type Sandbox struct {
 	holder     *exec.Cmd     // the namespaces' init, see holderMarker
 	holderDone chan struct{} // closed once the holder was reaped
 
+	limits *limits.Set // the payload's cgroup and disk (empty until create)
+
 	// life is held for reading by Start from its closed check until the
 	// process is registered, and for writing by Close to set closed: no
 	// process can appear after Close has begun.
@@ -298,12 +307,13 @@ func Open(cfg Config) (*Sandbox, error) {
 		live:         make(map[uint64]*Process),
 		tracked:      make(map[*Process]struct{}),
 		stopped:      make(chan struct{}),
+		limits:       &limits.Set{},
 	}
 
 	if err := s.claim(); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", name, err)
 	}
-	if err := s.create(); err != nil {
+	if err := s.create(cfg.Limits); err != nil {
 		s.destroy()
 		return nil, fmt.Errorf("sandbox %s: %w", name, err)
 	}
@@ -369,7 +379,7 @@ const TmpDirName = "gvpn-tmp"
 // files, prepares /tmp and the volumes, starts the holder and the thread
 // that forks processes inside the namespaces. On error the caller runs
 // destroy.
-func (s *Sandbox) create() error {
+func (s *Sandbox) create(l limits.Limits) error {
 	if err := os.WriteFile(filepath.Join(s.runDir, workdirFile), []byte(s.workdir), 0o600); err != nil {
 		return fmt.Errorf("workdir record: %w", err)
 	}
@@ -384,6 +394,19 @@ func (s *Sandbox) create() error {
 	if err := s.volumes.Prepare(s.workdir, uid); err != nil {
 		return err
 	}
+	if s.rootfs != nil {
+		if err := s.makeLayer(); err != nil {
+			return err
+		}
+	}
+	if err := makeTmp(s.tmpDir); err != nil {
+		return err
+	}
+	// The size-limited disk goes under the volumes, /tmp and the layer
+	// first; the nosymfollow mounts of the host volumes then go on top.
+	if err := s.openLimits(l); err != nil {
+		return err
+	}
 	// Before the holder starts, so that its bind mounts of the volumes
 	// come from these (it clears nosymfollow for the payload's view).
 	mounts, err := s.volumes.MountHost(s.workdir, filepath.Join(s.runDir, volume.MountsRecord))
@@ -394,20 +417,12 @@ func (s *Sandbox) create() error {
 		return err
 	}
 	s.mounts = mounts
-	if s.rootfs != nil {
-		if err := s.makeLayer(); err != nil {
-			return err
+	if s.rootfs != nil && s.userns {
+		f, err := newUserns(s.ids)
+		if err != nil {
+			return fmt.Errorf("user namespace for the image: %w", err)
 		}
-		if s.userns {
-			f, err := newUserns(s.ids)
-			if err != nil {
-				return fmt.Errorf("user namespace for the image: %w", err)
-			}
-			s.usernsFile = f
-		}
-	}
-	if err := makeTmp(s.tmpDir); err != nil {
-		return err
+		s.usernsFile = f
 	}
 	ns, err := nsthread.NewNamed(s.name)
 	if err != nil {
@@ -869,6 +884,14 @@ func (s *Sandbox) destroy() error {
 			errs = append(errs, fmt.Errorf("sandbox %s: the sandbox init survived SIGKILL", s.name))
 		}
 	}
+	// The nosymfollow mounts sit on the disk's binds: they go first.
+	if err := s.mounts.Unmount(); err != nil {
+		errs = append(errs, fmt.Errorf("sandbox %s: %w", s.name, err))
+	}
+	// The disk goes before the payload's /tmp, which is one of its binds.
+	if err := s.closeLimits(); err != nil {
+		errs = append(errs, fmt.Errorf("sandbox %s: %w", s.name, err))
+	}
 	if s.ns.IsOpen() {
 		if err := s.ns.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close netns handle: %w", err))
@@ -876,9 +899,6 @@ func (s *Sandbox) destroy() error {
 		if err := nsthread.DeleteNamed(s.name); err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: delete netns: %w", s.name, err))
 		}
-	}
-	if err := s.mounts.Unmount(); err != nil {
-		errs = append(errs, fmt.Errorf("sandbox %s: %w", s.name, err))
 	}
 	if err := os.RemoveAll(s.runDir); err != nil {
 		errs = append(errs, fmt.Errorf("sandbox %s: remove %s: %w", s.name, s.runDir, err))
@@ -935,12 +955,18 @@ func cleanupName(name string, log *logrus.Entry) (found bool, err error) {
 		}
 	}
 	dir := filepath.Join(runDir, name)
+	// The dead runtime's nosymfollow volume mounts, which sit on the
+	// disk's binds, before the disk and before the record goes.
+	if err := volume.UnmountRecorded(filepath.Join(dir, volume.MountsRecord)); err != nil {
+		return found, fmt.Errorf("stale sandbox %s: %w", name, err)
+	}
+	// The cgroup and the disk are named like the sandbox; its processes
+	// are dead now.
+	if err := limits.Sweep(name); err != nil {
+		return found, fmt.Errorf("stale sandbox limits: %w", err)
+	}
 	if _, err := os.Lstat(dir); err == nil {
 		found = true
-		// The dead runtime's volume mounts, before the record goes.
-		if err := volume.UnmountRecorded(filepath.Join(dir, volume.MountsRecord)); err != nil {
-			return found, fmt.Errorf("stale sandbox %s: %w", name, err)
-		}
 		if err := cleanupWorkdir(name, dir); err != nil {
 			return found, err
 		}

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/test/privtest"
@@ -69,6 +70,9 @@ func assertGone(t *testing.T, name string) {
 	}
 	if slices.Contains(names, name) {
 		t.Errorf("List still has %s: %v", name, names)
+	}
+	if limits.Exists(name) {
+		t.Errorf("the cgroup of %s is left", name)
 	}
 }
 

@@ -147,6 +147,11 @@ func runShim(args []string, stage bool) int {
 		return code
 	}
 
+	// The cgroup first, while still privileged, and before anything of
+	// the payload runs (see limits_linux.go).
+	if err := joinCgroupFDs(); err != nil {
+		return fail(kindSetup, exitNoExec, "join the activity's cgroup: %v", err)
+	}
 	spec, err := parseShimArgs(args)
 	if err != nil {
 		return fail(kindSetup, exitNoExec, "%v", err)

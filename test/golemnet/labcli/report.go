@@ -33,6 +33,10 @@ type NodeJSON struct {
 	Hub HubJSON `json:"hub"`
 	// Runtime is the runtime's last VPN report; null until it sent one.
 	Runtime *api.VPNStats `json:"runtime"`
+	// Payload is what the node's payload used (its cgroup and disk), with
+	// what the agreement (the lab's runtime arguments) granted; null
+	// without a cgroup.
+	Payload *PayloadJSON `json:"payload,omitempty"`
 	// Docker is the node's container in a Docker lab (up --docker).
 	Docker *NodeDockerJSON `json:"docker,omitempty"`
 }
@@ -112,6 +116,46 @@ type StatusJSON struct {
 	Docker *LabDockerJSON `json:"docker,omitempty"`
 }
 
+// PayloadJSON is a node's payload usage against its grant (0 granted: no
+// limit).
+type PayloadJSON struct {
+	CPUSeconds   float64 `json:"cpu_seconds"`
+	CPUCores     float64 `json:"cpu_cores_granted"`
+	PeakMemBytes uint64  `json:"mem_peak_bytes"`
+	MemBytes     int64   `json:"mem_bytes_granted"`
+	OOMKills     uint64  `json:"oom_kills"`
+	Pids         uint64  `json:"pids"`
+	DiskBytes    uint64  `json:"disk_bytes"`
+	StorageBytes int64   `json:"disk_bytes_granted"`
+}
+
+// writePayloads prints each node's payload usage against its grant.
+func writePayloads(w io.Writer, nodes []NodeJSON) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PAYLOAD\tCPU SECONDS (cores)\tPEAK MEMORY (granted)\tOOM KILLS\tPROCESSES\tDISK (granted)")
+	for _, n := range nodes {
+		p := n.Payload
+		if p == nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\n", n.Name)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%.1f (%s)\t%s (%s)\t%d\t%d\t%s (%s)\n", n.Name,
+			p.CPUSeconds, granted(p.CPUCores > 0, fmt.Sprintf("%g", p.CPUCores)),
+			mib(p.PeakMemBytes), granted(p.MemBytes > 0, mib(uint64(p.MemBytes))), p.OOMKills, p.Pids,
+			mib(p.DiskBytes), granted(p.StorageBytes > 0, mib(uint64(p.StorageBytes))))
+	}
+	tw.Flush()
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func granted(ok bool, s string) string {
+	if !ok {
+		return "no limit"
+	}
+	return s
+}
+
 func writeStatus(w io.Writer, st StatusJSON) {
 	fmt.Fprintf(w, "lab of gvpn-lab up (pid %d): %d node%s on %s, up %s\nruntime logs: %s\n\n",
 		st.Pid, len(st.Nodes), pluralS(len(st.Nodes)), st.Network, time.Since(st.Started).Round(time.Second), st.Logs)
@@ -150,6 +194,8 @@ func writeStatus(w io.Writer, st StatusJSON) {
 		fmt.Fprintln(w)
 	}
 	writeCounters(w, st.Nodes)
+	fmt.Fprintln(w)
+	writePayloads(w, st.Nodes)
 }
 
 // writeCounters prints frames and drops per node, from the hub and from

@@ -341,6 +341,11 @@ func nodesJSON(st []golemnet.NodeStatus) []NodeJSON {
 			r := s.Runtime
 			n.Runtime = &r
 		}
+		if u := s.Payload; u != nil {
+			n.Payload = &PayloadJSON{CPUSeconds: u.CPUSeconds, CPUCores: s.Granted.CPUCores,
+				PeakMemBytes: u.PeakMemBytes, MemBytes: s.Granted.MemBytes, OOMKills: u.OOMKills, Pids: u.Pids,
+				DiskBytes: u.DiskBytes, StorageBytes: s.Granted.StorageBytes}
+		}
 		out = append(out, n)
 	}
 	return out

@@ -35,7 +35,7 @@ const (
 func qemuArgs(cfg Config, b bridge, accel string) []string {
 	args := []string{
 		"-name", qemuEscape(cfg.Name),
-		"-accel", accel,
+		"-accel", accelArg(cfg, accel),
 		"-m", strconv.Itoa(cfg.MemoryMiB),
 		"-smp", strconv.Itoa(cfg.CPUs),
 		"-nodefaults", "-no-user-config",
@@ -153,4 +153,13 @@ func checkGuestPath(p string) error {
 		}
 	}
 	return nil
+}
+
+// accelArg is -accel's value: under TCG with a memory limit, the
+// translation cache is held to tcgCacheMiB so that QEMU fits its cgroup.
+func accelArg(cfg Config, accel string) string {
+	if accel == "tcg" && cfg.Limits.MemBytes > 0 {
+		return accel + ",tb-size=" + strconv.Itoa(tcgCacheMiB)
+	}
+	return accel
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent"
 )
 
@@ -64,6 +65,17 @@ type Config struct {
 	Console io.Writer
 	// Log receives the sandbox's logs; nil discards them.
 	Log *logrus.Entry
+
+	// Limits are the agreement's: with memory or CPU given, they size the
+	// guest (MemoryMiB, CPUs) and QEMU runs in the activity's cgroup
+	// LimitsName (see sizeForLimits); with storage, the volumes under
+	// Workdir are on the activity's disk. LimitsName empty: no cgroup.
+	Limits     limits.Limits
+	LimitsName string
+	Workdir    string
+	// RequireLimits: Open fails, before QEMU runs, when a limit cannot be
+	// enforced.
+	RequireLimits bool
 }
 
 // Open checks cfg, starts QEMU and returns the sandbox at once, while the
@@ -107,6 +119,7 @@ func defaults(cfg *Config) {
 }
 
 func open(ctx context.Context, cfg Config) (*agent.Box, error) {
+	groupLimits, diskDirs := sizeForLimits(&cfg)
 	var b bridge
 	switch cfg.Bridge {
 	case BridgeVsock:
@@ -148,6 +161,14 @@ func open(ctx context.Context, cfg Config) (*agent.Box, error) {
 		Timeout:   cfg.Timeout,
 		Output:    cfg.Console,
 		Log:       cfg.Log,
+
+		LimitsName: cfg.LimitsName,
+		Limits:     groupLimits,
+		Granted:    cfg.Limits,
+		Workdir:    cfg.Workdir,
+		DiskDirs:   diskDirs,
+
+		RequireLimits: cfg.RequireLimits,
 	})
 }
 
