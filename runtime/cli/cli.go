@@ -96,6 +96,7 @@ type Options struct {
 	VMBridge string
 
 	agentTimeoutSet bool // --agent-timeout was given
+	payloadUserSet  bool // --payload-user was given
 }
 
 type multiFlag []string
@@ -184,7 +185,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.DurationVar(&o.StatsInterval, "stats-interval", 5*time.Minute, "`interval` at which the VPN counters are logged when they changed (0 = only on SIGUSR1\nand at teardown)")
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host), vm (a QEMU\nguest the runtime boots, the task package as its root) or agent (a VM or container started by\n--agent-command, with gvpn-agent inside)")
-	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way)")
+	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way). A runtime that cannot switch users (not\nroot, e.g. with file capabilities) runs them as its own user unless this is given")
 	fs.BoolVar(&o.PayloadRoot, "payload-root", false, "netns sandbox: UNSAFE: run payload processes as root with the runtime's capabilities;\nonly for payloads you trust (the log and `test` say so)")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "`prefix` of the sandbox network namespace names")
 	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
@@ -322,7 +323,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, cmdflag.Explain(prog, err))
 		return 2
 	}
-	fs.Visit(func(f *flag.Flag) { o.agentTimeoutSet = o.agentTimeoutSet || f.Name == "agent-timeout" })
+	fs.Visit(func(f *flag.Flag) {
+		o.agentTimeoutSet = o.agentTimeoutSet || f.Name == "agent-timeout"
+		o.payloadUserSet = o.payloadUserSet || f.Name == "payload-user"
+	})
 	if o.ShowVersion {
 		fmt.Fprintln(stdout, prog, Version)
 		return 0
@@ -344,6 +348,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 2
+	}
+	if withFileCapabilities() {
+		if err := checkCallerPaths(o); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+			return 2
+		}
 	}
 	logs, err := openLog(o, cmd, stderr)
 	if err != nil {
