@@ -410,7 +410,10 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 		var w io.Writer
 		// Mkdir, not MkdirAll: a missing workdir is deploy's error to
 		// report, not something to create.
-		if err := os.Mkdir(filepath.Join(o.Workdir, api.LogDir), 0o750); err == nil || errors.Is(err, os.ErrExist) {
+		// Nor through a symbolic link: the log directory and file must be
+		// what they seem (see writeFileNoFollow).
+		logDir := filepath.Join(o.Workdir, api.LogDir)
+		if err := os.Mkdir(logDir, 0o750); (err == nil || errors.Is(err, os.ErrExist)) && realDir(logDir) && notALink(api.LogPath(o.Workdir)) {
 			lj := &lumberjack.Logger{Filename: api.LogPath(o.Workdir), MaxSize: logMaxMB, MaxBackups: logMaxBackups}
 			w, sink.file = lj, lj
 		}
@@ -531,7 +534,7 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 		return fail("cannot create the volumes in the activity's work directory", err)
 	}
 	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Volumes: vols, Version: Version})
-	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
+	if err := writeFileNoFollow(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
 		return fail("cannot record the deployment in the activity's work directory", err)
 	}
 	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname, "vols": vols.Vols()}).Info("deployed")
@@ -590,7 +593,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 	sweep(o, log)
 	hostname := o.Hostname
 	var vols volume.List
-	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {
+	if b, err := readFileNoFollow(filepath.Join(o.Workdir, deploymentFile)); err == nil {
 		var d deployment
 		if json.Unmarshal(b, &d) == nil {
 			if hostname == "" {

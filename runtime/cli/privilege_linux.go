@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -128,4 +129,44 @@ func checkCallerPaths(o *Options) error {
 			o.Workdir, st.Uid, uid)
 	}
 	return nil
+}
+
+// The runtime's own files in the workdir are opened without following a
+// symbolic link in their last component: the workdir belongs to the
+// ExeUnit's user, and a runtime with CAP_DAC_OVERRIDE must not write (or
+// read) through a link planted there to a file that user cannot reach.
+
+// writeFileNoFollow replaces the contents of path (created with perm).
+func writeFileNoFollow(path string, b []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// readFileNoFollow reads path, refusing a symbolic link.
+func readFileNoFollow(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 1<<20))
+}
+
+// realDir says whether path is a directory itself, not a link to one.
+func realDir(path string) bool {
+	fi, err := os.Lstat(path)
+	return err == nil && fi.IsDir()
+}
+
+// notALink says whether path is missing or a regular file.
+func notALink(path string) bool {
+	fi, err := os.Lstat(path)
+	return errors.Is(err, os.ErrNotExist) || (err == nil && fi.Mode().IsRegular())
 }

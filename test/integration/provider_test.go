@@ -28,7 +28,8 @@ const providerUID = 64123
 // run as that user and the line says so; a user outside the group cannot
 // execute it at all; and what the caller names is used only if the caller
 // could use it itself: a workdir of another user and a task package it
-// cannot read are refused, naming the flag, before anything is written.
+// cannot read are refused, naming the flag, before anything is written, and
+// links planted in its own workdir do not lead the runtime's writes out of it.
 func TestNonRootProvider(t *testing.T) {
 	privtest.RequireRoot(t)
 	for _, c := range []string{"setcap", "getcap", "make"} {
@@ -144,6 +145,35 @@ func TestNonRootProvider(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(foreign); len(left) > 0 {
 		t.Errorf("the refused deploy wrote into another user's workdir: %v", left)
+	}
+
+	// Links the caller plants in its own workdir lead nowhere: the runtime
+	// does not write its files through them with CAP_DAC_OVERRIDE.
+	rootDir := filepath.Join(plugins, "root-dir")
+	if err := os.Mkdir(rootDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"gvpn-deployment.json": secret, "logs": rootDir} {
+		if err := os.Symlink(target, filepath.Join(own, name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(filepath.Join(own, name), providerUID, providerUID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, out, err := asUser(providerUID, "--sandbox-prefix", testPrefix, "--workdir", own, "deploy", "--"); err != nil || code == 0 {
+		t.Errorf("deploy with gvpn-deployment.json linked to a root-only file: exit %d, %v, %s; want a failure", code, err, out)
+	}
+	if b, _ := os.ReadFile(secret); string(b) != "not yours" {
+		t.Errorf("the runtime wrote through a link in the workdir into a root-only file: %q", b)
+	}
+	if left, _ := os.ReadDir(rootDir); len(left) > 0 {
+		t.Errorf("the runtime logged through a link in the workdir into a root-only directory: %v", left)
+	}
+	for _, name := range []string{"gvpn-deployment.json", "logs"} {
+		if err := os.Remove(filepath.Join(own, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if code, out, err := asUser(providerUID, "--sandbox-prefix", testPrefix, "--workdir", own, "deploy", "--"); err != nil || code != 0 {
 		t.Errorf("deploy in the provider's own workdir: exit %d, %v\n%s", code, err, out)
