@@ -110,6 +110,26 @@ func TestNonRootProvider(t *testing.T) {
 		t.Errorf("--payload-user nobody as uid %d: exit %d; want a FAIL line naming the flag and the fix:\n%s", providerUID, code, out)
 	}
 
+	// Without the capabilities, test names the failed check and the fix, and
+	// says what a failing test does to the provider.
+	plain := filepath.Join(plugins, "gvpn-runtime-plain")
+	b, err := os.ReadFile(runtimeBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(plain, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, plain, "--sandbox-prefix", testPrefix, "test")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: providerUID, Gid: providerUID, Groups: []uint32{}}}
+	failed, _ := cmd.CombinedOutput()
+	for _, want := range []string{"FAIL privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_DAC_OVERRIDE): missing CAP_NET_ADMIN",
+		"to fix: run the provider as root, or give the binary file capabilities", "ya-provider stops every runtime"} {
+		if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(string(failed), want) {
+			t.Errorf("test without capabilities: exit %d, output lacks %q:\n%s", cmd.ProcessState.ExitCode(), want, failed)
+		}
+	}
+
 	// Paths: a workdir of someone else (root's, though writable by all), a
 	// task package the caller cannot read, then its own workdir.
 	foreign := filepath.Join(plugins, "root-activity")
