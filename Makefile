@@ -18,7 +18,7 @@ DEB_CMDS  := ip ping iperf3 curl setcap busybox mkfs.ext4
 VM_DEPS   := qemu-system-x86 squashfs-tools
 VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb
 
-.PHONY: all build deps vm-deps vm-image deps-images images demo-docker lab-docker bench-docker test test-short fuzz bench demo lab vet fmt-check install clean help
+.PHONY: install-provider all build deps vm-deps vm-image deps-images images demo-docker lab-docker bench-docker test test-short fuzz bench demo lab vet fmt-check install clean help
 
 all: build
 
@@ -99,6 +99,25 @@ fmt-check:
 install: build ## install binaries into $(PREFIX)/bin
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BINARIES) $(DESTDIR)$(PREFIX)/bin/
+
+# A provider's install (docs/provider.md). The binary belongs to root and the
+# provider user's group, mode 0750: with file capabilities, whoever can run it
+# holds CAP_SYS_ADMIN and CAP_DAC_OVERRIDE while it runs, so nobody else may.
+# install sets owner and mode first, setcap last (a chown clears file
+# capabilities). A provider that runs as root needs no capabilities:
+# FILE_CAPS= (empty) skips setcap.
+PLUGINS        ?= /usr/lib/yagna/plugins
+PROVIDER_GROUP ?=
+RUNTIME_BIN    ?= bin/gvpn-runtime
+FILE_CAPS      ?= cap_net_admin,cap_sys_admin,cap_sys_chroot,cap_dac_override+ep
+
+install-provider: ## as root: RUNTIME_BIN into PLUGINS/gvpn (root:PROVIDER_GROUP 0750, FILE_CAPS) and the descriptor
+	@test -n "$(PROVIDER_GROUP)" || { echo "set PROVIDER_GROUP to the group of the user that runs the provider, e.g. PROVIDER_GROUP=$$(id -gn)"; exit 2; }
+	@test -f "$(RUNTIME_BIN)" || { echo "$(RUNTIME_BIN) missing: make build first"; exit 2; }
+	install -d -m 0755 "$(PLUGINS)/gvpn"
+	install -o root -g "$(PROVIDER_GROUP)" -m 0750 "$(RUNTIME_BIN)" "$(PLUGINS)/gvpn/gvpn-runtime"
+	$(if $(FILE_CAPS),setcap "$(FILE_CAPS)" "$(PLUGINS)/gvpn/gvpn-runtime")
+	install -m 0644 docs/ya-runtime-gvpn.json "$(PLUGINS)/ya-runtime-gvpn.json"
 
 clean:
 	rm -rf bin

@@ -107,6 +107,7 @@ type Options struct {
 	VMBridge string
 
 	agentTimeoutSet bool // --agent-timeout was given
+	payloadUserSet  bool // --payload-user was given
 }
 
 type multiFlag []string
@@ -197,7 +198,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.BoolVar(&o.RequireLimits, "require-limits", false, "refuse to start an activity (and fail `test`) when this host cannot enforce one of the\nagreement's limits (no cgroup controller, not root, no loop device); default: warn")
 	fs.Int64Var(&o.PidsLimit, "pids-limit", limits.DefaultPids, "most processes and threads a payload may have at once (0 = no limit); a `number`")
 	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host), vm (a QEMU\nguest the runtime boots, the task package as its root) or agent (a VM or container started by\n--agent-command, with gvpn-agent inside)")
-	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way)")
+	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way). A runtime that cannot switch users (not\nroot, e.g. with file capabilities) runs them as its own user unless this is given")
 	fs.BoolVar(&o.PayloadRoot, "payload-root", false, "netns sandbox: UNSAFE: run payload processes as root with the runtime's capabilities;\nonly for payloads you trust (the log and `test` say so)")
 	fs.BoolVar(&o.UnsafeVolumeLinks, "unsafe-volume-links", false, "netns sandbox: UNSAFE: start even when the kernel (before Linux 5.10) cannot mount the host\nvolumes nosymfollow; the ExeUnit's transfers then follow links a payload plants in them")
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "`prefix` of the sandbox network namespace names")
@@ -343,7 +344,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, cmdflag.Explain(prog, err))
 		return 2
 	}
-	fs.Visit(func(f *flag.Flag) { o.agentTimeoutSet = o.agentTimeoutSet || f.Name == "agent-timeout" })
+	fs.Visit(func(f *flag.Flag) {
+		o.agentTimeoutSet = o.agentTimeoutSet || f.Name == "agent-timeout"
+		o.payloadUserSet = o.payloadUserSet || f.Name == "payload-user"
+	})
 	if o.ShowVersion {
 		fmt.Fprintln(stdout, prog, Version)
 		return 0
@@ -365,6 +369,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 2
+	}
+	if withFileCapabilities() {
+		if err := checkCallerPaths(o); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+			return 2
+		}
 	}
 	logs, err := openLog(o, cmd, stderr)
 	if err != nil {
@@ -421,7 +431,10 @@ func openLog(o *Options, cmd string, stderr io.Writer) (*logSink, error) {
 		var w io.Writer
 		// Mkdir, not MkdirAll: a missing workdir is deploy's error to
 		// report, not something to create.
-		if err := os.Mkdir(filepath.Join(o.Workdir, api.LogDir), 0o750); err == nil || errors.Is(err, os.ErrExist) {
+		// Nor through a symbolic link: the log directory and file must be
+		// what they seem (see writeFileNoFollow).
+		logDir := filepath.Join(o.Workdir, api.LogDir)
+		if err := os.Mkdir(logDir, 0o750); (err == nil || errors.Is(err, os.ErrExist)) && realDir(logDir) && notALink(api.LogPath(o.Workdir)) {
 			lj := &lumberjack.Logger{Filename: api.LogPath(o.Workdir), MaxSize: logMaxMB, MaxBackups: logMaxBackups}
 			w, sink.file = lj, lj
 		}
@@ -559,7 +572,7 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 		return fail("cannot create the volumes in the activity's work directory", err)
 	}
 	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Volumes: vols, Version: Version})
-	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
+	if err := writeFileNoFollow(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
 		return fail("cannot record the deployment in the activity's work directory", err)
 	}
 	log.WithFields(logrus.Fields{"workdir": o.Workdir, "hostname": o.Hostname, "vols": vols.Vols()}).Info("deployed")
@@ -638,7 +651,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 	sweep(o, log)
 	hostname := o.Hostname
 	var vols volume.List
-	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {
+	if b, err := readFileNoFollow(filepath.Join(o.Workdir, deploymentFile)); err == nil {
 		var d deployment
 		if json.Unmarshal(b, &d) == nil {
 			if hostname == "" {

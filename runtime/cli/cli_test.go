@@ -121,3 +121,38 @@ func TestDeployPrintsOnlyJSON(t *testing.T) {
 		t.Errorf("deploy failure stdout is not JSON: %q", out)
 	}
 }
+
+// TestCallerPaths lists, for a runtime with file capabilities, every flag
+// whose path the runtime opens or creates itself: each must be checked
+// against the caller's own access.
+func TestCallerPaths(t *testing.T) {
+	fs, o := newFlagSet()
+	args := []string{"--workdir", "/w", "--task-package", "/p1", "--task-package", "/p2",
+		"--vpn-endpoint", "unix:///s/vpn.sock", "--inet-endpoint", "unix:///s/inet.sock",
+		"--bridge", "unix:///b/data.sock", "--bridge-control", "unix:///b/ctl.sock", "test"}
+	if _, err := cmdflag.ParseInterspersed(fs.FlagSet, args); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for _, u := range callerPaths(o) {
+		got[u.flag] = append(got[u.flag], u.path)
+	}
+	want := map[string][]string{"workdir": {"/w"}, "task-package": {"/p1", "/p2"}, "vpn-endpoint": {"/s"},
+		"inet-endpoint": {"/s"}, "bridge": {"/b"}, "bridge-control": {"/b"}}
+	if len(got) != len(want) {
+		t.Errorf("checked flags %v, want %v", got, want)
+	}
+	for flag, paths := range want {
+		if strings.Join(got[flag], ",") != strings.Join(paths, ",") {
+			t.Errorf("--%s: checked %v, want %v", flag, got[flag], paths)
+		}
+	}
+	// Addresses that name no path add nothing.
+	fs, o = newFlagSet()
+	if _, err := cmdflag.ParseInterspersed(fs.FlagSet, []string{"--vpn-endpoint", "udp://127.0.0.1:7000", "--bridge", "vsock://any:5000", "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if uses := callerPaths(o); len(uses) != 0 {
+		t.Errorf("paths checked for a UDP endpoint and a vsock bridge: %v", uses)
+	}
+}

@@ -87,6 +87,12 @@ func TestShippedDescriptor(t *testing.T) {
 			if code, _, errOut := run(strings.TrimPrefix(a, "--runtime-arg="), "offer-template"); code != 0 {
 				t.Errorf("extra-arg %s: the runtime refuses it: %s", a, errOut)
 			}
+			// One descriptor for root and non-root installs: a payload
+			// user fits only one of them (a non-root runtime runs payloads
+			// as itself, a root one as nobody, each by default).
+			if strings.HasPrefix(a, "--runtime-arg=--payload-user") || strings.HasPrefix(a, "--runtime-arg=--payload-root") {
+				t.Errorf("extra-arg %s: the shipped descriptor must work for root and non-root providers alike", a)
+			}
 		default:
 			t.Errorf("extra-arg %q is not an ExeUnit flag gvpn expects", a)
 		}

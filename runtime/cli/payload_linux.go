@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/user"
 	"strconv"
 	"strings"
@@ -16,13 +17,27 @@ import (
 // and --payload-root into the netns sandbox's payload identity. Root is
 // possible only through --payload-root, so that a typo or "0" in the
 // descriptor cannot hand a requestor the machine.
+//
+// A runtime that cannot switch users (not root, e.g. a provider's own user
+// with file capabilities) runs payloads as its own uid and gid unless
+// --payload-user is given, so that the shipped descriptor works for root
+// and non-root installs alike; a --payload-user it cannot apply is an
+// error naming the flag.
 func payloadUser(o *Options) (netns.User, bool, error) {
 	if o.PayloadRoot {
 		return netns.User{}, true, nil
 	}
+	switching := canSwitchUsers()
+	self := netns.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 	spec := strings.TrimSpace(o.PayloadUser)
+	if !o.payloadUserSet && !switching {
+		if self.UID == 0 || self.GID == 0 {
+			return netns.User{}, false, errors.New("the runtime runs as root but without CAP_SETUID and CAP_SETGID, so it can neither switch payloads to an unprivileged user nor run them as its own (root); give it those capabilities, or run it as the provider's unprivileged user with file capabilities (docs/provider.md)")
+		}
+		return self, false, nil
+	}
 	if spec == "" {
-		return netns.Nobody, false, nil
+		spec = "nobody"
 	}
 	u, err := lookupUser(spec)
 	if err != nil {
@@ -30,6 +45,10 @@ func payloadUser(o *Options) (netns.User, bool, error) {
 	}
 	if u.UID == 0 || u.GID == 0 {
 		return netns.User{}, false, fmt.Errorf("--payload-user %q is root (uid or gid 0); payloads run as root only with --payload-root", o.PayloadUser)
+	}
+	if !switching && u != self {
+		return netns.User{}, false, fmt.Errorf("--payload-user %q (uid %d gid %d): this runtime cannot switch users (it is not root with CAP_SETUID and CAP_SETGID), so payloads can only run as its own uid %d gid %d; drop the flag (that is the default then) or run the provider as root",
+			o.PayloadUser, u.UID, u.GID, self.UID, self.GID)
 	}
 	return u, false, nil
 }
@@ -60,10 +79,16 @@ func lookupUser(spec string) (netns.User, error) {
 	return netns.User{UID: uint32(uid), GID: uint32(gid)}, nil
 }
 
-// describePayload says in a log field who payloads run as.
+// describePayload says in a log field who payloads run as, and for a
+// runtime that shares its user with them, what that means.
 func describePayload(u netns.User, root bool) string {
 	if root {
 		return "ROOT (--payload-root: unsafe, the payload has the runtime's privileges)"
+	}
+	if !canSwitchUsers() && int(u.UID) == os.Getuid() {
+		return fmt.Sprintf("the runtime's own user (uid %d gid %d): confined by the namespaces, no_new_privs and no capabilities, "+
+			"but sharing the provider user's uid, so it can read and write whatever that user can where the sandbox shows it; "+
+			"for a payload user of its own run the provider as root (docs/provider.md)", u.UID, u.GID)
 	}
 	return fmt.Sprintf("uid %d gid %d, no capabilities", u.UID, u.GID)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -18,38 +17,50 @@ import (
 	"github.com/gvpn/gvpn/tap"
 )
 
-// Capability bits (linux/capability.h) that Golem VPN needs.
-const (
-	capDacOverride = 1  // /dev/net/tun, /run/netns/* (mode 0), /run/gvpn
-	capNetAdmin    = 12 // TAP devices, addresses, routes
-	capSysChroot   = 18 // setns into the sandbox's mount namespace
-	capSysAdmin    = 21 // network and mount namespaces, the hosts bind mount
-)
+// selfCheck is one line of `gvpn-runtime test`: what is checked, and
+// what the operator does when it fails.
+type selfCheck struct {
+	name string
+	run  func() error
+	fix  string
+}
 
 // selfTest checks, for real, everything a VPN activity needs on this host:
-// privileges, /dev/net/tun, and creating a sandbox namespace with a TAP in
-// it. The ExeUnit shows the output and fails the provider's runtime test on
-// a non-zero exit.
+// the payload user, privileges, /dev/net/tun, and creating a sandbox
+// namespace with a TAP in it. ya-provider runs it at start-up and stops
+// altogether, every runtime with it, when it exits non-zero, often with
+// nothing but the exit code in its log; so each failure says which check
+// failed and how to fix it, on one line.
 func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
-	checks := []struct {
-		name string
-		run  func() error
-	}{
-		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_DAC_OVERRIDE)", checkCaps},
-		{"/dev/net/tun", checkTun},
-		{"sandboxes left by runtimes that died removed", func() error { return sweep(o, log) }},
-		{"network namespace sandbox with a TAP device and a payload", func() error { return checkSandbox(o, log) }},
-	}
-	u, root, err := payloadUser(o)
-	if err != nil {
-		fmt.Fprintf(stderr, "gvpn-runtime test: FAIL payload user: %v\n", err)
-		return 1
-	}
-	if root {
-		warnRoot(log)
-		fmt.Fprintf(stderr, "gvpn-runtime test: WARN payloads run as %s\n", describePayload(u, root))
-	} else {
-		fmt.Fprintf(stderr, "gvpn-runtime test: ok   payloads run as %s\n", describePayload(u, root))
+	var (
+		payload    string
+		payloadErr error
+	)
+	checks := []selfCheck{
+		{"payload user", func() error {
+			u, root, err := payloadUser(o)
+			if err != nil {
+				payloadErr = err
+				return err
+			}
+			if root {
+				warnRoot(log)
+			}
+			payload = describePayload(u, root)
+			return nil
+		}, "set --payload-user in the descriptor's extra-args (--runtime-arg=--payload-user=...) to a user this runtime can switch to, or remove it"},
+		{"privileges (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_CHROOT, CAP_DAC_OVERRIDE)", checkCaps,
+			fmt.Sprintf("run the provider as root, or give the binary file capabilities (docs/provider.md, step 4): sudo make install-provider, or setcap %s %s on a file system not mounted nosuid", fileCaps, selfPath())},
+		{"/dev/net/tun", checkTun, "load the tun module (modprobe tun); in a container pass --device /dev/net/tun"},
+		{"sandboxes left by runtimes that died removed", func() error { return sweep(o, log) },
+			fmt.Sprintf("remove them by hand: ip netns delete each %s* namespace of no live runtime and rm -r its /run/gvpn directory, or run this test once as root", o.SandboxPrefix)},
+		{"network namespace sandbox with a TAP device and a payload", func() error {
+			if payloadErr != nil {
+				return errNotRun
+			}
+			return checkSandbox(o, log)
+		},
+			"run again with --log-level=debug for the details; the kernel needs network, mount, PID, IPC and UTS namespaces and /run must be writable by the runtime"},
 	}
 	if o.UnsafeVolumeLinks {
 		if err := volumeLinksSafe(); err != nil {
@@ -59,67 +70,68 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 		}
 	}
 	if o.Sandbox == "vm" {
-		checks = append(checks, struct {
-			name string
-			run  func() error
-		}{"payload VM (QEMU, guest kernel and initramfs, task package)", func() error {
+		checks = append(checks, selfCheck{"payload VM (QEMU, guest kernel and initramfs, task package)", func() error {
 			return vm.Check(vmConfig(o, "selftest", "", nil, nil, log))
-		}})
+		}, "install QEMU (make vm-deps) and build the guest (make vm-image writes bin/vm/ next to the binary), or point --vm-qemu, --vm-kernel and --vm-initrd at them"})
 	}
 	failed := 0
 	if !checkLimits(o, stderr) {
 		failed++
 	}
 	for _, c := range checks {
-		if err := c.run(); err != nil {
-			fmt.Fprintf(stderr, "gvpn-runtime test: FAIL %s: %v\n", c.name, err)
+		err := c.run()
+		if errors.Is(err, errNotRun) {
+			fmt.Fprintf(stderr, "gvpn-runtime test: skip %s: it needs a payload user\n", c.name)
+			continue
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "gvpn-runtime test: FAIL %s: %v; to fix: %s\n", c.name, err, c.fix)
 			failed++
+			continue
+		}
+		if payload != "" && c.name == "payload user" {
+			level := "ok  "
+			if o.PayloadRoot {
+				level = "WARN"
+			}
+			fmt.Fprintf(stderr, "gvpn-runtime test: %s payloads run as %s\n", level, payload)
 			continue
 		}
 		fmt.Fprintf(stderr, "gvpn-runtime test: ok   %s\n", c.name)
 	}
 	if failed > 0 {
-		fmt.Fprintf(stderr, "gvpn-runtime test: %d of %d checks failed: Golem VPN cannot work on this host\n", failed, len(checks))
+		fmt.Fprintf(stderr, "gvpn-runtime test: %d of %d checks failed: Golem VPN cannot work on this host, and ya-provider stops every runtime (vm too) while this fails: fix the FAIL lines above, or move ya-runtime-gvpn.json out of the plugins directory until they pass\n", failed, len(checks))
 		return 1
 	}
 	fmt.Fprintf(stderr, "gvpn-runtime test: all %d checks passed (version %s)\n", len(checks), Version)
 	return 0
 }
 
+// errNotRun is a check's answer when one it depends on failed.
+var errNotRun = errors.New("not run")
+
+// fileCaps is the file capability set a non-root provider gives the
+// binary (docs/provider.md, the Makefile's install-provider).
+const fileCaps = "cap_net_admin,cap_sys_admin,cap_sys_chroot,cap_dac_override+ep"
+
 func checkCaps() error {
-	b, err := os.ReadFile("/proc/self/status")
+	eff, err := effectiveCaps()
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		hex, ok := strings.CutPrefix(line, "CapEff:")
-		if !ok {
-			continue
+	var missing []string
+	for _, c := range []struct {
+		bit  uint
+		name string
+	}{{capNetAdmin, "CAP_NET_ADMIN"}, {capSysAdmin, "CAP_SYS_ADMIN"}, {capDacOverride, "CAP_DAC_OVERRIDE"}, {capSysChroot, "CAP_SYS_CHROOT"}} {
+		if eff&(1<<c.bit) == 0 {
+			missing = append(missing, c.name)
 		}
-		eff, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-		if err != nil {
-			return fmt.Errorf("parse CapEff: %w", err)
-		}
-		var missing []string
-		if eff&(1<<capNetAdmin) == 0 {
-			missing = append(missing, "CAP_NET_ADMIN")
-		}
-		if eff&(1<<capSysAdmin) == 0 {
-			missing = append(missing, "CAP_SYS_ADMIN")
-		}
-		if eff&(1<<capDacOverride) == 0 {
-			missing = append(missing, "CAP_DAC_OVERRIDE")
-		}
-		if eff&(1<<capSysChroot) == 0 {
-			missing = append(missing, "CAP_SYS_CHROOT")
-		}
-		if len(missing) > 0 {
-			return fmt.Errorf("missing %s: run the provider as root, or: setcap cap_net_admin,cap_sys_admin,cap_sys_chroot,cap_dac_override+ep %s",
-				strings.Join(missing, ", "), selfPath())
-		}
-		return nil
 	}
-	return errors.New("no CapEff line in /proc/self/status")
+	if len(missing) > 0 {
+		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 func checkTun() error {
@@ -138,6 +150,10 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	defer os.RemoveAll(dir)
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
+	sbLog := logrus.NewEntry(quiet)
+	if log.Logger.IsLevelEnabled(logrus.DebugLevel) {
+		sbLog = log.WithField("check", "sandbox")
+	}
 	u, root, err := payloadUser(o)
 	if err != nil {
 		return err
@@ -145,7 +161,7 @@ func checkSandbox(o *Options, log *logrus.Entry) error {
 	// With the default volume, so that the host can make it nosymfollow
 	// (safe for the ExeUnit's transfers) or says why not.
 	vols, _ := volume.Plan("")
-	sb, err := netns.Open(netns.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: logrus.NewEntry(quiet), User: u, Root: root,
+	sb, err := netns.Open(netns.Config{Workdir: dir, NamePrefix: o.SandboxPrefix + "t", Log: sbLog, User: u, Root: root,
 		Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks})
 	if err != nil {
 		return err

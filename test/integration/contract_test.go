@@ -151,7 +151,7 @@ func TestSelfTest(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("test failed on a host that can run VPN: %s", stderr)
 	}
-	if !strings.Contains(stderr, "all 4 checks passed") || !strings.Contains(stderr, "ok   payloads run as uid 65534") {
+	if !strings.Contains(stderr, "all 5 checks passed") || !strings.Contains(stderr, "ok   payloads run as uid 65534") {
 		t.Fatalf("stderr %q", stderr)
 	}
 }
