@@ -124,8 +124,10 @@ func TestLimitsForkBomb(t *testing.T) {
 	}
 	t.Logf("fork bomb: rc %d %q %q, %d pids in the group", r.rc, r.stdout, r.stderr, u.Pids)
 	// The sleepers hold the pids until killed: the bomb reached the
-	// limit and stopped there.
-	if u.Pids+8 < uint64(agreement.Pids) || u.Pids > uint64(agreement.Pids) {
+	// limit and stopped there. What ended since gave some back: the
+	// shell, and the relay that started it in its user namespace, a Go
+	// program whose threads count as pids too.
+	if u.Pids+16 < uint64(agreement.Pids) || u.Pids > uint64(agreement.Pids) {
 		t.Errorf("%d pids in the group, limit %d", u.Pids, agreement.Pids)
 	}
 	if r.stdout == "forked\n" {
