@@ -12,9 +12,10 @@ FUZZTIME  ?= 30s
 DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin
 DEB_CMDS  := ip ping iperf3 curl setcap
 # What the VM sandbox and its tests need: QEMU, dpkg-deb and apt-get download
-# for the guest image and a Debian task package, mksquashfs for that package.
-VM_DEPS   := qemu-system-x86 squashfs-tools
-VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb
+# for the guest image and a Debian task package, mksquashfs for that package;
+# a static busybox is the root of the task packages the image tests build.
+VM_DEPS   := qemu-system-x86 squashfs-tools busybox-static
+VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb busybox
 
 .PHONY: all build deps vm-deps vm-image deps-images images demo-docker lab-docker bench-docker test test-short fuzz bench demo lab vet fmt-check install clean help
 

@@ -3,6 +3,7 @@ module github.com/gvpn/gvpn
 go 1.26.8
 
 require (
+	github.com/google/go-containerregistry v0.22.1
 	github.com/gopacket/gopacket v1.7.7
 	github.com/mdlayher/vsock v1.4.0
 	github.com/sirupsen/logrus v1.10.2
@@ -17,6 +18,9 @@ require (
 )
 
 require (
+	github.com/klauspost/compress v1.19.2 // indirect
 	github.com/mdlayher/socket v0.8.0 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/image-spec v1.1.1 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )
