@@ -3,6 +3,7 @@
 package netns
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +86,14 @@ type Config struct {
 	// its output pipes to reach EOF; see Process.Stream. Zero means
 	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
+
+	// The task package's settings for every payload process
+	// (sandbox.ProcessSpec.WithDefaults). Env ("KEY=value", the image's
+	// Env) comes before the request's environment, which wins on the same
+	// key; Dir (the image's WorkingDir) is the working directory when the
+	// request gives none, instead of the default volume's path.
+	Env []string
+	Dir string
 }
 
 // User is a payload user.
@@ -108,9 +117,10 @@ type Sandbox struct {
 	user         User
 	root         bool
 	volumes      volume.List
-	dir          string // the default working directory inside
-	runDir       string // /run/gvpn/NAME, claimed with an owner record
-	tmpDir       string // the payload's /tmp, in the workdir
+	dir          string   // the default working directory inside
+	env          []string // the image's environment, under the request's
+	runDir       string   // /run/gvpn/NAME, claimed with an owner record
+	tmpDir       string   // the payload's /tmp, in the workdir
 	hostsPath    string
 	log          *logrus.Entry
 	stopTimeout  time.Duration
@@ -187,7 +197,8 @@ func Open(cfg Config) (*Sandbox, error) {
 		user:         cfg.User,
 		root:         cfg.Root,
 		volumes:      cfg.Volumes,
-		dir:          defaultDir(cfg.Volumes),
+		dir:          cmp.Or(cfg.Dir, defaultDir(cfg.Volumes)),
+		env:          cfg.Env,
 		runDir:       filepath.Join(runDir, name),
 		tmpDir:       filepath.Join(workdir, TmpDirName),
 		hostsPath:    filepath.Join(runDir, name, "hosts"),

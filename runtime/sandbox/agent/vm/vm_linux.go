@@ -64,6 +64,12 @@ type Config struct {
 	Console io.Writer
 	// Log receives the sandbox's logs; nil discards them.
 	Log *logrus.Entry
+
+	// The image's settings for payload processes (agent.Config's
+	// ProcessEnv, ProcessDir, ProcessUser): its Env, WorkingDir and User.
+	Env  []string
+	Dir  string
+	User string
 }
 
 // Open checks cfg, starts QEMU and returns the sandbox at once, while the
@@ -148,6 +154,10 @@ func open(ctx context.Context, cfg Config) (*agent.Box, error) {
 		Timeout:   cfg.Timeout,
 		Output:    cfg.Console,
 		Log:       cfg.Log,
+
+		ProcessEnv:  cfg.Env,
+		ProcessDir:  cfg.Dir,
+		ProcessUser: cfg.User,
 	})
 }
 
