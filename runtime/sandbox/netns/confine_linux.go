@@ -52,9 +52,24 @@ type holderSpec struct {
 	// that other activities' workdirs are not visible.
 	Workdir string      `json:"workdir"`
 	Volumes volume.List `json:"volumes"`
-	// UID and GID own the RAM volumes.
+	// UID and GID own the RAM volumes (host ids).
 	UID uint32 `json:"uid"`
 	GID uint32 `json:"gid"`
+
+	// RootFS, when set, is the payload's root instead of the host's
+	// directories (see mountImage), with its writable layer's upper and
+	// work directories in Layer; Stage holds the init's scratch mount
+	// points.
+	RootFS *RootFS `json:"rootfs,omitempty"`
+	Layer  string  `json:"layer,omitempty"`
+	Stage  string  `json:"stage,omitempty"`
+	// IDMap says that usernsFD is a user namespace with the activity's
+	// mapping: the image is mounted shifted by it.
+	IDMap bool `json:"idmap,omitempty"`
+	// RootUID and RootGID (host ids) own what the init creates in the
+	// image: the root of the payload's user namespace, or host root.
+	RootUID uint32 `json:"rootUid,omitempty"`
+	RootGID uint32 `json:"rootGid,omitempty"`
 }
 
 // Sizes of the small memory file systems of the new root.
@@ -143,12 +158,25 @@ func buildRoot(spec holderSpec) error {
 	if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0); err != nil {
 		return fmt.Errorf("ping_group_range: %w", err)
 	}
-	r := spec.Root
-	if err := unix.Mount("tmpfs", r, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,"+smallTmpfs); err != nil {
-		return fmt.Errorf("root tmpfs on %s: %w", r, err)
+	// Every port of this network namespace for every user: an image's
+	// server that expects root binds port 80 without a capability on
+	// the host's network.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte("0"), 0); err != nil {
+		return fmt.Errorf("ip_unprivileged_port_start: %w", err)
 	}
-	if err := bindHostTop(r); err != nil {
-		return err
+	r := spec.Root
+	image := spec.RootFS != nil
+	if image {
+		if err := mountImage(spec); err != nil {
+			return err
+		}
+	} else {
+		if err := unix.Mount("tmpfs", r, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,"+smallTmpfs); err != nil {
+			return fmt.Errorf("root tmpfs on %s: %w", r, err)
+		}
+		if err := bindHostTop(r); err != nil {
+			return err
+		}
 	}
 	if err := buildDev(filepath.Join(r, "dev")); err != nil {
 		return err
@@ -165,17 +193,34 @@ func buildRoot(spec holderSpec) error {
 		}},
 		{"/tmp", func() error { return bind(spec.Tmp, filepath.Join(r, "tmp"), false) }},
 		{"/run", func() error {
+			if image { // an image's programs may keep their state there
+				return unix.Mount("tmpfs", filepath.Join(r, "run"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
+					fmt.Sprintf("mode=0755,uid=%d,gid=%d,%s", spec.RootUID, spec.RootGID, smallTmpfs))
+			}
 			return unix.Mount("tmpfs", filepath.Join(r, "run"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_RDONLY, "mode=0755,"+smallTmpfs)
 		}},
-		{"/etc/hosts", func() error { return bind(spec.Hosts, filepath.Join(r, "etc/hosts"), true) }},
+		{"/etc/hosts", func() error {
+			if image {
+				return bindInRoot(spec.Hosts, r, "etc/hosts", true, true, int(spec.RootUID), int(spec.RootGID))
+			}
+			return bind(spec.Hosts, filepath.Join(r, "etc/hosts"), true)
+		}},
 		{"/etc/hostname", func() error {
+			if image {
+				return bindInRoot(spec.HostnameFile, r, "etc/hostname", true, true, int(spec.RootUID), int(spec.RootGID))
+			}
 			target := filepath.Join(r, "etc/hostname")
 			if _, err := os.Stat(target); err != nil {
 				return nil // the host has none: nothing to cover
 			}
 			return bind(spec.HostnameFile, target, true)
 		}},
-		{"the workdirs' directory", func() error { return maskParent(r, spec.Workdir) }},
+		{"the workdirs' directory", func() error {
+			if image {
+				return nil // no host directory to hide a workdir in
+			}
+			return maskParent(r, spec.Workdir)
+		}},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -187,8 +232,10 @@ func buildRoot(spec holderSpec) error {
 			return fmt.Errorf("volume %s: %w", v.Path, err)
 		}
 	}
-	if err := readOnly(r, false); err != nil {
-		return fmt.Errorf("read-only root: %w", err)
+	if !image { // an image's root is its writable layer
+		if err := readOnly(r, false); err != nil {
+			return fmt.Errorf("read-only root: %w", err)
+		}
 	}
 	// pivot_root(".", ".") stacks the old root on the new one; detaching
 	// it leaves only the new root (runc does the same).
@@ -332,6 +379,9 @@ func maskParent(r, workdir string) error {
 // A mount point that does not exist is created, which works wherever the
 // path lies outside the host's read-only directories.
 func mountVolume(r string, spec holderSpec, v volume.Volume) error {
+	if spec.RootFS != nil {
+		return mountImageVolume(r, spec, v)
+	}
 	target := filepath.Join(r, v.Path)
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		if errors.Is(err, unix.EROFS) {
@@ -348,6 +398,26 @@ func mountVolume(r string, spec holderSpec, v volume.Volume) error {
 		return unix.Mount("tmpfs", target, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
 	}
 	return bind(filepath.Join(spec.Workdir, v.Name), target, false)
+}
+
+// mountImageVolume mounts v in an image's root, at its path resolved
+// inside the image and created in the writable layer when the image
+// lacks it.
+func mountImageVolume(r string, spec holderSpec, v volume.Volume) error {
+	if v.Kind != volume.RAM {
+		return bindInRoot(filepath.Join(spec.Workdir, v.Name), r, v.Path, false, false, int(spec.RootUID), int(spec.RootGID))
+	}
+	target, err := inRoot(r, v.Path, false, int(spec.RootUID), int(spec.RootGID))
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	defer unix.Close(target)
+	size := v.Size
+	if size <= 0 {
+		size = ramDefault
+	}
+	opts := fmt.Sprintf("mode=0700,uid=%d,gid=%d,size=%d", spec.UID, spec.GID, size)
+	return unix.Mount("tmpfs", fdPath(target), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
 }
 
 // CheckVolumes tells before any sandbox exists whether the payload's root

@@ -75,10 +75,14 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	spec = spec.WithDefaults(s.env, s.dir)
 	dir := spec.Dir
 	env := payloadEnv(spec.Env)
-	uid, gid := strconv.Itoa(int(s.user.UID)), strconv.Itoa(int(s.user.GID))
-	if s.root {
-		uid, gid = shimRoot, shimRoot
+	mode := shimHost
+	switch {
+	case s.root:
+		mode = shimRoot
+	case s.userns:
+		mode = shimUserns + strconv.FormatUint(uint64(s.ids), 10)
 	}
+	uid, gid := strconv.Itoa(int(s.user.UID)), strconv.Itoa(int(s.user.GID))
 
 	s.life.RLock()
 	defer s.life.RUnlock()
@@ -111,7 +115,7 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	// shim drops privileges, changes to dir and execs.
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
-		Args:       append([]string{shimArgv0, shimMarker, uid, gid, dir, spec.Bin}, argv...),
+		Args:       append([]string{shimArgv0, shimMarker, mode, uid, gid, dir, spec.Bin}, argv...),
 		Env:        env,
 		Stdout:     outW,
 		Stderr:     errW,

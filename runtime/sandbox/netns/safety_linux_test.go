@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,9 +50,6 @@ func TestPayloadIsUnprivilegedWithAReadOnlyHost(t *testing.T) {
 
 func TestRootOnlyWhenAsked(t *testing.T) {
 	privtest.RequireRoot(t)
-	if _, err := Open(Config{Workdir: t.TempDir(), NamePrefix: testPrefix, User: User{UID: 0, GID: 5}}); !errors.Is(err, ErrBadConfig) {
-		t.Errorf("uid 0 without Root: %v, want ErrBadConfig", err)
-	}
 	s := openTest(t, Config{Root: true})
 	if r := run(t, s, sh("id -u")); r.stdout != "0\n" {
 		t.Errorf("Root: id -u = %q", r.stdout)
@@ -59,6 +57,60 @@ func TestRootOnlyWhenAsked(t *testing.T) {
 	s = openTest(t, Config{User: User{UID: 1234, GID: 4321}})
 	if r := run(t, s, sh("id -u; id -g; id -G")); r.stdout != "1234\n4321\n4321\n" {
 		t.Errorf("uid 1234: id = %q", r.stdout)
+	}
+	if !CanMapIDRanges() {
+		if _, err := Open(Config{Workdir: t.TempDir(), NamePrefix: testPrefix, User: User{UID: 0, GID: 5}}); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("uid 0 without Root: %v, want ErrBadConfig", err)
+		}
+		return
+	}
+	// In a user namespace uid 0 is its root: the host's uid is the
+	// activity's first, with no capability on the host.
+	s = openTest(t, Config{User: User{UID: 0, GID: 5}})
+	r := run(t, s, sh("id -u; id -g; echo $$; sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"))
+	f := strings.Fields(r.stdout)
+	if len(f) != 4 || f[0] != "0" || f[1] != "5" {
+		t.Fatalf("uid 0 in the user namespace: %q %q", r.stdout, r.stderr)
+	}
+	pid := hostPIDOf(t, s, f[3])
+	assertHostIDs(t, pid, s.ids, s.ids+5)
+	if _, err := Open(Config{Workdir: t.TempDir(), NamePrefix: testPrefix, User: User{UID: IDRangeSize, GID: 5}}); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("uid %d: %v, want ErrBadConfig", IDRangeSize, err)
+	}
+}
+
+// assertHostIDs checks what the host sees of process pid: uid and gid,
+// and no capability in the host's user namespace (its capabilities, if
+// any, are in a user namespace that is not the host's).
+func assertHostIDs(t *testing.T, pid int, uid, gid uint32) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 5 && f[0] == "Uid:":
+			for _, id := range f[1:] {
+				if id != strconv.Itoa(int(uid)) {
+					t.Errorf("host sees %s, want uid %d everywhere", line, uid)
+				}
+			}
+		case len(f) == 5 && f[0] == "Gid:":
+			for _, id := range f[1:] {
+				if id != strconv.Itoa(int(gid)) {
+					t.Errorf("host sees %s, want gid %d everywhere", line, gid)
+				}
+			}
+		}
+	}
+	self, err := os.Readlink("/proc/self/ns/user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if theirs, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/user"); err != nil || theirs == self {
+		t.Errorf("pid %d is in user namespace %s (err %v), the host's is %s", pid, theirs, err, self)
 	}
 }
 

@@ -64,9 +64,17 @@ type Config struct {
 	// means DefaultHostname, never the host's. It must pass
 	// netcfg.CheckHostname.
 	Hostname string
-	// User is who payload processes run as, with no capabilities and
-	// no_new_privs; the zero value means Nobody. Ignored when Root.
+	// User is who payload processes run as, with no_new_privs; the zero
+	// value means Nobody. Ignored when Root. When the sandbox maps a user
+	// namespace (see CanMapIDRanges) these are ids inside it, below
+	// IDRangeSize: uid 0 is the image's root, with a few capabilities
+	// over the activity's own files only (see doc.go); otherwise they are
+	// host ids and uid 0 is refused.
 	User User
+	// RootFS, when set, is the payload's root file system (a requestor's
+	// image) instead of the host's directories: read-only, under a
+	// writable layer in Workdir (LayerDirName) that Close removes.
+	RootFS *RootFS
 	// Root runs payload processes as root with the runtime's capabilities.
 	// Unsafe: only for payloads the operator trusts, never a requestor's.
 	Root bool
@@ -96,6 +104,60 @@ type Config struct {
 	Dir string
 }
 
+// RootFS is an image that is the payload's root file system. Exactly one
+// of Dir and Image is set.
+type RootFS struct {
+	// Dir is a directory holding the root tree (an extracted OCI image).
+	// It is mounted read-only and never changed.
+	Dir string `json:"dir,omitempty"`
+	// Image is a regular file that starts with a squashfs file system (a
+	// plain squashfs, or a GVMI, whose container config follows the
+	// file system). The sandbox's init attaches it to a read-only loop
+	// device that frees itself when the sandbox ends.
+	Image string `json:"image,omitempty"`
+	// Size is the squashfs's length in bytes at the start of Image (the
+	// loop device ends there): a multiple of 512 bytes, at most the
+	// file's size; 0 means the whole file. Unused with Dir.
+	Size int64 `json:"size,omitempty"`
+}
+
+// check tells what is wrong with r, naming the field.
+func (r *RootFS) check() error {
+	switch {
+	case r.Dir != "" && r.Image != "":
+		return fmt.Errorf("%w: RootFS: both Dir and Image set", ErrBadConfig)
+	case r.Dir == "" && r.Image == "":
+		return fmt.Errorf("%w: RootFS: neither Dir nor Image set", ErrBadConfig)
+	case r.Dir != "":
+		if r.Size != 0 {
+			return fmt.Errorf("%w: RootFS.Size %d given with Dir", ErrBadConfig, r.Size)
+		}
+		fi, err := os.Stat(r.Dir)
+		if err != nil {
+			return fmt.Errorf("%w: RootFS.Dir: %v", ErrBadConfig, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: RootFS.Dir %s is not a directory", ErrBadConfig, r.Dir)
+		}
+	default:
+		fi, err := os.Stat(r.Image)
+		if err != nil {
+			return fmt.Errorf("%w: RootFS.Image: %v", ErrBadConfig, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%w: RootFS.Image %s is not a regular file", ErrBadConfig, r.Image)
+		}
+		if r.Size < 0 || r.Size > fi.Size() || r.Size%512 != 0 {
+			return fmt.Errorf("%w: RootFS.Size %d: want a multiple of 512 within the image's %d bytes", ErrBadConfig, r.Size, fi.Size())
+		}
+	}
+	return nil
+}
+
+// LayerDirName is the workdir directory holding the writable layer over a
+// RootFS (its upper and work directories). Close and Sweep remove it.
+const LayerDirName = "gvpn-layer"
+
 // User is a payload user.
 type User struct{ UID, GID uint32 }
 
@@ -116,6 +178,11 @@ type Sandbox struct {
 	hostname     string
 	user         User
 	root         bool
+	rootfs       *RootFS
+	userns       bool     // payloads run in user namespaces mapped to ids
+	ids          uint32   // first host id of the activity's range (userns)
+	usernsFile   *os.File // a user namespace with that mapping (idmapped image)
+	layerDir     string   // the writable layer over rootfs, in the workdir
 	volumes      volume.List
 	dir          string   // the default working directory inside
 	env          []string // the image's environment, under the request's
@@ -177,10 +244,19 @@ func Open(cfg Config) (*Sandbox, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname = DefaultHostname
 	}
-	if cfg.User == (User{}) {
-		cfg.User = Nobody
+	if cfg.RootFS != nil {
+		if err := cfg.RootFS.check(); err != nil {
+			return nil, err
+		}
 	}
-	if !cfg.Root && cfg.User.UID == 0 {
+	userns := !cfg.Root && CanMapIDRanges()
+	if cfg.User == (User{}) && !(userns && cfg.RootFS != nil) {
+		cfg.User = Nobody // with an image and a user namespace: the image's root
+	}
+	switch {
+	case userns && (cfg.User.UID >= IDRangeSize || cfg.User.GID >= IDRangeSize):
+		return nil, fmt.Errorf("%w: payload user %d:%d outside the user namespace's ids 0-%d", ErrBadConfig, cfg.User.UID, cfg.User.GID, IDRangeSize-1)
+	case !userns && !cfg.Root && cfg.User.UID == 0:
 		return nil, fmt.Errorf("%w: payload user uid 0 without Root", ErrBadConfig)
 	}
 	workdir, err := filepath.Abs(cfg.Workdir)
@@ -196,6 +272,9 @@ func Open(cfg Config) (*Sandbox, error) {
 		hostname:     cfg.Hostname,
 		user:         cfg.User,
 		root:         cfg.Root,
+		rootfs:       cfg.RootFS,
+		userns:       userns,
+		layerDir:     filepath.Join(workdir, LayerDirName),
 		volumes:      cfg.Volumes,
 		dir:          cmp.Or(cfg.Dir, defaultDir(cfg.Volumes)),
 		env:          cfg.Env,
@@ -218,7 +297,11 @@ func Open(cfg Config) (*Sandbox, error) {
 		s.destroy()
 		return nil, fmt.Errorf("sandbox %s: %w", name, err)
 	}
-	log.WithField("workdir", workdir).Debug("sandbox open")
+	log.WithFields(logrus.Fields{"workdir": workdir, "user_namespace": userns, "host_ids": s.ids, "image": cfg.RootFS != nil}).Debug("sandbox open")
+	if !userns && !cfg.Root {
+		log.Info("no user namespace (the runtime lacks CAP_SETUID, CAP_SETGID or CAP_SYS_ADMIN): payloads run as host user " +
+			fmt.Sprint(cfg.User.UID) + ", shared by every activity of this runtime; an image keeps its files' owners")
+	}
 	return s, nil
 }
 
@@ -277,12 +360,31 @@ const TmpDirName = "gvpn-tmp"
 // that forks processes inside the namespaces. On error the caller runs
 // destroy.
 func (s *Sandbox) create() error {
-	uid := int(s.user.UID)
-	if s.root {
-		uid = 0
+	if err := os.WriteFile(filepath.Join(s.runDir, workdirFile), []byte(s.workdir), 0o600); err != nil {
+		return fmt.Errorf("workdir record: %w", err)
 	}
+	if s.userns {
+		base, err := allocIDs(s.runDir)
+		if err != nil {
+			return err
+		}
+		s.ids = base
+	}
+	uid, _ := s.hostUser()
 	if err := s.volumes.Prepare(s.workdir, uid); err != nil {
 		return err
+	}
+	if s.rootfs != nil {
+		if err := s.makeLayer(); err != nil {
+			return err
+		}
+		if s.userns {
+			f, err := newUserns(s.ids)
+			if err != nil {
+				return fmt.Errorf("user namespace for the image: %w", err)
+			}
+			s.usernsFile = f
+		}
 	}
 	if err := makeTmp(s.tmpDir); err != nil {
 		return err
@@ -304,11 +406,65 @@ func (s *Sandbox) create() error {
 	if err := writeReadable(filepath.Join(s.runDir, "hostname"), []byte(s.hostname+"\n")); err != nil {
 		return fmt.Errorf("hostname file: %w", err)
 	}
-	if err := os.Mkdir(filepath.Join(s.runDir, "root"), 0o700); err != nil {
-		return fmt.Errorf("root mount point: %w", err)
+	for _, d := range []string{"root", imageMount, lowerMount} {
+		if err := os.Mkdir(filepath.Join(s.runDir, d), 0o700); err != nil {
+			return fmt.Errorf("mount point: %w", err)
+		}
 	}
 	if s.starter, err = newStarter(ns, s.startHolder); err != nil {
 		return fmt.Errorf("enter the sandbox's namespaces: %w", err)
+	}
+	return nil
+}
+
+// hostUser is who payload processes are on the host.
+func (s *Sandbox) hostUser() (uid, gid int) {
+	switch {
+	case s.root:
+		return 0, 0
+	case s.userns:
+		return int(s.ids + s.user.UID), int(s.ids + s.user.GID)
+	}
+	return int(s.user.UID), int(s.user.GID)
+}
+
+// rootIDs are the host ids of the root of the payload's user namespace
+// (host root without one): they own the writable layer's top and what
+// the init creates in the image.
+func (s *Sandbox) rootIDs() (uid, gid int) {
+	if s.userns {
+		return int(s.ids), int(s.ids)
+	}
+	if s.root {
+		return 0, 0
+	}
+	return int(s.user.UID), int(s.user.GID)
+}
+
+// makeLayer creates the writable layer's directories afresh: the layer
+// directory only the runtime may enter (the payload reaches it through
+// the overlay, which works with the init's credentials), its upper
+// directory, the top of the payload's root, belonging to the payload's
+// root.
+func (s *Sandbox) makeLayer() error {
+	if err := os.RemoveAll(s.layerDir); err != nil {
+		return fmt.Errorf("writable layer: %w", err)
+	}
+	if err := os.Mkdir(s.layerDir, 0o700); err != nil {
+		return fmt.Errorf("writable layer: %w", err)
+	}
+	uid, gid := s.rootIDs()
+	for _, d := range []string{"upper", "work"} {
+		p := filepath.Join(s.layerDir, d)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			return fmt.Errorf("writable layer: %w", err)
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
+			return fmt.Errorf("writable layer: %w", err)
+		}
+	}
+	if err := os.Lchown(filepath.Join(s.layerDir, "upper"), uid, gid); err != nil {
+		return fmt.Errorf("writable layer: %w", err)
 	}
 	return nil
 }
@@ -332,6 +488,8 @@ func makeTmp(dir string) error {
 // network namespace and gets SIGKILL when that thread, i.e. the runtime,
 // dies) and waits for its report.
 func (s *Sandbox) startHolder() (pid int, err error) {
+	uid, gid := s.hostUser()
+	rootUID, rootGID := s.rootIDs()
 	spec, err := json.Marshal(holderSpec{
 		Root:         filepath.Join(s.runDir, "root"),
 		Hostname:     s.hostname,
@@ -340,8 +498,14 @@ func (s *Sandbox) startHolder() (pid int, err error) {
 		Tmp:          s.tmpDir,
 		Workdir:      s.workdir,
 		Volumes:      s.volumes,
-		UID:          s.user.UID,
-		GID:          s.user.GID,
+		UID:          uint32(uid),
+		GID:          uint32(gid),
+		RootFS:       s.rootfs,
+		Layer:        s.layerDir,
+		Stage:        s.runDir,
+		IDMap:        s.usernsFile != nil,
+		RootUID:      uint32(rootUID),
+		RootGID:      uint32(rootGID),
 	})
 	if err != nil {
 		return 0, err
@@ -351,6 +515,10 @@ func (s *Sandbox) startHolder() (pid int, err error) {
 		return 0, err
 	}
 	defer repR.Close()
+	extra := []*os.File{repW}
+	if s.usernsFile != nil {
+		extra = append(extra, s.usernsFile) // usernsFD
+	}
 	var stderr strings.Builder
 	cmd := &exec.Cmd{
 		Path: holderPath(),
@@ -359,7 +527,7 @@ func (s *Sandbox) startHolder() (pid int, err error) {
 		Args:       []string{holderArgv0, holderMarker},
 		Env:        []string{holderSpecEnv + "=" + string(spec)},
 		Stderr:     &limitedWriter{w: &stderr, n: maxReport},
-		ExtraFiles: []*os.File{repW},
+		ExtraFiles: extra,
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:    true,
 			Pdeathsig:  syscall.SIGKILL,
@@ -684,6 +852,19 @@ func (s *Sandbox) destroy() error {
 	if err := os.RemoveAll(s.tmpDir); err != nil {
 		errs = append(errs, fmt.Errorf("sandbox %s: remove the payload's /tmp: %w", s.name, err))
 	}
+	if s.usernsFile != nil {
+		s.usernsFile.Close()
+	}
+	if s.rootfs != nil {
+		if err := os.RemoveAll(s.layerDir); err != nil {
+			errs = append(errs, fmt.Errorf("sandbox %s: remove the writable layer: %w", s.name, err))
+		}
+	}
+	if s.userns && s.ids != 0 {
+		if err := disownVolumes(s.workdir, s.ids); err != nil {
+			errs = append(errs, fmt.Errorf("sandbox %s: %w", s.name, err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -722,6 +903,9 @@ func cleanupName(name string, log *logrus.Entry) (found bool, err error) {
 	dir := filepath.Join(runDir, name)
 	if _, err := os.Lstat(dir); err == nil {
 		found = true
+		if err := cleanupWorkdir(name, dir); err != nil {
+			return found, err
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			return found, fmt.Errorf("remove stale hosts dir: %w", err)
 		}

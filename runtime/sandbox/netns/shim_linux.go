@@ -22,10 +22,12 @@ import (
 // The shim is the current executable started by Start with this argument
 // vector:
 //
-//	[shimArgv0, shimMarker, uid, gid, dir, bin, argv...]
+//	[shimArgv0, shimMarker, mode, uid, gid, dir, bin, argv...]
 //
-// (uid "root" keeps the runtime's root and capabilities: the operator's
-// explicit choice), the write end of a report pipe as fd 3, and the
+// (mode shimRoot keeps the runtime's root and capabilities: the
+// operator's explicit choice; shimHost switches to the host user uid:gid;
+// shimUserns followed by the first host id of the activity's range runs
+// the payload in a user namespace of its own, see runRelay), the write end of a report pipe as fd 3, and the
 // sandbox's namespaces already joined (see starter). It writes shimMagic to
 // the pipe first (so Start can tell a missing MaybeRunShim call from a
 // successful exec), then either execs bin — the pipe is close-on-exec, so
@@ -36,6 +38,11 @@ const (
 	shimReportFD = 3
 	shimMagic    = "gvpn-sandbox-shim/1\n"
 	shimRoot     = "root"
+	shimHost     = "host"
+	shimUserns   = "userns="
+	// stageMarker starts the second stage of a shimUserns shim: the
+	// same arguments, in the new user namespace.
+	stageMarker = "__gvpn-sandbox-stage"
 
 	// maxReport bounds what Start reads from the report pipe.
 	maxReport = 64 << 10
@@ -68,14 +75,20 @@ func MaybeRunShim() {
 	}
 	switch os.Args[1] {
 	case shimMarker:
-		os.Exit(runShim(os.Args[2:]))
+		os.Exit(runShim(os.Args[2:], false))
+	case stageMarker:
+		os.Exit(runShim(os.Args[2:], true))
 	case holderMarker:
 		os.Exit(runHolder(os.Args[2:]))
+	case usernsMarker:
+		os.Exit(runUsernsKeeper())
 	}
 }
 
 type shimSpec struct {
 	root     bool
+	userns   bool
+	ids      uint32 // first host id of the range, with userns
 	uid, gid int
 	dir      string
 	bin      string
@@ -83,24 +96,35 @@ type shimSpec struct {
 }
 
 func parseShimArgs(args []string) (shimSpec, error) {
-	if len(args) < 5 {
-		return shimSpec{}, fmt.Errorf("want at least 5 shim arguments, got %d", len(args))
+	if len(args) < 6 {
+		return shimSpec{}, fmt.Errorf("want at least 6 shim arguments, got %d", len(args))
 	}
-	spec := shimSpec{dir: args[2], bin: args[3], argv: args[4:]}
-	if args[0] == shimRoot {
+	spec := shimSpec{dir: args[3], bin: args[4], argv: args[5:]}
+	switch base, userns := strings.CutPrefix(args[0], shimUserns); {
+	case args[0] == shimRoot:
 		spec.root = true
 		return spec, nil
+	case userns:
+		ids, err := strconv.ParseUint(base, 10, 32)
+		if err != nil || ids == 0 || ids > 1<<32-IDRangeSize {
+			return shimSpec{}, fmt.Errorf("bad shim mode %q", args[0])
+		}
+		spec.userns, spec.ids = true, uint32(ids)
+	case args[0] != shimHost:
+		return shimSpec{}, fmt.Errorf("bad shim mode %q", args[0])
 	}
 	var err1, err2 error
-	spec.uid, err1 = strconv.Atoi(args[0])
-	spec.gid, err2 = strconv.Atoi(args[1])
-	if err := errors.Join(err1, err2); err != nil || spec.uid <= 0 || spec.gid < 0 {
-		return shimSpec{}, fmt.Errorf("bad payload user %q:%q", args[0], args[1])
+	spec.uid, err1 = strconv.Atoi(args[1])
+	spec.gid, err2 = strconv.Atoi(args[2])
+	if err := errors.Join(err1, err2); err != nil || spec.uid < 0 || spec.gid < 0 || spec.uid == 0 && !spec.userns {
+		return shimSpec{}, fmt.Errorf("bad payload user %q:%q", args[1], args[2])
 	}
 	return spec, nil
 }
 
-func runShim(args []string) int {
+// runShim is the shim (stage false) or, for a payload in a user
+// namespace, its second stage (see runRelay).
+func runShim(args []string, stage bool) int {
 	// Bounding set and no_new_privs are per thread: set them on the
 	// thread that execs.
 	runtime.LockOSThread()
@@ -112,7 +136,9 @@ func runShim(args []string) int {
 	// process may already hold descriptors of its own (its epoll).
 	_ = unix.CloseRange(shimReportFD+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	syscall.CloseOnExec(shimReportFD)
-	_, _ = unix.Write(shimReportFD, []byte(shimMagic))
+	if !stage { // the first stage has said it
+		_, _ = unix.Write(shimReportFD, []byte(shimMagic))
+	}
 	fail := func(kind string, code int, format string, a ...any) int {
 		msg := fmt.Sprintf(format, a...)
 		fmt.Fprintf(os.Stderr, "gvpn-sandbox: %s\n", msg)
@@ -123,6 +149,9 @@ func runShim(args []string) int {
 	spec, err := parseShimArgs(args)
 	if err != nil {
 		return fail(kindSetup, exitNoExec, "%v", err)
+	}
+	if spec.userns && !stage {
+		return runRelay(spec, args, fail)
 	}
 	if !spec.root {
 		if err := dropPrivileges(spec.uid, spec.gid); err != nil {
@@ -138,6 +167,12 @@ func runShim(args []string) int {
 			return fail(kindNotFound, exitNotFound, "%s: command not found", spec.bin)
 		}
 		return fail(kindNoExec, exitNoExec, "%s: %v", spec.bin, err)
+	}
+	if !spec.root {
+		// Last, so that nothing of the shim's own runs under it.
+		if err := denyUserNamespaces(); err != nil {
+			return fail(kindSetup, exitNoExec, "seccomp: %v", err)
+		}
 	}
 	err = syscall.Exec(path, spec.argv, os.Environ())
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
@@ -159,6 +194,9 @@ func runShim(args []string) int {
 // and sets no_new_privs; with no permitted capability and no_new_privs, its
 // full bounding set can never be used.
 func dropPrivileges(uid, gid int) error {
+	if uid == 0 {
+		return keepNamespaceRoot(gid)
+	}
 	if !hasEffectiveCaps() {
 		if os.Getuid() != uid || os.Getgid() != gid {
 			return fmt.Errorf("a runtime that is not root runs payloads as its own user (uid %d, gid %d), not as uid %d gid %d: set --payload-user to %d:%d",
@@ -251,4 +289,55 @@ func truncate(b []byte, n int) []byte {
 		return b[:n]
 	}
 	return b
+}
+
+// rootCaps are what the root of the payload's own user namespace keeps
+// (an image that expects root: package managers chown, switch users and
+// write files whatever their mode). They act only in that namespace, on
+// files whose owner and group are both the activity's ids (its image,
+// its writable layer) and on its own processes; every other namespace of
+// the sandbox belongs to the host's user namespace, where the payload
+// has nothing.
+var rootCaps = []uintptr{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER, unix.CAP_FSETID,
+	unix.CAP_KILL, unix.CAP_SETGID, unix.CAP_SETUID}
+
+// keepNamespaceRoot stays the root of the process's user namespace with
+// only rootCaps: the bounding set limits what the exec'd payload gets
+// (root gets its bounding set on exec), no supplementary groups, gid gid,
+// no_new_privs.
+func keepNamespaceRoot(gid int) error {
+	keep := map[uintptr]bool{}
+	for _, c := range rootCaps {
+		keep[c] = true
+	}
+	for c := 0; c <= lastCap(); c++ {
+		if keep[uintptr(c)] {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capset: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(gid, gid, gid); err != nil {
+		return fmt.Errorf("setresgid %d: %w", gid, err)
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	return nil
 }
