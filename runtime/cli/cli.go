@@ -37,7 +37,6 @@ import (
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/sandbox"
-	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
 	"github.com/gvpn/gvpn/runtime/volume"
@@ -459,6 +458,7 @@ func offerTemplate(stdout io.Writer) int {
 type deployment struct {
 	Hostname string      `json:"hostname,omitempty"`
 	Volumes  volume.List `json:"volumes,omitempty"`
+	Image    *imageState `json:"image,omitempty"` // the task package, if any
 	Version  string      `json:"version"`
 }
 
@@ -488,6 +488,21 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err != nil {
 		return fail(err.Error(), err)
 	}
+	img, err := deployImage(o, log)
+	if err != nil {
+		return fail(public(err, taskPackage(o), o.Workdir), err)
+	}
+	if img != nil {
+		var skipped []string
+		if vols, skipped, err = vols.WithImage(img.Config.VolumePaths()); err != nil {
+			return fail(err.Error(), err)
+		}
+		if len(skipped) > 0 {
+			log.WithField("paths", skipped).Warn("the image declares volumes where the sandbox provides its own directories; not listed")
+		}
+		log.WithFields(logrus.Fields{"format": img.Format, "env": img.Config.Env, "working_dir": img.Config.WorkingDir,
+			"user": img.Config.User, "volumes": img.Config.VolumePaths()}).Info("task package checked")
+	}
 	switch o.Sandbox {
 	case "netns":
 		if err := netns.CheckVolumes(vols); err != nil {
@@ -498,11 +513,6 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 		// no workdir directory would reach it.
 		vols = volume.List{}
 	case "vm":
-		if root := vmRoot(o); root != "" {
-			if err := vm.CheckRoot(root); err != nil {
-				return fail("the task package cannot be the guest's root (a squashfs image is needed)", err)
-			}
-		}
 		if vols, err = vmVolumes(vols); err != nil {
 			return fail(err.Error(), err)
 		}
@@ -520,7 +530,7 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err := vols.Prepare(o.Workdir, uid); err != nil {
 		return fail("cannot create the volumes in the activity's work directory", err)
 	}
-	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Volumes: vols, Version: Version})
+	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Volumes: vols, Image: img, Version: Version})
 	if err := os.WriteFile(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
 		return fail("cannot record the deployment in the activity's work directory", err)
 	}
@@ -579,14 +589,17 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 	defer lock.Unlock()
 	sweep(o, log)
 	hostname := o.Hostname
-	var vols volume.List
+	var (
+		vols volume.List
+		img  *imageState
+	)
 	if b, err := os.ReadFile(filepath.Join(o.Workdir, deploymentFile)); err == nil {
 		var d deployment
 		if json.Unmarshal(b, &d) == nil {
 			if hostname == "" {
 				hostname = d.Hostname
 			}
-			vols = d.Volumes
+			vols, img = d.Volumes, d.Image
 		}
 	} else {
 		log.Warn("no deployment in the workdir (was deploy run?); starting with defaults")
@@ -615,8 +628,16 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		if root {
 			warnRoot(log)
 		}
-		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
-			User: u, Root: root, Volumes: vols})
+		cfg := netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
+			User: u, Root: root, Volumes: vols}
+		if img != nil {
+			cfg.RootFS = img.rootFS()
+			cfg.Env, cfg.Dir = img.Config.Env, img.Config.WorkingDir
+			if img.User != nil {
+				cfg.User = *img.User
+			}
+		}
+		sb, err := netns.Open(cfg)
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1
@@ -631,7 +652,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		}
 		sbx, attacher = box, box
 	case "vm":
-		box, err := openVMSandbox(o, hostname, vols, logOut, log)
+		box, err := openVMSandbox(o, hostname, vols, img, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the VM sandbox")
 			return 1

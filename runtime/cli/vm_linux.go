@@ -45,14 +45,6 @@ func vmDefaultFile(name string) string {
 	return filepath.Join(filepath.Dir(exe), "vm", name)
 }
 
-// vmRoot is the task package the guest boots from, if any.
-func vmRoot(o *Options) string {
-	if len(o.TaskPackages) == 0 {
-		return ""
-	}
-	return o.TaskPackages[len(o.TaskPackages)-1]
-}
-
 func vmTimeout(o *Options) time.Duration {
 	if o.agentTimeoutSet {
 		return o.AgentTimeout
@@ -69,7 +61,7 @@ func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io
 		QEMU:      o.VMQEMU,
 		MemoryMiB: o.VMMemory,
 		CPUs:      o.VMCPUs,
-		Root:      vmRoot(o),
+		Root:      taskPackage(o),
 		Volumes:   volumes,
 		Hostname:  hostname,
 		SocketDir: filepath.Join("/run/gvpn", name),
@@ -82,7 +74,7 @@ func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io
 
 // openVMSandbox boots the payload VM for --sandbox vm. The guest's console
 // goes to stderr with the runtime's logs.
-func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
+func openVMSandbox(o *Options, hostname string, vols volume.List, img *imageState, stderr io.Writer, log *logrus.Entry) (*agent.Box, error) {
 	if err := vols.Prepare(o.Workdir, os.Geteuid()); err != nil {
 		return nil, err
 	}
@@ -94,6 +86,9 @@ func openVMSandbox(o *Options, hostname string, vols volume.List, stderr io.Writ
 	}
 	name := netns.NameFor(o.SandboxPrefix, o.Workdir)
 	cfg := vmConfig(o, name, hostname, shares, stderr, log)
+	if img != nil {
+		cfg.Env, cfg.Dir, cfg.User = img.Config.Env, img.Config.WorkingDir, img.Config.User
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	box, err := vm.Open(ctx, cfg)

@@ -27,8 +27,8 @@ const maxFile = 4 << 20
 
 // Resolve resolves spec in root, the image's file system (paths
 // "etc/passwd" and "etc/group" in it). "" is root, as in Docker. A number
-// needs no entry in /etc/passwd (its gid is then the passwd entry's, or
-// the uid when there is none); a name must have one. Errors name what was
+// needs no entry in /etc/passwd (its gid is then the passwd entry's, or 0
+// when there is none, as in Docker); a name must have one. Errors name what was
 // not found.
 func Resolve(root fs.FS, spec string) (User, error) {
 	if spec == "" {
@@ -42,7 +42,7 @@ func Resolve(root fs.FS, spec string) (User, error) {
 	var u User
 	var name string
 	if id, err := parseID(userPart); err == nil {
-		u.UID, u.GID = id, id
+		u.UID = id // gid 0 unless /etc/passwd says otherwise, as in Docker
 		for _, e := range users {
 			if e[2] == userPart {
 				name = e[0]

@@ -19,7 +19,7 @@ func TestResolve(t *testing.T) {
 		"1000":        {UID: 1000, GID: 1001, Groups: []uint32{100, 10}},
 		"1000:5":      {UID: 1000, GID: 5, Groups: []uint32{100, 10}},
 		"golem:users": {UID: 1000, GID: 100, Groups: []uint32{10}},
-		"4242":        {UID: 4242, GID: 4242},
+		"4242":        {UID: 4242, GID: 0},
 		"4242:wheel":  {UID: 4242, GID: 10},
 	} {
 		got, err := Resolve(image, spec)
