@@ -49,6 +49,12 @@ Examples:
   sudo gvpn-lab demo --gateway first-host     # as released ExeUnits send it
   sudo gvpn-lab demo --vm                     # node-c is a QEMU guest (make vm-image)
   sudo gvpn-lab demo --docker                 # every node a container (builds the images once)
+  sudo gvpn-lab demo --image app.gvmi         # every node deploys the image, as the ExeUnit does
+
+With --image FILE (a GVMI, squashfs, OCI or docker save archive) every node
+deploys and starts with --task-package FILE: the payloads run in the image,
+with its tools. It needs busybox's ping, wget, sha256sum and ip in the image
+(the HTTP server is gvpn-lab, uploaded to /golem/work); step 4 is skipped.
 
 Flags:
 `
@@ -135,6 +141,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the summary as JSON on stdout instead of tables")
 	sizeFlag := fs.String("http-size", "8M", "`bytes` each HTTP client fetches (k, M, G suffixes)")
 	seconds := fs.Int("iperf-time", 3, "`seconds` of the iperf3 run")
+	imageFile := fs.String("image", "", "task package `file` every node deploys with (--task-package), as the ExeUnit passes a\nrequestor's image; the payloads run in it, with busybox")
 	withVM := fs.Bool("vm", false, "make the last node a QEMU guest (gvpn-runtime --sandbox vm; make vm-image first):\nit pings every node and fetches over HTTP with busybox, beside the netns nodes")
 	var lf labFlags
 	lf.add(fs.FlagSet)
@@ -153,9 +160,20 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	if *withVM {
 		cfg.VMNodes = 1
 	}
+	if *imageFile != "" {
+		if cfg.TaskPackage, err = filepath.Abs(*imageFile); err != nil {
+			return fail(stderr, "demo", err)
+		}
+		if _, err := os.Stat(cfg.TaskPackage); err != nil {
+			return fail(stderr, "demo", usagef("--image: %v", err))
+		}
+	}
 	subnet, err := df.check(fs, 3)
 	if err != nil {
 		return fail(stderr, "demo", err)
+	}
+	if df.docker && *imageFile != "" {
+		return fail(stderr, "demo", usagef("--image and --docker together: the Docker lab's nodes run the lab image"))
 	}
 	if df.docker && *withVM {
 		return fail(stderr, "demo", usagef("--vm and --docker together: a Docker lab has no VM nodes yet"))
@@ -372,7 +390,7 @@ func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 			}
 			d.p.Detail("%s → %s (%s)", a.Name, b.Name, b.IP)
 			argv := []string{"ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", b.IP.String()}
-			if a.VM {
+			if busybox(a) {
 				argv = slices.Delete(argv, 1, 2) // busybox's ping prints numbers anyway and has no -n
 			}
 			res, err := d.lab.Exec(ctx, a.Name, argv...)
@@ -416,12 +434,16 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 	url := fmt.Sprintf("http://%s:%d/data?size=%d", srv.Name, demoHTTPPort, d.size)
 	var rates []string
 	for _, c := range nodes[1:] {
-		if c.VM {
+		if busybox(c) {
 			r, err := d.fetchInGuest(ctx, c, url, want)
 			if err != nil {
 				return "", err
 			}
-			rates = append(rates, humanBits(r.BitsPerSecond)+" into the VM")
+			where := " into the image"
+			if c.VM {
+				where = " into the VM"
+			}
+			rates = append(rates, humanBits(r.BitsPerSecond)+where)
 			continue
 		}
 		d.p.Detail("%s: curl %s", c.Name, url)
@@ -460,11 +482,16 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 		nodes[1].Name, nodes[2].Name, humanBytes(float64(d.size)), srv.Name, demoHTTPPort, strings.Join(rates, ", ")), nil
 }
 
-// fetchInGuest fetches url in a VM node with busybox's wget, which cannot
-// write to the host's files: the guest hashes the body itself. The time is
+// busybox reports whether n's payload has busybox's tools rather than the
+// host's: a VM guest, or a node whose root is the task package.
+func busybox(n *golemnet.LabNode) bool { return n.VM || n.Image }
+
+// fetchInGuest fetches url in a busybox node (a VM, or an image) with
+// busybox's wget, which cannot write to the host's files: the payload
+// hashes the body itself. The time is
 // the whole RunProcess, so the rate slightly understates the transfer.
 func (d *demoRun) fetchInGuest(ctx context.Context, c *golemnet.LabNode, url, want string) (HTTPResult, error) {
-	d.p.Detail("%s (QEMU guest): wget %s | sha256sum", c.Name, url)
+	d.p.Detail("%s (busybox): wget %s | sha256sum", c.Name, url)
 	t0 := time.Now()
 	res, err := d.lab.Exec(ctx, c.Name, "sh", "-c", "wget -q -O - '"+url+"' | sha256sum")
 	secs := time.Since(t0).Seconds()
@@ -498,6 +525,9 @@ func curlSeconds(out []byte) float64 {
 }
 
 func (d *demoRun) throughput(ctx context.Context) (string, error) {
+	if d.cfg.TaskPackage != "" {
+		return "skipped: the payloads run in the image, which has no iperf3", nil
+	}
 	nodes := d.lab.Nodes()
 	srv, cli := nodes[0], nodes[1]
 	port := strconv.Itoa(demoIperfPort)
