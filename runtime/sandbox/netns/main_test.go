@@ -5,8 +5,12 @@ package netns
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -18,19 +22,74 @@ import (
 // sandbox, starts processes in it and then waits to be SIGKILLed.
 const crashHelperEnv = "GVT_SB_CRASH_HELPER_WORKDIR"
 
+// crashImageEnv, when set, gives the crash helper's sandbox that squashfs
+// file as its root.
+const crashImageEnv = "GVT_SB_CRASH_HELPER_IMAGE"
+
+// shimEnv names the static shim (see staticShim) to a crash helper.
+const shimEnv = "GVT_SB_SHIM"
+
 func TestMain(m *testing.M) {
 	MaybeRunShim()
 	if dir := os.Getenv(crashHelperEnv); dir != "" {
 		os.Exit(crashHelper(dir))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if shimDir != "" {
+			os.RemoveAll(shimDir)
+		}
+		os.Exit(code)
+	}))
+}
+
+var shimDir string
+
+// staticShim builds testdata/shim without cgo, once, and makes sandboxes
+// with an image start it (this test binary may be linked dynamically,
+// which an image's root cannot run). It returns its path, or skips.
+var staticShim = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "gvt-sb-shim-")
+	if err != nil {
+		return "", err
+	}
+	shimDir = dir
+	bin := filepath.Join(dir, "shim")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./testdata/shim")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the static shim: %v\n%s", err, out)
+	}
+	// Payload users in their user namespaces must be able to run it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	return bin, UseShimBinary(bin)
+})
+
+func useStaticShim(t *testing.T) string {
+	t.Helper()
+	bin, err := staticShim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 // crashHelper prints "DAEMON_PID CHILD_PID\n" on stdout once a daemon
 // (setsid, own session, output to /dev/null) and a direct child are
 // running in a sandbox for workdir, then blocks until killed.
 func crashHelper(workdir string) int {
-	s, err := Open(Config{Workdir: workdir, NamePrefix: testPrefix})
+	cfg := Config{Workdir: workdir, NamePrefix: testPrefix}
+	if bin := os.Getenv(shimEnv); bin != "" {
+		if err := UseShimBinary(bin); err != nil {
+			fmt.Fprintln(os.Stderr, "crash helper:", err)
+			return 1
+		}
+	}
+	if img := os.Getenv(crashImageEnv); img != "" {
+		cfg.RootFS = &RootFS{Image: img}
+	}
+	s, err := Open(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash helper:", err)
 		return 1

@@ -113,13 +113,18 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 
 	// The starter's thread is in the sandbox's namespaces already; the
 	// shim drops privileges, changes to dir and execs.
+	path, extra := "/proc/self/exe", []*os.File{repW}
+	if s.shim != nil {
+		// The child's fd 4: the image's root has no path to it.
+		path, extra = "/proc/self/fd/4", append(extra, s.shim)
+	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       path,
 		Args:       append([]string{shimArgv0, shimMarker, mode, uid, gid, dir, spec.Bin}, argv...),
 		Env:        env,
 		Stdout:     outW,
 		Stderr:     errW,
-		ExtraFiles: []*os.File{repW},
+		ExtraFiles: extra,
 		// No Pdeathsig: in the holder's PID namespace the parent is not
 		// visible, and os/exec would take that for the parent's death.
 		// The process dies with the holder instead, which has one.

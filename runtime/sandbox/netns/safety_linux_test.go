@@ -5,6 +5,7 @@ package netns
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -235,6 +236,81 @@ func TestCheckVolumes(t *testing.T) {
 		}
 		if err := CheckVolumes(vols); (err == nil) != ok {
 			t.Errorf("CheckVolumes(%s) = %v, want ok=%v", override, err, ok)
+		}
+	}
+}
+
+// TestActivitiesCannotReadEachOthersFiles is issue 20's attack: the
+// provider's data directory is outside /home and /root (here /var/lib),
+// so another agreement's workdir is visible, read-only, in the payload's
+// view of the host; the ExeUnit uploaded a file (mode 0644, as the
+// provider's user) into agreement A's volume; agreement B's payload tries
+// to read it. Each activity is its own user on the host, and a volume
+// directory (mode 2770) lets in only its owner and the runtime's group.
+func TestActivitiesCannotReadEachOthersFiles(t *testing.T) {
+	privtest.RequireRoot(t)
+	data, err := os.MkdirTemp("/var/lib", "gvt-sb-provider-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(data) })
+	if err := os.Chmod(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	workdir := func(agreement string) string {
+		wd := filepath.Join(data, "exe-unit/work", agreement, "activity")
+		if err := os.MkdirAll(wd, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return wd
+	}
+	vols := defaultVolumes(t)
+	a := openTest(t, Config{Workdir: workdir("agreement-a"), Volumes: vols})
+	b := openTest(t, Config{Workdir: workdir("agreement-b"), Volumes: vols})
+	secret := filepath.Join(a.workdir, vols[0].Name, "uploaded.txt")
+	if err := os.WriteFile(secret, []byte("agreement A's data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, a, sh("cat /golem/work/uploaded.txt")); r.stdout != "agreement A's data\n" {
+		t.Fatalf("A cannot read its own upload: %q %q", r.stdout, r.stderr)
+	}
+	r := run(t, b, sh("cat "+secret+" || ls "+filepath.Dir(secret)))
+	if strings.Contains(r.stdout, "agreement A") || strings.Contains(r.stdout, "uploaded") || r.rc == 0 {
+		t.Errorf("B read A's upload (rc %d): %q", r.rc, r.stdout)
+	}
+	if !strings.Contains(r.stderr, "Permission denied") {
+		t.Errorf("B's attempt failed, but not for want of permission: %q", r.stderr)
+	}
+	if CanMapIDRanges() && a.ids == b.ids {
+		t.Errorf("both activities have the host ids from %d", a.ids)
+	}
+}
+
+// TestPayloadCannotOpenUserNamespaces is issue 20's item 4: `unshare -Ur`
+// gave the payload capabilities over namespaces of its own (veth,
+// nftables, tmpfs mounts). It must fail for every payload user, also
+// the root of the payload's own user namespace.
+func TestPayloadCannotOpenUserNamespaces(t *testing.T) {
+	privtest.RequireRoot(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) is not installed")
+	}
+	users := []User{Nobody}
+	if CanMapIDRanges() {
+		users = append(users, User{UID: 0, GID: 0})
+	}
+	for _, u := range users {
+		s := openTest(t, Config{User: u})
+		for _, cmd := range []string{"unshare -Ur id -u", "unshare -Urn ip link add gvt-sb-x type dummy", "unshare -Urm true"} {
+			r := run(t, s, sh(cmd))
+			if r.rc == 0 || !strings.Contains(r.stderr, "Operation not permitted") {
+				t.Errorf("user %d: %s: rc %d, stdout %q, stderr %q; want it refused", u.UID, cmd, r.rc, r.stdout, r.stderr)
+			}
+		}
+		// Other namespaces need capabilities the payload does not
+		// have, in the host's user namespace or its own.
+		if r := run(t, s, sh("unshare -n true")); r.rc == 0 {
+			t.Errorf("user %d: unshare -n worked", u.UID)
 		}
 	}
 }

@@ -179,6 +179,7 @@ type Sandbox struct {
 	user         User
 	root         bool
 	rootfs       *RootFS
+	shim         *os.File // the static shim to start in rootfs (nil: /proc/self/exe)
 	userns       bool     // payloads run in user namespaces mapped to ids
 	ids          uint32   // first host id of the activity's range (userns)
 	usernsFile   *os.File // a user namespace with that mapping (idmapped image)
@@ -249,6 +250,13 @@ func Open(cfg Config) (*Sandbox, error) {
 			return nil, err
 		}
 	}
+	var shim *os.File
+	if cfg.RootFS != nil {
+		var err error
+		if shim, err = imageShim(); err != nil {
+			return nil, err
+		}
+	}
 	userns := !cfg.Root && CanMapIDRanges()
 	if cfg.User == (User{}) && !(userns && cfg.RootFS != nil) {
 		cfg.User = Nobody // with an image and a user namespace: the image's root
@@ -273,6 +281,7 @@ func Open(cfg Config) (*Sandbox, error) {
 		user:         cfg.User,
 		root:         cfg.Root,
 		rootfs:       cfg.RootFS,
+		shim:         shim,
 		userns:       userns,
 		layerDir:     filepath.Join(workdir, LayerDirName),
 		volumes:      cfg.Volumes,

@@ -510,10 +510,10 @@ func TestOpenCloseTwiceSameWorkdir(t *testing.T) {
 // crash runs a runtime (the test binary as crashHelper) that opens the
 // sandbox for workdir, starts a daemon and a direct child, and SIGKILLs it.
 // It returns pidfds of the daemon and the child.
-func crash(t *testing.T, workdir string) (daemon, child int) {
+func crash(t *testing.T, workdir string, env ...string) (daemon, child int) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashHelperEnv+"="+workdir)
+	cmd.Env = append(append(os.Environ(), crashHelperEnv+"="+workdir), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
