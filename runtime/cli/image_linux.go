@@ -132,14 +132,21 @@ func deployImage(o *Options, log *logrus.Entry) (*imageState, error) {
 	return st, nil
 }
 
-// loopSize is the squashfs's length rounded up to 512 bytes, the loop
-// device's granularity; mksquashfs pads with zeros to 4 KiB, so the round
-// stays in the padding. An unpadded squashfs at the very end of its file
-// keeps its exact length.
+// loopSize is the length of the loop device over the package: the
+// squashfs rounded up to 4 KiB. The kernel's squashfs reads its device in
+// 1 KiB blocks or more, and a read past the end of a loop device is an I/O
+// error, so bytes_used itself is too short; mksquashfs pads to 4 KiB with
+// zeros for that reason, and a GVMI's config comes after the padding. For
+// an unpadded squashfs the device takes what the file has, in 512-byte
+// units (the loop device's), a trailer's bytes included: squashfs never
+// reads them.
 func loopSize(im *image.Image) int64 {
-	n := (im.SquashfsSize + 511) &^ 511
+	n := (im.SquashfsSize + 4095) &^ 4095
 	if fi, err := os.Stat(im.Path); err == nil && n > fi.Size() {
-		return im.SquashfsSize
+		n = fi.Size() &^ 511
+		if n < im.SquashfsSize {
+			n = (im.SquashfsSize + 511) &^ 511
+		}
 	}
 	return n
 }
