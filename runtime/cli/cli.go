@@ -166,7 +166,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs := cmdflag.New(prog)
 	fs.StringVar(&o.Workdir, "workdir", "", "activity working `directory` (required by deploy and start)")
 	fs.StringVar(&o.Workdir, "w", "", "short for --workdir (a `directory`)")
-	fs.Var(&o.TaskPackages, "task-package", "`path` of the downloaded task package (accepted; gvpn runs no image, the\ndescriptor's --runtime-managed-image keeps the ExeUnit from needing one)")
+	fs.Var(&o.TaskPackages, "task-package", "`path` of the downloaded task package, the requestor's image: a GVMI, squashfs, docker save\nor OCI archive; deploy checks it, the sandbox runs the payload in it with its Env, WorkingDir,\nUser and Volumes (none: the host's directories, as with --runtime-managed-image)")
 	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU `cores` from the agreement (checked, logged)")
 	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory in `GiB` from the agreement (checked, logged)")
 	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage in `GiB` from the agreement (checked, logged)")
