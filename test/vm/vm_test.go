@@ -275,7 +275,11 @@ func TestVMNodeGVMISettings(t *testing.T) {
 	vm := &node{name: "node-vm", ip: "192.168.12.2"}
 	startHub(t, vm)
 	vm.start(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, taskPackage: pkg})
-	if vols := fmt.Sprint(vm.deployed.Vols); !strings.Contains(vols, `"/data"`) || !strings.Contains(vols, `"/golem/work"`) {
+	var vols string
+	for _, v := range vm.deployed.Vols {
+		vols += string(v)
+	}
+	if !strings.Contains(vols, `"/data"`) || !strings.Contains(vols, `"/golem/work"`) {
 		t.Errorf("deploy vols %s, want /data beside /golem/work", vols)
 	}
 	ctx := privtest.Context(t, 8*time.Minute)
