@@ -60,7 +60,7 @@ func makeRoot(t *testing.T) string {
 	for _, d := range []string{"bin", "etc", "app", "data", "golem/work", "proc", "sys", "dev", "tmp"} {
 		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
 	}
-	for src, dst := range map[string]string{bb: "busybox", gpingBin: "gping"} {
+	for src, dst := range map[string]string{bb: "busybox", labBin: "gvpn-lab"} {
 		b, err := os.ReadFile(src)
 		must(t, err)
 		must(t, os.WriteFile(filepath.Join(root, "bin", dst), b, 0o755))
@@ -271,10 +271,10 @@ func checkPackage(t *testing.T, pkg string) {
 
 	// Two nodes over the VPN: ping, then a file served from node-a's
 	// volume, fetched by node-b by name and checked by hash.
-	// (gping, not busybox's ping: that needs a raw socket, which an
-	// unprivileged payload does not get.)
-	t.Log(sh(b.Name, "gping "+a.IP.String()+" 3"))
-	t.Log(sh(a.Name, "gping "+b.Name+" 3"))
+	// (gvpn-lab's ping, not busybox's: that needs a raw socket, which
+	// an image's payload does not get.)
+	t.Log(sh(b.Name, "gvpn-lab ping -c 3 "+a.IP.String()))
+	t.Log(sh(a.Name, "gvpn-lab ping -c 3 "+b.Name))
 	content := bytes.Repeat([]byte("gvpn image payload "), 50000)
 	hostDir, volPath, err := lab.Volume(a.Name)
 	must(t, err)

@@ -8,7 +8,6 @@ package image
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -16,29 +15,23 @@ import (
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
-// runtimeBin is the gvpn-runtime built for this test run; gpingBin the
-// static pinger the test images carry (testdata/gping).
-var runtimeBin, gpingBin string
+// runtimeBin is the gvpn-runtime built for this test run; labBin the
+// gvpn-lab the test images carry for its ping (an ICMP datagram socket:
+// busybox's ping needs a raw socket, which an image's payload does not get).
+var runtimeBin, labBin string
 
 // TestMain builds gvpn-runtime static, as make build does, not with the
 // race detector: its shim runs inside the image's root, which has none of
 // the host's libraries.
 func TestMain(m *testing.M) {
 	netns.MaybeRunShim()
-	dir, cleanup, err := privtest.Binaries(false, "gvpn-runtime")
+	dir, cleanup, err := privtest.Binaries(false, "gvpn-runtime", "gvpn-lab")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	runtimeBin = filepath.Join(dir, "gvpn-runtime")
-	gpingBin = filepath.Join(dir, "gping")
-	build := exec.Command("go", "build", "-o", gpingBin, "./testdata/gping")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build testdata/gping: %v\n%s", err, out)
-		cleanup()
-		os.Exit(1)
-	}
+	labBin = filepath.Join(dir, "gvpn-lab")
 	code := m.Run()
 	cleanup()
 	os.Exit(code)

@@ -53,8 +53,9 @@ Examples:
 
 With --image FILE (a GVMI, squashfs, OCI or docker save archive) every node
 deploys and starts with --task-package FILE: the payloads run in the image,
-with its tools. It needs busybox's ping, wget, sha256sum and ip in the image
-(the HTTP server is gvpn-lab, uploaded to /golem/work); step 4 is skipped.
+with its tools. It needs busybox's sh, wget, sha256sum and ip in the image;
+the HTTP server and the pinger are gvpn-lab's, uploaded to /golem/work (an
+image's payload gets no raw socket for busybox's ping); step 4 is skipped.
 
 Flags:
 `
@@ -141,7 +142,6 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the summary as JSON on stdout instead of tables")
 	sizeFlag := fs.String("http-size", "8M", "`bytes` each HTTP client fetches (k, M, G suffixes)")
 	seconds := fs.Int("iperf-time", 3, "`seconds` of the iperf3 run")
-	imageFile := fs.String("image", "", "task package `file` every node deploys with (--task-package), as the ExeUnit passes a\nrequestor's image; the payloads run in it, with busybox")
 	withVM := fs.Bool("vm", false, "make the last node a QEMU guest (gvpn-runtime --sandbox vm; make vm-image first):\nit pings every node and fetches over HTTP with busybox, beside the netns nodes")
 	var lf labFlags
 	lf.add(fs.FlagSet)
@@ -160,20 +160,22 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	if *withVM {
 		cfg.VMNodes = 1
 	}
-	if *imageFile != "" {
-		if cfg.TaskPackage, err = filepath.Abs(*imageFile); err != nil {
+	if !df.docker && df.image != "" {
+		// Without --docker, --image is a task package, not a lab image.
+		if cfg.TaskPackage, err = filepath.Abs(df.image); err != nil {
 			return fail(stderr, "demo", err)
 		}
 		if _, err := os.Stat(cfg.TaskPackage); err != nil {
 			return fail(stderr, "demo", usagef("--image: %v", err))
 		}
+		if *withVM {
+			return fail(stderr, "demo", usagef("--image and --vm together: the VM node boots the image too; use up --vm-nodes with a GVMI by hand"))
+		}
+		df.image, df.imageIsPackage = "", true
 	}
 	subnet, err := df.check(fs, 3)
 	if err != nil {
 		return fail(stderr, "demo", err)
-	}
-	if df.docker && *imageFile != "" {
-		return fail(stderr, "demo", usagef("--image and --docker together: the Docker lab's nodes run the lab image"))
 	}
 	if df.docker && *withVM {
 		return fail(stderr, "demo", usagef("--vm and --docker together: a Docker lab has no VM nodes yet"))
@@ -382,6 +384,19 @@ func wantMAC(ip netip.Addr) string {
 
 func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 	nodes := d.lab.Nodes()
+	// A payload in an image gets no raw socket for busybox's ping: it
+	// runs gvpn-lab's own (an ICMP datagram socket), uploaded like a
+	// requestor's program.
+	labPing := map[string]string{}
+	for _, n := range nodes {
+		if n.Image && !n.VM {
+			bin, err := d.lab.Install(n.Name, d.self, "gvpn-lab")
+			if err != nil {
+				return "", fmt.Errorf("%s: upload gvpn-lab: %w", n.Name, err)
+			}
+			labPing[n.Name] = bin
+		}
+	}
 	var sum float64
 	for _, a := range nodes {
 		for _, b := range nodes {
@@ -390,7 +405,9 @@ func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 			}
 			d.p.Detail("%s → %s (%s)", a.Name, b.Name, b.IP)
 			argv := []string{"ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", b.IP.String()}
-			if busybox(a) {
+			if bin := labPing[a.Name]; bin != "" {
+				argv = []string{bin, "ping", "-c", "3", "-W", "2", b.IP.String()}
+			} else if busybox(a) {
 				argv = slices.Delete(argv, 1, 2) // busybox's ping prints numbers anyway and has no -n
 			}
 			res, err := d.lab.Exec(ctx, a.Name, argv...)
