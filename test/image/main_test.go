@@ -6,8 +6,6 @@
 package image
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -20,19 +18,13 @@ import (
 // busybox's ping needs a raw socket, which an image's payload does not get).
 var runtimeBin, labBin string
 
-// TestMain builds gvpn-runtime static, as make build does, not with the
-// race detector: its shim runs inside the image's root, which has none of
-// the host's libraries.
+// TestMain builds gvpn-runtime and gvpn-lab static, as make build does,
+// not with the race detector: the runtime's shim runs inside the image's
+// root, which has none of the host's libraries, and so does gvpn-lab.
 func TestMain(m *testing.M) {
 	netns.MaybeRunShim()
-	dir, cleanup, err := privtest.Binaries(false, "gvpn-runtime", "gvpn-lab")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	runtimeBin = filepath.Join(dir, "gvpn-runtime")
-	labBin = filepath.Join(dir, "gvpn-lab")
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
+	privtest.MainStatic(m, func(dir string) {
+		runtimeBin = filepath.Join(dir, "gvpn-runtime")
+		labBin = filepath.Join(dir, "gvpn-lab")
+	}, "gvpn-runtime", "gvpn-lab")
 }

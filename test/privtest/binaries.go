@@ -64,7 +64,19 @@ func Binaries(race bool, cmds ...string) (dir string, cleanup func(), err error)
 // exits with the tests' code. It exits 1, saying why, when the binaries
 // cannot be had.
 func Main(m *testing.M, found func(dir string), cmds ...string) {
-	dir, cleanup, err := Binaries(true, cmds...)
+	run(m, true, found, cmds)
+}
+
+// MainStatic is Main with static binaries, as `make build` makes them,
+// for a suite whose runtime runs its sandbox's shim inside an image's
+// root, which has none of the host's libraries (the race detector needs
+// them).
+func MainStatic(m *testing.M, found func(dir string), cmds ...string) {
+	run(m, false, found, cmds)
+}
+
+func run(m *testing.M, race bool, found func(dir string), cmds []string) {
+	dir, cleanup, err := Binaries(race, cmds...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -53,46 +53,28 @@ func Resolve(root fs.FS, spec string) (User, error) {
 			}
 		}
 	} else {
-		if uerr != nil {
-			return User{}, fmt.Errorf("user %q: the image's /etc/passwd: %w", spec, uerr)
+		e, err := find(users, uerr, "/etc/passwd", "user", userPart)
+		if err != nil {
+			return User{}, fmt.Errorf("user %q: %w", spec, err)
 		}
-		found := false
-		for _, e := range users {
-			if e[0] == userPart {
-				uid, err1 := parseID(e[2])
-				gid, err2 := parseID(e[3])
-				if err := errors.Join(err1, err2); err != nil {
-					return User{}, fmt.Errorf("user %q: the image's /etc/passwd entry: %v", spec, err)
-				}
-				u.UID, u.GID, name, found = uid, gid, e[0], true
-				break
-			}
+		uid, err1 := parseID(e[2])
+		gid, err2 := parseID(e[3])
+		if err := errors.Join(err1, err2); err != nil {
+			return User{}, fmt.Errorf("user %q: the image's /etc/passwd entry: %v", spec, err)
 		}
-		if !found {
-			return User{}, fmt.Errorf("user %q: no user %q in the image's /etc/passwd", spec, userPart)
-		}
+		u.UID, u.GID, name = uid, gid, e[0]
 	}
 	groups, gerr := readDB(root, "etc/group")
 	if hasGroup {
 		if id, err := parseID(groupPart); err == nil {
 			u.GID = id
 		} else {
-			if gerr != nil {
-				return User{}, fmt.Errorf("user %q: the image's /etc/group: %w", spec, gerr)
+			e, err := find(groups, gerr, "/etc/group", "group", groupPart)
+			if err != nil {
+				return User{}, fmt.Errorf("user %q: %w", spec, err)
 			}
-			found := false
-			for _, e := range groups {
-				if e[0] == groupPart {
-					gid, err := parseID(e[2])
-					if err != nil {
-						return User{}, fmt.Errorf("user %q: the image's /etc/group entry: %v", spec, err)
-					}
-					u.GID, found = gid, true
-					break
-				}
-			}
-			if !found {
-				return User{}, fmt.Errorf("user %q: no group %q in the image's /etc/group", spec, groupPart)
+			if u.GID, err = parseID(e[2]); err != nil {
+				return User{}, fmt.Errorf("user %q: the image's /etc/group entry: %v", spec, err)
 			}
 		}
 	}
@@ -109,6 +91,20 @@ func Resolve(root fs.FS, spec string) (User, error) {
 		}
 	}
 	return u, nil
+}
+
+// find returns the entry of db (read with readErr) whose first field is
+// name; file and what name the database and the kind of entry in errors.
+func find(db [][]string, readErr error, file, what, name string) ([]string, error) {
+	if readErr != nil {
+		return nil, fmt.Errorf("the image's %s: %w", file, readErr)
+	}
+	for _, e := range db {
+		if e[0] == name {
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("no %s %q in the image's %s", what, name, file)
 }
 
 func parseID(s string) (uint32, error) {
