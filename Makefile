@@ -9,13 +9,12 @@ BINARIES  := $(patsubst cmd/%,bin/%,$(wildcard cmd/*))
 PREFIX    ?= /usr/local
 FUZZTIME  ?= 30s
 # Debian packages the tests and the demo use for real payload traffic.
-DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin
-DEB_CMDS  := ip ping iperf3 curl setcap
-# What the VM sandbox and its tests need: QEMU, dpkg-deb and apt-get download
-# for the guest image and a Debian task package, mksquashfs for that package;
-# a static busybox is the root of the task packages the image tests build.
-VM_DEPS   := qemu-system-x86 squashfs-tools busybox-static
-VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb busybox
+DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin busybox-static
+DEB_CMDS  := ip ping iperf3 curl setcap busybox
+# What the VM sandbox and its tests need (and the image tests, netns and test/image: mksquashfs): QEMU, dpkg-deb and apt-get download
+# for the guest image and a Debian task package, mksquashfs for that package.
+VM_DEPS   := qemu-system-x86 squashfs-tools
+VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb
 
 .PHONY: all build deps vm-deps vm-image deps-images images demo-docker lab-docker bench-docker test test-short fuzz bench demo lab vet fmt-check install clean help
 
@@ -31,7 +30,7 @@ bin/%: FORCE
 
 FORCE:
 
-deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl, setcap)
+deps: ## install what a fresh Debian machine lacks (iproute2, ping, iperf3, curl, setcap, busybox-static for image roots)
 	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(DEB_DEPS) (missing:$$missing)"; \

@@ -30,10 +30,13 @@ import (
 // parent-death signal — the kernel kills every process in the namespace,
 // including ones that called setsid.
 const (
-	holderMarker  = "__gvpn-sandbox-init"
-	holderArgv0   = "gvpn-sandbox-init"
-	holderReady   = "ready\n"
-	holderSpecEnv = "GVPN_SANDBOX_INIT_SPEC"
+	holderMarker = "__gvpn-sandbox-init"
+	holderArgv0  = "gvpn-sandbox-init"
+	holderReady  = "ready\n"
+	// holderUnshifted is holderReady when the image could not be
+	// idmapped (see mountImage).
+	holderUnshifted = "ready unshifted\n"
+	holderSpecEnv   = "GVPN_SANDBOX_INIT_SPEC"
 )
 
 // holderSpec is what the holder needs to build the payload's root.
@@ -110,10 +113,15 @@ func runHolder(args []string) int {
 	// The payload's signals are not the init's business; only SIGKILL
 	// (Close, or the runtime's death) ends it.
 	signal.Ignore(syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
-	if err := buildRoot(spec); err != nil {
+	shifted, err := buildRoot(spec)
+	if err != nil {
 		return fail(err)
 	}
-	fmt.Fprint(report, shimMagic+holderReady)
+	if spec.IDMap && !shifted {
+		fmt.Fprint(report, shimMagic+holderUnshifted)
+	} else {
+		fmt.Fprint(report, shimMagic+holderReady)
+	}
 	report.Close()
 	reapForever()
 	return 0
@@ -142,7 +150,14 @@ func reapForever() {
 // /dev, /proc, /sys, /tmp and /run, the sandbox's /etc/hosts and
 // /etc/hostname, and the volumes, the only writable places besides /tmp
 // and /dev/shm.
-func buildRoot(spec holderSpec) error {
+//
+// shifted says whether an image was idmapped (see mountImage).
+func buildRoot(spec holderSpec) (shifted bool, err error) {
+	err = buildRootShifted(spec, &shifted)
+	return shifted, err
+}
+
+func buildRootShifted(spec holderSpec, shifted *bool) error {
 	// Nothing mounted below may reach the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
@@ -167,7 +182,8 @@ func buildRoot(spec holderSpec) error {
 	r := spec.Root
 	image := spec.RootFS != nil
 	if image {
-		if err := mountImage(spec); err != nil {
+		var err error
+		if *shifted, err = mountImage(spec); err != nil {
 			return err
 		}
 	} else {
@@ -425,6 +441,8 @@ func mountImageVolume(r string, spec holderSpec, v volume.Volume) error {
 // of the host's read-only directories (a path under /usr must exist on the
 // host; one under /golem or /root need not). deploy calls it, so that the
 // requestor's mistake fails Deploy, naming the volume, and not Start.
+// With an image (Config.RootFS) there is nothing to check: missing mount
+// points are made in its writable layer.
 func CheckVolumes(vols volume.List) error {
 	for _, v := range vols {
 		top, _, _ := strings.Cut(strings.TrimPrefix(v.Path, "/"), "/")

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -60,6 +61,7 @@ func runRelay(spec shimSpec, args []string, fail func(kind string, code int, for
 	// The second stage has the report pipe; Start reads to EOF, which
 	// must come when that stage execs the payload or exits.
 	report.Close()
+	dropAllCaps()
 	err := cmd.Wait()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
@@ -73,4 +75,14 @@ func runRelay(spec shimSpec, args []string, fail func(kind string, code int, for
 		return 128 + int(sig) // a signal that does not kill
 	}
 	return ws.ExitStatus()
+}
+
+// dropAllCaps empties the relay's capability sets on every thread: what is
+// left to do is waiting. Where the Go runtime cannot run a system call on
+// all threads (a program linked with cgo, such as a race-enabled test)
+// the relay keeps them; nothing it does uses them.
+func dropAllCaps() {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	_, _, _ = syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
 }

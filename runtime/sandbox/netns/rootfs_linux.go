@@ -32,37 +32,43 @@ const (
 // under an overlay whose upper and work directories are in the layer
 // directory of the workdir. Nothing of it is visible outside the
 // holder's mount namespace; the loop device goes when that namespace does.
-func mountImage(spec holderSpec) error {
+//
+// A kernel that cannot idmap the image's file system (before Linux 5.12,
+// or a file system without the support) gets the image unshifted: its
+// files then belong to ids the payload's namespace does not map (shown as
+// nobody), so an image that expects root cannot change them. mountImage
+// then reports shifted false, and the runtime logs it.
+func mountImage(spec holderSpec) (shifted bool, err error) {
 	src := spec.RootFS.Dir
 	if spec.RootFS.Image != "" {
 		src = filepath.Join(spec.Stage, imageMount)
 		f, err := os.Open(spec.RootFS.Image)
 		if err != nil {
-			return fmt.Errorf("image: %w", err)
+			return false, fmt.Errorf("image: %w", err)
 		}
-		size := spec.RootFS.Size
+		size := sectorEnd(spec.RootFS.Size)
 		if size == 0 {
 			fi, err := f.Stat()
 			if err != nil {
 				f.Close()
-				return fmt.Errorf("image: %w", err)
+				return false, fmt.Errorf("image: %w", err)
 			}
 			size = fi.Size() &^ 511
 		}
 		dev, err := loopdev.Attach(f, size)
 		f.Close()
 		if err != nil {
-			return fmt.Errorf("image: %w", err)
+			return false, fmt.Errorf("image: %w", err)
 		}
 		err = unix.Mount(dev.Path, src, "squashfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "")
 		dev.Close() // the mount holds the device now; autoclear frees it after
 		if err != nil {
-			return fmt.Errorf("image: mount the squashfs (is it one?): %w", err)
+			return false, fmt.Errorf("image: mount the squashfs (is it one?): %w", err)
 		}
 	}
 	tree, err := unix.OpenTree(-1, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
 	if err != nil {
-		return fmt.Errorf("image: clone %s: %w", src, err)
+		return false, fmt.Errorf("image: clone %s: %w", src, err)
 	}
 	defer unix.Close(tree)
 	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
@@ -74,32 +80,39 @@ func mountImage(spec holderSpec) error {
 		attr.Attr_set |= unix.MOUNT_ATTR_IDMAP
 		attr.Userns_fd = usernsFD
 	}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return fmt.Errorf("image: idmapped read-only mount: %w", err)
+	err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr)
+	shifted = spec.IDMap && err == nil
+	if err != nil && spec.IDMap {
+		attr.Attr_set &^= unix.MOUNT_ATTR_IDMAP
+		attr.Userns_fd = 0
+		err = unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr)
+	}
+	if err != nil {
+		return false, fmt.Errorf("image: read-only mount: %w", err)
 	}
 	lower := filepath.Join(spec.Stage, lowerMount)
 	if err := unix.MoveMount(tree, "", -1, lower, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("image: attach: %w", err)
+		return false, fmt.Errorf("image: attach: %w", err)
 	}
 	upper, work := filepath.Join(spec.Layer, "upper"), filepath.Join(spec.Layer, "work")
 	for _, p := range []string{lower, upper, work} {
 		if strings.ContainsAny(p, `,:\`) {
-			return fmt.Errorf("image: the path %q contains one of , : \\ (overlayfs cannot take it)", p)
+			return false, fmt.Errorf("image: the path %q contains one of , : \\ (overlayfs cannot take it)", p)
 		}
 	}
 	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
 	if err := unix.Mount("overlay", spec.Root, "overlay", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return fmt.Errorf("image: overlay with the writable layer: %w", err)
+		return false, fmt.Errorf("image: overlay with the writable layer: %w", err)
 	}
 	// The directories the init mounts its own file systems on must be
 	// plain directories of the root, never the image's links (which
 	// would lead the init's host paths elsewhere).
 	for _, name := range []string{"proc", "sys", "dev", "tmp", "run"} {
 		if err := plainDir(spec, name); err != nil {
-			return fmt.Errorf("image: /%s: %w", name, err)
+			return false, fmt.Errorf("image: /%s: %w", name, err)
 		}
 	}
-	return nil
+	return shifted, nil
 }
 
 // plainDir makes root/name a directory: what the image has there that is
@@ -126,8 +139,9 @@ func plainDir(spec holderSpec, name string) error {
 // inRoot returns an O_PATH descriptor of root/rel with every symbolic
 // link resolved inside root (an image's absolute links point into the
 // image, never at the host), creating what is missing: directories, and,
-// when file, an empty file as the last element; what it creates belongs
-// to uid:gid. The caller closes the descriptor.
+// when file, an empty file as the last element; a link that leads nowhere
+// is replaced by what is needed. What it creates (in the writable layer)
+// belongs to uid:gid. The caller closes the descriptor.
 func inRoot(root, rel string, file bool, uid, gid int) (int, error) {
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -161,13 +175,30 @@ func inRoot(root, rel string, file bool, uid, gid int) (int, error) {
 		}
 		last := i == len(parts)-1
 		if last && file {
-			var f int
-			f, err = unix.Openat(pfd, parts[i], unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-			if err == nil {
-				unix.Close(f)
+			create := func() error {
+				f, err := unix.Openat(pfd, parts[i], unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+				if err == nil {
+					unix.Close(f)
+				}
+				return err
+			}
+			// A link to nothing in the image (/etc/hosts ->
+			// /run/...) gives way to a file in the writable layer.
+			if err = create(); errors.Is(err, unix.EEXIST) {
+				if err = unix.Unlinkat(pfd, parts[i], 0); err == nil {
+					err = create()
+				}
 			}
 		} else {
-			err = unix.Mkdirat(pfd, parts[i], 0o755)
+			// Likewise a link to nothing gives way to a directory.
+			if err = unix.Mkdirat(pfd, parts[i], 0o755); errors.Is(err, unix.EEXIST) {
+				var st unix.Stat_t
+				if unix.Fstatat(pfd, parts[i], &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+					if err = unix.Unlinkat(pfd, parts[i], 0); err == nil {
+						err = unix.Mkdirat(pfd, parts[i], 0o755)
+					}
+				}
+			}
 		}
 		if err == nil {
 			err = unix.Fchownat(pfd, parts[i], uid, gid, unix.AT_SYMLINK_NOFOLLOW)

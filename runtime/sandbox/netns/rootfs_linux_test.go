@@ -5,6 +5,7 @@ package netns
 import (
 	"debug/elf"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -120,9 +121,14 @@ func TestImageIsTheRootAndItsRootIsUnprivileged(t *testing.T) {
 		test -e /etc/shadow && echo HOST-SHADOW; test -e /usr && echo HOST-USR
 		echo x >/etc/foo && cat /etc/foo; mkdir /opt && echo y >/opt/y && echo layer
 		echo w >/golem/work/w && echo volume; hostname; cat /etc/hostname; grep -c golem /etc/hosts
-		sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
+		grep -E '^Cap(Eff|Bnd):' /proc/self/status; sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
 	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	want := []string{imageMarker, "0", "0", "x", "layer", "volume", DefaultHostname, DefaultHostname, "1"}
+	var caps uint64 // the image's root keeps rootCaps, in its own namespace only
+	for _, c := range rootCaps {
+		caps |= 1 << c
+	}
+	want := []string{imageMarker, "0", "0", "x", "layer", "volume", DefaultHostname, DefaultHostname, "1",
+		fmt.Sprintf("CapEff:\t%016x", caps), fmt.Sprintf("CapBnd:\t%016x", caps)}
 	if r.rc != 0 || len(got) != len(want)+1 || !slices.Equal(got[:len(want)], want) {
 		t.Fatalf("inside (rc %d):\n%s\nwant:\n%s\nand a pid; stderr %q", r.rc, r.stdout, strings.Join(want, "\n"), r.stderr)
 	}
@@ -160,10 +166,14 @@ func TestImageUserThatIsNotRoot(t *testing.T) {
 	s := openTest(t, Config{RootFS: &RootFS{Dir: rootDir}, User: User{UID: 1000, GID: 1000}})
 	r := run(t, s, sh(`id -u; id -g; stat -c '%u %U' /etc/marker /home/user
 		echo x >/etc/foo 2>/dev/null && echo WROTE-ETC; echo y >/home/user/y && echo home
-		grep -E '^Cap(Prm|Eff|Bnd):' /proc/self/status; sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
+		grep -E '^Cap(Prm|Eff|Bnd):' /proc/self/status; grep -E '^(Uid|CapPrm):' /proc/$PPID/status
+		sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`))
 	got := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	// The parent is the relay (see runRelay): the host's root, unmapped
+	// here, with no capability left.
 	want := []string{"1000", "1000", "0 root", "1000 user", "home",
-		"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"}
+		"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000",
+		"Uid:\t65534\t65534\t65534\t65534", "CapPrm:\t0000000000000000"}
 	if len(got) != len(want)+1 || !slices.Equal(got[:len(want)], want) {
 		t.Fatalf("inside (rc %d):\n%s\nwant:\n%s\nand a pid; stderr %q", r.rc, r.stdout, strings.Join(want, "\n"), r.stderr)
 	}
@@ -172,9 +182,6 @@ func TestImageUserThatIsNotRoot(t *testing.T) {
 
 func TestSquashfsImageWithATrailer(t *testing.T) {
 	img, size := testSquashfs(t, true)
-	if size%512 != 0 {
-		t.Fatalf("mksquashfs made %d bytes, not a multiple of 512", size)
-	}
 	wd := t.TempDir()
 	s := openTest(t, Config{Workdir: wd, RootFS: &RootFS{Image: img, Size: size}})
 	if r := run(t, s, sh(`cat /etc/marker; echo x >/etc/foo && cat /etc/foo`)); r.stdout != imageMarker+"\nx\n" {
@@ -188,7 +195,7 @@ func TestSquashfsImageWithATrailer(t *testing.T) {
 	}
 	assertImageReleased(t, img, wd)
 	// A Size that is not the file system's is refused before anything.
-	for _, bad := range []int64{size + 1, 1 << 40, -512} {
+	for _, bad := range []int64{1 << 40, -512} {
 		_, err := Open(Config{Workdir: t.TempDir(), NamePrefix: testPrefix, RootFS: &RootFS{Image: img, Size: bad}})
 		if !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), "RootFS.Size") {
 			t.Errorf("Size %d: %v", bad, err)
@@ -217,9 +224,20 @@ func TestCrashWithAnImageLeavesNothingAfterSweep(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(workdir, LayerDirName)); err != nil {
 		t.Fatalf("the crashed sandbox had no layer to leave: %v", err)
 	}
+	base, err := readIDs(filepath.Join(runDir, NameFor(testPrefix, workdir)))
+	if err != nil && CanMapIDRanges() {
+		t.Fatalf("the crashed sandbox's id range: %v", err)
+	}
 	removed, err := Sweep(testPrefix, privtest.Log(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Its range is free again: no sandbox directory records it.
+	entries, _ := os.ReadDir(runDir)
+	for _, e := range entries {
+		if b, err := readIDs(filepath.Join(runDir, e.Name())); err == nil && b == base {
+			t.Errorf("%s still holds the crashed sandbox's range %d", e.Name(), base)
+		}
 	}
 	if !slices.Contains(removed, NameFor(testPrefix, workdir)) {
 		t.Errorf("Sweep removed %v", removed)
@@ -270,4 +288,38 @@ func fileUID(fi os.FileInfo) uint32 {
 		return 1<<32 - 1
 	}
 	return fi.Sys().(*syscall.Stat_t).Uid
+}
+
+// TestImageLinksStayInTheImage gives the init an image whose links point
+// at the host's files where it mounts things: they must resolve inside
+// the image (or be replaced there), never on the host.
+func TestImageLinksStayInTheImage(t *testing.T) {
+	rootDir := testImageDir(t)
+	hostile := map[string]string{
+		"golem":        "/root",                    // the volume /golem/work
+		"etc/hosts":    "/etc/shadow",              // a file the init binds over
+		"etc/hostname": "../../../../etc/gvt-sb-x", // dangling, relative
+		"tmp":          "/",
+		"proc":         "/etc",
+		"opt":          "/proc/self/root",
+	}
+	for name, target := range hostile {
+		if err := os.Symlink(target, filepath.Join(rootDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vols := defaultVolumes(t)
+	s := openTest(t, Config{RootFS: &RootFS{Dir: rootDir}, Volumes: vols})
+	r := run(t, s, sh(`echo w >/golem/work/w && cat /golem/work/w; grep -c golem /etc/hosts; cat /etc/hostname; echo t >/tmp/t && echo tmp`))
+	if r.stdout != "w\n1\n"+DefaultHostname+"\ntmp\n" {
+		t.Errorf("inside: %q %q", r.stdout, r.stderr)
+	}
+	for _, p := range []string{"/root/work", "/etc/gvt-sb-x", "/t"} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the host has %s", p)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(s.workdir, vols[0].Name, "w")); err != nil || string(b) != "w\n" {
+		t.Errorf("the volume on the host: %q %v", b, err)
+	}
 }

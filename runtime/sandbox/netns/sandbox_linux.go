@@ -115,9 +115,10 @@ type RootFS struct {
 	// file system). The sandbox's init attaches it to a read-only loop
 	// device that frees itself when the sandbox ends.
 	Image string `json:"image,omitempty"`
-	// Size is the squashfs's length in bytes at the start of Image (the
-	// loop device ends there): a multiple of 512 bytes, at most the
-	// file's size; 0 means the whole file. Unused with Dir.
+	// Size is the squashfs's length in bytes at the start of Image; the
+	// loop device ends at the next multiple of 512 (its sector), which
+	// must lie within the file (the file system does not read past its
+	// own length). 0 means the whole file. Unused with Dir.
 	Size int64 `json:"size,omitempty"`
 }
 
@@ -147,12 +148,15 @@ func (r *RootFS) check() error {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("%w: RootFS.Image %s is not a regular file", ErrBadConfig, r.Image)
 		}
-		if r.Size < 0 || r.Size > fi.Size() || r.Size%512 != 0 {
-			return fmt.Errorf("%w: RootFS.Size %d: want a multiple of 512 within the image's %d bytes", ErrBadConfig, r.Size, fi.Size())
+		if r.Size < 0 || sectorEnd(r.Size) > fi.Size() {
+			return fmt.Errorf("%w: RootFS.Size %d: want the file system's length, whose last 512-byte sector lies within the image's %d bytes", ErrBadConfig, r.Size, fi.Size())
 		}
 	}
 	return nil
 }
+
+// sectorEnd rounds n up to a multiple of 512.
+func sectorEnd(n int64) int64 { return (n + 511) &^ 511 }
 
 // LayerDirName is the workdir directory holding the writable layer over a
 // RootFS (its upper and work directories). Close and Sweep remove it.
@@ -550,7 +554,10 @@ func (s *Sandbox) startHolder() (pid int, err error) {
 	}
 	_ = repR.SetReadDeadline(time.Now().Add(shimReportTimeout))
 	b, rerr := io.ReadAll(io.LimitReader(repR, maxReport))
-	if rerr == nil && string(b) == shimMagic+holderReady {
+	if rerr == nil && string(b) == shimMagic+holderUnshifted {
+		s.log.Warn("this kernel cannot idmap the image's file system: its files keep their owners, which the payload's user namespace does not map (an image that expects root cannot change its own files)")
+	}
+	if rerr == nil && (string(b) == shimMagic+holderReady || string(b) == shimMagic+holderUnshifted) {
 		s.holder = cmd
 		s.holderDone = make(chan struct{})
 		go s.waitHolder()
@@ -638,6 +645,14 @@ func writeReadable(path string, b []byte) error {
 		return err
 	}
 	return os.Chmod(path, 0o644)
+}
+
+// HostUser is who payload processes are on the host (Config.User shifted
+// into the activity's id range when userns), for logs: each activity is
+// its own host user only with a user namespace.
+func (s *Sandbox) HostUser() (u User, userns bool) {
+	uid, gid := s.hostUser()
+	return User{UID: uint32(uid), GID: uint32(gid)}, s.userns
 }
 
 // Name is the network namespace name, as `ip netns list` shows it.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -207,10 +208,8 @@ func dropPrivileges(uid, gid int) error {
 		}
 		return nil
 	}
-	for c := 0; c <= lastCap(); c++ {
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
-		}
+	if err := dropBounding(nil); err != nil {
+		return err
 	}
 	// The syscall package applies these to every thread of the process.
 	if err := syscall.Setgroups(nil); err != nil {
@@ -306,17 +305,8 @@ var rootCaps = []uintptr{unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FOWNER,
 // (root gets its bounding set on exec), no supplementary groups, gid gid,
 // no_new_privs.
 func keepNamespaceRoot(gid int) error {
-	keep := map[uintptr]bool{}
-	for _, c := range rootCaps {
-		keep[c] = true
-	}
-	for c := 0; c <= lastCap(); c++ {
-		if keep[uintptr(c)] {
-			continue
-		}
-		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
-		}
+	if err := dropBounding(rootCaps); err != nil {
+		return err
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
@@ -338,6 +328,20 @@ func keepNamespaceRoot(gid int) error {
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	return nil
+}
+
+// dropBounding removes every capability but keep from the calling
+// thread's bounding set.
+func dropBounding(keep []uintptr) error {
+	for c := 0; c <= lastCap(); c++ {
+		if slices.Contains(keep, uintptr(c)) {
+			continue
+		}
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
 	}
 	return nil
 }
