@@ -642,7 +642,12 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1
 		}
-		log.WithFields(logrus.Fields{"netns": sb.Name(), "payload": describePayload(u, root), "vols": vols.Vols()}).Info("sandbox ready")
+		fields := logrus.Fields{"netns": sb.Name(), "payload": describePayload(cfg.User, root), "vols": vols.Vols()}
+		if img != nil {
+			host, _ := sb.HostUser()
+			fields["image"], fields["host_user"] = img.Format, fmt.Sprintf("%d:%d", host.UID, host.GID)
+		}
+		log.WithFields(fields).Info("sandbox ready")
 		sbx, attacher = sb, sb
 	case "agent":
 		box, err := openAgentSandbox(o, hostname, logOut, log)
