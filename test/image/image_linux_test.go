@@ -72,6 +72,9 @@ func makeRoot(t *testing.T) string {
 	must(t, os.WriteFile(filepath.Join(root, "etc", "group"), []byte(fmt.Sprintf("root:x:0:\ngolem:x:%d:\n", imageGID)), 0o644))
 	must(t, os.WriteFile(filepath.Join(root, "marker"), []byte(markerText+"\n"), 0o644))
 	must(t, os.Chmod(filepath.Join(root, "tmp"), 0o1777))
+	// The image's user owns its working directory, as a Dockerfile's
+	// chown would make it.
+	must(t, os.Chown(filepath.Join(root, "app"), imageUID, imageGID))
 	return root
 }
 
@@ -90,7 +93,7 @@ func makeGVMI(t *testing.T, root string) string {
 		t.Skip("mksquashfs is not installed (make vm-deps installs squashfs-tools)")
 	}
 	p := filepath.Join(t.TempDir(), "test.gvmi")
-	if out, err := exec.Command("mksquashfs", root, p, "-noappend", "-quiet", "-no-progress", "-all-root").CombinedOutput(); err != nil {
+	if out, err := exec.Command("mksquashfs", root, p, "-noappend", "-quiet", "-no-progress").CombinedOutput(); err != nil {
 		t.Fatalf("mksquashfs: %v\n%s", err, out)
 	}
 	sq, err := os.ReadFile(p)
@@ -112,7 +115,7 @@ func makeDockerSave(t *testing.T, root string) string {
 	}
 	dir := t.TempDir()
 	rootTar := filepath.Join(dir, "root.tar")
-	if out, err := exec.Command("tar", "--numeric-owner", "--owner=0", "--group=0", "-C", root, "-cf", rootTar, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("tar", "--numeric-owner", "-C", root, "-cf", rootTar, ".").CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v %s", err, out)
 	}
 	tag := fmt.Sprintf("gvpn-image-test:%d", os.Getpid())
@@ -254,6 +257,24 @@ func checkPackage(t *testing.T, pkg string) {
 	if r, err := lab.Exec(ctx, a.Name, "cat", "/etc/shadow"); err != nil || r.ReturnCode == 0 {
 		t.Errorf("/etc/shadow is readable in the image: exit %d %q %v", r.ReturnCode, r.Stdout, err)
 	}
+	// What the payload writes goes to its own layer: the package and the
+	// tree deploy extracted stay as they were. (The image's user writes
+	// in its working directory, which it owns in the image.)
+	pkgSum := fileSum(t, pkg)
+	sh(a.Name, `echo changed > `+workDir+`/written && cat `+workDir+`/written`)
+	if fileSum(t, pkg) != pkgSum {
+		t.Error("the payload changed the task package")
+	}
+	rootfs := filepath.Join(a.Workdir, "gvpn-image", "rootfs")
+	if _, err := os.Stat(rootfs); err == nil {
+		if fi, err := os.Stat(filepath.Dir(rootfs)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("the extracted image's directory: %v %v, want mode 0700", fi.Mode(), err)
+		}
+		if _, err := os.Stat(filepath.Join(rootfs, workDir, "written")); err == nil {
+			t.Error("the payload wrote into the extracted image")
+		}
+	}
+
 	// The host sees an unprivileged id for the image's user.
 	token := strconv.Itoa(100000 + os.Getpid()%800000)
 	sleeper, err := lab.Spawn(ctx, a.Name, "sleep", token)
@@ -291,6 +312,13 @@ func checkPackage(t *testing.T, pkg string) {
 	if len(got) == 0 || got[0] != hex.EncodeToString(sum[:]) {
 		t.Errorf("node-b fetched %v, want sha256 %x", got, sum)
 	}
+}
+
+func fileSum(t *testing.T, p string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	must(t, err)
+	return sha256.Sum256(b)
 }
 
 // hostUIDOf finds the host process running argv0 with arg and returns its
