@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -109,7 +110,7 @@ func deployImage(o *Options, log *logrus.Entry) (*imageState, error) {
 			return nil, err
 		}
 		st.RootDir = filepath.Join(dir, "rootfs")
-		if err := im.Extract(st.RootDir); err != nil {
+		if err := im.Extract(st.RootDir, storageLimit(o)); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
@@ -130,6 +131,16 @@ func deployImage(o *Options, log *logrus.Entry) (*imageState, error) {
 		log.WithField("image_user", im.Config.User).Warn("the image's User is not honoured: this runtime cannot give payloads a user namespace (not root), so they run as --payload-user")
 	}
 	return st, nil
+}
+
+// storageLimit is the most bytes an extracted image may take: the
+// agreement's --storage-gib, or no limit without one.
+func storageLimit(o *Options) int64 {
+	f, err := strconv.ParseFloat(o.StorageGiB, 64)
+	if err != nil || f <= 0 {
+		return 0
+	}
+	return int64(f * (1 << 30))
 }
 
 // loopSize is the length of the loop device over the package: the

@@ -25,8 +25,10 @@ var ErrNotArchive = errors.New("not an archive: a squashfs image is mounted, not
 // inside the tree; device nodes, FIFOs and sockets are skipped. Modes are
 // kept (setuid bits included: dir's parent must keep other users out), and
 // so are owners when the runtime is root. A corrupt or truncated layer is
-// an error; dir is then left for the caller to remove.
-func (im *Image) Extract(dir string) error {
+// an error, and so are files of more than maxBytes in all (0: no limit), so
+// that a small archive cannot fill the provider's disk; dir is then left
+// for the caller to remove.
+func (im *Image) Extract(dir string, maxBytes int64) error {
 	if im.archive == nil {
 		return ErrNotArchive
 	}
@@ -40,7 +42,7 @@ func (im *Image) Extract(dir string) error {
 	defer root.Close()
 	rc := mutate.Extract(im.archive.image())
 	defer rc.Close()
-	err = untar(root, rc, os.Geteuid() == 0)
+	err = untar(root, rc, os.Geteuid() == 0, maxBytes)
 	if err == nil {
 		// mutate.Extract ends its tar before it reports an error (a
 		// corrupt or unsafe layer): the error comes after the end marker.
@@ -55,7 +57,7 @@ func (im *Image) Extract(dir string) error {
 // untar writes the tar r into root. Directories are created writable and
 // get their own mode (and owner) at the end, deepest first, so that a
 // read-only directory can still be filled.
-func untar(root *os.Root, r io.Reader, chown bool) error {
+func untar(root *os.Root, r io.Reader, chown bool, maxBytes int64) error {
 	type meta struct {
 		name     string
 		mode     fs.FileMode
@@ -63,6 +65,7 @@ func untar(root *os.Root, r io.Reader, chown bool) error {
 	}
 	var dirs []meta
 	var links []*tar.Header
+	var written int64
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -100,6 +103,9 @@ func untar(root *os.Root, r io.Reader, chown bool) error {
 			dirs = append(dirs, meta{name, tarMode(h), h.Uid, h.Gid})
 			continue
 		case tar.TypeReg:
+			if written += h.Size; maxBytes > 0 && written > maxBytes {
+				return fmt.Errorf("the image's files are over the %d-byte limit", maxBytes)
+			}
 			if err := replace(root, name); err != nil {
 				return err
 			}
@@ -107,7 +113,7 @@ func untar(root *os.Root, r io.Reader, chown bool) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			_, err = io.Copy(f, tr)
+			_, err = io.CopyN(f, tr, h.Size)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}

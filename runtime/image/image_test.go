@@ -200,7 +200,7 @@ func TestArchives(t *testing.T) {
 				t.Fatalf("config %+v", im.Config)
 			}
 			dir := filepath.Join(t.TempDir(), "rootfs")
-			must(t, im.Extract(dir))
+			must(t, im.Extract(dir, 0))
 			b, err := os.ReadFile(filepath.Join(dir, "hard"))
 			if err != nil || string(b) != "marker\n" {
 				t.Fatalf("hard link: %q %v", b, err)
@@ -239,14 +239,14 @@ func TestHostileArchives(t *testing.T) {
 			root, err := os.OpenRoot(t.TempDir())
 			must(t, err)
 			defer root.Close()
-			if err := untar(root, bytes.NewReader(layer), false); err == nil {
+			if err := untar(root, bytes.NewReader(layer), false, 0); err == nil {
 				t.Error("untar accepted a hostile layer")
 			}
 			// ...and go-containerregistry's flattening refuses or drops
 			// them before: either way nothing lands outside the root.
 			im, err := Open(dockerArchive(t, testImage(t, layer)))
 			if err == nil {
-				_ = im.Extract(filepath.Join(t.TempDir(), "rootfs"))
+				_ = im.Extract(filepath.Join(t.TempDir(), "rootfs"), 0)
 			}
 			if _, err := os.Lstat(filepath.Join(outside, "escape")); err == nil {
 				t.Fatal("a file was written outside the root")
@@ -299,7 +299,7 @@ func TestCorruptOCILayerIsRefused(t *testing.T) {
 	bad := write(t, out.Bytes())
 	im, err = Open(bad)
 	if err == nil {
-		err = im.Extract(filepath.Join(t.TempDir(), "rootfs"))
+		err = im.Extract(filepath.Join(t.TempDir(), "rootfs"), 0)
 	}
 	if err == nil || !strings.Contains(err.Error(), "digest mismatch") && !strings.Contains(err.Error(), "gzip") && !strings.Contains(err.Error(), "flate") {
 		t.Fatalf("corrupt layer: %v", err)
@@ -309,7 +309,16 @@ func TestCorruptOCILayerIsRefused(t *testing.T) {
 func TestExtractSquashfsIsNotAnArchive(t *testing.T) {
 	im, err := Open(write(t, mksquashfs(t)))
 	must(t, err)
-	if err := im.Extract(t.TempDir()); !errors.Is(err, ErrNotArchive) {
+	if err := im.Extract(t.TempDir(), 0); !errors.Is(err, ErrNotArchive) {
 		t.Fatalf("Extract of a squashfs: %v", err)
 	}
+}
+
+func TestExtractLimit(t *testing.T) {
+	im, err := Open(dockerArchive(t, testImage(t, layerTar(t))))
+	must(t, err)
+	if err := im.Extract(filepath.Join(t.TempDir(), "rootfs"), 20); err == nil || !strings.Contains(err.Error(), "over the 20-byte limit") {
+		t.Fatalf("a 20-byte limit: %v", err)
+	}
+	must(t, im.Extract(filepath.Join(t.TempDir(), "rootfs"), 1<<20))
 }
