@@ -13,7 +13,7 @@ FUZZTIME  ?= 30s
 # activity's size-limited disk (--storage-gib).
 DEB_DEPS  := iproute2 iputils-ping iperf3 curl libcap2-bin busybox-static e2fsprogs
 DEB_CMDS  := ip ping iperf3 curl setcap busybox mkfs.ext4
-# What the VM sandbox and its tests need (and the netns image tests: mksquashfs): QEMU, dpkg-deb and apt-get download
+# What the VM sandbox and its tests need (and the image tests, netns and test/image: mksquashfs): QEMU, dpkg-deb and apt-get download
 # for the guest image and a Debian task package, mksquashfs for that package.
 VM_DEPS   := qemu-system-x86 squashfs-tools
 VM_CMDS   := qemu-system-x86_64 mksquashfs dpkg-deb

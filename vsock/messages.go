@@ -84,6 +84,12 @@ type Run struct {
 	Args []string `json:"args"`          // full argv, argv[0] included
 	Dir  string   `json:"dir,omitempty"` // working directory; "" = the agent's
 	Env  []string `json:"env,omitempty"` // "KEY=value" entries; empty = the agent's environment
+	// User is who the process runs as, the image's User setting ("name",
+	// "uid", "uid:gid", "name:group"), resolved by the agent against its
+	// root's /etc/passwd and /etc/group; "" = the agent's own user. An
+	// agent older than this field ignores it and runs the process as
+	// itself.
+	User string `json:"user,omitempty"`
 }
 
 // Started is the reply to a Run whose process was started.

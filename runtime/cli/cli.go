@@ -40,7 +40,6 @@ import (
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
-	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
 	"github.com/gvpn/gvpn/runtime/volume"
@@ -179,7 +178,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs := cmdflag.New(prog)
 	fs.StringVar(&o.Workdir, "workdir", "", "activity working `directory` (required by deploy and start)")
 	fs.StringVar(&o.Workdir, "w", "", "short for --workdir (a `directory`)")
-	fs.Var(&o.TaskPackages, "task-package", "`path` of the downloaded task package (accepted; gvpn runs no image, the\ndescriptor's --runtime-managed-image keeps the ExeUnit from needing one)")
+	fs.Var(&o.TaskPackages, "task-package", "`path` of the downloaded task package, the requestor's image: a GVMI, squashfs, docker save\nor OCI archive; deploy checks it, the sandbox runs the payload in it with its Env, WorkingDir,\nUser and Volumes (none: the host's directories, as with --runtime-managed-image)")
 	fs.StringVar(&o.CPUCores, "cpu-cores", "", "CPU `cores` from the agreement: the payload's CPU quota")
 	fs.StringVar(&o.MemGiB, "mem-gib", "", "memory in `GiB` from the agreement: the payload's memory limit")
 	fs.StringVar(&o.StorageGiB, "storage-gib", "", "storage in `GiB` from the agreement: the size of the file system the payload writes to\n(volumes, /tmp)")
@@ -507,6 +506,7 @@ func offerTemplate(stdout io.Writer) int {
 type deployment struct {
 	Hostname string      `json:"hostname,omitempty"`
 	Volumes  volume.List `json:"volumes,omitempty"`
+	Image    *imageState `json:"image,omitempty"` // the task package, if any
 	Version  string      `json:"version"`
 }
 
@@ -536,6 +536,21 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err != nil {
 		return fail(err.Error(), err)
 	}
+	img, err := deployImage(o, log)
+	if err != nil {
+		return fail(public(err, taskPackage(o), o.Workdir), err)
+	}
+	if img != nil {
+		var skipped []string
+		if vols, skipped, err = vols.WithImage(img.Config.VolumePaths()); err != nil {
+			return fail(err.Error(), err)
+		}
+		if len(skipped) > 0 {
+			log.WithField("paths", skipped).Warn("the image declares volumes where the sandbox provides its own directories; not listed")
+		}
+		log.WithFields(logrus.Fields{"format": img.Format, "env": img.Config.Env, "working_dir": img.Config.WorkingDir,
+			"user": img.Config.User, "volumes": img.Config.VolumePaths()}).Info("task package checked")
+	}
 	switch o.Sandbox {
 	case "netns":
 		if err := netns.CheckVolumes(vols); err != nil {
@@ -549,11 +564,6 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 		// no workdir directory would reach it.
 		vols = volume.List{}
 	case "vm":
-		if root := vmRoot(o); root != "" {
-			if err := vm.CheckRoot(root); err != nil {
-				return fail("the task package cannot be the guest's root (a squashfs image is needed)", err)
-			}
-		}
 		if vols, err = vmVolumes(vols); err != nil {
 			return fail(err.Error(), err)
 		}
@@ -571,7 +581,7 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 	if err := vols.Prepare(o.Workdir, uid); err != nil {
 		return fail("cannot create the volumes in the activity's work directory", err)
 	}
-	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Volumes: vols, Version: Version})
+	d, _ := json.Marshal(deployment{Hostname: o.Hostname, Volumes: vols, Image: img, Version: Version})
 	if err := writeFileNoFollow(filepath.Join(o.Workdir, deploymentFile), d, 0o644); err != nil {
 		return fail("cannot record the deployment in the activity's work directory", err)
 	}
@@ -650,14 +660,17 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 	}
 	sweep(o, log)
 	hostname := o.Hostname
-	var vols volume.List
+	var (
+		vols volume.List
+		img  *imageState
+	)
 	if b, err := readFileNoFollow(filepath.Join(o.Workdir, deploymentFile)); err == nil {
 		var d deployment
 		if json.Unmarshal(b, &d) == nil {
 			if hostname == "" {
 				hostname = d.Hostname
 			}
-			vols = d.Volumes
+			vols, img = d.Volumes, d.Image
 		}
 	} else {
 		log.Warn("no deployment in the workdir (was deploy run?); starting with defaults")
@@ -687,8 +700,16 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		if root {
 			warnRoot(log)
 		}
-		sb, err := netns.Open(netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
-			User: u, Root: root, Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks, Limits: lim})
+		cfg := netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
+			User: u, Root: root, Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks, Limits: lim}
+		if img != nil {
+			cfg.RootFS = img.rootFS()
+			cfg.Env, cfg.Dir = img.Config.Env, img.Config.WorkingDir
+			if img.User != nil {
+				cfg.User = *img.User
+			}
+		}
+		sb, err := netns.Open(cfg)
 		if err != nil {
 			log.WithError(err).Error("cannot create the sandbox")
 			return 1
@@ -697,7 +718,12 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 			sb.Close()
 			return 1
 		}
-		log.WithFields(logrus.Fields{"netns": sb.Name(), "payload": describePayload(u, root), "vols": vols.Vols()}).Info("sandbox ready")
+		fields := logrus.Fields{"netns": sb.Name(), "payload": describePayload(cfg.User, root), "vols": vols.Vols()}
+		if img != nil {
+			host, _ := sb.HostUser()
+			fields["image"], fields["host_user"] = img.Format, fmt.Sprintf("%d:%d", host.UID, host.GID)
+		}
+		log.WithFields(fields).Info("sandbox ready")
 		sbx, attacher = sb, sb
 	case "agent":
 		box, err := openAgentSandbox(o, hostname, lim, logOut, log)
@@ -711,7 +737,7 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		}
 		sbx, attacher = box, box
 	case "vm":
-		box, unmount, err := openVMSandbox(o, hostname, vols, lim, logOut, log)
+		box, unmount, err := openVMSandbox(o, hostname, vols, lim, img, logOut, log)
 		if err != nil {
 			log.WithError(err).Error("cannot start the VM sandbox")
 			return 1

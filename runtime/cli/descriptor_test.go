@@ -33,9 +33,9 @@ type exeUnitDesc struct {
 // TestShippedDescriptor parses docs/ya-runtime-gvpn.json as the provider
 // does and checks what makes golemsp and the ExeUnit accept it: the cpu and
 // duration counters (golemsp prices every runtime on "CPU" and
-// "Duration", resolved against the counters' names), and
-// --runtime-managed-image (without it the ExeUnit fails Deploy when a
-// demand has no image, as gvpn's demands do) and --runtime-managed-hardware
+// "Duration", resolved against the counters' names), no
+// --runtime-managed-image (with it the ExeUnit never passes the requestor's
+// image, which is the payload's root) and --runtime-managed-hardware
 // (without it the ExeUnit passes no limits to enforce).
 func TestShippedDescriptor(t *testing.T) {
 	b, err := os.ReadFile("../../docs/ya-runtime-gvpn.json")
@@ -97,8 +97,8 @@ func TestShippedDescriptor(t *testing.T) {
 			t.Errorf("extra-arg %q is not an ExeUnit flag gvpn expects", a)
 		}
 	}
-	if !managed {
-		t.Error("extra-args lack --runtime-managed-image: the ExeUnit would fail Deploy for a demand without an image")
+	if managed {
+		t.Error("extra-args have --runtime-managed-image: the ExeUnit would never pass the requestor's image (--task-package)")
 	}
 	if !hardware {
 		t.Error("extra-args lack --runtime-managed-hardware: the ExeUnit would not pass the agreement's --cpu-cores, --mem-gib and --storage-gib, and the payload would run unlimited")

@@ -47,14 +47,6 @@ func vmDefaultFile(name string) string {
 	return filepath.Join(filepath.Dir(exe), "vm", name)
 }
 
-// vmRoot is the task package the guest boots from, if any.
-func vmRoot(o *Options) string {
-	if len(o.TaskPackages) == 0 {
-		return ""
-	}
-	return o.TaskPackages[len(o.TaskPackages)-1]
-}
-
 func vmTimeout(o *Options) time.Duration {
 	if o.agentTimeoutSet {
 		return o.AgentTimeout
@@ -71,7 +63,7 @@ func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io
 		QEMU:      o.VMQEMU,
 		MemoryMiB: o.VMMemory,
 		CPUs:      o.VMCPUs,
-		Root:      vmRoot(o),
+		Root:      taskPackage(o),
 		Volumes:   volumes,
 		Hostname:  hostname,
 		SocketDir: filepath.Join("/run/gvpn", name),
@@ -87,7 +79,7 @@ func vmConfig(o *Options, name, hostname string, volumes []vm.Volume, console io
 //
 // The returned function unmounts the volumes' host-side mounts; call it
 // once the box is closed.
-func openVMSandbox(o *Options, hostname string, vols volume.List, lim limits.Limits, stderr io.Writer, log *logrus.Entry) (*agent.Box, func(), error) {
+func openVMSandbox(o *Options, hostname string, vols volume.List, lim limits.Limits, img *imageState, stderr io.Writer, log *logrus.Entry) (*agent.Box, func(), error) {
 	if err := vols.Prepare(o.Workdir, os.Geteuid()); err != nil {
 		return nil, nil, err
 	}
@@ -100,6 +92,9 @@ func openVMSandbox(o *Options, hostname string, vols volume.List, lim limits.Lim
 	name := netns.NameFor(o.SandboxPrefix, o.Workdir)
 	cfg := vmConfig(o, name, hostname, shares, stderr, log)
 	cfg.Limits, cfg.LimitsName, cfg.Workdir, cfg.RequireLimits = lim, name, o.Workdir, o.RequireLimits
+	if img != nil {
+		cfg.Env, cfg.Dir, cfg.User = img.Config.Env, img.Config.WorkingDir, img.Config.User
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	box, err := vm.Open(ctx, cfg)

@@ -65,6 +65,40 @@ type ProcessSpec struct {
 	Env []string
 }
 
+// WithDefaults returns spec with an image's settings as its defaults: the
+// entries of env whose key spec.Env does not set come first (the request
+// wins on the same key), and dir is the working directory when spec gives
+// none. Empty env and dir leave spec as it is.
+func (spec ProcessSpec) WithDefaults(env []string, dir string) ProcessSpec {
+	if spec.Dir == "" {
+		spec.Dir = dir
+	}
+	if len(env) == 0 {
+		return spec
+	}
+	set := make(map[string]bool, len(spec.Env))
+	for _, kv := range spec.Env {
+		set[envKey(kv)] = true
+	}
+	merged := make([]string, 0, len(env)+len(spec.Env))
+	for _, kv := range env {
+		if !set[envKey(kv)] {
+			merged = append(merged, kv)
+		}
+	}
+	spec.Env = append(merged, spec.Env...)
+	return spec
+}
+
+func envKey(kv string) string {
+	for i := 0; i < len(kv); i++ {
+		if kv[i] == '=' {
+			return kv[:i]
+		}
+	}
+	return kv
+}
+
 // Event is one piece of a process's life, delivered by Process.Stream.
 // Exactly one of Stdout, Stderr, Exited is set.
 type Event struct {

@@ -138,6 +138,46 @@ func (l List) CheckRAM(limit int64, what string) error {
 	return nil
 }
 
+// WithImage adds the volumes an image declares (its config's Volumes) to l
+// as host volumes, as ya-runtime-vm lists a GVMI's volumes: a path l has
+// already (the default volume, or the --volume-override's own kind for it)
+// is kept as it is, and so is a path the sandbox provides itself (/tmp,
+// /etc/...), which is returned in skipped instead. A path that is not
+// absolute and clean is an error naming it.
+func (l List) WithImage(paths []string) (out List, skipped []string, err error) {
+	have := make(map[string]bool, len(l))
+	for _, v := range l {
+		have[v.Path] = true
+	}
+	out = append(List(nil), l...)
+	for _, p := range paths {
+		if have[p] {
+			continue
+		}
+		v, err := hostVolume(p)
+		if err != nil {
+			if isReserved(p) {
+				skipped = append(skipped, p)
+				continue
+			}
+			return nil, nil, fmt.Errorf("the image's Volumes: %s", strings.TrimPrefix(err.Error(), "--volume-override: "))
+		}
+		have[p] = true
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, skipped, nil
+}
+
+func isReserved(p string) bool {
+	for _, r := range reserved {
+		if p == r || strings.HasPrefix(p, r+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // maxPath bounds a volume path; the kernel's PATH_MAX is 4096.
 const maxPath = 1024
 
@@ -229,10 +269,8 @@ func checkPath(p string) error {
 	case p == "/":
 		return errors.New(`--volume-override: a volume cannot be "/"`)
 	}
-	for _, r := range reserved {
-		if p == r || strings.HasPrefix(p, r+"/") {
-			return fmt.Errorf("--volume-override: volume path %q is inside %s, which the sandbox provides itself", p, r)
-		}
+	if isReserved(p) {
+		return fmt.Errorf("--volume-override: volume path %q is inside one of %s, which the sandbox provides itself", p, strings.Join(reserved, ", "))
 	}
 	return nil
 }

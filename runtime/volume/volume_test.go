@@ -128,3 +128,24 @@ func TestCheckRAM(t *testing.T) {
 		}
 	}
 }
+
+func TestWithImage(t *testing.T) {
+	l, err := Plan(`{"/data":{"ram":{}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, skipped, err := l.WithImage([]string{"/data", "/golem/input", "/tmp", "/golem/work"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, v := range got {
+		paths = append(paths, v.Path+":"+string(v.Kind))
+	}
+	if strings.Join(paths, " ") != "/data:ram /golem/input:host /golem/work:host" || strings.Join(skipped, " ") != "/tmp" {
+		t.Fatalf("volumes %v, skipped %v", paths, skipped)
+	}
+	if _, _, err := l.WithImage([]string{"relative"}); err == nil || !strings.Contains(err.Error(), `the image's Volumes: volume path "relative" is not absolute`) {
+		t.Fatalf("relative path: %v", err)
+	}
+}

@@ -28,6 +28,9 @@ type ExeUnitConfig struct {
 	Workdir string
 	// Hostname goes to deploy as --hostname, as the ExeUnit does.
 	Hostname string
+	// TaskPackage, when set, goes to deploy and start as --task-package:
+	// the requestor's image, as the ExeUnit passes the file it downloaded.
+	TaskPackage string
 	// RuntimeArgs are appended to every invocation, like the ExeUnit's
 	// --runtime-arg values (e.g. --log-level debug, --sandbox-prefix).
 	RuntimeArgs []string
@@ -110,7 +113,11 @@ func SelfTest(ctx context.Context, cfg ExeUnitConfig) error {
 }
 
 func commonArgs(cfg ExeUnitConfig) []string {
-	return []string{"--workdir", cfg.Workdir}
+	args := []string{"--workdir", cfg.Workdir}
+	if cfg.TaskPackage != "" {
+		args = append(args, "--task-package", cfg.TaskPackage)
+	}
+	return args
 }
 
 func runOnce(ctx context.Context, cfg ExeUnitConfig, args []string) ([]byte, error) {

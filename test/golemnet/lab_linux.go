@@ -75,6 +75,9 @@ type LabNode struct {
 	// VM says the payload runs in a QEMU guest (busybox tools, no access
 	// to the host's files) rather than in a network namespace.
 	VM bool
+	// Image says the payload's root is LabConfig.TaskPackage: it has the
+	// image's tools (busybox in the lab's images), not the host's.
+	Image bool
 	// Ready is how long the node took from start to the CreateNetwork
 	// reply: for a VM node, its boot until gvpn-agent configured vpn0.
 	Ready time.Duration
@@ -154,6 +157,7 @@ func (l *Lab) up(ctx context.Context) error {
 			Netns:   netns.NameFor(l.plan.prefix, wd),
 			Hub:     hn,
 			VM:      i >= len(l.plan.names)-l.cfg.VMNodes,
+			Image:   l.cfg.TaskPackage != "",
 		}
 		if n.VM {
 			n.Netns = "" // the payload's network is the guest's
@@ -209,7 +213,7 @@ func (l *Lab) up(ctx context.Context) error {
 // the lab's status reads.
 func (l *Lab) exeUnitConfig(workdir string) ExeUnitConfig {
 	args := append([]string{"--sandbox-prefix", l.plan.prefix, "--debug-state-events"}, l.cfg.RuntimeArgs...)
-	cfg := ExeUnitConfig{Runtime: l.cfg.Runtime, Workdir: workdir, RuntimeArgs: args}
+	cfg := ExeUnitConfig{Runtime: l.cfg.Runtime, Workdir: workdir, RuntimeArgs: args, TaskPackage: l.cfg.TaskPackage}
 	if l.cfg.OwnProcessGroups {
 		cfg.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}

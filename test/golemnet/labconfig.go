@@ -84,6 +84,11 @@ type LabConfig struct {
 	// in a QEMU guest (gvpn-runtime --sandbox vm) instead of a network
 	// namespace; 0..Nodes.
 	VMNodes int
+	// TaskPackage, when set, is the image every node deploys and starts
+	// with (--task-package, as the ExeUnit passes a requestor's image): a
+	// GVMI, squashfs, OCI or docker save archive. The payloads then see
+	// the image's files and tools, not the host's (LabNode.Image).
+	TaskPackage string
 	// VMArgs are added to the runtime invocations of VM nodes (e.g.
 	// --vm-kernel, --vm-initrd when the guest image is not beside the
 	// runtime).

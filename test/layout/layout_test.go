@@ -146,6 +146,14 @@ var rules = []rule{
 		why: "netcfg (addressing, hosts, namespace handles) is a library below the runtime, the agent and tap",
 	},
 	{
+		pkgs: []string{"runtime/image/passwd"}, allow: []string{}, tests: true,
+		why: "an image's user is resolved by the runtime and by gvpn-agent in its guest with the same rules, so that code depends on nothing",
+	},
+	{
+		pkgs: []string{"runtime/image"}, allow: []string{"runtime/image/passwd"}, tests: true,
+		why: "task packages are a library: the CLI opens them, sandboxes and tools may read them, and they know nothing of either",
+	},
+	{
 		pkgs: []string{"runtime/sandbox"}, allow: []string{}, tests: true,
 		why: "runtime/sandbox is the neutral home of the sandbox contract: every implementation imports it, it imports none of them",
 	},

@@ -19,7 +19,10 @@ const BinDirEnv = "GVPN_TEST_BINDIR"
 // `make build`, and a function that removes what it built. Without
 // BinDirEnv it builds them into a fresh directory (readable by everyone,
 // so a test may run them as another user), with the race detector when
-// race is set. It is meant for TestMain, before any test runs.
+// race is set, else static (CGO_ENABLED=0) as `make build` makes them: a
+// runtime whose sandbox has an image as its root runs its shim there, with
+// none of the host's libraries. It is meant for TestMain, before any test
+// runs.
 func Binaries(race bool, cmds ...string) (dir string, cleanup func(), err error) {
 	if dir := os.Getenv(BinDirEnv); dir != "" {
 		for _, c := range cmds {
@@ -44,6 +47,9 @@ func Binaries(race bool, cmds ...string) (dir string, cleanup func(), err error)
 			args = append(args, "-race")
 		}
 		build := exec.Command("go", append(args, "github.com/gvpn/gvpn/cmd/"+c)...)
+		if !race {
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
 		if out, err := build.CombinedOutput(); err != nil {
 			cleanup()
 			return "", nil, fmt.Errorf("go build %s (set %s to use prebuilt binaries): %v\n%s", c, BinDirEnv, err, out)
@@ -58,7 +64,19 @@ func Binaries(race bool, cmds ...string) (dir string, cleanup func(), err error)
 // exits with the tests' code. It exits 1, saying why, when the binaries
 // cannot be had.
 func Main(m *testing.M, found func(dir string), cmds ...string) {
-	dir, cleanup, err := Binaries(true, cmds...)
+	run(m, true, found, cmds)
+}
+
+// MainStatic is Main with static binaries, as `make build` makes them,
+// for a suite whose runtime runs its sandbox's shim inside an image's
+// root, which has none of the host's libraries (the race detector needs
+// them).
+func MainStatic(m *testing.M, found func(dir string), cmds ...string) {
+	run(m, false, found, cmds)
+}
+
+func run(m *testing.M, race bool, found func(dir string), cmds []string) {
+	dir, cleanup, err := Binaries(race, cmds...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

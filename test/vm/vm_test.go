@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gvpn/gvpn/runtime/api"
+	"github.com/gvpn/gvpn/runtime/image"
 	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/payload"
 	"github.com/gvpn/gvpn/test/privtest"
@@ -224,9 +225,9 @@ func TestVMNodeVsock(t *testing.T) {
 	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, bridge: "vsock"}, busyboxTools)
 }
 
-// TestDeployRefusesNonSquashfs: a task package that is not a squashfs
-// image is refused by deploy, with an Err naming the file, before any VM
-// boots.
+// TestDeployRefusesNonSquashfs: a task package that is none of the
+// formats is refused by deploy, with an Err that says so (and not the
+// provider's path), before any VM boots.
 func TestDeployRefusesNonSquashfs(t *testing.T) {
 	dir := t.TempDir()
 	pkg := filepath.Join(dir, "task.tar.gz")
@@ -243,7 +244,7 @@ func TestDeployRefusesNonSquashfs(t *testing.T) {
 	}
 	// deploy's output goes to the requestor: the reason, never the
 	// provider's path of the package (the log file has that).
-	if e := res.Valid["Err"]; strings.Contains(e, dir) || !strings.Contains(e, "squashfs image") {
+	if e := res.Valid["Err"]; strings.Contains(e, dir) || !strings.Contains(e, "not a GVMI, squashfs") {
 		t.Fatalf("deploy's Err: %q, want the squashfs reason without the host path %s", e, pkg)
 	}
 }
@@ -255,6 +256,38 @@ func TestVMNodeSquashfsRoot(t *testing.T) {
 	kernel, initrd := requireVM(t)
 	root := debianRoot(t)
 	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, taskPackage: root}, debianTools)
+}
+
+// TestVMNodeGVMISettings: a GVMI (the Debian root with a container config
+// appended, as gvmkit-build writes it) boots, its Volumes are listed by
+// deploy, and the payload gets its Env, WorkingDir and User.
+func TestVMNodeGVMISettings(t *testing.T) {
+	kernel, initrd := requireVM(t)
+	sq, err := os.ReadFile(debianRoot(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := `{"Env":["PATH=/usr/bin:/bin","GREETING=hello from the gvmi"],"WorkingDir":"/var","User":"nobody","Volumes":{"/data":{}}}`
+	pkg := filepath.Join(t.TempDir(), "debian.gvmi")
+	if err := os.WriteFile(pkg, image.AppendTrailer(sq, []byte(cfg)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vm := &node{name: "node-vm", ip: "192.168.12.2"}
+	startHub(t, vm)
+	vm.start(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, taskPackage: pkg})
+	var vols string
+	for _, v := range vm.deployed.Vols {
+		vols += string(v)
+	}
+	if !strings.Contains(vols, `"/data"`) || !strings.Contains(vols, `"/golem/work"`) {
+		t.Errorf("deploy vols %s, want /data beside /golem/work", vols)
+	}
+	ctx := privtest.Context(t, 8*time.Minute)
+	vm.join(t, ctx, map[string]string{vm.name: vm.ip})
+	out := vm.sh(t, ctx, `echo "$GREETING"; pwd; id -un; test -d /data && echo data`)
+	if want := "hello from the gvmi\n/var\nnobody\ndata\n"; out != want {
+		t.Errorf("in the guest: %q, want %q", out, want)
+	}
 }
 
 // TestVMGuestNeverComesUp: a guest that cannot boot (an initramfs that is

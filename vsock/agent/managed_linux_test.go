@@ -280,6 +280,21 @@ func TestManagedProcesses(t *testing.T) {
 			t.Errorf("run %s: %#v, want failed with reason %q", tc.bin, m, tc.reason)
 		}
 	}
+	// run.user: the image's user, resolved in the agent's root (here the
+	// host's, where nobody is 65534).
+	m = rt.call(func(id uint64) vsock.Message {
+		return vsock.Run{ID: id, Bin: "/bin/sh", Args: []string{"sh", "-c", "id -u; id -g"}, User: "nobody:65534"}
+	})
+	if st, ok = m.(vsock.Started); !ok {
+		t.Fatalf("run as nobody: %#v", m)
+	}
+	if o, _, rc := rt.waitExit(st.PID); o != "65534\n65534\n" || rc != 0 {
+		t.Fatalf("as nobody: %q rc %d", o, rc)
+	}
+	m = rt.call(func(id uint64) vsock.Message { return vsock.Run{ID: id, Bin: "/bin/true", User: "no-such-user-here"} })
+	if f, ok := m.(vsock.Failed); !ok || !strings.Contains(f.Error, `no user "no-such-user-here"`) {
+		t.Fatalf("unknown user: %#v", m)
+	}
 	m = rt.call(func(id uint64) vsock.Message { return vsock.Run{ID: id, Bin: "/bin/true", Dir: "/no/such/dir"} })
 	if f, ok := m.(vsock.Failed); !ok || f.Reason != "" || !strings.Contains(f.Error, "/no/such/dir") {
 		t.Fatalf("bad dir: %#v", m)

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvpn/gvpn/runtime/image/passwd"
 	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/vsock"
 )
@@ -108,6 +109,10 @@ func (ps *processes) start(r vsock.Run) (*process, error) {
 			return nil, &runError{"", fmt.Errorf("working directory %s is not a directory", r.Dir)}
 		}
 	}
+	cred, err := credential(r.User)
+	if err != nil {
+		return nil, err
+	}
 	path, err := lookPath(r.Bin, r.Env, r.Dir)
 	if err != nil {
 		return nil, err
@@ -130,8 +135,9 @@ func (ps *processes) start(r vsock.Run) (*process, error) {
 		Stdout: outW,
 		Stderr: errW,
 		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL,
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL,
+			Credential: cred,
 		},
 	}
 	err = cmd.Start()
@@ -163,6 +169,20 @@ func (ps *processes) start(r vsock.Run) (*process, error) {
 	go ps.wait(p)
 	ps.log.WithFields(logrus.Fields{"pid": p.pid, "bin": r.Bin, "args": argv}).Info("process started")
 	return p, nil
+}
+
+// credential resolves a run's user (the image's User setting) against
+// this root's /etc/passwd and /etc/group, the image's own in a VM booted
+// from it; "" keeps the agent's user (nil).
+func credential(user string) (*syscall.Credential, error) {
+	if user == "" {
+		return nil, nil
+	}
+	u, err := passwd.Resolve(os.DirFS("/"), user)
+	if err != nil {
+		return nil, &runError{"", err}
+	}
+	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups}, nil
 }
 
 // lookPath finds bin the way execvp does (proc.LookPath): in the PATH of

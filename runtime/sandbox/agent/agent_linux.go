@@ -148,6 +148,14 @@ type Config struct {
 	// RequireLimits makes Open fail, before the command runs, when a limit
 	// cannot be enforced.
 	RequireLimits bool
+	// The image's settings for every payload process
+	// (sandbox.ProcessSpec.WithDefaults): ProcessEnv under the request's
+	// environment, ProcessDir when the request gives no directory, and
+	// ProcessUser, the image's User, which the agent resolves in its root
+	// (vsock.Run.User).
+	ProcessEnv  []string
+	ProcessDir  string
+	ProcessUser string
 }
 
 // Box is a running agent sandbox. Its methods are safe for concurrent use.
@@ -563,10 +571,11 @@ func (b *Box) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if len(argv) == 0 {
 		argv = []string{spec.Bin}
 	}
+	spec = spec.WithDefaults(b.cfg.ProcessEnv, b.cfg.ProcessDir)
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
 	defer cancel()
 	r, err := b.request(ctx, func(id uint64, _ *session) vsock.Message {
-		return vsock.Run{ID: id, Bin: spec.Bin, Args: argv, Dir: spec.Dir, Env: spec.Env}
+		return vsock.Run{ID: id, Bin: spec.Bin, Args: argv, Dir: spec.Dir, Env: spec.Env, User: b.cfg.ProcessUser}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("run %s through gvpn-agent: %w", spec.Bin, err)

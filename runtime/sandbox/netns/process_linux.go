@@ -72,10 +72,8 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 	if len(argv) == 0 {
 		argv = []string{spec.Bin}
 	}
+	spec = spec.WithDefaults(s.env, s.dir)
 	dir := spec.Dir
-	if dir == "" {
-		dir = s.dir
-	}
 	env := payloadEnv(withoutCgroupEnv(spec.Env))
 	mode := shimHost
 	switch {

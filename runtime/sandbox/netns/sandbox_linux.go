@@ -3,6 +3,7 @@
 package netns
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,6 +106,14 @@ type Config struct {
 	// package limits). What the host cannot enforce is listed by
 	// Unenforced; the zero value limits nothing.
 	Limits limits.Limits
+
+	// The task package's settings for every payload process
+	// (sandbox.ProcessSpec.WithDefaults). Env ("KEY=value", the image's
+	// Env) comes before the request's environment, which wins on the same
+	// key; Dir (the image's WorkingDir) is the working directory when the
+	// request gives none, instead of the default volume's path.
+	Env []string
+	Dir string
 }
 
 // RootFS is an image that is the payload's root file system. Exactly one
@@ -195,6 +204,7 @@ type Sandbox struct {
 	unsafeLinks  bool
 	mounts       *volume.Mounts // the volumes' host-side nosymfollow mounts
 	dir          string         // the default working directory inside
+	env          []string       // the image's environment, under the request's
 	runDir       string         // /run/gvpn/NAME, claimed with an owner record
 	tmpDir       string         // the payload's /tmp, in the workdir
 	hostsPath    string
@@ -296,7 +306,8 @@ func Open(cfg Config) (*Sandbox, error) {
 		layerDir:     filepath.Join(workdir, LayerDirName),
 		volumes:      cfg.Volumes,
 		unsafeLinks:  cfg.UnsafeVolumeLinks,
-		dir:          defaultDir(cfg.Volumes),
+		dir:          cmp.Or(cfg.Dir, defaultDir(cfg.Volumes)),
+		env:          cfg.Env,
 		runDir:       filepath.Join(runDir, name),
 		tmpDir:       filepath.Join(workdir, TmpDirName),
 		hostsPath:    filepath.Join(runDir, name, "hosts"),

@@ -84,6 +84,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return faultCmd(rest, stdout, stderr)
 	case "serve-http":
 		return serveHTTP(rest, stdout, stderr)
+	case "ping":
+		return pingCmd(rest, stdout, stderr)
 	case "images":
 		return imagesCmd(rest, stdout, stderr)
 	case "bench-docker":

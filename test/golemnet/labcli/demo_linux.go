@@ -49,6 +49,13 @@ Examples:
   sudo gvpn-lab demo --gateway first-host     # as released ExeUnits send it
   sudo gvpn-lab demo --vm                     # node-c is a QEMU guest (make vm-image)
   sudo gvpn-lab demo --docker                 # every node a container (builds the images once)
+  sudo gvpn-lab demo --image app.gvmi         # every node deploys the image, as the ExeUnit does
+
+With --image FILE (a GVMI, squashfs, OCI or docker save archive) every node
+deploys and starts with --task-package FILE: the payloads run in the image,
+with its tools. It needs busybox's sh, wget, sha256sum and ip in the image;
+the HTTP server and the pinger are gvpn-lab's, uploaded to /golem/work (an
+image's payload gets no raw socket for busybox's ping); step 4 is skipped.
 
 Flags:
 `
@@ -152,6 +159,19 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	}
 	if *withVM {
 		cfg.VMNodes = 1
+	}
+	if !df.docker && df.image != "" {
+		// Without --docker, --image is a task package, not a lab image.
+		if cfg.TaskPackage, err = filepath.Abs(df.image); err != nil {
+			return fail(stderr, "demo", err)
+		}
+		if _, err := os.Stat(cfg.TaskPackage); err != nil {
+			return fail(stderr, "demo", usagef("--image: %v", err))
+		}
+		if *withVM {
+			return fail(stderr, "demo", usagef("--image and --vm together: the VM node boots the image too; use up --vm-nodes with a GVMI by hand"))
+		}
+		df.image, df.imageIsPackage = "", true
 	}
 	subnet, err := df.check(fs, 3)
 	if err != nil {
@@ -364,6 +384,19 @@ func wantMAC(ip netip.Addr) string {
 
 func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 	nodes := d.lab.Nodes()
+	// A payload in an image gets no raw socket for busybox's ping: it
+	// runs gvpn-lab's own (an ICMP datagram socket), uploaded like a
+	// requestor's program.
+	labPing := map[string]string{}
+	for _, n := range nodes {
+		if n.Image && !n.VM {
+			bin, err := d.lab.Install(n.Name, d.self, "gvpn-lab")
+			if err != nil {
+				return "", fmt.Errorf("%s: upload gvpn-lab: %w", n.Name, err)
+			}
+			labPing[n.Name] = bin
+		}
+	}
 	var sum float64
 	for _, a := range nodes {
 		for _, b := range nodes {
@@ -372,7 +405,9 @@ func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 			}
 			d.p.Detail("%s → %s (%s)", a.Name, b.Name, b.IP)
 			argv := []string{"ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", b.IP.String()}
-			if a.VM {
+			if bin := labPing[a.Name]; bin != "" {
+				argv = []string{bin, "ping", "-c", "3", "-W", "2", b.IP.String()}
+			} else if busybox(a) {
 				argv = slices.Delete(argv, 1, 2) // busybox's ping prints numbers anyway and has no -n
 			}
 			res, err := d.lab.Exec(ctx, a.Name, argv...)
@@ -416,12 +451,16 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 	url := fmt.Sprintf("http://%s:%d/data?size=%d", srv.Name, demoHTTPPort, d.size)
 	var rates []string
 	for _, c := range nodes[1:] {
-		if c.VM {
+		if busybox(c) {
 			r, err := d.fetchInGuest(ctx, c, url, want)
 			if err != nil {
 				return "", err
 			}
-			rates = append(rates, humanBits(r.BitsPerSecond)+" into the VM")
+			where := " into the image"
+			if c.VM {
+				where = " into the VM"
+			}
+			rates = append(rates, humanBits(r.BitsPerSecond)+where)
 			continue
 		}
 		d.p.Detail("%s: curl %s", c.Name, url)
@@ -460,11 +499,16 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 		nodes[1].Name, nodes[2].Name, humanBytes(float64(d.size)), srv.Name, demoHTTPPort, strings.Join(rates, ", ")), nil
 }
 
-// fetchInGuest fetches url in a VM node with busybox's wget, which cannot
-// write to the host's files: the guest hashes the body itself. The time is
+// busybox reports whether n's payload has busybox's tools rather than the
+// host's: a VM guest, or a node whose root is the task package.
+func busybox(n *golemnet.LabNode) bool { return n.VM || n.Image }
+
+// fetchInGuest fetches url in a busybox node (a VM, or an image) with
+// busybox's wget, which cannot write to the host's files: the payload
+// hashes the body itself. The time is
 // the whole RunProcess, so the rate slightly understates the transfer.
 func (d *demoRun) fetchInGuest(ctx context.Context, c *golemnet.LabNode, url, want string) (HTTPResult, error) {
-	d.p.Detail("%s (QEMU guest): wget %s | sha256sum", c.Name, url)
+	d.p.Detail("%s (busybox): wget %s | sha256sum", c.Name, url)
 	t0 := time.Now()
 	res, err := d.lab.Exec(ctx, c.Name, "sh", "-c", "wget -q -O - '"+url+"' | sha256sum")
 	secs := time.Since(t0).Seconds()
@@ -498,6 +542,9 @@ func curlSeconds(out []byte) float64 {
 }
 
 func (d *demoRun) throughput(ctx context.Context) (string, error) {
+	if d.cfg.TaskPackage != "" {
+		return "skipped: the payloads run in the image, which has no iperf3", nil
+	}
 	nodes := d.lab.Nodes()
 	srv, cli := nodes[0], nodes[1]
 	port := strconv.Itoa(demoIperfPort)

@@ -2,7 +2,7 @@
 // machine (golemnet.Lab) for a first demo, manual debugging and scripts.
 //
 // Subcommands: demo, up, exec, status, fault, images, bench-docker, and
-// the hidden serve-http that the demo runs inside a node. With --docker, up
+// the hidden serve-http and ping that the demo runs inside a node. With --docker, up
 // and demo run every node and the hub in a container of their own; inside
 // them run the hidden docker-node (the ExeUnit stand-in and its relay to
 // the hub) and docker-hub (the Golem Net). Results go to stdout (tables, or JSON

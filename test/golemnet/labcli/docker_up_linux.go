@@ -26,13 +26,16 @@ type dockerFlags struct {
 	image      string
 	labID      string
 	images     imageFlags
+	// imageIsPackage: --image without --docker named a task package
+	// (demo), not a lab image.
+	imageIsPackage bool
 }
 
 func (f *dockerFlags) add(fs *cmdFlags) {
 	fs.BoolVar(&f.docker, "docker", false, "run every node and the hub in a container of its own, joined by a Docker network")
 	fs.StringVar(&f.subnet, "docker-subnet", DefaultDockerSubnet, "--docker: the Docker network's IPv4 `CIDR` (hub .2, nodes .10 onward)")
 	fs.IntVar(&f.agentNodes, "agent-nodes", 0, "--docker: how many of the last `nodes` run their payload in a container of its own (gvpn-agent over a unix socket)")
-	fs.StringVar(&f.image, "image", "", "--docker: use this lab `image` instead of building (or reusing) it like gvpn-lab images")
+	fs.StringVar(&f.image, "image", "", "--docker: use this lab `image` instead of building (or reusing) it like gvpn-lab images;\nwithout --docker (demo only): a task package file every node deploys with, as the ExeUnit\npasses a requestor's image (--task-package)")
 	fs.StringVar(&f.labID, "lab-id", "", "--docker: the lab's `id` (label gvpn.lab, prefix of container names; default derived from --state-dir)")
 	f.images.add(fs)
 }
@@ -41,7 +44,7 @@ func (f *dockerFlags) add(fs *cmdFlags) {
 func (f *dockerFlags) check(fs *cmdFlags, nodes int) (netip.Prefix, error) {
 	if !f.docker {
 		for _, name := range []string{"docker-subnet", "agent-nodes", "image", "lab-id", "bin", "dockerfile", "cache-dir"} {
-			if flagSet(fs, name) {
+			if flagSet(fs, name) && !(name == "image" && f.imageIsPackage) {
 				return netip.Prefix{}, usagef("--%s needs --docker", name)
 			}
 		}

@@ -264,7 +264,7 @@ func TestBadInputIsOneLine(t *testing.T) {
 }
 
 func TestHelpTeachesWithExamples(t *testing.T) {
-	for _, cmd := range []string{"demo", "up", "exec", "status", "fault", "serve-http"} {
+	for _, cmd := range []string{"demo", "up", "exec", "status", "fault", "serve-http", "ping"} {
 		var stdout, stderr bytes.Buffer
 		if code := Main([]string{cmd, "--help"}, &stdout, &stderr); code != 0 {
 			t.Errorf("%s --help: exit %d", cmd, code)

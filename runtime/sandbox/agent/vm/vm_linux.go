@@ -76,6 +76,11 @@ type Config struct {
 	// RequireLimits: Open fails, before QEMU runs, when a limit cannot be
 	// enforced.
 	RequireLimits bool
+	// The image's settings for payload processes (agent.Config's
+	// ProcessEnv, ProcessDir, ProcessUser): its Env, WorkingDir and User.
+	Env  []string
+	Dir  string
+	User string
 }
 
 // Open checks cfg, starts QEMU and returns the sandbox at once, while the
@@ -169,6 +174,9 @@ func open(ctx context.Context, cfg Config) (*agent.Box, error) {
 		DiskDirs:   diskDirs,
 
 		RequireLimits: cfg.RequireLimits,
+		ProcessEnv:    cfg.Env,
+		ProcessDir:    cfg.Dir,
+		ProcessUser:   cfg.User,
 	})
 }
 
