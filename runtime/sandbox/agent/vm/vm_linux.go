@@ -147,7 +147,7 @@ func open(ctx context.Context, cfg Config) (*agent.Box, error) {
 		return nil, fmt.Errorf("vm sandbox: bridge %q: want %s or %s", cfg.Bridge, BridgeVirtioSerial, BridgeVsock)
 	}
 	accel := "tcg"
-	if deviceUsable("/dev/kvm") {
+	if kvmUsable() {
 		accel = "kvm"
 	}
 	argv := append([]string{cfg.QEMU}, qemuArgs(cfg, b, accel)...)
@@ -223,6 +223,23 @@ func check(cfg *Config) error {
 		}
 	}
 	return nil
+}
+
+// kvmUsable reports whether QEMU can run the stock guest kernel under KVM:
+// /dev/kvm opens and a hardware KVM module (kvm_intel, kvm_amd) drives it.
+// A host whose /dev/kvm is PVM's (kvm_pvm, a paravirtualised KVM inside a
+// cloud guest) opens fine but runs only PVM-enabled guest kernels: a
+// Debian guest hangs there without a word, so TCG it is.
+func kvmUsable() bool {
+	if !deviceUsable("/dev/kvm") {
+		return false
+	}
+	for _, m := range []string{"kvm_intel", "kvm_amd"} {
+		if _, err := os.Stat("/sys/module/" + m); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // deviceUsable reports whether QEMU can open a host device: /dev/kvm
