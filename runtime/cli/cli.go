@@ -742,13 +742,12 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 			log.WithError(err).Error("cannot start the VM sandbox")
 			return 1
 		}
-		// Deferred before Serve returns, so after the service closed the box.
-		defer unmount()
+		vb := &vmBox{Box: box, unmount: unmount}
 		if !o.checkEnforced(box.Unenforced(), log) {
-			box.Close()
+			vb.Close()
 			return 1
 		}
-		sbx, attacher = box, box
+		sbx, attacher = vb, vb
 	default:
 		log.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox)
 		return 2

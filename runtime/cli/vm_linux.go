@@ -120,3 +120,20 @@ func openVMSandbox(o *Options, hostname string, vols volume.List, lim limits.Lim
 		}
 	}, nil
 }
+
+// vmBox is the VM sandbox as the service closes it: the box, then the
+// volumes' host-side mounts. Both go before the reply to Shutdown, after
+// which the ExeUnit may SIGKILL the runtime; a deferred unmount would
+// never run then.
+type vmBox struct {
+	*agent.Box
+	unmount func()
+}
+
+// Close closes the box and then unmounts the volumes; again, it does
+// nothing more.
+func (b *vmBox) Close() error {
+	err := b.Box.Close()
+	b.unmount()
+	return err
+}
