@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -66,19 +65,11 @@ type processes struct {
 	wg       sync.WaitGroup
 }
 
+// process is one payload process: its supervision (output, exit, signals)
+// is runtime/proc's Supervisor.
 type process struct {
-	pid            int
-	proc           *os.Process
-	stdout, stderr *os.File
-
-	mu     sync.Mutex
-	exited bool // the leader has exited; once reaped its pid may be reused
-
-	emitMu   sync.Mutex
-	exitSent bool
-	drained  chan struct{} // closed when both readers are finished
-	reaped   chan struct{}
-	rc       int
+	pid int
+	sup *proc.Supervisor
 }
 
 func newProcesses(log *logrus.Entry, out notifier, drainTimeout time.Duration) *processes {
@@ -148,15 +139,29 @@ func (ps *processes) start(r vsock.Run) (*process, error) {
 		errR.Close()
 		return nil, classifyStart(r.Bin, err)
 	}
-	p := &process{
-		pid: cmd.Process.Pid, proc: cmd.Process, stdout: outR, stderr: errR,
-		drained: make(chan struct{}), reaped: make(chan struct{}),
-	}
+	p := &process{pid: cmd.Process.Pid}
+	p.sup = proc.NewSupervisor(cmd.Process, outR, errR, proc.SuperviseConfig{
+		Log:          ps.log,
+		ChunkSize:    outputChunk,
+		DrainTimeout: ps.drainTimeout,
+		Stop:         ps.ctx.Done(),
+		WG:           &ps.wg,
+		Reaped: func(int32) {
+			ps.mu.Lock()
+			delete(ps.live, p.pid)
+			ps.mu.Unlock()
+		},
+		Drained: func() {
+			ps.mu.Lock()
+			delete(ps.open, p)
+			ps.mu.Unlock()
+		},
+	})
 	ps.mu.Lock()
 	if ps.stopping {
 		ps.mu.Unlock()
 		_ = unix.Kill(-p.pid, syscall.SIGKILL)
-		_, _ = p.proc.Wait() // SIGKILL cannot be ignored: this is short
+		_, _ = cmd.Process.Wait() // SIGKILL cannot be ignored: this is short
 		outR.Close()
 		errR.Close()
 		return nil, &runError{"", errors.New("the agent is shutting down")}
@@ -165,8 +170,7 @@ func (ps *processes) start(r vsock.Run) (*process, error) {
 	ps.active[p.pid] = p
 	ps.open[p] = struct{}{}
 	ps.mu.Unlock()
-	ps.wg.Add(1)
-	go ps.wait(p)
+	p.sup.Watch()
 	ps.log.WithFields(logrus.Fields{"pid": p.pid, "bin": r.Bin, "args": argv}).Info("process started")
 	return p, nil
 }
@@ -213,98 +217,28 @@ func classifyStart(bin string, err error) error {
 	return &runError{"", fmt.Errorf("start %s: %w", bin, err)}
 }
 
-// stream starts reading p's output and sending the notices.
+// stream starts reading p's output and sending the notices: the output
+// while the control connection lasts, the exited notice (after the output,
+// or drainTimeout after the exit when a background child keeps the pipes
+// open) until it was delivered.
 func (ps *processes) stream(p *process) {
-	ps.wg.Add(3)
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go ps.read(p, p.stdout, false, &readers)
-	go ps.read(p, p.stderr, true, &readers)
-	go func() {
-		defer ps.wg.Done()
-		readers.Wait()
-		close(p.drained)
+	p.sup.Stream(func(chunk []byte, isStderr bool) {
+		m := vsock.Output{PID: p.pid, Stdout: chunk}
+		if isStderr {
+			m = vsock.Output{PID: p.pid, Stderr: chunk}
+		}
+		ps.out.notify(ps.ctx, m, false)
+	}, func(rc int32) {
+		ps.log.WithFields(logrus.Fields{"pid": p.pid, "rc": rc}).Info("process exited")
+		ps.out.notify(ps.ctx, vsock.Exited{PID: p.pid, ReturnCode: int(rc)}, true)
 		ps.mu.Lock()
-		delete(ps.open, p)
+		delete(ps.active, p.pid)
+		if len(ps.active) == 0 {
+			close(ps.idle)
+			ps.idle = make(chan struct{})
+		}
 		ps.mu.Unlock()
-	}()
-}
-
-func (ps *processes) read(p *process, f *os.File, isStderr bool, readers *sync.WaitGroup) {
-	defer ps.wg.Done()
-	defer readers.Done()
-	defer f.Close()
-	buf := make([]byte, outputChunk)
-	for {
-		n, err := f.Read(buf)
-		if n > 0 {
-			chunk := append([]byte(nil), buf[:n]...)
-			m := vsock.Output{PID: p.pid, Stdout: chunk}
-			if isStderr {
-				m = vsock.Output{PID: p.pid, Stderr: chunk}
-			}
-			p.emitMu.Lock()
-			if !p.exitSent {
-				ps.out.notify(ps.ctx, m, false)
-			}
-			p.emitMu.Unlock()
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
-				ps.log.WithError(err).WithField("pid", p.pid).Warn("read process output")
-			}
-			return
-		}
-	}
-}
-
-// wait reaps p, then sends its exited notice after its output (or, when a
-// background child keeps the pipes open, drainTimeout after the exit).
-func (ps *processes) wait(p *process) {
-	defer ps.wg.Done()
-	var info unix.Siginfo
-	for {
-		// Mark the leader exited before reaping it, so that kill, which
-		// checks the mark under p.mu, never signals a reused group id.
-		err := unix.Waitid(unix.P_PID, p.pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	p.mu.Lock()
-	p.exited = true
-	p.mu.Unlock()
-	rc := -1
-	if st, err := p.proc.Wait(); err == nil {
-		rc = int(proc.ReturnCode(st.Sys().(syscall.WaitStatus)))
-	}
-	p.rc = rc
-	close(p.reaped)
-	ps.mu.Lock()
-	delete(ps.live, p.pid)
-	ps.mu.Unlock()
-
-	t := time.NewTimer(ps.drainTimeout)
-	select {
-	case <-p.drained:
-	case <-t.C:
-		ps.log.WithField("pid", p.pid).Info("process exited but its output pipes are still open (a background child?); reporting the exit, discarding later output")
-	case <-ps.ctx.Done():
-	}
-	t.Stop()
-	p.emitMu.Lock()
-	p.exitSent = true
-	p.emitMu.Unlock()
-	ps.log.WithFields(logrus.Fields{"pid": p.pid, "rc": rc}).Info("process exited")
-	ps.out.notify(ps.ctx, vsock.Exited{PID: p.pid, ReturnCode: rc}, true)
-
-	ps.mu.Lock()
-	delete(ps.active, p.pid)
-	if len(ps.active) == 0 {
-		close(ps.idle)
-		ps.idle = make(chan struct{})
-	}
-	ps.mu.Unlock()
+	})
 }
 
 // kill sends sig to the process group of pid. Signal 0 means SIGKILL, as
@@ -322,12 +256,11 @@ func (ps *processes) kill(pid int, sig int) error {
 	if p == nil {
 		return fmt.Errorf("pid %d: no such process (not started by this agent, or exited)", pid)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.exited {
+	err := p.sup.Signal(syscall.Signal(sig))
+	switch {
+	case errors.Is(err, proc.ErrExited):
 		return fmt.Errorf("pid %d has exited", pid)
-	}
-	if err := unix.Kill(-pid, syscall.Signal(sig)); err != nil {
+	case err != nil:
 		return fmt.Errorf("kill pid %d: %w", pid, err)
 	}
 	return nil
@@ -402,8 +335,7 @@ func (ps *processes) close() {
 	ps.cancel()
 	ps.mu.Lock()
 	for p := range ps.open {
-		p.stdout.Close()
-		p.stderr.Close()
+		p.sup.ClosePipes()
 	}
 	ps.mu.Unlock()
 	ps.wg.Wait()

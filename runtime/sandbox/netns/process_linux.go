@@ -5,13 +5,10 @@ package netns
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,32 +18,12 @@ import (
 	"github.com/gvpn/gvpn/runtime/sandbox"
 )
 
-// Process is a process started by Sandbox.Start.
+// Process is a process started by Sandbox.Start: its supervision (output,
+// exit, signals) is runtime/proc's Supervisor.
 type Process struct {
-	sb             *Sandbox
-	pid            uint64
-	proc           *os.Process
-	stdout, stderr *os.File
-
-	mu       sync.Mutex
-	exited   bool // the leader has exited; once reaped its pid may be reused
-	streamed bool
-	released bool // Close took over: Stream is a no-op
-
-	reaped chan struct{} // closed after the leader was reaped; rc is set
-	rc     int32
-
-	// emitMu serialises sink calls and guards exitSent: output read after
-	// the Exited event (DrainTimeout expired) is discarded.
-	emitMu    sync.Mutex
-	sink      func(sandbox.Event)
-	exitSent  bool
-	discarded int64
-
-	openPipes atomic.Int32  // readers still running
-	drained   chan struct{} // closed when both readers finished
-	done      chan struct{} // closed when Exited was delivered, or at Close for a never-streamed process
-	doneOnce  sync.Once
+	sb  *Sandbox
+	pid uint64
+	sup *proc.Supervisor
 }
 
 // Pid is the process's OS pid (in the host's pid namespace), used as the
@@ -164,22 +141,26 @@ func (s *Sandbox) Start(spec sandbox.ProcessSpec) (sandbox.Process, error) {
 		return nil, err
 	}
 
-	p := &Process{
-		sb:      s,
-		pid:     uint64(cmd.Process.Pid),
-		proc:    cmd.Process,
-		stdout:  outR,
-		stderr:  errR,
-		reaped:  make(chan struct{}),
-		drained: make(chan struct{}),
-		done:    make(chan struct{}),
-	}
+	p := &Process{sb: s, pid: uint64(cmd.Process.Pid)}
+	p.sup = proc.NewSupervisor(cmd.Process, outR, errR, proc.SuperviseConfig{
+		Log:          s.log,
+		ChunkSize:    sandbox.ChunkSize,
+		DrainTimeout: s.drainTimeout,
+		Stop:         s.stopped,
+		StopDrain:    closeDrainTimeout,
+		WG:           &s.wg,
+		Reaped:       p.untrack,
+		Finished: func() {
+			s.mu.Lock()
+			delete(s.tracked, p)
+			s.mu.Unlock()
+		},
+	})
 	s.mu.Lock()
 	s.live[p.pid] = p
 	s.tracked[p] = struct{}{}
 	s.mu.Unlock()
-	s.wg.Add(1)
-	go p.wait()
+	p.sup.Watch()
 	s.log.WithField("pid", p.pid).WithField("bin", spec.Bin).Debug("process started")
 	return p, nil
 }
@@ -199,61 +180,29 @@ func payloadEnv(env []string) []string {
 	return out
 }
 
-// wait marks the leader as exited before reaping it, so that Kill, which
-// checks the mark under p.mu, never signals a group id the kernel may have
-// handed to another process.
-func (p *Process) wait() {
-	defer p.sb.wg.Done()
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, int(p.pid), &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	p.mu.Lock()
-	p.exited = true
-	p.mu.Unlock()
-
-	rc := int32(-1)
-	state, err := p.proc.Wait()
-	if err == nil {
-		rc = proc.ReturnCode(state.Sys().(syscall.WaitStatus))
-	} else {
-		p.sb.log.WithError(err).WithField("pid", p.pid).Warn("wait for process")
-	}
-	p.rc = rc
+// untrack forgets p's pid, which may be reused from now on.
+func (p *Process) untrack(rc int32) {
 	p.sb.mu.Lock()
 	if p.sb.live[p.pid] == p {
 		delete(p.sb.live, p.pid)
 	}
 	p.sb.mu.Unlock()
 	p.sb.log.WithField("pid", p.pid).WithField("rc", rc).Debug("process exited")
-	close(p.reaped)
 }
 
-func (p *Process) hasExited() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.exited
-}
+func (p *Process) hasExited() bool { return p.sup.Exited() }
 
 func (p *Process) signalGroup(sig syscall.Signal) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.exited {
+	err := p.sup.Signal(sig)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, proc.ErrExited):
 		return fmt.Errorf("%w: pid %d has exited", sandbox.ErrNoProcess, p.pid)
-	}
-	// While the leader is not reaped its pid cannot be reused, so the group
-	// id is still ours.
-	err := unix.Kill(-int(p.pid), sig)
-	if errors.Is(err, unix.ESRCH) {
+	case errors.Is(err, unix.ESRCH):
 		return fmt.Errorf("%w: pid %d", sandbox.ErrNoProcess, p.pid)
 	}
-	if err != nil {
-		return fmt.Errorf("sandbox: kill pid %d with %v: %w", p.pid, sig, err)
-	}
-	return nil
+	return fmt.Errorf("sandbox: kill pid %d with %v: %w", p.pid, sig, err)
 }
 
 // Stream starts delivering the process's events to sink: stdout chunks in
@@ -277,118 +226,23 @@ func (p *Process) Stream(sink func(sandbox.Event)) {
 	if sink == nil {
 		sink = func(sandbox.Event) {}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.streamed || p.released {
-		return
-	}
-	p.streamed = true
-	p.sink = sink
-	p.openPipes.Store(2)
-	p.sb.wg.Add(3)
-	go p.pump(p.stdout, false)
-	go p.pump(p.stderr, true)
-	go p.finish()
-}
-
-func (p *Process) pump(f *os.File, isStderr bool) {
-	defer p.sb.wg.Done()
-	defer func() {
-		f.Close()
-		if p.openPipes.Add(-1) == 0 {
-			close(p.drained)
+	p.sup.Stream(func(chunk []byte, isStderr bool) {
+		if isStderr {
+			sink(sandbox.Event{Pid: p.pid, Stderr: chunk})
+		} else {
+			sink(sandbox.Event{Pid: p.pid, Stdout: chunk})
 		}
-	}()
-	buf := make([]byte, sandbox.ChunkSize)
-	for {
-		n, err := f.Read(buf)
-		if n > 0 {
-			chunk := make([]byte, n)
-			copy(chunk, buf[:n])
-			ev := sandbox.Event{Pid: p.pid, Stdout: chunk}
-			if isStderr {
-				ev = sandbox.Event{Pid: p.pid, Stderr: chunk}
-			}
-			p.emit(ev)
-		}
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
-				p.sb.log.WithError(err).WithField("pid", p.pid).Warn("read process output")
-			}
-			return
-		}
-	}
+	}, func(rc int32) {
+		sink(sandbox.Event{Pid: p.pid, Exited: true, ReturnCode: rc})
+	})
 }
-
-func (p *Process) emit(ev sandbox.Event) {
-	p.emitMu.Lock()
-	defer p.emitMu.Unlock()
-	if p.exitSent {
-		p.discarded += int64(len(ev.Stdout) + len(ev.Stderr))
-		return
-	}
-	p.sink(ev)
-}
-
-func (p *Process) finish() {
-	defer p.sb.wg.Done()
-	<-p.reaped
-	timer := time.NewTimer(p.sb.drainTimeout)
-	select {
-	case <-p.drained:
-	case <-timer.C:
-		p.sb.log.WithField("pid", p.pid).Info("process exited but its output pipes are still open (a background child?); reporting the exit, discarding later output")
-	case <-p.sb.stopped:
-		// Close killed everything in the namespace, so EOF is imminent
-		// unless a process that left the namespace holds a pipe; do not
-		// let that one hold up Close for the whole DrainTimeout.
-		timer.Reset(min(p.sb.drainTimeout, closeDrainTimeout))
-		select {
-		case <-p.drained:
-		case <-timer.C:
-		}
-	}
-	timer.Stop()
-	p.emitMu.Lock()
-	p.exitSent = true
-	p.sink(sandbox.Event{Pid: p.pid, Exited: true, ReturnCode: p.rc})
-	p.emitMu.Unlock()
-	p.markDone()
-
-	// Untrack once the readers are finished too (at the latest when Close
-	// closes the pipes).
-	<-p.drained
-	p.emitMu.Lock()
-	if p.discarded > 0 {
-		p.sb.log.WithField("pid", p.pid).WithField("bytes", p.discarded).Debug("discarded output after exit")
-	}
-	p.emitMu.Unlock()
-	p.sb.mu.Lock()
-	delete(p.sb.tracked, p)
-	p.sb.mu.Unlock()
-}
-
-func (p *Process) markDone() { p.doneOnce.Do(func() { close(p.done) }) }
 
 // release is Close's hand-over: no Stream after it. A process that was
 // never streamed is done once reaped; its pipes are closed unread.
-func (p *Process) release() {
-	p.mu.Lock()
-	p.released = true
-	streamed := p.streamed
-	p.mu.Unlock()
-	if !streamed {
-		p.sb.wg.Add(1)
-		go func() {
-			defer p.sb.wg.Done()
-			<-p.reaped
-			p.closePipes()
-			p.markDone()
-		}()
-	}
-}
+func (p *Process) release() { p.sup.Release() }
 
-func (p *Process) closePipes() {
-	p.stdout.Close()
-	p.stderr.Close()
-}
+// done is closed when Exited was delivered, or at Close for a never-streamed
+// process.
+func (p *Process) done() <-chan struct{} { return p.sup.Done() }
+
+func (p *Process) closePipes() { p.sup.ClosePipes() }

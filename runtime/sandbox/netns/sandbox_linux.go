@@ -848,13 +848,13 @@ func (s *Sandbox) finishProcesses() error {
 	for _, p := range procs {
 		if !expired {
 			select {
-			case <-p.done:
+			case <-p.done():
 			case <-guard.C:
 				expired = true
 			}
 		}
 		select {
-		case <-p.done:
+		case <-p.done():
 		default:
 			errs = append(errs, fmt.Errorf("sandbox %s: pid %d: exit not delivered in time", s.name, p.pid))
 		}

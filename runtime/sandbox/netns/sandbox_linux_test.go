@@ -217,7 +217,7 @@ func TestOutputExitCodeAndNothingBeforeStream(t *testing.T) {
 	}
 	c := newCollector()
 	select {
-	case <-p.(*Process).reaped:
+	case <-p.(*Process).sup.Reaped():
 	case <-time.After(guard):
 		t.Fatal("process not reaped")
 	}
