@@ -1,7 +1,8 @@
 // Package proc is how gvpn starts and ends a payload's programs, whichever
 // sandbox runs them (the netns sandbox's shim, gvpn-agent): the program is
-// found as execvp finds it, and its end is reported with the shell's return
-// codes.
+// found as execvp finds it, a Supervisor watches the started process (its
+// output, its exit, signals to its group), and its end is reported with the
+// shell's return codes.
 package proc
 
 import (
