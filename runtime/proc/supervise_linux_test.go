@@ -47,7 +47,7 @@ func (e *events) exit(rc int32) {
 }
 
 // start runs script under /bin/sh in its own process group, supervised.
-func start(t *testing.T, script string, cfg SuperviseConfig) (*Supervisor, *sync.WaitGroup) {
+func start(t *testing.T, script string, cfg SuperviseConfig, stdin ...*os.File) (*Supervisor, *sync.WaitGroup) {
 	t.Helper()
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -59,6 +59,9 @@ func start(t *testing.T, script string, cfg SuperviseConfig) (*Supervisor, *sync
 	}
 	cmd := exec.Command("/bin/sh", "-c", script)
 	cmd.Stdout, cmd.Stderr = outW, errW
+	if len(stdin) > 0 {
+		cmd.Stdin = stdin[0]
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
 	outW.Close()
@@ -134,8 +137,16 @@ func TestSupervisorOutputThenExit(t *testing.T) {
 
 func TestSupervisorDrainTimeoutWithBackgroundChild(t *testing.T) {
 	// The child keeps stdout open and writes after its parent's exit was
-	// reported: that output is discarded, the exit is not held up.
-	s, _ := start(t, `(sleep 0.5; echo late; sleep 60) & echo early`, SuperviseConfig{DrainTimeout: 50 * time.Millisecond})
+	// reported (it waits for a line on fd 3): that output is discarded, the
+	// exit is not held up.
+	goR, goW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goW.Close()
+	s, wg := start(t, `exec 3<&0; (read x <&3; echo late) & echo early`, SuperviseConfig{DrainTimeout: 50 * time.Millisecond}, goR)
+	goR.Close()
+	finished := make(chan struct{})
 	e := &events{exited: make(chan struct{})}
 	s.Stream(e.output, e.exit)
 	waitFor(t, e.exited, "exit despite the open pipe")
@@ -144,10 +155,16 @@ func TestSupervisorDrainTimeoutWithBackgroundChild(t *testing.T) {
 		t.Errorf("rc %d", e.exits[0])
 	}
 	e.mu.Unlock()
-	time.Sleep(time.Second) // let "late" be written and read (or not)
+	if _, err := goW.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The child writes "late" and ends: the readers read it (and discard
+	// it) before EOF.
+	go func() { wg.Wait(); close(finished) }()
+	waitFor(t, finished, "the readers' end")
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.afterExit != 0 || strings.Contains(e.stdout.String(), "late") {
+	if e.afterExit != 0 || e.stdout.String() != "early\n" {
 		t.Errorf("output after the exit was delivered: %q", e.stdout.String())
 	}
 }
