@@ -213,7 +213,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 // usage writes the whole help text.
 func usage(w io.Writer, fs *cmdflagSet) {
 	fmt.Fprint(w, usageHead)
-	cmdflag.PrintFlags(w, fs.FlagSet, flagGroups)
+	cmdflag.PrintFlags(w, fs.FlagSet, helpGroups())
 	fmt.Fprint(w, usageTail)
 }
 
