@@ -39,11 +39,9 @@ import (
 	"github.com/gvpn/gvpn/runtime/network"
 	"github.com/gvpn/gvpn/runtime/owner"
 	"github.com/gvpn/gvpn/runtime/proc"
-	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/service"
 	"github.com/gvpn/gvpn/runtime/volume"
-	"github.com/gvpn/gvpn/vsock"
 )
 
 // Version is stamped at build time (-ldflags -X).
@@ -159,18 +157,23 @@ Examples:
 Docs: docs/protocol.md (the ExeUnit contract), docs/provider.md (installing on a provider).
 `
 
-// flagGroups orders the help text by who sets each flag.
-var flagGroups = []cmdflag.Group{
-	{Title: "Passed by the ExeUnit (never set these in the descriptor)", Names: []string{
-		"workdir", "w", "task-package", "cpu-cores", "mem-gib", "storage-gib", "volume-override",
-		"hostname", "vpn-endpoint", "inet-endpoint", "entrypoint"}},
-	{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
-		"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "require-limits", "pids-limit", "version"}},
-	{Title: "Sandbox settings", Names: []string{
-		"sandbox", "sandbox-prefix", "payload-user", "payload-root", "unsafe-volume-links", "agent-command", "bridge", "bridge-control", "bridge-plain", "agent-timeout",
-		"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"}},
-	{Title: "Debugging (not for production)", Names: []string{
-		"debug-local-endpoint", "debug-allow-remote-endpoint", "debug-state-events"}},
+// flagGroups orders the help text by who sets each flag (helpGroups with
+// the kinds registered when the package starts).
+var flagGroups = helpGroups()
+
+// helpGroups orders the help text by who sets each flag; the sandbox
+// kinds name their own.
+func helpGroups() []cmdflag.Group {
+	return []cmdflag.Group{
+		{Title: "Passed by the ExeUnit (never set these in the descriptor)", Names: []string{
+			"workdir", "w", "task-package", "cpu-cores", "mem-gib", "storage-gib", "volume-override",
+			"hostname", "vpn-endpoint", "inet-endpoint", "entrypoint"}},
+		{Title: "Operator settings (descriptor extra-args, as --runtime-arg=--flag=value)", Names: []string{
+			"log-level", "log-format", "log-stderr", "mtu", "tap-name", "stats-interval", "require-limits", "pids-limit", "version"}},
+		{Title: "Sandbox settings", Names: sandboxFlagNames()},
+		{Title: "Debugging (not for production)", Names: []string{
+			"debug-local-endpoint", "debug-allow-remote-endpoint", "debug-state-events"}},
+	}
 }
 
 func newFlagSet() (*cmdflagSet, *Options) {
@@ -196,22 +199,11 @@ func newFlagSet() (*cmdflagSet, *Options) {
 	fs.BoolVar(&o.ShowVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&o.RequireLimits, "require-limits", false, "refuse to start an activity (and fail `test`) when this host cannot enforce one of the\nagreement's limits (no cgroup controller, not root, no loop device); default: warn")
 	fs.Int64Var(&o.PidsLimit, "pids-limit", limits.DefaultPids, "most processes and threads a payload may have at once (0 = no limit); a `number`")
-	fs.StringVar(&o.Sandbox, "sandbox", "netns", "`kind` of sandbox, where the payload runs: netns (a network namespace on this host), vm (a QEMU\nguest the runtime boots, the task package as its root) or agent (a VM or container started by\n--agent-command, with gvpn-agent inside)")
-	fs.StringVar(&o.PayloadUser, "payload-user", "nobody", "netns sandbox: who payload processes run as: a user `name`, a uid, or uid:gid\n(never root; they get no capabilities either way). A runtime that cannot switch users (not\nroot, e.g. with file capabilities) runs them as its own user unless this is given")
-	fs.BoolVar(&o.PayloadRoot, "payload-root", false, "netns sandbox: UNSAFE: run payload processes as root with the runtime's capabilities;\nonly for payloads you trust (the log and `test` say so)")
-	fs.BoolVar(&o.UnsafeVolumeLinks, "unsafe-volume-links", false, "netns sandbox: UNSAFE: start even when the kernel (before Linux 5.10) cannot mount the host\nvolumes nosymfollow; the ExeUnit's transfers then follow links a payload plants in them")
+	fs.StringVar(&o.Sandbox, "sandbox", kinds[0].name, "`kind` of sandbox, where the payload runs: "+kindList(true))
 	fs.StringVar(&o.SandboxPrefix, "sandbox-prefix", netns.DefaultPrefix, "`prefix` of the sandbox network namespace names")
-	fs.StringVar(&o.AgentCommand, "agent-command", "", "agent sandbox: shell `command` that starts the payload with gvpn-agent inside;\nit gets GVPN_BRIDGE and GVPN_CONTROL and must stay in the foreground")
-	fs.StringVar(&o.Bridge, "bridge", "", "agent sandbox: bridge data `address` to listen on, unix:///path or vsock://any:PORT\n(default unix:///run/gvpn/<sandbox name>/bridge.sock)")
-	fs.StringVar(&o.BridgeControl, "bridge-control", "", "agent sandbox: control `address` to listen on (default: derived from --bridge)")
-	fs.BoolVar(&o.BridgePlain, "bridge-plain", false, "agent sandbox: never ask gvpn-agent for superframes on the bridge (plain frames, the agent\nsegments at its TAP), as runtimes before them did; for comparisons and old peers' tests")
-	fs.DurationVar(&o.AgentTimeout, "agent-timeout", 30*time.Second, "agent and vm sandboxes: how long (a `duration`) to wait for the agent's hello (a VM's boot)\nand for each of its answers (vm sandbox: 2m unless given)")
-	fs.StringVar(&o.VMKernel, "vm-kernel", vmDefaultFile("vmlinuz"), "vm sandbox: guest `kernel` (make vm-image writes bin/vm/vmlinuz)")
-	fs.StringVar(&o.VMInitrd, "vm-initrd", vmDefaultFile("initrd.img"), "vm sandbox: guest `initramfs` with gvpn-agent (make vm-image writes bin/vm/initrd.img)")
-	fs.StringVar(&o.VMQEMU, "vm-qemu", "qemu-system-x86_64", "vm sandbox: the QEMU `binary` (KVM when /dev/kvm is usable, else TCG)")
-	fs.IntVar(&o.VMMemory, "vm-memory", 512, "vm sandbox: guest memory in `MiB`")
-	fs.IntVar(&o.VMCPUs, "vm-cpus", 1, "vm sandbox: guest `CPUs`")
-	fs.StringVar(&o.VMBridge, "vm-bridge", "", "vm sandbox: how the agent in the guest reaches the runtime: virtio-serial or vsock\n(default: vsock where /dev/vhost-vsock is usable, else virtio-serial); a `kind`")
+	for _, k := range kinds {
+		k.flags(fs, o)
+	}
 	fs.StringVar(&o.LocalEndpoint, "debug-local-endpoint", "", "pin the runtime's own data endpoint `address` (IP:PORT on loopback)\ninstead of a free port, to wire runtimes together by hand")
 	fs.BoolVar(&o.AllowRemoteEndpoint, "debug-allow-remote-endpoint", false, "accept a --vpn-endpoint that is not on loopback (VPN frames leave the host)")
 	fs.BoolVar(&o.StateEvents, "debug-state-events", false, "also send the VPN counters every --stats-interval as a RuntimeStatus state event\nnamed gvpn.vpn (the ExeUnit logs these as unsupported; gvpn-lab reads them)")
@@ -221,7 +213,7 @@ func newFlagSet() (*cmdflagSet, *Options) {
 // usage writes the whole help text.
 func usage(w io.Writer, fs *cmdflagSet) {
 	fmt.Fprint(w, usageHead)
-	cmdflag.PrintFlags(w, fs.FlagSet, flagGroups)
+	cmdflag.PrintFlags(w, fs.FlagSet, helpGroups())
 	fmt.Fprint(w, usageTail)
 }
 
@@ -251,20 +243,8 @@ func (o *Options) validate() error {
 	if o.StatsInterval < 0 {
 		return bad("stats-interval", errors.New("negative"))
 	}
-	if o.AgentTimeout <= 0 {
-		return bad("agent-timeout", errors.New("must be positive"))
-	}
-	if o.Sandbox != "netns" && o.Sandbox != "agent" && o.Sandbox != "vm" {
-		return bad("sandbox", fmt.Errorf("%q is not netns, vm or agent", o.Sandbox))
-	}
-	if o.VMMemory < 64 {
-		return bad("vm-memory", fmt.Errorf("%d MiB is too little for a guest", o.VMMemory))
-	}
-	if o.VMCPUs < 1 {
-		return bad("vm-cpus", fmt.Errorf("%d: at least 1", o.VMCPUs))
-	}
-	if o.VMBridge != "" && o.VMBridge != "virtio-serial" && o.VMBridge != "vsock" {
-		return bad("vm-bridge", fmt.Errorf("%q is not virtio-serial or vsock", o.VMBridge))
+	if err := o.checkKind(); err != nil {
+		return err
 	}
 	if o.Hostname != "" {
 		if err := netcfg.CheckHostname(o.Hostname); err != nil {
@@ -316,16 +296,6 @@ func (o *Options) validate() error {
 		}
 		if !ap.Addr().IsLoopback() && !o.AllowRemoteEndpoint {
 			return bad("debug-local-endpoint", fmt.Errorf("%s is not on loopback; --debug-allow-remote-endpoint accepts it", ap))
-		}
-	}
-	if o.Bridge != "" {
-		if _, err := vsock.ParseAddr(o.Bridge); err != nil {
-			return bad("bridge", err)
-		}
-	}
-	if o.BridgeControl != "" {
-		if _, err := vsock.ParseAddr(o.BridgeControl); err != nil {
-			return bad("bridge-control", err)
 		}
 	}
 	return nil
@@ -551,31 +521,19 @@ func deploy(o *Options, stdout io.Writer, log *logrus.Entry) int {
 		log.WithFields(logrus.Fields{"format": img.Format, "env": img.Config.Env, "working_dir": img.Config.WorkingDir,
 			"user": img.Config.User, "volumes": img.Config.VolumePaths()}).Info("task package checked")
 	}
-	switch o.Sandbox {
-	case "netns":
-		if err := netns.CheckVolumes(vols); err != nil {
-			return fail(err.Error(), err)
-		}
-		if err := vols.CheckRAM(ramLimit(o)); err != nil {
-			return fail(err.Error(), err)
-		}
-	case "agent":
-		// The agent command's launcher decides what the payload sees;
-		// no workdir directory would reach it.
-		vols = volume.List{}
-	case "vm":
-		if vols, err = vmVolumes(vols); err != nil {
-			return fail(err.Error(), err)
-		}
-	default:
-		return fail("unknown sandbox kind", fmt.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox))
+	k := o.chosenKind()
+	if k == nil {
+		return fail("unknown sandbox kind", fmt.Errorf("--sandbox must be %s, not %q", kindList(false), o.Sandbox))
+	}
+	if vols, err = k.volumes(o, vols); err != nil {
+		return fail(err.Error(), err)
 	}
 	u, root, err := payloadUser(o)
 	if err != nil {
 		return fail(err.Error(), err)
 	}
 	uid := int(u.UID)
-	if root || o.Sandbox != "netns" {
+	if root || !k.payloadOwnsVolumes {
 		uid = os.Geteuid()
 	}
 	if err := vols.Prepare(o.Workdir, uid); err != nil {
@@ -686,71 +644,14 @@ func start(o *Options, args []string, stdin io.Reader, stdout, logOut io.Writer,
 		"cpu_cores": o.CPUCores, "mem_gib": o.MemGiB, "storage_gib": o.StorageGiB, "version": Version, "pid": os.Getpid()}).Info("starting service")
 	lim, _ := o.limits() // checked by validate
 
-	var (
-		sbx      sandbox.Sandbox
-		attacher network.Attacher
-	)
-	switch o.Sandbox {
-	case "netns":
-		u, root, err := payloadUser(o)
-		if err != nil {
-			log.WithError(err).Error("cannot start")
-			return 2
-		}
-		if root {
-			warnRoot(log)
-		}
-		cfg := netns.Config{Workdir: o.Workdir, Hostname: hostname, Log: log, NamePrefix: o.SandboxPrefix,
-			User: u, Root: root, Volumes: vols, UnsafeVolumeLinks: o.UnsafeVolumeLinks, Limits: lim}
-		if img != nil {
-			cfg.RootFS = img.rootFS()
-			cfg.Env, cfg.Dir = img.Config.Env, img.Config.WorkingDir
-			if img.User != nil {
-				cfg.User = *img.User
-			}
-		}
-		sb, err := netns.Open(cfg)
-		if err != nil {
-			log.WithError(err).Error("cannot create the sandbox")
-			return 1
-		}
-		if !o.checkEnforced(sb.Unenforced(), log) {
-			sb.Close()
-			return 1
-		}
-		fields := logrus.Fields{"netns": sb.Name(), "payload": describePayload(cfg.User, root), "vols": vols.Vols()}
-		if img != nil {
-			host, _ := sb.HostUser()
-			fields["image"], fields["host_user"] = img.Format, fmt.Sprintf("%d:%d", host.UID, host.GID)
-		}
-		log.WithFields(fields).Info("sandbox ready")
-		sbx, attacher = sb, sb
-	case "agent":
-		box, err := openAgentSandbox(o, hostname, lim, logOut, log)
-		if err != nil {
-			log.WithError(err).Error("cannot start the agent sandbox")
-			return 1
-		}
-		if !o.checkEnforced(box.Unenforced(), log) {
-			box.Close()
-			return 1
-		}
-		sbx, attacher = box, box
-	case "vm":
-		box, unmount, err := openVMSandbox(o, hostname, vols, lim, img, logOut, log)
-		if err != nil {
-			log.WithError(err).Error("cannot start the VM sandbox")
-			return 1
-		}
-		vb := &vmBox{Box: box, unmount: unmount}
-		if !o.checkEnforced(box.Unenforced(), log) {
-			vb.Close()
-			return 1
-		}
-		sbx, attacher = vb, vb
-	default:
-		log.Errorf("--sandbox must be netns, vm or agent, not %q", o.Sandbox)
+	k := o.chosenKind()
+	if k == nil {
+		log.Errorf("--sandbox must be %s, not %q", kindList(false), o.Sandbox)
 		return 2
+	}
+	sbx, attacher, code := k.open(o, openArgs{hostname: hostname, vols: vols, img: img, limits: lim, logOut: logOut, log: log})
+	if code != 0 {
+		return code
 	}
 	stopUsage := logUsage(sbx, o.StatsInterval, log)
 	defer stopUsage()

@@ -77,9 +77,10 @@ func public(err error, paths ...string) string {
 // Nothing is left in the workdir when it fails.
 func deployImage(o *Options, log *logrus.Entry) (*imageState, error) {
 	pkg := taskPackage(o)
-	if pkg == "" || o.Sandbox == "agent" {
+	k := o.chosenKind()
+	if pkg == "" || k.image == imageIgnored {
 		if pkg != "" {
-			log.WithField("task_package", pkg).Info("agent sandbox: the task package is the agent command's business")
+			log.WithField("task_package", pkg).Info(k.name + " sandbox: the task package is the agent command's business")
 		}
 		return nil, nil
 	}
@@ -91,8 +92,7 @@ func deployImage(o *Options, log *logrus.Entry) (*imageState, error) {
 	if im.Format.Squashfs() {
 		st.Size = loopSize(im)
 	}
-	switch o.Sandbox {
-	case "vm":
+	if k.image == imageBoot {
 		if !im.Format.Squashfs() {
 			return nil, &errPublic{fmt.Sprintf("task package: the VM sandbox boots a GVMI or squashfs image, not a %s", im.Format),
 				fmt.Errorf("task package %s: a %s; the VM sandbox boots a GVMI or squashfs", pkg, im.Format)}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/gvpn/gvpn/runtime/limits"
 	"github.com/gvpn/gvpn/runtime/sandbox"
-	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/volume"
 	"github.com/gvpn/gvpn/tap"
@@ -69,10 +68,8 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 			fmt.Fprintf(stderr, "gvpn-runtime test: ok   volumes are mounted nosymfollow; --unsafe-volume-links is not needed on this kernel\n")
 		}
 	}
-	if o.Sandbox == "vm" {
-		checks = append(checks, selfCheck{"payload VM (QEMU, guest kernel and initramfs, task package)", func() error {
-			return vm.Check(vmConfig(o, "selftest", "", nil, nil, log))
-		}, "install QEMU (make vm-deps) and build the guest (make vm-image writes bin/vm/ next to the binary), or point --vm-qemu, --vm-kernel and --vm-initrd at them"})
+	if k := o.chosenKind(); k != nil && k.checks != nil {
+		checks = append(checks, k.checks(o, log)...)
 	}
 	failed := 0
 	if !checkLimits(o, stderr) {

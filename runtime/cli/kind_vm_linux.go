@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,11 +15,62 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/gvpn/gvpn/runtime/limits"
+	"github.com/gvpn/gvpn/runtime/network"
+	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent"
 	"github.com/gvpn/gvpn/runtime/sandbox/agent/vm"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/volume"
 )
+
+// vmKind boots a QEMU guest with gvpn-agent in its initramfs and the task
+// package as its root (runtime/sandbox/agent/vm); it shares --agent-timeout
+// with the agent kind.
+var vmKind = &kind{
+	name:  "vm",
+	about: "vm (a QEMU\nguest the runtime boots, the task package as its root)",
+	flags: func(fs *flag.FlagSet, o *Options) {
+		fs.StringVar(&o.VMKernel, "vm-kernel", vmDefaultFile("vmlinuz"), "vm sandbox: guest `kernel` (make vm-image writes bin/vm/vmlinuz)")
+		fs.StringVar(&o.VMInitrd, "vm-initrd", vmDefaultFile("initrd.img"), "vm sandbox: guest `initramfs` with gvpn-agent (make vm-image writes bin/vm/initrd.img)")
+		fs.StringVar(&o.VMQEMU, "vm-qemu", "qemu-system-x86_64", "vm sandbox: the QEMU `binary` (KVM when /dev/kvm is usable, else TCG)")
+		fs.IntVar(&o.VMMemory, "vm-memory", 512, "vm sandbox: guest memory in `MiB`")
+		fs.IntVar(&o.VMCPUs, "vm-cpus", 1, "vm sandbox: guest `CPUs`")
+		fs.StringVar(&o.VMBridge, "vm-bridge", "", "vm sandbox: how the agent in the guest reaches the runtime: virtio-serial or vsock\n(default: vsock where /dev/vhost-vsock is usable, else virtio-serial); a `kind`")
+	},
+	flagNames: []string{"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"},
+	validate: func(o *Options) error {
+		if o.VMMemory < 64 {
+			return fmt.Errorf("--vm-memory: %d MiB is too little for a guest", o.VMMemory)
+		}
+		if o.VMCPUs < 1 {
+			return fmt.Errorf("--vm-cpus: %d: at least 1", o.VMCPUs)
+		}
+		if o.VMBridge != "" && o.VMBridge != "virtio-serial" && o.VMBridge != "vsock" {
+			return fmt.Errorf("--vm-bridge: %q is not virtio-serial or vsock", o.VMBridge)
+		}
+		return nil
+	},
+	image:   imageBoot,
+	volumes: func(_ *Options, vols volume.List) (volume.List, error) { return vmVolumes(vols) },
+	checks: func(o *Options, log *logrus.Entry) []selfCheck {
+		return []selfCheck{{"payload VM (QEMU, guest kernel and initramfs, task package)", func() error {
+			return vm.Check(vmConfig(o, "selftest", "", nil, nil, log))
+		}, "install QEMU (make vm-deps) and build the guest (make vm-image writes bin/vm/ next to the binary), or point --vm-qemu, --vm-kernel and --vm-initrd at them"}}
+	},
+	open: func(o *Options, a openArgs) (sandbox.Sandbox, network.Attacher, int) {
+		box, unmount, err := openVMSandbox(o, a.hostname, a.vols, a.limits, a.img, a.logOut, a.log)
+		if err != nil {
+			a.log.WithError(err).Error("cannot start the VM sandbox")
+			return nil, nil, 1
+		}
+		vb := &vmBox{Box: box, unmount: unmount}
+		if !o.checkEnforced(box.Unenforced(), a.log) {
+			vb.Close()
+			return nil, nil, 1
+		}
+		return vb, vb, 0
+	},
+}
 
 // vmDefaultTimeout is the VM sandbox's --agent-timeout when none is
 // given: a guest under TCG on a busy host took over 30 s to boot here.
