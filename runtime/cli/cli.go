@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -254,15 +253,6 @@ func (o *Options) validate() error {
 	if o.CPUCores != "" {
 		if _, err := strconv.ParseUint(o.CPUCores, 10, 64); err != nil {
 			return bad("cpu-cores", fmt.Errorf("%q is not a whole number", o.CPUCores))
-		}
-	}
-	for flag, v := range map[string]string{"mem-gib": o.MemGiB, "storage-gib": o.StorageGiB} {
-		if v == "" {
-			continue
-		}
-		// ParseFloat takes NaN and Inf, which are no amount of memory.
-		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
-			return bad(flag, fmt.Errorf("%q is not a finite non-negative number", v))
 		}
 	}
 	if o.PidsLimit < 0 {

@@ -14,7 +14,7 @@
 package limits
 
 import (
-	"errors"
+	"cmp"
 	"fmt"
 	"math"
 	"strconv"
@@ -54,7 +54,8 @@ func Parse(cores, memGiB, storageGiB string, pids int64) (Limits, error) {
 		}
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
-			return 0, fmt.Errorf("--%s: %q is not a non-negative number", flag, v)
+			// ParseFloat takes NaN and Inf, which are no amount.
+			return 0, fmt.Errorf("--%s: %q is not a finite non-negative number", flag, v)
 		}
 		return f, nil
 	}
@@ -62,7 +63,8 @@ func Parse(cores, memGiB, storageGiB string, pids int64) (Limits, error) {
 	l.CPUCores, err1 = num("cpu-cores", cores)
 	mem, err2 := num("mem-gib", memGiB)
 	st, err3 := num("storage-gib", storageGiB)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	// The first bad flag only: a command-line error is one line.
+	if err := cmp.Or(err1, err2, err3); err != nil {
 		return Limits{}, err
 	}
 	if mem*GiB > math.MaxInt64/2 || st*GiB > math.MaxInt64/2 {
