@@ -251,14 +251,14 @@ func (d *Disk) Bind(rel string) error {
 	if err := d.record(); err != nil {
 		return err
 	}
-	return BindHost(on, host)
+	return bindHost(on, host)
 }
 
-// BindHost bind-mounts src onto dst in the runtime's mount namespace (the
-// host's), nosuid and nodev. It is the one place gvpn mounts a payload's
-// directory on the host, so that flags every such mount needs are added
-// here once.
-func BindHost(src, dst string) error {
+// bindHost bind-mounts src onto dst in the runtime's mount namespace (the
+// host's), nosuid and nodev. The host volumes' nosymfollow mounts
+// (volume.List.MountHost) are stacked on these binds by the sandboxes, and
+// taken off first.
+func bindHost(src, dst string) error {
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("limits: bind %s on %s: %w", src, dst, err)
 	}
