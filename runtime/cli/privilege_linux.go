@@ -6,50 +6,21 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/runtime/endpoint"
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/vsock"
 )
-
-// Capability bits (linux/capability.h) that gvpn-runtime looks at.
-const (
-	capDacOverride = 1  // /dev/net/tun, /run/netns/* (mode 0), /run/gvpn
-	capSetGID      = 6  // switching to the payload user's group
-	capSetUID      = 7  // switching to the payload user
-	capNetAdmin    = 12 // TAP devices, addresses, routes
-	capSysChroot   = 18 // setns into the sandbox's mount namespace
-	capSysAdmin    = 21 // network and mount namespaces, the hosts bind mount
-)
-
-// effectiveCaps is this process's effective capability set.
-func effectiveCaps() (uint64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			eff, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parse CapEff: %w", err)
-			}
-			return eff, nil
-		}
-	}
-	return 0, errors.New("no CapEff line in /proc/self/status")
-}
 
 // canSwitchUsers says whether payloads can run as a user other than the
 // runtime's own. That takes CAP_SETUID and CAP_SETGID, and root: the
 // sandbox's shim, which switches, is executed from a nosuid mount, so a
 // non-root runtime's file capabilities never reach it.
 func canSwitchUsers() bool {
-	eff, err := effectiveCaps()
-	return err == nil && os.Geteuid() == 0 && eff&(1<<capSetUID) != 0 && eff&(1<<capSetGID) != 0
+	eff, err := proc.EffectiveCaps()
+	return err == nil && os.Geteuid() == 0 && proc.HasCaps(eff, unix.CAP_SETUID, unix.CAP_SETGID)
 }
 
 // withFileCapabilities says whether the runtime holds capabilities its
@@ -58,7 +29,7 @@ func canSwitchUsers() bool {
 // the caller itself may do (callerPaths), or the binary would lend its
 // CAP_DAC_OVERRIDE and CAP_SYS_ADMIN to whoever runs it.
 func withFileCapabilities() bool {
-	eff, err := effectiveCaps()
+	eff, err := proc.EffectiveCaps()
 	return os.Getuid() != 0 && (err != nil || eff != 0)
 }
 

@@ -8,8 +8,10 @@ import (
 	"strings"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/gvpn/gvpn/runtime/limits"
+	"github.com/gvpn/gvpn/runtime/proc"
 	"github.com/gvpn/gvpn/runtime/sandbox"
 	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/runtime/volume"
@@ -112,16 +114,18 @@ var errNotRun = errors.New("not run")
 const fileCaps = "cap_net_admin,cap_sys_admin,cap_sys_chroot,cap_dac_override+ep"
 
 func checkCaps() error {
-	eff, err := effectiveCaps()
+	eff, err := proc.EffectiveCaps()
 	if err != nil {
 		return err
 	}
 	var missing []string
+	// /dev/net/tun, /run/netns/* (mode 0) and /run/gvpn take DAC_OVERRIDE;
+	// setns into the sandbox's mount namespace SYS_CHROOT.
 	for _, c := range []struct {
-		bit  uint
+		bit  int
 		name string
-	}{{capNetAdmin, "CAP_NET_ADMIN"}, {capSysAdmin, "CAP_SYS_ADMIN"}, {capDacOverride, "CAP_DAC_OVERRIDE"}, {capSysChroot, "CAP_SYS_CHROOT"}} {
-		if eff&(1<<c.bit) == 0 {
+	}{{unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {unix.CAP_SYS_ADMIN, "CAP_SYS_ADMIN"}, {unix.CAP_DAC_OVERRIDE, "CAP_DAC_OVERRIDE"}, {unix.CAP_SYS_CHROOT, "CAP_SYS_CHROOT"}} {
+		if !proc.HasCaps(eff, c.bit) {
 			missing = append(missing, c.name)
 		}
 	}

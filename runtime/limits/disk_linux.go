@@ -15,6 +15,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/proc"
 )
 
 // The activity's disk, in its workdir: an ext4 image the size of the
@@ -79,12 +81,11 @@ func diskUnsupported() string {
 // canMount reports whether the process holds CAP_SYS_ADMIN (root, or a
 // runtime with file capabilities).
 func canMount() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
+	eff, err := proc.EffectiveCaps()
+	if err != nil {
 		return os.Geteuid() == 0
 	}
-	return data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) != 0
+	return proc.HasCaps(eff, unix.CAP_SYS_ADMIN)
 }
 
 // ErrNoDisk wraps the reason OpenDisk cannot make a disk on this host (no

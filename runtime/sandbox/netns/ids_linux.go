@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvpn/gvpn/runtime/proc"
 )
 
 // Each sandbox that can map ids (CanMapIDRanges) gets a range of
@@ -47,13 +49,8 @@ const (
 // image's files keep their owners, so an image that expects root cannot
 // write its own files.
 func CanMapIDRanges() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	return has(unix.CAP_SETUID) && has(unix.CAP_SETGID) && has(unix.CAP_SYS_ADMIN)
+	eff, err := proc.EffectiveCaps()
+	return err == nil && proc.HasCaps(eff, unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_SYS_ADMIN)
 }
 
 // allocIDs picks a range no sandbox directory under runDir records and

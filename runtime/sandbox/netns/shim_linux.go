@@ -241,12 +241,8 @@ func dropPrivileges(uid, gid int) error {
 // hasEffectiveCaps says whether the process holds any effective
 // capability (an error counts as yes, so the full drop is attempted).
 func hasEffectiveCaps() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return true
-	}
-	return data[0].Effective != 0 || data[1].Effective != 0
+	eff, err := proc.EffectiveCaps()
+	return err != nil || eff != 0
 }
 
 // lastCap is the highest capability number the kernel knows.
