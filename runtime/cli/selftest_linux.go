@@ -63,6 +63,11 @@ func selfTest(o *Options, stderr io.Writer, log *logrus.Entry) int {
 		},
 			"run again with --log-level=debug for the details; the kernel needs network, mount, PID, IPC and UTS namespaces and /run must be writable by the runtime"},
 	}
+	if netns.CanMapIDRanges() {
+		checks = append(checks, selfCheck{"no host user or subordinate id range in the payloads' host ids",
+			func() error { return netns.CheckIDRange("/etc") },
+			"give those users ids outside 0x60000000-0x6fffffff (usermod -u, groupmod -g, /etc/subuid and /etc/subgid): a payload would own their files"})
+	}
 	if o.UnsafeVolumeLinks {
 		if err := volumeLinksSafe(); err != nil {
 			fmt.Fprintf(stderr, "gvpn-runtime test: WARN --unsafe-volume-links: the ExeUnit's transfers follow links payloads plant in their volumes: %v\n", err)

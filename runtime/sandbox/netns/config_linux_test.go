@@ -87,3 +87,38 @@ func FuzzParseShimArgs(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckIDRange(t *testing.T) {
+	etc := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(etc, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("passwd", "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n")
+	write("group", "root:x:0:\nwheel:x:10:alice\n")
+	write("subuid", "alice:100000:65536\n")
+	if err := CheckIDRange(etc); err != nil {
+		t.Fatalf("ordinary host: %v", err)
+	}
+	if err := CheckIDRange(filepath.Join(etc, "none")); err != nil {
+		t.Fatalf("no files: %v", err)
+	}
+	write("passwd", "root:x:0:0:root:/root:/bin/sh\nsquatter:x:1610612800:100::/:/bin/sh\n")
+	write("subgid", "bob:1610000000:1000000\nbroken:line\n")
+	err := CheckIDRange(etc)
+	if err == nil {
+		t.Fatal("a user and a subordinate range inside the payload ids were not reported")
+	}
+	for _, want := range []string{"passwd squatter (id 1610612800", "subgid bob (id 1610000000, 1000000 ids)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	write("subgid", "bob:1609000000:1000000\n") // ends just below the first payload id
+	write("passwd", "last:x:1879048192:1::/:/bin/sh\n") // 0x70000000, just past the end
+	if err := CheckIDRange(etc); err != nil {
+		t.Fatalf("entries next to the range: %v", err)
+	}
+}

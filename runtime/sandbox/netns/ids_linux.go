@@ -97,6 +97,44 @@ func allocIDs(dir string) (uint32, error) {
 	return 0, errors.New("id ranges: all are in use")
 }
 
+// CheckIDRange reports the host users, groups and subordinate id ranges
+// (passwd, group, subuid and subgid in etc, normally /etc) that lie in the
+// ranges sandboxes map payloads to: a payload would own such a user's
+// files. A missing file holds no conflict; the error names each
+// conflicting entry and its file.
+func CheckIDRange(etc string) error {
+	const first, end = uint64(idRangeFirst), uint64(idRangeFirst) + idRangeSlots*IDRangeSize
+	var bad []string
+	for _, f := range []struct {
+		name   string
+		id     int  // the field holding the id, or a range's start
+		ranged bool // the next field is the range's length
+	}{{"passwd", 2, false}, {"group", 2, false}, {"subuid", 1, true}, {"subgid", 1, true}} {
+		b, err := os.ReadFile(filepath.Join(etc, f.name))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			fields := strings.Split(line, ":")
+			if len(fields) <= f.id || (f.ranged && len(fields) <= f.id+1) {
+				continue
+			}
+			lo, err := strconv.ParseUint(fields[f.id], 10, 32)
+			n := uint64(1)
+			if err == nil && f.ranged {
+				n, err = strconv.ParseUint(fields[f.id+1], 10, 32)
+			}
+			if err == nil && lo < end && lo+n > first {
+				bad = append(bad, fmt.Sprintf("%s %s (id %d, %d ids)", f.name, fields[0], lo, n))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("host ids %#x-%#x are for payloads, but this host uses some: %s", first, end-1, strings.Join(bad, ", "))
+	}
+	return nil
+}
+
 // readIDs returns the base of the range recorded in a sandbox directory.
 func readIDs(dir string) (uint32, error) {
 	b, err := os.ReadFile(filepath.Join(dir, idRecordFile))
