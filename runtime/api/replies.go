@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/netip"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // EndpointKind is the kind of data endpoint a runtime offers in its
@@ -208,45 +210,24 @@ func RuntimeState(name string, value []byte) *Response {
 	}}}
 }
 
-// CommandName names req's command for logs: "hello", "run", "kill",
-// "shutdown", "network", or "" when it has none (or one this schema does not
-// know).
-func CommandName(req *Request) string {
-	switch req.GetCommand().(type) {
-	case *Request_Hello_:
-		return "hello"
-	case *Request_Run:
-		return "run"
-	case *Request_Kill:
-		return "kill"
-	case *Request_Shutdown_:
-		return "shutdown"
-	case *Request_Network:
-		return "network"
-	}
-	return ""
-}
+// CommandName names req's command for logs by its field in runtime.proto:
+// "hello", "run", "kill", "shutdown", "network", or "" when it has none (or
+// one this schema does not know).
+func CommandName(req *Request) string { return commandField(req) }
 
-// ResponseName names resp's variant for logs: "error", "hello", "run",
-// "kill", "shutdown", "status", "rt_status", "network", or "" for none.
-func ResponseName(resp *Response) string {
-	switch resp.GetCommand().(type) {
-	case *Response_Error_:
-		return "error"
-	case *Response_Hello_:
-		return "hello"
-	case *Response_Run:
-		return "run"
-	case *Response_Kill:
-		return "kill"
-	case *Response_Shutdown_:
-		return "shutdown"
-	case *Response_Status:
-		return "status"
-	case *Response_RtStatus:
-		return "rt_status"
-	case *Response_Network:
-		return "network"
+// ResponseName names resp's variant for logs by its field in
+// runtime.proto: "error", "hello", "run", "kill", "shutdown", "status",
+// "rt_status", "network", or "" for none.
+func ResponseName(resp *Response) string { return commandField(resp) }
+
+// commandField is the name of the field set in m's oneof "command".
+func commandField(m proto.Message) string {
+	r := m.ProtoReflect()
+	if !r.IsValid() {
+		return ""
+	}
+	if f := r.WhichOneof(r.Descriptor().Oneofs().ByName("command")); f != nil {
+		return string(f.Name())
 	}
 	return ""
 }
