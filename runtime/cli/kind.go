@@ -81,7 +81,7 @@ type openArgs struct {
 
 // kinds are the sandbox kinds, in the order --help and the errors list
 // them; the first is --sandbox's default.
-var kinds = []*kind{netnsKind, vmKind, agentKind}
+var kinds = []*kind{netnsKind, agentKind, vmKind}
 
 // kindNamed is the kind called name, or nil.
 func kindNamed(name string) *kind {

@@ -46,7 +46,7 @@ func TestKindsAreTheRegistry(t *testing.T) {
 		}
 	}
 	oneLine(t, `--sandbox: "nope" is not `+kindList(false), "--sandbox", "nope", "offer-template")
-	if want := "netns, vm or agent"; kindList(false) != want {
+	if want := "netns, agent or vm"; kindList(false) != want {
 		t.Errorf("kinds %q, want %q (the order --help and the errors have always listed)", kindList(false), want)
 	}
 	listed, _, _ := strings.Cut(help, "(default: ")

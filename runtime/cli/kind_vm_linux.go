@@ -35,7 +35,7 @@ var vmKind = &kind{
 		fs.StringVar(&o.VMQEMU, "vm-qemu", "qemu-system-x86_64", "vm sandbox: the QEMU `binary` (KVM when /dev/kvm is usable, else TCG)")
 		fs.IntVar(&o.VMMemory, "vm-memory", 512, "vm sandbox: guest memory in `MiB`")
 		fs.IntVar(&o.VMCPUs, "vm-cpus", 1, "vm sandbox: guest `CPUs`")
-		fs.StringVar(&o.VMBridge, "vm-bridge", "", "vm sandbox: how the agent in the guest reaches the runtime: virtio-serial or vsock\n(default: vsock where /dev/vhost-vsock is usable, else virtio-serial); a `kind`")
+		fs.StringVar(&o.VMBridge, "vm-bridge", "", "vm sandbox: the `kind` of channel by which the agent in the guest reaches the runtime:\nvirtio-serial or vsock (default: vsock where /dev/vhost-vsock is usable, else virtio-serial)")
 	},
 	flagNames: []string{"vm-kernel", "vm-initrd", "vm-qemu", "vm-memory", "vm-cpus", "vm-bridge"},
 	validate: func(o *Options) error {

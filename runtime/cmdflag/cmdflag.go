@@ -76,7 +76,8 @@ func printFlag(w io.Writer, f *flag.Flag) {
 	if len(f.Name) == 1 {
 		line = "  -" + f.Name // a short alias, -w
 	}
-	if value != "" {
+	// A boolean flag takes no value, whatever its usage quotes.
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); value != "" && !(ok && b.IsBoolFlag()) {
 		line += " " + strings.ToUpper(value)
 	}
 	fmt.Fprintln(w, line)

@@ -62,12 +62,13 @@ func TestPrintFlags(t *testing.T) {
 	fs := New("prog")
 	fs.Int("mtu", 1220, "the `bytes` of a frame")
 	fs.Bool("debug-x", false, "debugging")
+	fs.Bool("strict", false, "fail `test` too") // quoted words name no value of a boolean
 	fs.String("stray", "", "not in a group")
 	var b bytes.Buffer
 	PrintFlags(&b, fs, []Group{{"Operator settings", []string{"mtu"}}, {"Debugging", []string{"debug-x"}}})
 	out := b.String()
 	for _, want := range []string{"Operator settings:\n  --mtu BYTES\n      the bytes of a frame\n      (default: 1220)\n",
-		"Debugging:\n  --debug-x\n", "Other flags:\n  --stray STRING\n"} {
+		"Debugging:\n  --debug-x\n", "Other flags:\n", "  --stray STRING\n", "  --strict\n      fail test too\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("help lacks %q:\n%s", want, out)
 		}
