@@ -116,7 +116,7 @@ func TestCheckIDRange(t *testing.T) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
 	}
-	write("subgid", "bob:1609000000:1000000\n") // ends just below the first payload id
+	write("subgid", "bob:1609000000:1000000\n")         // ends just below the first payload id
 	write("passwd", "last:x:1879048192:1::/:/bin/sh\n") // 0x70000000, just past the end
 	if err := CheckIDRange(etc); err != nil {
 		t.Fatalf("entries next to the range: %v", err)
