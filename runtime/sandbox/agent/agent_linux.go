@@ -404,9 +404,12 @@ func (b *Box) teardown() error {
 			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.StopTimeout)
 			r, err := b.ctl.request(ctx, func(id uint64, _ *session) vsock.Message { return vsock.Shutdown{ID: id} })
 			cancel()
-			if err != nil {
+			switch {
+			case errors.Is(err, sandbox.ErrClosed):
+				// No agent connected to ask.
+			case err != nil:
 				b.log.WithError(err).Warn("the agent did not confirm its shutdown; stopping the command")
-			} else if _, ok := r.m.(vsock.ShutdownDone); ok {
+			case r.m.Type() == vsock.TypeShutdownDone:
 				b.log.Info("the agent shut down")
 			}
 		}
