@@ -78,18 +78,20 @@ func openAgentSandbox(o *Options, hostname string, lim limits.Limits, logOut io.
 		return nil, fmt.Errorf("--sandbox agent needs --agent-command (the command that starts the payload with gvpn-agent inside)")
 	}
 	cfg := agent.Config{
-		Command:   o.AgentCommand,
-		Dir:       o.Workdir,
+		Launch: agent.Launch{
+			Command: o.AgentCommand,
+			Dir:     o.Workdir,
+			Output:  logOut,
+
+			LimitsName: netns.NameFor(o.SandboxPrefix, o.Workdir),
+			Limits:     lim,
+			Workdir:    o.Workdir,
+
+			RequireLimits: o.RequireLimits,
+		},
 		Timeout:   o.AgentTimeout,
 		NoVNetHdr: o.BridgePlain,
-		Output:    logOut,
 		Log:       log,
-
-		LimitsName: netns.NameFor(o.SandboxPrefix, o.Workdir),
-		Limits:     lim,
-		Workdir:    o.Workdir,
-
-		RequireLimits: o.RequireLimits,
 	}
 	if o.Bridge == "" {
 		dir := filepath.Join("/run/gvpn", netns.NameFor(o.SandboxPrefix, o.Workdir))
@@ -110,7 +112,7 @@ func openAgentSandbox(o *Options, hostname string, lim limits.Limits, logOut io.
 		cfg.Control = a
 	}
 	if hostname != "" {
-		cfg.Env = append(cfg.Env, agent.EnvHostname+"="+hostname)
+		cfg.Launch.Env = append(cfg.Launch.Env, agent.EnvHostname+"="+hostname)
 	}
 	// A SIGTERM while the payload boots must not leave it behind.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -42,13 +42,15 @@ func testConfig(t *testing.T, command string) (Config, string) {
 		command = "echo $$ > " + filepath.Join(dir, "pid") + "; exec sleep 60"
 	}
 	return Config{
-		Bridge:      vsock.Addr{Scheme: vsock.SchemeUnix, Path: filepath.Join(dir, "sock", "bridge.sock")},
-		SocketDir:   filepath.Join(dir, "sock"),
-		Command:     command,
+		Bridge:    vsock.Addr{Scheme: vsock.SchemeUnix, Path: filepath.Join(dir, "sock", "bridge.sock")},
+		SocketDir: filepath.Join(dir, "sock"),
+		Launch: Launch{
+			Command: command,
+			Restart: vsock.BackoffOptions{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+			Output:  privtest.Writer(t),
+		},
 		Timeout:     5 * time.Second,
 		StopTimeout: 2 * time.Second,
-		Restart:     vsock.BackoffOptions{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		Output:      privtest.Writer(t),
 		Log:         privtest.Log(t),
 	}, dir
 }
@@ -192,9 +194,9 @@ func TestOpenCommandExits(t *testing.T) {
 // its last output, without waiting for a timeout in the first case.
 func TestLazyLauncher(t *testing.T) {
 	cfg, _ := testConfig(t, "")
-	cfg.Command = ""
-	cfg.Argv = []string{"/bin/sh", "-c", "echo Kernel panic - not syncing >&2; exit 1"}
-	cfg.Launcher, cfg.Kind, cfg.Lazy = "QEMU", "vm", true
+	cfg.Launch.Command = ""
+	cfg.Launch.Argv = []string{"/bin/sh", "-c", "echo Kernel panic - not syncing >&2; exit 1"}
+	cfg.Launch.Name, cfg.Kind, cfg.Lazy = "QEMU", "vm", true
 	cfg.Timeout = time.Minute
 	b, err := Open(context.Background(), cfg)
 	if err != nil {
@@ -214,7 +216,7 @@ func TestLazyLauncher(t *testing.T) {
 	}
 
 	cfg, _ = testConfig(t, "echo booting...; exec sleep 60")
-	cfg.Lazy, cfg.Launcher = true, "QEMU"
+	cfg.Lazy, cfg.Launch.Name = true, "QEMU"
 	cfg.Timeout = 300 * time.Millisecond
 	b, err = Open(context.Background(), cfg)
 	if err != nil {
@@ -230,7 +232,7 @@ func TestLazyLauncher(t *testing.T) {
 
 func TestOpenBadConfig(t *testing.T) {
 	cfg, _ := testConfig(t, "")
-	cfg.Command = " "
+	cfg.Launch.Command = " "
 	if _, err := Open(context.Background(), cfg); err == nil {
 		t.Fatal("Open without a command succeeded")
 	}
@@ -245,7 +247,7 @@ func TestOpenBadConfig(t *testing.T) {
 // against a fake agent: configure, frames, processes, reconnect, shutdown.
 func TestBox(t *testing.T) {
 	cfg, dir := testConfig(t, "")
-	cfg.Env = []string{"GVPN_HOSTNAME=node-x"}
+	cfg.Launch.Env = []string{"GVPN_HOSTNAME=node-x"}
 	b, a := openWithAgent(t, cfg)
 
 	// Attach: the configure carries the ExeUnit's network and the
@@ -487,7 +489,7 @@ func TestAttachRefusals(t *testing.T) {
 func TestCommandRestart(t *testing.T) {
 	cfg, dir := testConfig(t, "")
 	runs := filepath.Join(dir, "runs")
-	cfg.Command = "echo run >> " + runs + "; sleep 0.3"
+	cfg.Launch.Command = "echo run >> " + runs + "; sleep 0.3"
 	b, a := openWithAgent(t, cfg)
 	got := a.serveOne(func(m vsock.Message) []vsock.Message {
 		return []vsock.Message{vsock.Started{ID: m.(vsock.Run).ID, PID: 7}}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -14,18 +15,82 @@ import (
 	"github.com/gvpn/gvpn/vsock"
 )
 
+// controlConfig is what a control session is given.
+type controlConfig struct {
+	log *logrus.Entry
+	// timeout bounds the wait for a new connection's hello and for the
+	// answer to a configure resent to a reconnected agent.
+	timeout time.Duration
+	// noVNetHdr: never ask the agent for superframes (Config.NoVNetHdr).
+	noVNetHdr bool
+	// procs and counts receive the agent's notices and counter reports.
+	procs  *processTable
+	counts *agentCounters
+	// framing is told, under the session's lock (it must not call back),
+	// whether the data link is to glue superframes for the agent: while
+	// the current connection agreed to them, and only then.
+	framing func(superframes bool)
+	// noHello is the error of a request whose wait ended before the
+	// agent's first hello.
+	noHello func() error
+}
+
+// control is the control session with gvpn-agent, across its connections:
+// it accepts the agent's control connections, makes the newest that said
+// hello the current one, sends requests on it under fresh ids and hands
+// each request its answer, gives a reconnected agent the configuration it
+// last accepted again, and delivers the agent's process notices to the
+// process table and its counter reports to the counters. It knows nothing
+// of the launcher: fail tells it that no agent will come.
+//
+// The Box calls request, configure, waitHello and fail from any goroutine,
+// then closing and close from Close. closing refuses new connections and
+// makes a request that finds no live connection fail with
+// sandbox.ErrClosed, while the current connection still answers (Close's
+// shutdown request). close also closes the listener and the connections,
+// fails the pending requests with ErrAgentGone, and returns once every
+// goroutine of the session has ended. Both may be called more than once.
+type control struct {
+	cfg    controlConfig
+	l      net.Listener
+	nextID atomic.Uint64
+	ctx    context.Context // cancelled by close: ends the goroutines' waits
+	cancel context.CancelFunc
+	hello  chan struct{} // closed at the first hello
+
+	mu          sync.Mutex
+	closed      bool
+	sess        *session         // the current connection, nil while the agent is away
+	changed     chan struct{}    // closed and replaced when sess or failure changes
+	configured  *vsock.Configure // the last configuration the agent accepted
+	superframes bool             // what framing was last told
+	failure     error            // why no agent will come (fail)
+
+	helloOnce sync.Once
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// newControl accepts the agent's control connections on l until close.
+func newControl(l net.Listener, cfg controlConfig) *control {
+	c := &control{cfg: cfg, l: l, hello: make(chan struct{}), changed: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.wg.Add(1)
+	go c.accept()
+	return c
+}
+
 // session is one control connection from the agent, after its hello.
 type session struct {
 	c       *vsock.ControlConn
 	agentID string
 	log     *logrus.Entry
 	// offersVNetHdr: the agent's hello offered superframes on the data
-	// connection; the Box asks for them in configure unless
-	// Config.NoVNetHdr.
+	// connection; configure asks for them unless controlConfig.noVNetHdr.
 	offersVNetHdr bool
 	// vnetHdr: a configure asked for superframes and the agent confirmed
-	// (under Box.mu). The Box sends superframes only while its current
-	// session has it.
+	// (under control.mu). The data link glues superframes only while the
+	// current session has it.
 	vnetHdr bool
 
 	mu      sync.Mutex
@@ -97,13 +162,13 @@ func (s *session) kill() bool {
 // agent is reconnecting, and waits for the answer. Errors wrap
 // ErrAgentGone when the connection failed first, ErrAgentTimeout when ctx
 // expired.
-func (b *Box) request(ctx context.Context, build func(id uint64, s *session) vsock.Message) (reply, error) {
-	id := b.nextID.Add(1)
+func (c *control) request(ctx context.Context, build func(id uint64, s *session) vsock.Message) (reply, error) {
+	id := c.nextID.Add(1)
 	ch := make(chan reply, 1)
 	var s *session
 	for {
 		var err error
-		if s, err = b.waitSession(ctx); err != nil {
+		if s, err = c.waitSession(ctx); err != nil {
 			return reply{}, err
 		}
 		if s.register(id, ch) {
@@ -117,7 +182,7 @@ func (b *Box) request(ctx context.Context, build func(id uint64, s *session) vso
 	m := build(id, s)
 	if err := s.c.Send(m); err != nil {
 		s.unregister(id)
-		b.dropSession(s, err)
+		c.drop(s, err)
 		return reply{}, fmt.Errorf("%w: send %s: %v", ErrAgentGone, m.Type(), err)
 	}
 	select {
@@ -137,30 +202,28 @@ func (b *Box) request(ctx context.Context, build func(id uint64, s *session) vso
 }
 
 // waitSession returns the current control session, waiting while there is
-// none. A session that died but is still current (dropSession is about to
-// retire it and signal b.changed) counts as none.
-func (b *Box) waitSession(ctx context.Context) (*session, error) {
+// none. A session that died but is still current (drop is about to retire
+// it and signal c.changed) counts as none.
+func (c *control) waitSession(ctx context.Context) (*session, error) {
 	for {
-		b.mu.Lock()
-		s, ch, closed, launchErr := b.sess, b.changed, b.closed, b.launchErr
-		b.mu.Unlock()
+		c.mu.Lock()
+		s, ch, closed, failure := c.sess, c.changed, c.closed, c.failure
+		c.mu.Unlock()
 		if s != nil && s.alive() {
 			return s, nil
 		}
 		if closed {
 			return nil, sandbox.ErrClosed
 		}
-		if launchErr != nil {
-			return nil, launchErr
+		if failure != nil {
+			return nil, failure
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				select {
-				case <-b.hello:
-				default:
-					return nil, fmt.Errorf("%w: gvpn-agent never said hello since %s started%s", ErrAgentTimeout, b.cfg.Launcher, b.tail.quote())
+				if !c.helloSeen() {
+					return nil, c.cfg.noHello()
 				}
 				return nil, fmt.Errorf("%w: the agent is not connected", ErrAgentTimeout)
 			}
@@ -169,22 +232,141 @@ func (b *Box) waitSession(ctx context.Context) (*session, error) {
 	}
 }
 
-// dropSession retires s: its connection is closed, its pending requests
-// fail, and it stops being current.
-func (b *Box) dropSession(s *session, cause error) {
+// waitHello returns once the agent has said hello; it fails with ctx's
+// error, or with fail's once no agent will come.
+func (c *control) waitHello(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		ch, failure := c.changed, c.failure
+		c.mu.Unlock()
+		if c.helloSeen() {
+			return nil
+		}
+		if failure != nil {
+			return failure
+		}
+		select {
+		case <-c.hello:
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// helloSeen reports whether an agent has said hello since the session
+// began.
+func (c *control) helloSeen() bool {
+	select {
+	case <-c.hello:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail makes waitHello, and every request while no agent is connected,
+// fail with err from now on: no agent will come.
+func (c *control) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failure = err
+	c.changedLocked()
+}
+
+// changedLocked wakes the waits on c.changed. c.mu must be held.
+func (c *control) changedLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// configure asks the agent to apply cfg and returns its answer, again on
+// its next connection when it goes away meanwhile (configuring twice is
+// harmless, docs/bridge.md §5). An accepted configuration is what a
+// reconnected agent gets again.
+func (c *control) configure(ctx context.Context, cfg vsock.Configure) (vsock.Configured, error) {
+	for {
+		r, err := c.request(ctx, c.configureFor(cfg))
+		if errors.Is(err, ErrAgentGone) && ctx.Err() == nil {
+			c.cfg.log.WithError(err).Warn("agent lost while configuring; retrying on its next connection")
+			continue
+		}
+		if err != nil {
+			return vsock.Configured{}, err
+		}
+		cr, ok := r.m.(vsock.Configured)
+		if !ok {
+			return vsock.Configured{}, fmt.Errorf("agent sandbox: the agent answered configure with %q", r.m.Type())
+		}
+		if cr.OK {
+			c.configuredBy(r)
+			c.mu.Lock()
+			c.configured = &cfg
+			c.mu.Unlock()
+		}
+		return cr, nil
+	}
+}
+
+// configureFor builds the configure request cfg for the session it goes
+// to: superframes are asked for when the agent offered them (its hello)
+// and the runtime may use them.
+func (c *control) configureFor(cfg vsock.Configure) func(uint64, *session) vsock.Message {
+	return func(id uint64, s *session) vsock.Message {
+		cfg.ID = id
+		cfg.VNetHdr = s.offersVNetHdr && !c.cfg.noVNetHdr
+		cfg.CountersMS = int(countersEvery / time.Millisecond)
+		return cfg
+	}
+}
+
+// configuredBy takes a successful configured answer: the bridge carries
+// superframes when the configure asked for them and the agent confirmed.
+func (c *control) configuredBy(r reply) {
+	cr, ok := r.m.(vsock.Configured)
+	if !ok || r.s == nil {
+		return
+	}
+	asked := r.s.offersVNetHdr && !c.cfg.noVNetHdr
+	if cr.VNetHdr && !asked {
+		r.s.log.Warn("the agent confirmed superframes nobody asked for; the bridge stays with plain frames")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r.s.vnetHdr = asked && cr.VNetHdr
+	if c.sess == r.s {
+		c.framingLocked()
+	}
+}
+
+// framingLocked tells framing whether the data link is to glue
+// superframes for the agent: while, and only while, the current session
+// agreed to them (docs/bridge.md §2.4); without a session, or before its
+// configured, frames go plain. c.mu must be held.
+func (c *control) framingLocked() {
+	on := c.sess != nil && c.sess.vnetHdr
+	if on == c.superframes {
+		return
+	}
+	c.superframes = on
+	c.cfg.framing(on)
+}
+
+// drop retires s: its connection is closed, its pending requests fail,
+// and it stops being current.
+func (c *control) drop(s *session, cause error) {
 	if !s.kill() {
 		return
 	}
 	s.c.Close()
-	b.mu.Lock()
-	if b.sess == s {
-		b.sess = nil
-		close(b.changed)
-		b.changed = make(chan struct{})
-		b.bridgeFramingLocked()
+	c.mu.Lock()
+	if c.sess == s {
+		c.sess = nil
+		c.changedLocked()
+		c.framingLocked()
 	}
-	closed := b.closed
-	b.mu.Unlock()
+	closed := c.closed
+	c.mu.Unlock()
 	if !closed {
 		s.log.WithError(cause).Warn("control connection to the agent lost; waiting for it to reconnect")
 	}
@@ -194,124 +376,156 @@ func (b *Box) dropSession(s *session, cause error) {
 // exited is dropped.
 var errAgentCommandExited = errors.New("the agent command exited")
 
-// dropCurrentSession retires the current control session, if any.
-func (b *Box) dropCurrentSession(cause error) {
-	b.mu.Lock()
-	s := b.sess
-	b.mu.Unlock()
+// dropCurrent retires the current connection, if any: its agent is gone.
+func (c *control) dropCurrent(cause error) {
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
 	if s != nil {
-		b.dropSession(s, cause)
+		c.drop(s, cause)
 	}
 }
 
-// acceptControl accepts the agent's control connections until the
-// listener is closed.
-func (b *Box) acceptControl() {
-	defer b.wg.Done()
+func (c *control) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// closing refuses new connections; the current one still serves.
+func (c *control) closing() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+}
+
+// close ends the session: the listener, the connections and every
+// goroutine.
+func (c *control) close() {
+	c.closeOnce.Do(func() {
+		c.closing()
+		c.cancel()
+		c.l.Close()
+		c.dropCurrent(errors.New("closing"))
+		c.wg.Wait()
+	})
+}
+
+// accept accepts the agent's control connections until the listener is
+// closed.
+func (c *control) accept() {
+	defer c.wg.Done()
 	for {
-		conn, err := b.ctlL.Accept()
+		conn, err := c.l.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || b.isClosed() {
+			if errors.Is(err, net.ErrClosed) || c.isClosed() {
 				return
 			}
-			b.log.WithError(err).Warn("control accept failed; retrying")
+			c.cfg.log.WithError(err).Warn("control accept failed; retrying")
 			select {
 			case <-time.After(50 * time.Millisecond):
-			case <-b.stopping:
+			case <-c.ctx.Done():
 				return
 			}
 			continue
 		}
-		b.wg.Add(1)
-		go b.handshake(vsock.NewControlConn(conn))
+		c.wg.Add(1)
+		go c.handshake(vsock.NewControlConn(conn))
 	}
 }
 
 // handshake reads the hello of a new control connection, makes it the
 // current session (the newest wins, as on the data connection) and serves
 // it.
-func (b *Box) handshake(c *vsock.ControlConn) {
-	defer b.wg.Done()
-	// Close unblocks this connection's reads, whatever state it is in.
-	defer context.AfterFunc(b.stopCtx, func() { c.Close() })()
-	_ = c.Conn().SetReadDeadline(time.Now().Add(b.cfg.Timeout))
-	m, err := c.Receive()
+func (c *control) handshake(cc *vsock.ControlConn) {
+	defer c.wg.Done()
+	// close unblocks this connection's reads, whatever state it is in.
+	defer context.AfterFunc(c.ctx, func() { cc.Close() })()
+	log := c.cfg.log
+	_ = cc.Conn().SetReadDeadline(time.Now().Add(c.cfg.timeout))
+	m, err := cc.Receive()
 	if err != nil {
-		b.log.WithError(err).Warn("control connection without hello; closed")
-		c.Close()
+		log.WithError(err).Warn("control connection without hello; closed")
+		cc.Close()
 		return
 	}
 	h, ok := m.(vsock.Hello)
 	if !ok {
-		b.log.WithField("type", m.Type()).Warn("control connection did not start with hello; closed")
-		c.Close()
+		log.WithField("type", m.Type()).Warn("control connection did not start with hello; closed")
+		cc.Close()
 		return
 	}
 	if h.Version != vsock.ProtocolVersion {
-		b.log.WithFields(logrus.Fields{"version": h.Version, "supported": vsock.ProtocolVersion, "agent_id": h.AgentID}).
+		log.WithFields(logrus.Fields{"version": h.Version, "supported": vsock.ProtocolVersion, "agent_id": h.AgentID}).
 			Error("gvpn-agent speaks an unsupported control protocol version; closed")
-		c.Close()
+		cc.Close()
 		return
 	}
-	_ = c.Conn().SetReadDeadline(time.Time{})
-	s := &session{c: c, agentID: h.AgentID, pending: make(map[uint64]chan reply),
-		log: b.log.WithField("agent_id", h.AgentID), offersVNetHdr: h.VNetHdr}
+	_ = cc.Conn().SetReadDeadline(time.Time{})
+	s := &session{c: cc, agentID: h.AgentID, pending: make(map[uint64]chan reply),
+		log: log.WithField("agent_id", h.AgentID), offersVNetHdr: h.VNetHdr}
 
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		c.Close()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		cc.Close()
 		return
 	}
-	old := b.sess
-	b.sess = s
-	close(b.changed)
-	b.changed = make(chan struct{})
-	b.bridgeFramingLocked() // plain until this agent confirms superframes
-	resend := b.configured
-	b.mu.Unlock()
+	old := c.sess
+	c.sess = s
+	c.changedLocked()
+	c.framingLocked() // plain until this agent confirms superframes
+	c.mu.Unlock()
 	if old != nil {
-		b.dropSession(old, errors.New("replaced by a new control connection"))
+		c.drop(old, errors.New("replaced by a new control connection"))
 	}
 	first := false
-	b.helloOnce.Do(func() { first = true; close(b.hello) })
+	c.helloOnce.Do(func() { first = true; close(c.hello) })
 	if first {
 		s.log.Info("gvpn-agent said hello")
 	} else {
 		s.log.Info("gvpn-agent reconnected")
 	}
-	if resend != nil {
-		b.wg.Add(1)
-		go b.reconfigure(*resend)
-	}
-	b.serve(s)
+	c.reconfigure()
+	c.serve(s)
 }
 
 // reconfigure gives an agent that came back (over a new connection, or a
-// new agent after the command was run again) the configuration it had.
-func (b *Box) reconfigure(c vsock.Configure) {
-	defer b.wg.Done()
-	ctx, cancel := context.WithTimeout(b.stopCtx, b.cfg.Timeout)
-	defer cancel()
-	r, err := b.request(ctx, b.configureFor(c))
-	switch {
-	case err != nil:
-		if !b.isClosed() {
-			b.log.WithError(err).Warn("could not configure the reconnected agent (it will be tried again on its next connection)")
-		}
-	case r.m.Type() != vsock.TypeConfigured:
-		b.log.WithField("type", r.m.Type()).Error("the agent answered configure with something else")
-	case !r.m.(vsock.Configured).OK:
-		b.log.WithField("error", r.m.(vsock.Configured).Error).Error("the reconnected agent refused its configuration")
-	default:
-		b.configuredBy(r)
-		b.log.Info("the reconnected agent's interface is configured again")
+// new agent after the command was run again) the configuration it had, in
+// a goroutine of its own: its answer comes through serve.
+func (c *control) reconfigure() {
+	c.mu.Lock()
+	resend := c.configured
+	c.mu.Unlock()
+	if resend == nil {
+		return
 	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.timeout)
+		defer cancel()
+		log := c.cfg.log
+		r, err := c.request(ctx, c.configureFor(*resend))
+		switch {
+		case err != nil:
+			if !c.isClosed() {
+				log.WithError(err).Warn("could not configure the reconnected agent (it will be tried again on its next connection)")
+			}
+		case r.m.Type() != vsock.TypeConfigured:
+			log.WithField("type", r.m.Type()).Error("the agent answered configure with something else")
+		case !r.m.(vsock.Configured).OK:
+			log.WithField("error", r.m.(vsock.Configured).Error).Error("the reconnected agent refused its configuration")
+		default:
+			c.configuredBy(r)
+			log.Info("the reconnected agent's interface is configured again")
+		}
+	}()
 }
 
 // serve reads the session's messages: answers go to their requests,
-// process notices to their processes.
-func (b *Box) serve(s *session) {
+// process notices to the process table, counter reports to the counters.
+func (c *control) serve(s *session) {
 	for {
 		m, err := s.c.Receive()
 		if err != nil {
@@ -320,174 +534,58 @@ func (b *Box) serve(s *session) {
 				s.log.WithError(err).Warn("control message from the agent refused")
 				continue
 			}
-			b.dropSession(s, err)
+			c.drop(s, err)
 			return
 		}
 		switch m := m.(type) {
 		case vsock.Configured:
-			b.answer(s, m.ID, reply{m: m})
+			answer(s, m.ID, reply{m: m})
 		case vsock.Failed:
-			b.answer(s, m.ID, reply{m: m})
+			answer(s, m.ID, reply{m: m})
 		case vsock.Killed:
-			b.answer(s, m.ID, reply{m: m})
+			answer(s, m.ID, reply{m: m})
 		case vsock.ShutdownDone:
-			b.answer(s, m.ID, reply{m: m})
+			answer(s, m.ID, reply{m: m})
 		case vsock.Started:
-			b.started(s, m)
+			c.started(s, m)
 		case vsock.Output:
-			b.output(s, m)
+			if !c.cfg.procs.output(uint64(m.PID), m.Stdout, m.Stderr) {
+				s.log.WithField("pid", m.PID).Debug("output of an unknown process dropped")
+			}
 		case vsock.Exited:
-			b.exited(m)
+			c.cfg.procs.exited(uint64(m.PID), int32(m.ReturnCode))
 		case vsock.Counters:
-			b.counts.report(m)
+			c.cfg.counts.report(m)
 		case vsock.Hello:
 			// An agent behind a virtio-serial port reopens the port on
 			// the same host connection: its new hello arrives here.
 			s.log.Info("gvpn-agent said hello again on its connection")
-			b.mu.Lock()
-			resend := b.configured
-			b.mu.Unlock()
-			if resend != nil {
-				b.wg.Add(1)
-				go b.reconfigure(*resend)
-			}
+			c.reconfigure()
 		default:
 			s.log.WithField("type", m.Type()).Warn("unexpected control message from the agent ignored")
 		}
 	}
 }
 
-func (b *Box) answer(s *session, id uint64, r reply) {
+func answer(s *session, id uint64, r reply) {
 	if !s.answer(id, r) {
 		s.log.WithFields(logrus.Fields{"id": id, "type": r.m.Type()}).Debug("answer to a request nobody waits for")
 	}
 }
 
 // started registers the process before any of its notices is read, then
-// hands it to the waiting Start. A process nobody waits for any more (Start
-// timed out) is killed.
-func (b *Box) started(s *session, m vsock.Started) {
+// hands it to the waiting request. A process nobody waits for any more
+// (Start timed out) is killed.
+func (c *control) started(s *session, m vsock.Started) {
 	if m.PID <= 0 {
 		s.log.WithField("pid", m.PID).Error("started with an invalid pid")
-		b.answer(s, m.ID, reply{m: vsock.Failed{ID: m.ID, Error: fmt.Sprintf("agent reported invalid pid %d", m.PID)}})
+		answer(s, m.ID, reply{m: vsock.Failed{ID: m.ID, Error: fmt.Sprintf("agent reported invalid pid %d", m.PID)}})
 		return
 	}
-	pid := uint64(m.PID)
-	p := newProcess(pid)
-	b.mu.Lock()
-	old := b.procs[pid]
-	b.procs[pid] = p
-	b.mu.Unlock()
-	if old != nil {
-		// The agent reuses a pid whose exit we never heard of.
-		old.finish(-1)
-	}
+	p := c.cfg.procs.add(uint64(m.PID))
 	if !s.answer(m.ID, reply{m: m, p: p}) {
-		s.log.WithField("pid", pid).Warn("process started for a request that gave up; killing it")
-		b.mu.Lock()
-		delete(b.procs, pid)
-		b.mu.Unlock()
-		_ = s.c.Send(vsock.Kill{ID: b.nextID.Add(1), PID: m.PID, Signal: int(9)})
+		s.log.WithField("pid", m.PID).Warn("process started for a request that gave up; killing it")
+		c.cfg.procs.forget(p)
+		_ = s.c.Send(vsock.Kill{ID: c.nextID.Add(1), PID: m.PID, Signal: int(9)})
 	}
-}
-
-func (b *Box) output(s *session, m vsock.Output) {
-	b.mu.Lock()
-	p := b.procs[uint64(m.PID)]
-	b.mu.Unlock()
-	if p == nil {
-		s.log.WithField("pid", m.PID).Debug("output of an unknown process dropped")
-		return
-	}
-	if len(m.Stdout) > 0 {
-		p.deliver(sandbox.Event{Pid: p.pid, Stdout: m.Stdout})
-	}
-	if len(m.Stderr) > 0 {
-		p.deliver(sandbox.Event{Pid: p.pid, Stderr: m.Stderr})
-	}
-}
-
-func (b *Box) exited(m vsock.Exited) {
-	pid := uint64(m.PID)
-	b.mu.Lock()
-	p := b.procs[pid]
-	if p != nil {
-		delete(b.procs, pid)
-	}
-	b.mu.Unlock()
-	if p != nil {
-		p.finish(int32(m.ReturnCode))
-	}
-}
-
-// finishAll reports every known process exited with -1: the agent that ran
-// them is gone.
-func (b *Box) finishAll(why string) {
-	b.mu.Lock()
-	procs := b.procs
-	b.procs = make(map[uint64]*process)
-	b.mu.Unlock()
-	for _, p := range procs {
-		b.log.WithField("pid", p.pid).Warn(why + ": process reported exited (-1)")
-		p.finish(-1)
-	}
-}
-
-// process is a payload process started through the agent. Its events wait
-// in a queue until Stream: the service writes the RunProcess reply first.
-type process struct {
-	pid uint64
-
-	mu       sync.Mutex
-	sink     func(sandbox.Event)
-	queue    []sandbox.Event
-	streamed bool
-	done     bool
-}
-
-var _ sandbox.Process = (*process)(nil)
-
-func newProcess(pid uint64) *process { return &process{pid: pid} }
-
-// Pid is the process's pid inside the payload, as the agent reported it.
-func (p *process) Pid() uint64 { return p.pid }
-
-// Stream delivers the queued events, then every later one, to sink, in the
-// order the agent sent them; the exit event is the last. sink is called
-// one event at a time. A second call does nothing.
-func (p *process) Stream(sink func(sandbox.Event)) {
-	if sink == nil {
-		sink = func(sandbox.Event) {}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.streamed {
-		return
-	}
-	p.streamed = true
-	for _, ev := range p.queue {
-		sink(ev)
-	}
-	p.queue = nil
-	p.sink = sink
-}
-
-func (p *process) deliver(ev sandbox.Event) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.done {
-		return
-	}
-	if ev.Exited {
-		p.done = true
-	}
-	if p.sink == nil {
-		p.queue = append(p.queue, ev)
-		return
-	}
-	p.sink(ev)
-}
-
-func (p *process) finish(rc int32) {
-	p.deliver(sandbox.Event{Pid: p.pid, Exited: true, ReturnCode: rc})
 }

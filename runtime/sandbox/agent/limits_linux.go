@@ -16,69 +16,78 @@ import (
 // The agreement's limits in the agent sandbox: the command (the agent
 // command's shell, or QEMU) joins the activity's cgroup before it runs, so
 // the payload and everything the command starts are in it; the runtime is
-// not. With a storage limit the directories of Config.DiskDirs (the host
+// not. With a storage limit the directories of Launch.DiskDirs (the host
 // volumes a VM shares) live on the activity's disk.
 
-// openLimits makes the cgroup and the disk when Config.LimitsName is set.
-func (b *Box) openLimits() error {
-	if b.cfg.LimitsName == "" {
+// openLimits makes the cgroup and the disk when Launch.LimitsName is set.
+func (l *launcher) openLimits() error {
+	if l.cfg.LimitsName == "" {
 		return nil
 	}
-	set, err := limits.Open(b.cfg.LimitsName, b.cfg.Workdir, b.cfg.Limits, b.cfg.DiskDirs)
+	set, err := limits.Open(l.cfg.LimitsName, l.cfg.Workdir, l.cfg.Limits, l.cfg.DiskDirs)
 	if err != nil {
 		return err
 	}
-	b.limits = set
-	if b.cfg.Limits.StorageBytes > 0 && len(b.cfg.DiskDirs) == 0 {
+	l.limits = set
+	if l.cfg.Limits.StorageBytes > 0 && len(l.cfg.DiskDirs) == 0 {
 		set.Unenforced = append(set.Unenforced, limits.Unenforced{Limit: "storage",
-			Reason: "the payload writes where " + b.cfg.Launcher + " puts it, outside the activity's workdir"})
+			Reason: "the payload writes where " + l.cfg.Name + " puts it, outside the activity's workdir"})
 	}
-	if b.cfg.RequireLimits && len(set.Unenforced) > 0 {
-		return fmt.Errorf("%w: %s", ErrUnenforced, limits.Describe(set.Unenforced))
+	if l.cfg.RequireLimits && len(set.Unenforced) > 0 {
+		err := fmt.Errorf("%w: %s", ErrUnenforced, limits.Describe(set.Unenforced))
+		if _, _, cerr := set.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		return err
 	}
 	return nil
 }
 
-// ErrUnenforced: Config.RequireLimits and a limit cannot be enforced.
+// ErrUnenforced: Launch.RequireLimits and a limit cannot be enforced.
 var ErrUnenforced = errors.New("agent sandbox: the agreement's limits cannot be enforced here")
 
-// Unenforced lists the limits of Config.Limits this host (or this kind of
+// Unenforced lists the limits of Launch.Limits this host (or this kind of
 // payload) could not enforce.
-func (b *Box) Unenforced() []limits.Unenforced { return b.limits.Unenforced }
+func (b *Box) Unenforced() []limits.Unenforced { return b.launch.limits.Unenforced }
 
-// Limits are what the agreement granted (Config.Granted, else
-// Config.Limits): what the usage is measured against.
-func (b *Box) Limits() limits.Limits {
-	if b.cfg.Granted != (limits.Limits{}) {
-		return b.cfg.Granted
-	}
-	return b.cfg.Limits
-}
+// Limits are what the agreement granted (Launch.Granted, else
+// Launch.Limits): what the usage is measured against.
+func (b *Box) Limits() limits.Limits { return b.launch.granted() }
 
 // Usage is what the command and everything it started used so far (for a
 // VM: QEMU, whose memory and CPU are the guest's), and the bytes on the
 // activity's disk.
-func (b *Box) Usage() (limits.Usage, error) { return b.limits.Usage() }
+func (b *Box) Usage() (limits.Usage, error) { return b.launch.limits.Usage() }
+
+func (l *launcher) granted() limits.Limits {
+	if l.cfg.Granted != (limits.Limits{}) {
+		return l.cfg.Granted
+	}
+	return l.cfg.Limits
+}
 
 // closeLimits logs the usage and removes the group (killing what the
 // command left in it) and the disk; after the command was stopped.
-func (b *Box) closeLimits() error {
-	u, ok, err := b.limits.Close()
+func (l *launcher) closeLimits() error {
+	u, ok, err := l.limits.Close()
 	if ok {
-		b.log.WithFields(u.Fields(b.Limits())).Info("payload usage")
+		l.log.WithFields(u.Fields(l.granted())).Info("payload usage")
 	}
-	return err
+	if err != nil {
+		return fmt.Errorf("agent sandbox: %w", err)
+	}
+	return nil
 }
 
 // limitArgv wraps the command's argv so that it joins the group first: a
 // shell writes "0" to each cgroup.procs descriptor (fds 3, 4, … from
 // ExtraFiles), closes them and then runs the command in its place. It
 // returns argv unchanged and no files without a group.
-func (b *Box) limitArgv(argv []string) ([]string, []*os.File, error) {
-	if b.limits.Group == nil {
+func (l *launcher) limitArgv(argv []string) ([]string, []*os.File, error) {
+	if l.limits.Group == nil {
 		return argv, nil, nil
 	}
-	fs, err := b.limits.Group.ProcsFiles()
+	fs, err := l.limits.Group.ProcsFiles()
 	if err != nil {
 		return nil, nil, err
 	}

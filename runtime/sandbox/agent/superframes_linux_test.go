@@ -243,9 +243,9 @@ func TestBridgeSuperframes(t *testing.T) {
 
 // superframesOn reports whether the Box glues superframes for the agent.
 func (b *Box) superframesOn() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.superframes
+	b.ctl.mu.Lock()
+	defer b.ctl.mu.Unlock()
+	return b.ctl.superframes
 }
 
 // waitFor polls cond until it holds (a deadlock guard, not a timing check).

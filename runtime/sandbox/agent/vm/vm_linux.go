@@ -156,27 +156,32 @@ func open(ctx context.Context, cfg Config) (*agent.Box, error) {
 			"memory_mib": cfg.MemoryMiB, "cpus": cfg.CPUs, "accel": accel, "volumes": len(cfg.Volumes),
 			"bridge": b.guest.String()}).Info("booting the payload VM")
 	}
+	// The sandbox is an agent sandbox whose launcher is QEMU, in the
+	// activity's cgroup with room of its own beside the guest's.
 	return agent.Open(ctx, agent.Config{
 		Bridge:    b.listen,
 		SocketDir: cfg.SocketDir,
-		Argv:      argv,
-		Launcher:  "QEMU",
-		Kind:      "vm",
-		Lazy:      true,
-		Timeout:   cfg.Timeout,
-		Output:    cfg.Console,
-		Log:       cfg.Log,
+		Launch: agent.Launch{
+			Argv:   argv,
+			Name:   "QEMU",
+			Output: cfg.Console,
 
-		LimitsName: cfg.LimitsName,
-		Limits:     groupLimits,
-		Granted:    cfg.Limits,
-		Workdir:    cfg.Workdir,
-		DiskDirs:   diskDirs,
+			LimitsName: cfg.LimitsName,
+			Limits:     groupLimits,
+			Granted:    cfg.Limits,
+			Workdir:    cfg.Workdir,
+			DiskDirs:   diskDirs,
 
-		RequireLimits: cfg.RequireLimits,
-		ProcessEnv:    cfg.Env,
-		ProcessDir:    cfg.Dir,
-		ProcessUser:   cfg.User,
+			RequireLimits: cfg.RequireLimits,
+		},
+		Kind:    "vm",
+		Lazy:    true,
+		Timeout: cfg.Timeout,
+		Log:     cfg.Log,
+
+		ProcessEnv:  cfg.Env,
+		ProcessDir:  cfg.Dir,
+		ProcessUser: cfg.User,
 	})
 }
 
