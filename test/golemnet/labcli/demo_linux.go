@@ -221,6 +221,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	d.sum.Network = cfg.Net.Masked().String()
 	d.run(ctx)
 	d.p.Close()
+	os.Remove(lock.Name()) // still held: a lab that stopped leaves an empty state dir
 
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

@@ -194,6 +194,8 @@ func (l *dockerLab) Cleanup(keep keepFiles) string {
 		return l.cfg.Dir
 	}
 	os.RemoveAll(l.cfg.Dir)
+	os.Remove(filepath.Dir(l.cfg.Dir))               // the state dir's docker/, if empty
+	os.Remove(filepath.Dir(filepath.Dir(l.cfg.Dir))) // the state dir, if empty
 	return ""
 }
 
