@@ -17,10 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
-
-	"github.com/gvpn/gvpn/test/golemnet"
 )
 
 const demoUsage = `gvpn-lab demo — the whole tour of Golem VPN on this machine, in under a minute.
@@ -174,13 +171,6 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		}
 		df.image, df.imageIsPackage = "", true
 	}
-	subnet, err := df.check(fs, 3)
-	if err != nil {
-		return fail(stderr, "demo", err)
-	}
-	if df.docker && *withVM {
-		return fail(stderr, "demo", usagef("--vm and --docker together: a Docker lab has no VM nodes yet"))
-	}
 	size, err := ParseSize(*sizeFlag)
 	if err != nil || size < 1 || size > 1<<30 {
 		return fail(stderr, "demo", usagef("--http-size %q: want 1 byte to 1G", *sizeFlag))
@@ -188,27 +178,16 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	if *seconds < 1 || *seconds > 30 {
 		return fail(stderr, "demo", usagef("--iperf-time %d: want 1 to 30 seconds", *seconds))
 	}
-	log, err := newLog(lf.logLevel, stderr)
-	if err != nil {
-		return fail(stderr, "demo", err)
-	}
-	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
-		return fail(stderr, "demo", err)
-	}
 	images := &progressWriter{}
-	lab, err := newBackend(cfg, &lf, &df, subnet, "demo", demoTools, images, log)
-	if err != nil {
-		return fail(stderr, "demo", err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fail(stderr, "demo", err)
-	}
-	lock, err := lockStateDir(lf.stateDir)
+	lab, lock, _, err := openLab(fs, &lf, &df, cfg, "--vm", demoTools, images, stderr)
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
 	defer lock.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return fail(stderr, "demo", err)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -245,21 +224,6 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	}
 	lab.Cleanup(keepNothing) // a passing demo printed no log path
 	return 0
-}
-
-// newBackend makes the lab back-end the flags ask for, having checked
-// what it needs (tools: the programs command runs in the nodes). A Docker
-// lab writes the build of its image to buildLog.
-func newBackend(cfg golemnet.LabConfig, lf *labFlags, df *dockerFlags, subnet netip.Prefix, command string, tools []string,
-	buildLog io.Writer, log *logrus.Entry) (labBackend, error) {
-	if df.docker {
-		return newDockerLab(newDockerLabConfig(cfg, df, subnet, lf.stateDir, "", log), df, buildLog), nil
-	}
-	l, err := newLocalLab(cfg, lf, command, tools, log)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
 }
 
 // progressWriter shows each line written to it as the step's detail.

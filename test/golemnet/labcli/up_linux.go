@@ -89,27 +89,8 @@ func up(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "up", usagef("--vm-nodes %d: want 0 to --nodes (%d)", *vmNodes, cfg.Nodes))
 	}
 	cfg.VMNodes = *vmNodes
-	subnet, err := df.check(fs, *nodes)
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-	if df.docker && *vmNodes > 0 {
-		return fail(stderr, "up", usagef("--vm-nodes and --docker together: a Docker lab has no VM nodes yet"))
-	}
-	log, err := newLog(lf.logLevel, stderr)
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
-		return fail(stderr, "up", err)
-	}
-	lab, err := newBackend(cfg, &lf, &df, subnet, "up", nil, stderr, log)
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-
 	// One `up` per state dir: the control socket is its address.
-	lock, err := lockStateDir(lf.stateDir)
+	lab, lock, log, err := openLab(fs, &lf, &df, cfg, "--vm-nodes", nil, stderr, stderr)
 	if err != nil {
 		return fail(stderr, "up", err)
 	}
@@ -159,6 +140,43 @@ func up(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, msg)
 	return 0
+}
+
+// openLab is what demo and up do once their own flags are checked: it
+// checks the Docker flags against cfg (vmFlag is the flag that asked for
+// cfg's VM nodes), that this is root, makes the back-end the flags ask for
+// (tools: the programs the command runs in the nodes; a Docker lab writes
+// the build of its image to buildLog) and takes the state dir's lock: one
+// lab per state dir. The caller closes the lock; log is gvpn-lab's own.
+func openLab(fs *cmdFlags, lf *labFlags, df *dockerFlags, cfg golemnet.LabConfig, vmFlag string, tools []string,
+	buildLog, stderr io.Writer) (lab labBackend, lock *os.File, log *logrus.Entry, err error) {
+	subnet, err := df.check(fs, cfg.Nodes)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if df.docker && cfg.VMNodes > 0 {
+		return nil, nil, nil, usagef("%s and --docker together: a Docker lab has no VM nodes yet", vmFlag)
+	}
+	log, err = newLog(lf.logLevel, stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
+		return nil, nil, nil, err
+	}
+	if df.docker {
+		lab = newDockerLab(newDockerLabConfig(cfg, df, subnet, lf.stateDir, "", log), df, buildLog)
+	} else {
+		local, err := newLocalLab(cfg, lf, strings.TrimPrefix(fs.Name(), "gvpn-lab "), tools, log)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		lab = local
+	}
+	if lock, err = lockStateDir(lf.stateDir); err != nil {
+		return nil, nil, nil, err
+	}
+	return lab, lock, log, nil
 }
 
 func (f *labFlags) add(fs *flag.FlagSet) {
