@@ -98,7 +98,7 @@ func newDockerLabConfig(cfg golemnet.LabConfig, f *dockerFlags, subnet netip.Pre
 		net = netip.MustParsePrefix(golemnet.DefaultLabNet)
 	}
 	return dockerLabConfig{
-		ID: id, Names: names, IPs: vpnAddrs(net, len(names)), Net: net.Masked(), Gateway: cfg.Gateway,
+		ID: id, Names: names, IPs: vpnAddrs(net, len(names)), Net: net.Masked(), Gateway: cfg.Gateway, NoHosts: cfg.NoHosts,
 		Subnet: subnet, Image: image, Dir: filepath.Join(stateDir, "docker", id), AgentNodes: f.agentNodes,
 		SandboxPrefix: cfg.SandboxPrefix, RuntimeArgs: cfg.RuntimeArgs, Log: log,
 	}

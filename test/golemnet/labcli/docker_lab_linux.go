@@ -46,6 +46,8 @@ type dockerLabConfig struct {
 	IPs     []netip.Addr
 	Net     netip.Prefix
 	Gateway golemnet.GatewayMode
+	// NoHosts sends CreateNetwork without the hosts map.
+	NoHosts bool
 	Subnet  netip.Prefix
 	Image   string
 	// Dir holds one directory per container, mounted at the same path in
@@ -275,8 +277,10 @@ func (l *dockerLab) startNode(ctx context.Context, n *dockerMember, i int) error
 	args := []string{"docker-node", "--name", n.Name, "--ip", n.IP.String(), "--net", l.cfg.Net.String(),
 		"--gateway", string(l.cfg.Gateway), "--golem-net", netip.AddrPortFrom(l.hub.Addr, uint16(dockerHubPortBase+i)).String(),
 		"--dir", n.Dir, "--sandbox-prefix", l.cfg.SandboxPrefix}
-	for j, o := range l.nodes {
-		args = append(args, "--host", o.Name+"="+l.cfg.IPs[j].String())
+	if !l.cfg.NoHosts {
+		for j, o := range l.nodes {
+			args = append(args, "--host", o.Name+"="+l.cfg.IPs[j].String())
+		}
 	}
 	for _, a := range l.cfg.RuntimeArgs {
 		args = append(args, "--runtime-arg="+a)

@@ -157,6 +157,9 @@ func openLab(fs *cmdFlags, lf *labFlags, df *dockerFlags, cfg golemnet.LabConfig
 	if df.docker && cfg.VMNodes > 0 {
 		return nil, nil, nil, usagef("%s and --docker together: a Docker lab has no VM nodes yet", vmFlag)
 	}
+	if df.docker && len(cfg.MoreNets) > 0 {
+		return nil, nil, nil, usagef("--also-net and --docker together: a Docker lab's nodes join one network yet")
+	}
 	log, err = newLog(lf.logLevel, stderr)
 	if err != nil {
 		return nil, nil, nil, err
