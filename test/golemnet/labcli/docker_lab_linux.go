@@ -559,6 +559,7 @@ func (l *dockerLab) Status(ctx context.Context) StatusJSON {
 		if h, ok := hub[n.Name]; ok {
 			nj.Hub, nj.Fault = h.Hub, h.Fault
 		}
+		nj.ReadySeconds = n.Ready.Seconds()
 		cs := states[n.Container]
 		dj := &NodeDockerJSON{Container: n.Container, State: cs.state, Address: cs.addr, Payload: n.Payload}
 		n.mu.Lock()

@@ -154,7 +154,9 @@ func (n *dockerNodeProc) run(ctx context.Context) error {
 		Runtime:     "/usr/local/bin/" + RuntimeName,
 		Workdir:     dockerNodeWorkdir,
 		Hostname:    n.name,
-		RuntimeArgs: append([]string{"--sandbox-prefix", n.prefix}, n.runtimeArgs...),
+		// The counters as state events, as the local lab's runtimes send
+		// them: status and the demo read them.
+		RuntimeArgs: append([]string{"--sandbox-prefix", n.prefix, "--debug-state-events"}, n.runtimeArgs...),
 		VPNEndpoint: "udp://" + relay.LocalAddr().String(),
 		Stderr:      logFile,
 	}
