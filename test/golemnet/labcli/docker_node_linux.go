@@ -151,9 +151,9 @@ func (n *dockerNodeProc) run(ctx context.Context) error {
 	defer relay.Close()
 
 	cfg := golemnet.ExeUnitConfig{
-		Runtime:     "/usr/local/bin/" + RuntimeName,
-		Workdir:     dockerNodeWorkdir,
-		Hostname:    n.name,
+		Runtime:  "/usr/local/bin/" + RuntimeName,
+		Workdir:  dockerNodeWorkdir,
+		Hostname: n.name,
 		// The counters as state events, as the local lab's runtimes send
 		// them: status and the demo read them.
 		RuntimeArgs: append([]string{"--sandbox-prefix", n.prefix, "--debug-state-events"}, n.runtimeArgs...),
