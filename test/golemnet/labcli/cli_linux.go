@@ -29,7 +29,42 @@ var Version = "dev"
 // RuntimeName is the runtime binary gvpn-lab looks for next to itself.
 const RuntimeName = "gvpn-runtime"
 
-const mainUsage = `gvpn-lab — a whole Golem VPN on one machine, no yagna needed.
+// command is one gvpn-lab subcommand: its name, its lines in the usage
+// text ("" for the hidden ones, which run inside the lab's nodes and
+// containers) and what runs it.
+type command struct {
+	name  string
+	usage string
+	run   func(args []string, stdout, stderr io.Writer) int
+}
+
+// commands are gvpn-lab's subcommands, in the usage text's order.
+var commands = []command{
+	{"demo", `  gvpn-lab demo [--json]                    3 nodes: ping every pair, HTTP by hostname,
+                                            iperf3 throughput; a summary; tear down
+`, demo},
+	{"up", `  gvpn-lab up [--nodes N] [--net CIDR]      keep a lab running until Ctrl-C
+`, up},
+	{"exec", `  gvpn-lab exec NODE -- CMD [ARG...]        run CMD in NODE's sandbox through RunProcess
+`, execCmd},
+	{"status", `  gvpn-lab status [--json]                  nodes and counters of the running lab
+`, status},
+	{"fault", `  gvpn-lab fault NODE --cut|--restore|--latency D|--loss P
+                                            make the Golem Net misbehave for NODE
+  gvpn-lab fault NODE --partition|--heal|--pause|--unpause|--kill|--restart
+                                            a real fault on NODE's container (--docker)
+`, faultCmd},
+	{"images", `  gvpn-lab images                           build the Docker lab's images offline
+`, imagesCmd},
+	{"bench-docker", `  gvpn-lab bench-docker                     Docker lab vs local lab numbers for BENCHMARKS.md
+`, benchDocker},
+	{"serve-http", "", serveHTTP},
+	{"ping", "", pingCmd},
+	{"docker-node", "", dockerNode},
+	{"docker-hub", "", dockerHub},
+}
+
+const usageIntro = `gvpn-lab — a whole Golem VPN on one machine, no yagna needed.
 
 Each node is a real gvpn-runtime, started and spoken to exactly as yagna's
 ExeUnit does (test, deploy, start, Hello, CreateNetwork, RunProcess,
@@ -39,18 +74,9 @@ With --docker, every node and the hub are containers of their own on a
 Docker network (images built offline by gvpn-lab images).
 
 Usage:
-  gvpn-lab demo [--json]                    3 nodes: ping every pair, HTTP by hostname,
-                                            iperf3 throughput; a summary; tear down
-  gvpn-lab up [--nodes N] [--net CIDR]      keep a lab running until Ctrl-C
-  gvpn-lab exec NODE -- CMD [ARG...]        run CMD in NODE's sandbox through RunProcess
-  gvpn-lab status [--json]                  nodes and counters of the running lab
-  gvpn-lab fault NODE --cut|--restore|--latency D|--loss P
-                                            make the Golem Net misbehave for NODE
-  gvpn-lab fault NODE --partition|--heal|--pause|--unpause|--kill|--restart
-                                            a real fault on NODE's container (--docker)
-  gvpn-lab images                           build the Docker lab's images offline
-  gvpn-lab bench-docker                     Docker lab vs local lab numbers for BENCHMARKS.md
+`
 
+const usageOutro = `
 Run "gvpn-lab COMMAND --help" for the flags and examples of each command;
 "gvpn-lab --version" prints the version.
 
@@ -63,45 +89,51 @@ Examples:
   sudo gvpn-lab demo --docker               # the tour with every node a container
 `
 
+// mainUsage is the usage text: the listed commands' lines between the
+// introduction and the examples.
+func mainUsage() string {
+	var b strings.Builder
+	b.WriteString(usageIntro)
+	for _, c := range commands {
+		b.WriteString(c.usage)
+	}
+	b.WriteString(usageOutro)
+	return b.String()
+}
+
+// commandNames lists the commands of the usage text.
+func commandNames() string {
+	var names []string
+	for _, c := range commands {
+		if c.usage != "" {
+			names = append(names, c.name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
 // Main runs gvpn-lab with args (without the program name) and returns the
 // exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, mainUsage)
+		fmt.Fprint(stderr, mainUsage())
 		return 2
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "demo":
-		return demo(rest, stdout, stderr)
-	case "up":
-		return up(rest, stdout, stderr)
-	case "exec":
-		return execCmd(rest, stdout, stderr)
-	case "status":
-		return status(rest, stdout, stderr)
-	case "fault":
-		return faultCmd(rest, stdout, stderr)
-	case "serve-http":
-		return serveHTTP(rest, stdout, stderr)
-	case "ping":
-		return pingCmd(rest, stdout, stderr)
-	case "images":
-		return imagesCmd(rest, stdout, stderr)
-	case "bench-docker":
-		return benchDocker(rest, stdout, stderr)
-	case "docker-node":
-		return dockerNode(rest, stdout, stderr)
-	case "docker-hub":
-		return dockerHub(rest, stdout, stderr)
+	name, rest := args[0], args[1:]
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(rest, stdout, stderr)
+		}
+	}
+	switch name {
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, mainUsage)
+		fmt.Fprint(stdout, mainUsage())
 		return 0
 	case "version", "--version":
 		fmt.Fprintln(stdout, "gvpn-lab", Version)
 		return 0
 	}
-	fmt.Fprintf(stderr, "gvpn-lab: unknown command %q (commands: demo, up, exec, status, fault, images, bench-docker; see gvpn-lab --help)\n", cmd)
+	fmt.Fprintf(stderr, "gvpn-lab: unknown command %q (commands: %s; see gvpn-lab --help)\n", name, commandNames())
 	return 2
 }
 

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -19,8 +18,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/gvpn/gvpn/test/golemnet"
 )
 
 const demoUsage = `gvpn-lab demo — the whole tour of Golem VPN on this machine, in under a minute.
@@ -126,13 +123,14 @@ const (
 )
 
 type demoRun struct {
-	cfg     golemnet.LabConfig
-	rd      *runDir
+	lab     labBackend
 	p       *progress
 	self    string
 	size    int64
 	seconds int
-	lab     *golemnet.Lab
+	started bool
+	info    labInfo
+	nodes   []labNode
 	links   map[string]LinkInfo
 	sum     DemoSummary
 }
@@ -173,13 +171,6 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		}
 		df.image, df.imageIsPackage = "", true
 	}
-	subnet, err := df.check(fs, 3)
-	if err != nil {
-		return fail(stderr, "demo", err)
-	}
-	if df.docker && *withVM {
-		return fail(stderr, "demo", usagef("--vm and --docker together: a Docker lab has no VM nodes yet"))
-	}
 	size, err := ParseSize(*sizeFlag)
 	if err != nil || size < 1 || size > 1<<30 {
 		return fail(stderr, "demo", usagef("--http-size %q: want 1 byte to 1G", *sizeFlag))
@@ -187,52 +178,29 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	if *seconds < 1 || *seconds > 30 {
 		return fail(stderr, "demo", usagef("--iperf-time %d: want 1 to 30 seconds", *seconds))
 	}
-	log, err := newLog(lf.logLevel, stderr)
+	images := &progressWriter{}
+	lab, lock, _, err := openLab(fs, &lf, &df, cfg, "--vm", demoTools, images, stderr)
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
-	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
-		return fail(stderr, "demo", err)
-	}
-	if df.docker {
-		return demoDocker(cfg, &lf, &df, subnet, size, *seconds, *asJSON, log, stdout, stderr)
-	}
-	if cfg.Runtime, err = findRuntime(lf.runtime); err != nil {
-		return fail(stderr, "demo", err)
-	}
-	var missing []string
-	for _, t := range demoTools {
-		if _, err := exec.LookPath(t); err != nil {
-			missing = append(missing, t)
-		}
-	}
-	if len(missing) > 0 {
-		return fail(stderr, "demo", fmt.Errorf("missing %s (install them: `make deps`, or apt-get install iputils-ping curl iperf3 iproute2)", strings.Join(missing, ", ")))
-	}
+	defer lock.Close()
 	self, err := os.Executable()
 	if err != nil {
 		return fail(stderr, "demo", err)
 	}
-	cleanStaleRuns(lf.stateDir, log)
-	names := []string{golemnet.LabNodeName(0), golemnet.LabNodeName(1), golemnet.LabNodeName(2)}
-	rd, err := newRunDir(lf.stateDir, lf.logDir, "demo", cfg.SandboxPrefix, names)
-	if err != nil {
-		return fail(stderr, "demo", err)
-	}
-	cfg.Workdir = rd.nodesDir()
-	cfg.LogDir = rd.logsDir()
-	cfg.Log = log
-	cfg.OwnProcessGroups = true
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	d := &demoRun{
-		cfg: cfg, rd: rd, self: self, size: size, seconds: *seconds,
+		lab: lab, self: self, size: size, seconds: *seconds,
 		p:     newProgress(stderr, terminalWidth(stderr), 6),
 		links: map[string]LinkInfo{},
 	}
+	images.p = d.p
+	d.sum.Network = cfg.Net.Masked().String()
 	d.run(ctx)
 	d.p.Close()
+	os.Remove(lock.Name()) // still held: a lab that stopped leaves an empty state dir
 
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -242,32 +210,44 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		writeDemo(stdout, d.sum)
 	}
 	if errors.Is(ctx.Err(), context.Canceled) {
-		rd.close(true) // nothing to debug
-		rd.removeLogs()
+		lab.Cleanup(keepNothing) // nothing to debug
 		fmt.Fprintln(stderr, "gvpn-lab demo: interrupted; the lab was torn down")
 		return 130
 	}
 	if !d.sum.OK {
-		rd.close(false)
-		fmt.Fprintf(stderr, "gvpn-lab demo: step %s failed: %s (runtime logs: %s)\n", d.sum.FailedStep, d.sum.Error, rd.logsDir())
+		msg := fmt.Sprintf("gvpn-lab demo: step %s failed: %s", d.sum.FailedStep, d.sum.Error)
+		if logs := lab.Cleanup(keepAll); logs != "" {
+			msg += " (runtime logs: " + logs + ")"
+		}
+		fmt.Fprintln(stderr, msg)
 		return 1
 	}
-	rd.close(true)
-	rd.removeLogs() // a passing demo printed no log path
+	lab.Cleanup(keepNothing) // a passing demo printed no log path
 	return 0
 }
 
+// progressWriter shows each line written to it as the step's detail.
+type progressWriter struct{ p *progress }
+
+func (w *progressWriter) Write(b []byte) (int, error) {
+	if s := strings.TrimSpace(string(b)); s != "" && w.p != nil {
+		lines := strings.Split(s, "\n")
+		w.p.Detail("%s", strings.TrimPrefix(lines[len(lines)-1], "gvpn-lab images: "))
+	}
+	return len(b), nil
+}
+
 func (d *demoRun) run(ctx context.Context) {
-	d.sum.Network = d.cfg.Net.Masked().String()
 	runDemo(ctx, d.p, &d.sum, []demoStepSpec{
-		{"bring up 3 nodes", bringUpTimeout(d.cfg), d.bringUp},
-		{"ping every pair", 30 * time.Second, d.pingPairs},
-		{"HTTP by hostname", 60 * time.Second, d.httpByName},
-		{"throughput", time.Duration(d.seconds)*time.Second + 30*time.Second, d.throughput},
+		// The back-end bounds its own bring-up (a VM boots, an image builds).
+		{"bring up 3 nodes", 20 * time.Minute, d.bringUp},
+		{"ping every pair", 60 * time.Second, d.pingPairs},
+		{"HTTP by hostname", 2 * time.Minute, d.httpByName},
+		{"throughput", time.Duration(d.seconds)*time.Second + 60*time.Second, d.throughput},
 		{"counters", 10 * time.Second, d.counters},
 	}, func() {
-		if d.lab != nil {
-			d.sum.Nodes = d.nodes()
+		if d.started {
+			d.sum.Nodes = d.status(context.Background())
 		}
 	}, d.teardown)
 }
@@ -327,37 +307,27 @@ func runDemo(ctx context.Context, p *progress, sum *DemoSummary, steps []demoSte
 	sum.DurationSeconds = time.Since(start).Seconds()
 }
 
-// bringUpTimeout leaves a VM node time to boot under TCG on a busy machine.
-func bringUpTimeout(cfg golemnet.LabConfig) time.Duration {
-	if cfg.VMNodes > 0 {
-		return 3 * time.Minute
-	}
-	return 60 * time.Second
-}
-
 func (d *demoRun) bringUp(ctx context.Context) (string, error) {
-	cfg := d.cfg
-	cfg.Progress = func(node, step string) {
+	info, err := d.lab.Start(ctx, func(node, step string) {
 		switch {
 		case node == "" && step == "test":
 			d.p.Detail("runtime self-test (gvpn-runtime test)")
 		case node != "" && step != "up":
 			d.p.Detail("%s: %s", node, step)
 		}
-	}
-	lab, err := golemnet.NewLab(ctx, cfg)
+	})
 	if err != nil {
 		return "", err
 	}
-	d.lab = lab
-	for _, n := range lab.Nodes() {
+	d.started, d.info, d.nodes = true, info, d.lab.Nodes()
+	for _, n := range d.nodes {
 		d.p.Detail("%s: checking vpn0", n.Name)
-		res, err := lab.Exec(ctx, n.Name, "ip", "-o", "link", "show", "dev", "vpn0")
+		res, err := labExec(ctx, d.lab, n.Name, "ip", "-o", "link", "show", "dev", "vpn0")
 		if err != nil {
 			return "", fmt.Errorf("%s: ip link: %w", n.Name, err)
 		}
 		if res.ReturnCode != 0 {
-			return "", fmt.Errorf("%s: no vpn0 in the sandbox: %s", n.Name, lastLine(res.Stderr))
+			return "", fmt.Errorf("%s: no vpn0 in the payload: %s", n.Name, lastLine(res.Stderr))
 		}
 		li, err := ParseIPLink(res.Stdout)
 		if err != nil {
@@ -371,9 +341,7 @@ func (d *demoRun) bringUp(ctx context.Context) (string, error) {
 		}
 		d.links[n.Name] = li
 	}
-	first := lab.Nodes()[0]
-	return fmt.Sprintf("3 runtimes up (test, deploy, start, Hello, CreateNetwork); vpn0 MTU %d, MAC 90:13:<ip>",
-		d.links[first.Name].MTU), nil
+	return fmt.Sprintf("%s; vpn0 MTU %d, MAC 90:13:<ip>", info.Up, d.links[d.nodes[0].Name].MTU), nil
 }
 
 // wantMAC is the MAC the runtime must give the payload's interface.
@@ -383,12 +351,11 @@ func wantMAC(ip netip.Addr) string {
 }
 
 func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
-	nodes := d.lab.Nodes()
 	// A payload in an image gets no raw socket for busybox's ping: it
 	// runs gvpn-lab's own (an ICMP datagram socket), uploaded like a
 	// requestor's program.
 	labPing := map[string]string{}
-	for _, n := range nodes {
+	for _, n := range d.nodes {
 		if n.Image && !n.VM {
 			bin, err := d.lab.Install(n.Name, d.self, "gvpn-lab")
 			if err != nil {
@@ -398,8 +365,8 @@ func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 		}
 	}
 	var sum float64
-	for _, a := range nodes {
-		for _, b := range nodes {
+	for _, a := range d.nodes {
+		for _, b := range d.nodes {
 			if a == b {
 				continue
 			}
@@ -407,10 +374,10 @@ func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 			argv := []string{"ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", b.IP.String()}
 			if bin := labPing[a.Name]; bin != "" {
 				argv = []string{bin, "ping", "-c", "3", "-W", "2", b.IP.String()}
-			} else if busybox(a) {
+			} else if a.busybox() {
 				argv = slices.Delete(argv, 1, 2) // busybox's ping prints numbers anyway and has no -n
 			}
-			res, err := d.lab.Exec(ctx, a.Name, argv...)
+			res, err := labExec(ctx, d.lab, a.Name, argv...)
 			if err != nil {
 				return "", fmt.Errorf("%s → %s: %w", a.Name, b.Name, err)
 			}
@@ -430,11 +397,8 @@ func (d *demoRun) pingPairs(ctx context.Context) (string, error) {
 }
 
 func (d *demoRun) httpByName(ctx context.Context) (string, error) {
-	nodes := d.lab.Nodes()
-	srv := nodes[0]
+	srv := d.nodes[0]
 	d.p.Detail("starting an HTTP server on %s (gvpn-lab serve-http, through RunProcess)", srv.Name)
-	// Uploaded to the node like a requestor's program: the payload sees
-	// no host directory where gvpn-lab may live (/tmp, /root, /home).
 	bin, err := d.lab.Install(srv.Name, d.self, "gvpn-lab")
 	if err != nil {
 		return "", fmt.Errorf("%s: upload gvpn-lab: %w", srv.Name, err)
@@ -443,167 +407,114 @@ func (d *demoRun) httpByName(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: start the HTTP server: %w", srv.Name, err)
 	}
-	defer stopProc(srv, proc)
-	if err := d.lab.WaitListening(ctx, srv.Name, demoHTTPPort); err != nil {
+	defer proc.Stop()
+	if err := waitListening(ctx, d.lab, srv.Name, demoHTTPPort); err != nil {
 		return "", err
 	}
 	want := PayloadSHA256(d.size)
 	url := fmt.Sprintf("http://%s:%d/data?size=%d", srv.Name, demoHTTPPort, d.size)
 	var rates []string
-	for _, c := range nodes[1:] {
-		if busybox(c) {
-			r, err := d.fetchInGuest(ctx, c, url, want)
-			if err != nil {
-				return "", err
-			}
-			where := " into the image"
-			if c.VM {
-				where = " into the VM"
-			}
-			rates = append(rates, humanBits(r.BitsPerSecond)+where)
-			continue
-		}
-		d.p.Detail("%s: curl %s", c.Name, url)
-		// The payload writes only in its volumes: download there, check
-		// from the host.
-		volDir, volPath, err := d.lab.Volume(c.Name)
+	for _, c := range d.nodes[1:] {
+		r, err := d.fetch(ctx, c, url)
 		if err != nil {
 			return "", err
 		}
-		file := filepath.Join(volDir, "http.bin")
-		res, err := d.lab.Exec(ctx, c.Name, "curl", "-fsS", "--max-time", "45", "-o", volPath+"/http.bin",
-			"-w", "%{size_download} %{time_total}", url)
-		if err != nil {
-			return "", fmt.Errorf("%s: curl: %w", c.Name, err)
-		}
-		if res.ReturnCode != 0 {
-			return "", fmt.Errorf("%s: curl %s: exit %d: %s", c.Name, url, res.ReturnCode, lastLine(res.Stderr))
-		}
-		n, sha, err := FileSHA256(file)
-		os.Remove(file)
-		if err != nil {
-			return "", err
-		}
-		secs := curlSeconds(res.Stdout)
-		r := HTTPResult{Client: c.Name, URL: url, Bytes: n, SHA256: sha, SHA256OK: sha == want && n == d.size, Seconds: secs}
-		if secs > 0 {
-			r.BitsPerSecond = float64(n) * 8 / secs
-		}
+		r.SHA256OK = r.SHA256 == want && r.Bytes == d.size
 		d.sum.HTTP = append(d.sum.HTTP, r)
 		if !r.SHA256OK {
-			return "", fmt.Errorf("%s: got %d bytes with sha256 %s, want %d bytes with %s", c.Name, n, sha, d.size, want)
+			return "", fmt.Errorf("%s: got %d bytes with sha256 %s, want %d bytes with %s", c.Name, r.Bytes, r.SHA256, d.size, want)
 		}
-		rates = append(rates, humanBits(r.BitsPerSecond))
+		rate := humanBits(r.BitsPerSecond)
+		switch {
+		case c.VM:
+			rate += " into the VM"
+		case c.Image:
+			rate += " into the image"
+		}
+		rates = append(rates, rate)
 	}
 	return fmt.Sprintf("%s and %s fetched %s from http://%s:%d by name, sha256 ok (%s)",
-		nodes[1].Name, nodes[2].Name, humanBytes(float64(d.size)), srv.Name, demoHTTPPort, strings.Join(rates, ", ")), nil
+		d.nodes[1].Name, d.nodes[2].Name, humanBytes(float64(d.size)), srv.Name, demoHTTPPort, strings.Join(rates, ", ")), nil
 }
 
-// busybox reports whether n's payload has busybox's tools rather than the
-// host's: a VM guest, or a node whose root is the task package.
-func busybox(n *golemnet.LabNode) bool { return n.VM || n.Image }
-
-// fetchInGuest fetches url in a busybox node (a VM, or an image) with
-// busybox's wget, which cannot write to the host's files: the payload
-// hashes the body itself. The time is
-// the whole RunProcess, so the rate slightly understates the transfer.
-func (d *demoRun) fetchInGuest(ctx context.Context, c *golemnet.LabNode, url, want string) (HTTPResult, error) {
-	d.p.Detail("%s (busybox): wget %s | sha256sum", c.Name, url)
-	t0 := time.Now()
-	res, err := d.lab.Exec(ctx, c.Name, "sh", "-c", "wget -q -O - '"+url+"' | sha256sum")
-	secs := time.Since(t0).Seconds()
+// fetch downloads url in node c and hashes it there: with curl into the
+// payload's /tmp, or in a busybox payload (a VM, an image) with wget
+// piped into sha256sum. wget says nothing of the size, nor of the time:
+// that is the whole RunProcess, so its rate slightly understates the
+// transfer.
+func (d *demoRun) fetch(ctx context.Context, c labNode, url string) (HTTPResult, error) {
+	r := HTTPResult{Client: c.Name, URL: url}
+	if c.busybox() {
+		d.p.Detail("%s (busybox): wget %s | sha256sum", c.Name, url)
+		t0 := time.Now()
+		res, err := labExec(ctx, d.lab, c.Name, "sh", "-c", `wget -q -O - "$1" | sha256sum`, "fetch", url)
+		r.Seconds = time.Since(t0).Seconds()
+		if err != nil {
+			return r, fmt.Errorf("%s: wget: %w", c.Name, err)
+		}
+		f := strings.Fields(string(res.Stdout))
+		if res.ReturnCode != 0 || len(f) == 0 {
+			return r, fmt.Errorf("%s: wget %s: exit %d: %s", c.Name, url, res.ReturnCode, lastLine(res.Stderr))
+		}
+		r.Bytes, r.SHA256, r.BitsPerSecond = d.size, f[0], float64(d.size)*8/r.Seconds
+		return r, nil
+	}
+	d.p.Detail("%s: curl %s | sha256sum", c.Name, url)
+	script := `f=$(mktemp) && curl -fsS --max-time 100 -o "$f" -w '%{size_download} %{time_total} ' "$1" && sha256sum "$f"; rc=$?; rm -f "$f"; exit $rc`
+	res, err := labExec(ctx, d.lab, c.Name, "sh", "-c", script, "fetch", url)
 	if err != nil {
-		return HTTPResult{}, fmt.Errorf("%s: wget: %w", c.Name, err)
+		return r, fmt.Errorf("%s: curl: %w", c.Name, err)
+	}
+	if res.ReturnCode != 0 {
+		return r, fmt.Errorf("%s: curl %s: exit %d: %s", c.Name, url, res.ReturnCode, lastLine(res.Stderr))
 	}
 	f := strings.Fields(string(res.Stdout))
-	if res.ReturnCode != 0 || len(f) == 0 {
-		return HTTPResult{}, fmt.Errorf("%s: wget %s: exit %d: %s", c.Name, url, res.ReturnCode, lastLine(res.Stderr))
+	if len(f) < 3 {
+		return r, fmt.Errorf("%s: curl printed %q", c.Name, res.Stdout)
 	}
-	r := HTTPResult{Client: c.Name, URL: url, Bytes: d.size, SHA256: f[0], SHA256OK: f[0] == want, Seconds: secs,
-		BitsPerSecond: float64(d.size) * 8 / secs}
-	d.sum.HTTP = append(d.sum.HTTP, r)
-	if !r.SHA256OK {
-		return r, fmt.Errorf("%s: got sha256 %s, want %s", c.Name, f[0], want)
+	r.Bytes, _ = strconv.ParseInt(f[0], 10, 64)
+	r.Seconds, _ = strconv.ParseFloat(f[1], 64)
+	r.SHA256 = f[2]
+	if r.Seconds > 0 {
+		r.BitsPerSecond = float64(r.Bytes) * 8 / r.Seconds
 	}
 	return r, nil
 }
 
-// curlSeconds reads the time_total of curl's -w "%{size_download} %{time_total}".
-func curlSeconds(out []byte) float64 {
-	f := strings.Fields(string(out))
-	if len(f) < 2 {
-		return 0
-	}
-	s, err := strconv.ParseFloat(f[1], 64)
-	if err != nil || s < 0 {
-		return 0
-	}
-	return s
-}
-
 func (d *demoRun) throughput(ctx context.Context) (string, error) {
-	if d.cfg.TaskPackage != "" {
+	srv, cli := d.nodes[0], d.nodes[1]
+	if srv.Image || cli.Image {
 		return "skipped: the payloads run in the image, which has no iperf3", nil
 	}
-	nodes := d.lab.Nodes()
-	srv, cli := nodes[0], nodes[1]
-	port := strconv.Itoa(demoIperfPort)
-	d.p.Detail("starting iperf3 -s on %s", srv.Name)
-	proc, err := d.lab.Spawn(ctx, srv.Name, "iperf3", "-s", "-1", "-p", port)
+	d.p.Detail("%s → %s: iperf3 -c %s -t %d (TCP)", cli.Name, srv.Name, srv.Name, d.seconds)
+	r, err := iperf(ctx, d.lab, cli.Name, srv.Name, d.seconds)
 	if err != nil {
-		return "", fmt.Errorf("%s: iperf3 -s: %w", srv.Name, err)
-	}
-	defer stopProc(srv, proc)
-	if err := d.lab.WaitListening(ctx, srv.Name, demoIperfPort); err != nil {
 		return "", err
 	}
-	d.p.Detail("%s → %s: iperf3 -c %s -t %d (TCP)", cli.Name, srv.Name, srv.Name, d.seconds)
-	res, err := d.lab.Exec(ctx, cli.Name, "iperf3", "-c", srv.Name, "-p", port, "-t", strconv.Itoa(d.seconds), "-J")
-	if err != nil {
-		return "", fmt.Errorf("%s: iperf3 -c: %w", cli.Name, err)
-	}
-	r, perr := ParseIperf3(res.Stdout)
-	if perr != nil {
-		return "", fmt.Errorf("%s → %s: exit %d: %v", cli.Name, srv.Name, res.ReturnCode, perr)
-	}
-	d.sum.Throughput = &IperfRunResult{From: cli.Name, To: srv.Name, Protocol: "tcp", Seconds: r.Seconds,
-		BitsPerSecond: r.BitsPerSecond, Retransmits: r.Retransmits}
+	d.sum.Throughput = &r
 	return fmt.Sprintf("%s → %s %s over TCP (%d retransmits)", cli.Name, srv.Name, humanBits(r.BitsPerSecond), r.Retransmits), nil
-}
-
-// stopProc ends a server started for a step, if it still runs.
-func stopProc(n *golemnet.LabNode, p *golemnet.Proc) {
-	if p.Exited() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	n.ExeUnit.KillProcess(ctx, p.Pid, syscall.SIGTERM)
-	p.Wait(ctx)
 }
 
 func (d *demoRun) counters(ctx context.Context) (string, error) {
 	// The runtimes report every second, when their counters changed:
 	// wait for a report newer than the traffic, or two intervals.
-	before := map[string]int{}
-	for _, n := range d.lab.Nodes() {
-		_, before[n.Name] = n.RuntimeStats()
-	}
 	d.p.Detail("waiting for the runtimes' next gvpn.vpn reports")
+	before := runtimeCounters(d.lab.Status(ctx).Nodes)
 	deadline := time.Now().Add(2500 * time.Millisecond)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(250 * time.Millisecond)
+		now := runtimeCounters(d.lab.Status(ctx).Nodes)
 		fresh := 0
-		for _, n := range d.lab.Nodes() {
-			if _, ev := n.RuntimeStats(); ev > before[n.Name] {
+		for name, c := range now {
+			if c != before[name] {
 				fresh++
 			}
 		}
 		if fresh == len(before) {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	d.sum.Nodes = d.nodes()
+	d.sum.Nodes = d.status(ctx)
 	var frames, drops uint64
 	for _, n := range d.sum.Nodes {
 		frames += n.Hub.RxFrames
@@ -614,8 +525,20 @@ func (d *demoRun) counters(ctx context.Context) (string, error) {
 	return fmt.Sprintf("the hub moved %d frames, dropped %d", frames, drops), nil
 }
 
-func (d *demoRun) nodes() []NodeJSON {
-	nodes := nodesJSON(d.lab.Status())
+// runtimeCounters is each node's last reported counters, as JSON (a
+// report that changed nothing is not sent).
+func runtimeCounters(nodes []NodeJSON) map[string]string {
+	out := map[string]string{}
+	for _, n := range nodes {
+		b, _ := json.Marshal(n.Runtime)
+		out[n.Name] = string(b)
+	}
+	return out
+}
+
+// status is the lab's status with what the payloads saw of vpn0.
+func (d *demoRun) status(ctx context.Context) []NodeJSON {
+	nodes := d.lab.Status(ctx).Nodes
 	for i := range nodes {
 		li := d.links[nodes[i].Name]
 		nodes[i].MTU, nodes[i].MAC = li.MTU, li.MAC
@@ -624,19 +547,14 @@ func (d *demoRun) nodes() []NodeJSON {
 }
 
 func (d *demoRun) teardown() (string, error) {
-	if d.lab == nil {
+	if !d.started {
 		return "nothing to tear down", nil
 	}
-	d.p.Detail("Shutdown to every runtime, then SIGKILL")
+	d.p.Detail("Shutdown to every runtime, as the ExeUnit does; then removing what the lab made")
 	if err := d.lab.Close(); err != nil {
 		return "", err
 	}
-	for _, n := range d.lab.Nodes() {
-		if n.ExeUnit != nil && !n.ExeUnit.Exited() {
-			return "", fmt.Errorf("%s: runtime pid %d still running", n.Name, n.ExeUnit.Pid())
-		}
-	}
-	return "every runtime shut down; no namespace, TAP or process left", nil
+	return d.info.Gone, nil
 }
 
 func writeDemo(w io.Writer, s DemoSummary) {

@@ -97,39 +97,14 @@ func benchDocker(args []string, stdout, stderr io.Writer) int {
 	say("Docker lab: 2 node containers and the hub")
 	cfg := golemnet.LabConfig{Nodes: 2, RuntimeArgs: []string{"--stats-interval", "1s"}, SandboxPrefix: "gvpn-lab-bench-"}
 	df.labID = "gvpn-lab-bench-docker"
-	dc := newDockerLabConfig(cfg, &df, subnet, stateDir, image, log)
-	lab, err := newDockerLab(ctx, d, dc)
-	if err != nil {
+	lf := labFlags{runtime: rt, stateDir: stateDir, logDir: filepath.Join(stateDir, "logs")}
+	if b.docker, err = b.measure(ctx, "docker", newDockerLab(newDockerLabConfig(cfg, &df, subnet, stateDir, image, log), &df, stderr)); err != nil {
 		return fail(stderr, "bench-docker", err)
 	}
-	for _, n := range lab.nodes {
-		b.ready = append(b.ready, n.Ready)
-	}
-	b.docker, err = b.measure(ctx, "docker", lab.Exec, func(ctx context.Context) (IperfRunResult, error) {
-		return lab.iperf(ctx, "node-b", "node-a", b.secs)
-	})
-	if cerr := lab.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fail(stderr, "bench-docker", err)
-	}
-
 	say("local lab: the same 2 nodes in network namespaces")
-	cfg.Runtime = rt
-	cfg.Workdir = filepath.Join(stateDir, "local")
-	local, err := golemnet.NewLab(ctx, cfg)
-	if err != nil {
-		return fail(stderr, "bench-docker", err)
-	}
-	localExec := func(ctx context.Context, node string, argv ...string) (golemnet.Result, error) {
-		return local.Exec(ctx, node, argv...)
-	}
-	b.local, err = b.measure(ctx, "local", localExec, func(ctx context.Context) (IperfRunResult, error) {
-		return localIperf(ctx, local, "node-b", "node-a", b.secs)
-	})
-	if cerr := local.Close(); err == nil {
-		err = cerr
+	local, err := newLocalLab(cfg, &lf, "bench-docker", nil, log)
+	if err == nil {
+		b.local, err = b.measure(ctx, "local", local)
 	}
 	if err != nil {
 		return fail(stderr, "bench-docker", err)
@@ -151,7 +126,6 @@ type dockerBench struct {
 	stderr        io.Writer
 	imagesTime    time.Duration
 	images        []imageSize
-	ready         []time.Duration
 	docker, local benchResult
 	loadBefore    string // the 1-minute load average when the run began
 }
@@ -174,6 +148,7 @@ type benchResult struct {
 	runs   []float64 // bits per second
 	retr   []int64
 	rttAvg float64
+	ready  []time.Duration // each node's start to ready
 }
 
 func (r benchResult) median() float64 {
@@ -182,14 +157,25 @@ func (r benchResult) median() float64 {
 	return s[len(s)/2]
 }
 
-type execFunc func(ctx context.Context, node string, argv ...string) (golemnet.Result, error)
-
-// measure runs the iperf3 repetitions and a ping between node-b and node-a.
-func (b *dockerBench) measure(ctx context.Context, what string, exec execFunc, iperf func(context.Context) (IperfRunResult, error)) (benchResult, error) {
-	var r benchResult
+// measure brings lab up, runs the iperf3 repetitions and a ping between
+// node-b and node-a, and tears it down.
+func (b *dockerBench) measure(ctx context.Context, what string, lab labBackend) (r benchResult, err error) {
+	if _, err := lab.Start(ctx, nil); err != nil {
+		lab.Cleanup(keepNothing)
+		return r, err
+	}
+	defer func() {
+		if cerr := lab.Close(); err == nil {
+			err = cerr
+		}
+		lab.Cleanup(keepNothing)
+	}()
+	for _, n := range lab.Nodes() {
+		r.ready = append(r.ready, n.Ready)
+	}
 	for i := range b.reps {
 		ictx, cancel := context.WithTimeout(ctx, time.Duration(b.secs)*time.Second+time.Minute)
-		res, err := iperf(ictx)
+		res, err := iperf(ictx, lab, "node-b", "node-a", b.secs)
 		cancel()
 		if err != nil {
 			return r, fmt.Errorf("%s: iperf3 run %d: %w", what, i+1, err)
@@ -200,7 +186,7 @@ func (b *dockerBench) measure(ctx context.Context, what string, exec execFunc, i
 	}
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	res, err := exec(pctx, "node-b", "ping", "-n", "-c", "20", "-i", "0.05", "node-a")
+	res, err := labExec(pctx, lab, "node-b", "ping", "-n", "-c", "20", "-i", "0.05", "node-a")
 	if err != nil {
 		return r, err
 	}
@@ -210,28 +196,6 @@ func (b *dockerBench) measure(ctx context.Context, what string, exec execFunc, i
 	}
 	r.rttAvg = st.AvgMs
 	return r, nil
-}
-
-// localIperf is dockerLab.iperf for the local lab.
-func localIperf(ctx context.Context, lab *golemnet.Lab, cli, srv string, seconds int) (IperfRunResult, error) {
-	port := strconv.Itoa(demoIperfPort)
-	p, err := lab.Spawn(ctx, srv, "iperf3", "-s", "-1", "-p", port)
-	if err != nil {
-		return IperfRunResult{}, err
-	}
-	defer stopProc(lab.Node(srv), p)
-	if err := lab.WaitListening(ctx, srv, demoIperfPort); err != nil {
-		return IperfRunResult{}, err
-	}
-	res, err := lab.Exec(ctx, cli, "iperf3", "-c", srv, "-p", port, "-t", strconv.Itoa(seconds), "-J")
-	if err != nil {
-		return IperfRunResult{}, err
-	}
-	r, err := ParseIperf3(res.Stdout)
-	if err != nil {
-		return IperfRunResult{}, fmt.Errorf("exit %d: %w", res.ReturnCode, err)
-	}
-	return IperfRunResult{From: cli, To: srv, Protocol: "tcp", Seconds: r.Seconds, BitsPerSecond: r.BitsPerSecond, Retransmits: r.Retransmits}, nil
 }
 
 func imageSizes(ctx context.Context, d dockerlab.CLI, lab string) ([]imageSize, error) {
@@ -268,9 +232,9 @@ func (b *dockerBench) markdown(image string) string {
 			humanBytes(float64(b.images[1].bytes-b.images[0].bytes)))
 	}
 	fmt.Fprintf(&w, "\nContainer start to ready (from `docker run` to the node's runtime answering after CreateNetwork; the two nodes start at once):")
-	for i, d := range b.ready {
+	for i, d := range b.docker.ready {
 		fmt.Fprintf(&w, " %s %.2f s", golemnet.LabNodeName(i), d.Seconds())
-		if i < len(b.ready)-1 {
+		if i < len(b.docker.ready)-1 {
 			fmt.Fprint(&w, ",")
 		}
 	}

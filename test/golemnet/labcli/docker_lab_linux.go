@@ -21,6 +21,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/gvpn/gvpn/runtime/sandbox/netns"
 	"github.com/gvpn/gvpn/test/dockerlab"
 	"github.com/gvpn/gvpn/test/golemnet"
 )
@@ -45,6 +46,8 @@ type dockerLabConfig struct {
 	IPs     []netip.Addr
 	Net     netip.Prefix
 	Gateway golemnet.GatewayMode
+	// NoHosts sends CreateNetwork without the hosts map.
+	NoHosts bool
 	Subnet  netip.Prefix
 	Image   string
 	// Dir holds one directory per container, mounted at the same path in
@@ -62,13 +65,15 @@ type dockerLabConfig struct {
 
 // dockerLab is a lab whose nodes and hub are containers.
 type dockerLab struct {
-	cfg     dockerLabConfig
-	d       dockerlab.CLI
-	network string
-	hub     dockerMember
-	nodes   []*dockerMember
-	byName  map[string]*dockerMember
-	started time.Time
+	cfg      dockerLabConfig
+	flags    *dockerFlags
+	buildLog io.Writer
+	d        dockerlab.CLI
+	network  string
+	hub      dockerMember
+	nodes    []*dockerMember
+	byName   map[string]*dockerMember
+	started  time.Time
 
 	mu      sync.Mutex
 	closing bool
@@ -110,23 +115,90 @@ func (l *dockerLab) progress(node, step string) {
 
 func (l *dockerLab) label() string { return dockerlab.LabelLab + "=" + l.cfg.ID }
 
-// newDockerLab removes what a crashed lab of the same id left, then
-// creates the network, the hub and the nodes, and waits until every node's
-// runtime is up. On error everything is removed again.
-func newDockerLab(ctx context.Context, d dockerlab.CLI, cfg dockerLabConfig) (*dockerLab, error) {
-	l := &dockerLab{cfg: cfg, d: d, network: cfg.ID, byName: map[string]*dockerMember{}, started: time.Now()}
-	if c, n, err := d.RemoveLabeled(ctx, l.label()); err != nil {
-		return nil, fmt.Errorf("removing a crashed lab's leftovers: %w", err)
-	} else if c+n > 0 {
-		cfg.Log.WithFields(logrus.Fields{"containers": c, "networks": n}).Warn("removed what a crashed lab left")
+// newDockerLab makes a Docker lab back-end for cfg. Start builds (or
+// reuses) the lab image as flags say, writing the build's output to
+// buildLog, unless cfg.Image names one.
+func newDockerLab(cfg dockerLabConfig, flags *dockerFlags, buildLog io.Writer) *dockerLab {
+	return &dockerLab{cfg: cfg, flags: flags, buildLog: buildLog, network: cfg.ID, byName: map[string]*dockerMember{}}
+}
+
+// Start removes what a crashed lab of the same id left, then creates the
+// network, the hub and the nodes, and waits until every node's runtime is
+// up. On error everything is removed again.
+func (l *dockerLab) Start(ctx context.Context, progress func(node, step string)) (labInfo, error) {
+	l.cfg.Progress = progress
+	if l.cfg.Image == "" {
+		image, err := l.flags.dockerImage(ctx, l.d, l.buildLog)
+		if err != nil {
+			return labInfo{}, err
+		}
+		l.cfg.Image = image
 	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	if c, n, err := l.d.RemoveLabeled(ctx, l.label()); err != nil {
+		return labInfo{}, fmt.Errorf("removing a crashed lab's leftovers: %w", err)
+	} else if c+n > 0 {
+		l.cfg.Log.WithFields(logrus.Fields{"containers": c, "networks": n}).Warn("removed what a crashed lab left")
+	}
+	l.started = time.Now()
 	if err := l.up(ctx); err != nil {
 		if cerr := l.Close(); cerr != nil {
 			err = fmt.Errorf("%w (and tearing down: %v)", err, cerr)
 		}
-		return nil, err
+		return labInfo{}, err
 	}
-	return l, nil
+	a := l.nodes[0]
+	return labInfo{
+		Up: fmt.Sprintf("%s; %d node container%s + hub on %s; ready after %s",
+			l.cfg.Image, len(l.nodes), pluralS(len(l.nodes)), l.cfg.Subnet, l.readyTimes()),
+		Where: fmt.Sprintf(" in containers (Docker network %s, %s)", l.network, l.cfg.Subnet),
+		Gone:  "every node's runtime shut down; no container or network left",
+		Logs:  filepath.Join(l.cfg.Dir, "<node>", "logs"),
+		Hints: []tryLine{{"fault", a.Name + " --partition", "# --heal, --pause, --unpause, --kill, --restart"}},
+		Notes: []string{
+			fmt.Sprintf("docker ps --filter label=%s=%s", dockerlab.LabelLab, l.cfg.ID),
+			fmt.Sprintf("docker exec -it %s bash          # the node's container, beside its ExeUnit", a.Container),
+		},
+	}, nil
+}
+
+func (l *dockerLab) Nodes() []labNode {
+	out := make([]labNode, 0, len(l.nodes))
+	for _, n := range l.nodes {
+		ln := labNode{Name: n.Name, IP: n.IP, Sandbox: n.Container, Ready: n.Ready,
+			Shell: fmt.Sprintf("docker exec -it %s ip netns exec %s bash", n.Container, netns.NameFor(l.cfg.SandboxPrefix, dockerNodeWorkdir))}
+		if n.Agent {
+			ln.Sandbox, ln.Shell = n.Payload+" (gvpn-agent)", "docker exec -it "+n.Payload+" bash"
+		}
+		out = append(out, ln)
+	}
+	return out
+}
+
+// Install finds the program in the node's payload: the lab image carries
+// gvpn-lab, so there is nothing to upload.
+func (l *dockerLab) Install(node, _, name string) (string, error) {
+	if _, err := l.Lookup(node); err != nil {
+		return "", err
+	}
+	if name != "gvpn-lab" {
+		return "", fmt.Errorf("node %s: the lab image carries gvpn-lab only, not %s", node, name)
+	}
+	return name, nil
+}
+
+// Cleanup removes the lab's directory (control sockets, runtime logs)
+// unless keep is keepAll: its logs live in the state dir, which a lab
+// that stopped leaves empty.
+func (l *dockerLab) Cleanup(keep keepFiles) string {
+	if keep == keepAll {
+		return l.cfg.Dir
+	}
+	os.RemoveAll(l.cfg.Dir)
+	os.Remove(filepath.Dir(l.cfg.Dir))               // the state dir's docker/, if empty
+	os.Remove(filepath.Dir(filepath.Dir(l.cfg.Dir))) // the state dir, if empty
+	return ""
 }
 
 func (l *dockerLab) up(ctx context.Context) error {
@@ -205,8 +277,10 @@ func (l *dockerLab) startNode(ctx context.Context, n *dockerMember, i int) error
 	args := []string{"docker-node", "--name", n.Name, "--ip", n.IP.String(), "--net", l.cfg.Net.String(),
 		"--gateway", string(l.cfg.Gateway), "--golem-net", netip.AddrPortFrom(l.hub.Addr, uint16(dockerHubPortBase+i)).String(),
 		"--dir", n.Dir, "--sandbox-prefix", l.cfg.SandboxPrefix}
-	for j, o := range l.nodes {
-		args = append(args, "--host", o.Name+"="+l.cfg.IPs[j].String())
+	if !l.cfg.NoHosts {
+		for j, o := range l.nodes {
+			args = append(args, "--host", o.Name+"="+l.cfg.IPs[j].String())
+		}
 	}
 	for _, a := range l.cfg.RuntimeArgs {
 		args = append(args, "--runtime-arg="+a)
@@ -398,9 +472,9 @@ func (l *dockerLab) Lookup(name string) (*dockerMember, error) {
 	return nil, fmt.Errorf("%w %q (nodes: %s)", golemnet.ErrUnknownNode, name, strings.Join(l.cfg.Names, ", "))
 }
 
-// fault sets a hub fault (cut, latency, loss: through the hub container's
+// Fault sets a hub fault (cut, latency, loss: through the hub container's
 // control socket) or does one of dockerFaults to the node's container.
-func (l *dockerLab) fault(ctx context.Context, req ctlRequest) ctlReply {
+func (l *dockerLab) Fault(ctx context.Context, req ctlRequest) ctlReply {
 	n, err := l.Lookup(req.Node)
 	if err != nil {
 		return ctlReply{Error: err.Error(), Code: 2}
@@ -451,8 +525,8 @@ func (l *dockerLab) fault(ctx context.Context, req ctlRequest) ctlReply {
 	return ctlReply{Done: msg}
 }
 
-// status merges what Docker, the hub and each node say.
-func (l *dockerLab) status(ctx context.Context) StatusJSON {
+// Status merges what Docker, the hub and each node say.
+func (l *dockerLab) Status(ctx context.Context) StatusJSON {
 	st := StatusJSON{Pid: os.Getpid(), Network: l.cfg.Net.String(), SandboxPrefix: l.cfg.SandboxPrefix,
 		Started: l.started, Logs: l.cfg.Dir,
 		Docker: &LabDockerJSON{LabID: l.cfg.ID, Network: l.network, Subnet: l.cfg.Subnet.String(), Image: l.cfg.Image,
@@ -485,6 +559,7 @@ func (l *dockerLab) status(ctx context.Context) StatusJSON {
 		if h, ok := hub[n.Name]; ok {
 			nj.Hub, nj.Fault = h.Hub, h.Fault
 		}
+		nj.ReadySeconds = n.Ready.Seconds()
 		cs := states[n.Container]
 		dj := &NodeDockerJSON{Container: n.Container, State: cs.state, Address: cs.addr, Payload: n.Payload}
 		n.mu.Lock()
@@ -535,11 +610,11 @@ func parseStates(out string) map[string]containerState {
 	return m
 }
 
-// proxyExec passes an exec request to the node's control socket and the
+// ServeExec passes an exec request to the node's control socket and the
 // conversation through both ways: the node's ExeUnit runs the command
 // through RunProcess; the client's signals reach it; either side going
 // away ends it (the node kills a command whose client left).
-func (l *dockerLab) proxyExec(ctx context.Context, c net.Conn, sc *bufio.Scanner, enc *json.Encoder, req ctlRequest) {
+func (l *dockerLab) ServeExec(ctx context.Context, c net.Conn, sc *bufio.Scanner, enc *json.Encoder, req ctlRequest) {
 	n, err := l.Lookup(req.Node)
 	if err != nil {
 		enc.Encode(ctlReply{Error: err.Error(), Code: 2})
@@ -623,3 +698,58 @@ func (l *dockerLab) readyTimes() string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// dockerProc is a command running in a Docker lab node, through the
+// node's control socket (its ExeUnit's RunProcess).
+type dockerProc struct {
+	node string
+	c    net.Conn
+	cc   *ctlConn
+}
+
+// Spawn starts argv in the node and returns once the runtime runs it.
+func (l *dockerLab) Spawn(ctx context.Context, node string, argv ...string) (labProc, error) {
+	n, err := l.Lookup(node)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", filepath.Join(n.Dir, ControlSocketName))
+	if err != nil {
+		return nil, fmt.Errorf("node %s does not answer: %w", node, err)
+	}
+	p := &dockerProc{node: node, c: c, cc: newCtlConn(c)}
+	if err := p.cc.send(ctlRequest{Op: "exec", Node: node, Argv: argv}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Wait reads the command's output until it ends.
+func (p *dockerProc) Wait(ctx context.Context) (golemnet.Result, error) {
+	var res golemnet.Result
+	stop := context.AfterFunc(ctx, func() { p.c.SetReadDeadline(time.Now()) })
+	defer stop()
+	for {
+		r, err := p.cc.next()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return res, fmt.Errorf("%s: %w", p.node, err)
+		}
+		res.Stdout = append(res.Stdout, r.Stdout...)
+		res.Stderr = append(res.Stderr, r.Stderr...)
+		switch {
+		case r.Error != "":
+			return res, errors.New(r.Error)
+		case r.Exit != nil:
+			res.ReturnCode = *r.Exit
+			return res, nil
+		}
+	}
+}
+
+// Stop ends the command (the node kills a command whose client left).
+func (p *dockerProc) Stop() { p.c.Close() }

@@ -1,7 +1,9 @@
 package labcli
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -149,10 +151,12 @@ func (n *dockerNodeProc) run(ctx context.Context) error {
 	defer relay.Close()
 
 	cfg := golemnet.ExeUnitConfig{
-		Runtime:     "/usr/local/bin/" + RuntimeName,
-		Workdir:     dockerNodeWorkdir,
-		Hostname:    n.name,
-		RuntimeArgs: append([]string{"--sandbox-prefix", n.prefix}, n.runtimeArgs...),
+		Runtime:  "/usr/local/bin/" + RuntimeName,
+		Workdir:  dockerNodeWorkdir,
+		Hostname: n.name,
+		// The counters as state events, as the local lab's runtimes send
+		// them: status and the demo read them.
+		RuntimeArgs: append([]string{"--sandbox-prefix", n.prefix, "--debug-state-events"}, n.runtimeArgs...),
 		VPNEndpoint: "udp://" + relay.LocalAddr().String(),
 		Stderr:      logFile,
 	}
@@ -202,9 +206,12 @@ func (n *dockerNodeProc) run(ctx context.Context) error {
 	n.node = &golemnet.LabNode{Name: n.name, IP: n.ip, Workdir: dockerNodeWorkdir,
 		Netns: netns.NameFor(n.prefix, dockerNodeWorkdir), ExeUnit: eu, RuntimeEndpoint: rt}
 
-	srv, err := listenControl(filepath.Join(n.dir, ControlSocketName), &controlServer{lab: n, log: n.log, status: n.status,
+	srv, err := listenControl(filepath.Join(n.dir, ControlSocketName), &controlServer{log: n.log, status: n.status,
 		setFault: func(ctlRequest) ctlReply {
 			return ctlReply{Error: "faults are set through the lab (gvpn-lab fault), not a node", Code: 2}
+		},
+		exec: func(ctx context.Context, _ net.Conn, sc *bufio.Scanner, enc *json.Encoder, req ctlRequest) {
+			streamExec(ctx, n.log, n.Lookup, sc, enc, req)
 		}})
 	if err != nil {
 		return err
@@ -366,7 +373,7 @@ func dockerHub(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "docker-hub", err)
 	}
 	started := time.Now()
-	srv, err := listenControl(filepath.Join(*dir, ControlSocketName), &controlServer{lab: lab, log: log,
+	srv, err := listenControl(filepath.Join(*dir, ControlSocketName), &controlServer{log: log,
 		status: func() StatusJSON {
 			var st []golemnet.NodeStatus
 			stats := map[string]golemnet.NodeStats{}
@@ -380,7 +387,10 @@ func dockerHub(args []string, stdout, stderr io.Writer) int {
 			}
 			return StatusJSON{Pid: os.Getpid(), Network: *netFlag, Started: started, Nodes: nodesJSON(st)}
 		},
-		setFault: func(req ctlRequest) ctlReply { return hubFault(lab.Lookup, req, log) }})
+		setFault: func(req ctlRequest) ctlReply { return hubFault(lab.Lookup, req, log) },
+		exec: func(_ context.Context, _ net.Conn, _ *bufio.Scanner, enc *json.Encoder, _ ctlRequest) {
+			enc.Encode(ctlReply{Error: "the hub runs no commands: exec goes to a node", Code: 2})
+		}})
 	if err != nil {
 		return fail(stderr, "docker-hub", err)
 	}
@@ -392,7 +402,7 @@ func dockerHub(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// hubLab is the hub container's nodes: faults yes, commands no.
+// hubLab is the hub container's nodes, for faults.
 type hubLab struct {
 	nodes  []*golemnet.LabNode
 	byName map[string]*golemnet.LabNode

@@ -240,6 +240,8 @@ func TestBadInputIsOneLine(t *testing.T) {
 		{[]string{"up", "--bogus"}, "unknown flag --bogus; see gvpn-lab up --help"},
 		{[]string{"status", "--nodes", "2"}, "unknown flag --nodes"},
 		{[]string{"up", "extra"}, `unexpected argument "extra"`},
+		{[]string{"up", "--docker", "--also-net", "10.9.0.0/24"}, "--also-net and --docker together"},
+		{[]string{"demo", "--docker", "--vm"}, "--vm and --docker together"},
 		{[]string{"demo", "--http-size", "lots"}, "--http-size"},
 		{[]string{"demo", "--iperf-time", "0"}, "--iperf-time"},
 		{[]string{"exec"}, "missing NODE"},

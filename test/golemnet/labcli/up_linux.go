@@ -22,7 +22,6 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/gvpn/gvpn/runtime/api"
 	"github.com/gvpn/gvpn/test/golemnet"
 )
 
@@ -90,96 +89,97 @@ func up(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "up", usagef("--vm-nodes %d: want 0 to --nodes (%d)", *vmNodes, cfg.Nodes))
 	}
 	cfg.VMNodes = *vmNodes
-	subnet, err := df.check(fs, *nodes)
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-	if df.docker && *vmNodes > 0 {
-		return fail(stderr, "up", usagef("--vm-nodes and --docker together: a Docker lab has no VM nodes yet"))
-	}
-	log, err := newLog(lf.logLevel, stderr)
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
-		return fail(stderr, "up", err)
-	}
-	if df.docker {
-		return upDocker(cfg, &lf, &df, subnet, log, stdout, stderr)
-	}
-	if cfg.Runtime, err = findRuntime(lf.runtime); err != nil {
-		return fail(stderr, "up", err)
-	}
-
 	// One `up` per state dir: the control socket is its address.
-	lock, err := lockStateDir(lf.stateDir)
+	lab, lock, log, err := openLab(fs, &lf, &df, cfg, "--vm-nodes", nil, stderr, stderr)
 	if err != nil {
 		return fail(stderr, "up", err)
 	}
 	defer lock.Close()
-	cleanStaleRuns(lf.stateDir, log)
-
-	names := cfg.Hostnames
-	if len(names) == 0 {
-		for i := range cfg.Nodes {
-			names = append(names, golemnet.LabNodeName(i))
-		}
-	}
-	rd, err := newRunDir(lf.stateDir, lf.logDir, "up", cfg.SandboxPrefix, names)
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-	cfg.Workdir = rd.nodesDir()
-	cfg.LogDir = rd.logsDir()
-	cfg.Log = log
-	cfg.OwnProcessGroups = true
-	cfg.Progress = func(node, step string) {
-		if node != "" {
-			log.WithFields(logrus.Fields{"node": node, "step": step}).Debug("bring-up")
-		}
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	fmt.Fprintf(stderr, "gvpn-lab: starting %d node%s on %s …\n", cfg.Nodes, pluralS(cfg.Nodes), cfg.Net.Masked())
-	bringUp, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	lab, err := golemnet.NewLab(bringUp, cfg)
-	cancel()
-	if err != nil {
-		rd.close(false)
-		return fail(stderr, "up", fmt.Errorf("%w (runtime logs: %s)", err, rd.logsDir()))
-	}
-	started := time.Now()
-	srv, err := serveControl(lf.stateDir, lab, log, func() StatusJSON {
-		return StatusJSON{
-			Running:       true,
-			Pid:           os.Getpid(),
-			Network:       lab.Net().String(),
-			SandboxPrefix: lab.SandboxPrefix(),
-			Started:       started,
-			Logs:          rd.logsDir(),
-			Nodes:         nodesJSON(lab.Status()),
+	info, err := lab.Start(ctx, func(node, step string) {
+		if node != "" {
+			log.WithFields(logrus.Fields{"node": node, "step": step}).Debug("bring-up")
 		}
 	})
 	if err != nil {
-		lab.Close()
-		rd.close(false)
+		if logs := lab.Cleanup(keepAll); logs != "" {
+			err = fmt.Errorf("%w (runtime logs: %s)", err, logs)
+		}
 		return fail(stderr, "up", err)
 	}
-	printBanner(stdout, lab, lf.stateDir, rd.logsDir())
+	srv, err := listenControl(socketPath(lf.stateDir), &controlServer{log: log,
+		status: func() StatusJSON {
+			st := lab.Status(context.Background())
+			st.Running = true
+			return st
+		},
+		setFault: func(req ctlRequest) ctlReply { return lab.Fault(context.Background(), req) },
+		exec:     lab.ServeExec,
+	})
+	if err != nil {
+		lab.Close()
+		lab.Cleanup(keepAll)
+		return fail(stderr, "up", err)
+	}
+	printBanner(stdout, lab, info, cfg.Net.Masked(), lf.stateDir)
 
 	<-ctx.Done()
-	stop() // a second Ctrl-C kills gvpn-lab at once; the runtimes still see stdin EOF
+	stop() // a second Ctrl-C kills gvpn-lab at once; local runtimes still see stdin EOF
 	fmt.Fprintln(stderr, "gvpn-lab: stopping the lab …")
 	srv.Close()
 	if err := lab.Close(); err != nil {
-		rd.close(false)
-		return fail(stderr, "up", fmt.Errorf("teardown: %w (runtime logs: %s)", err, rd.logsDir()))
+		return fail(stderr, "up", fmt.Errorf("teardown: %w (runtime logs: %s)", err, lab.Cleanup(keepAll)))
 	}
 	os.Remove(lock.Name()) // still held: no other up can be between this and the state dir's removal
-	rd.close(true)
-	fmt.Fprintf(stderr, "gvpn-lab: lab stopped; nothing left behind but the runtime logs in %s\n", rd.logsDir())
+	msg := "gvpn-lab: lab stopped; " + info.Gone
+	if logs := lab.Cleanup(keepLogs); logs != "" {
+		msg += "; the runtime logs are in " + logs
+	}
+	fmt.Fprintln(stderr, msg)
 	return 0
+}
+
+// openLab is what demo and up do once their own flags are checked: it
+// checks the Docker flags against cfg (vmFlag is the flag that asked for
+// cfg's VM nodes), that this is root, makes the back-end the flags ask for
+// (tools: the programs the command runs in the nodes; a Docker lab writes
+// the build of its image to buildLog) and takes the state dir's lock: one
+// lab per state dir. The caller closes the lock; log is gvpn-lab's own.
+func openLab(fs *cmdFlags, lf *labFlags, df *dockerFlags, cfg golemnet.LabConfig, vmFlag string, tools []string,
+	buildLog, stderr io.Writer) (lab labBackend, lock *os.File, log *logrus.Entry, err error) {
+	subnet, err := df.check(fs, cfg.Nodes)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if df.docker && cfg.VMNodes > 0 {
+		return nil, nil, nil, usagef("%s and --docker together: a Docker lab has no VM nodes yet", vmFlag)
+	}
+	if df.docker && len(cfg.MoreNets) > 0 {
+		return nil, nil, nil, usagef("--also-net and --docker together: a Docker lab's nodes join one network yet")
+	}
+	log, err = newLog(lf.logLevel, stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := requireRoot("the lab creates network namespaces and TAP devices"); err != nil {
+		return nil, nil, nil, err
+	}
+	if df.docker {
+		lab = newDockerLab(newDockerLabConfig(cfg, df, subnet, lf.stateDir, "", log), df, buildLog)
+	} else {
+		local, err := newLocalLab(cfg, lf, strings.TrimPrefix(fs.Name(), "gvpn-lab "), tools, log)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		lab = local
+	}
+	if lock, err = lockStateDir(lf.stateDir); err != nil {
+		return nil, nil, nil, err
+	}
+	return lab, lock, log, nil
 }
 
 func (f *labFlags) add(fs *flag.FlagSet) {
@@ -270,22 +270,18 @@ func lockStateDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-func printBanner(w io.Writer, lab *golemnet.Lab, stateDir, logs string) {
+func printBanner(w io.Writer, lab labBackend, info labInfo, network netip.Prefix, stateDir string) {
 	prog := progName()
 	sd := ""
 	if stateDir != DefaultStateDir {
 		sd = " --state-dir " + stateDir
 	}
 	nodes := lab.Nodes()
-	fmt.Fprintf(w, "gvpn-lab: %d node%s up on %s — Ctrl-C to stop\n\n", len(nodes), pluralS(len(nodes)), lab.Net())
+	fmt.Fprintf(w, "gvpn-lab: %d node%s up on %s%s — Ctrl-C to stop\n\n", len(nodes), pluralS(len(nodes)), network, info.Where)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NODE\tIP\tNETNS\tSHELL IN ITS NETWORK (uses the host's /etc/hosts: use IPs)")
+	fmt.Fprintln(tw, "  NODE\tIP\tSANDBOX\tREADY AFTER\tSHELL IN ITS NETWORK (its /etc/hosts is not the payload's: use IPs)")
 	for _, n := range nodes {
-		if n.VM {
-			fmt.Fprintf(tw, "  %s\t%s\t(QEMU guest)\t%s exec %s -- sh -c '…' (busybox; no interactive shell)\n", n.Name, n.IP, progName(), n.Name)
-			continue
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\tip netns exec %s bash\n", n.Name, n.IP, n.Netns, n.Netns)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%.1fs\t%s\n", n.Name, n.IP, n.Sandbox, n.Ready.Seconds(), n.Shell)
 	}
 	tw.Flush()
 	a, b := nodes[0].Name, nodes[0].Name
@@ -293,25 +289,27 @@ func printBanner(w io.Writer, lab *golemnet.Lab, stateDir, logs string) {
 		b = nodes[1].Name
 	}
 	// The payload sees no host /tmp, /root or /home: the web server is
-	// uploaded into the node's volume like a requestor's program.
+	// uploaded into the node like a requestor's program.
 	self, _ := os.Executable()
 	if inside, err := lab.Install(a, self, "gvpn-lab"); err == nil {
 		self = inside
 	}
 	fmt.Fprintln(w, "\nTry, in another terminal (commands run in the node through RunProcess):")
 	tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
-	for _, l := range [][2]string{
-		{fmt.Sprintf("exec%s %s -- ping -c 3 %s", sd, b, a), ""},
-		{fmt.Sprintf("exec%s %s -- ip addr show vpn0", sd, a), ""},
-		{fmt.Sprintf("exec%s %s -- %s serve-http", sd, a, self), "# a web server on " + a + " …"},
-		{fmt.Sprintf("exec%s %s -- curl -s http://%s:8080/", sd, b, a), "# … fetched by name from " + b},
-		{fmt.Sprintf("fault%s %s --latency 50ms", sd, a), "# or --cut, --loss 0.1, --restore"},
-		{fmt.Sprintf("status%s", sd), ""},
-	} {
-		fmt.Fprintf(tw, "  %s %s\t%s\n", prog, l[0], l[1])
+	for _, l := range append([]tryLine{
+		{"exec", fmt.Sprintf("%s -- ping -c 3 %s", b, a), ""},
+		{"exec", a + " -- ip addr show vpn0", ""},
+		{"exec", fmt.Sprintf("%s -- %s serve-http", a, self), "# a web server on " + a + " …"},
+		{"exec", fmt.Sprintf("%s -- curl -s http://%s:8080/", b, a), "# … fetched by name from " + b},
+		{"fault", a + " --latency 50ms", "# or --cut, --loss 0.1, --restore"},
+	}, append(info.Hints, tryLine{"status", "", ""})...) {
+		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(prog+" "+l.cmd+sd+" "+l.args), l.comment)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nRuntime logs: %s\n", logs)
+	for _, n := range info.Notes {
+		fmt.Fprintf(w, "  %s\n", n)
+	}
+	fmt.Fprintf(w, "\nRuntime logs: %s\n", info.Logs)
 }
 
 // nodesJSON converts the lab's status snapshot.
@@ -355,24 +353,19 @@ func faultJSON(f golemnet.Fault) FaultJSON {
 	return FaultJSON{Cut: f.Cut, LatencyMs: float64(f.Latency) / float64(time.Millisecond), Loss: f.Loss}
 }
 
-// nodeFinder finds a node whose ExeUnit runs the commands of exec.
-type nodeFinder interface {
-	Lookup(name string) (*golemnet.LabNode, error)
-}
-
-// controlServer serves the control socket of an `up` lab (and, in the
-// Docker lab, of each node's and the hub's container).
+// controlServer serves the control protocol: of an `up` lab on the state
+// dir's socket, and in the Docker lab of each node's and the hub's
+// container.
 type controlServer struct {
 	ln     net.Listener
 	path   string
-	lab    nodeFinder
 	log    *logrus.Entry
 	status func() StatusJSON
 	// setFault answers a fault request.
 	setFault func(ctlRequest) ctlReply
-	// proxy, if set, runs exec requests instead of lab (the Docker lab
-	// passes them to the node's container).
-	proxy func(ctx context.Context, c net.Conn, sc *bufio.Scanner, enc *json.Encoder, req ctlRequest)
+	// exec runs an exec request: the connection's later lines are the
+	// client's signals, and ctx ends when the server closes.
+	exec func(ctx context.Context, c net.Conn, sc *bufio.Scanner, enc *json.Encoder, req ctlRequest)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -381,14 +374,9 @@ type controlServer struct {
 	conns  map[net.Conn]bool
 }
 
-func serveControl(stateDir string, lab *golemnet.Lab, log *logrus.Entry, status func() StatusJSON) (*controlServer, error) {
-	return listenControl(socketPath(stateDir), &controlServer{lab: lab, log: log, status: status,
-		setFault: func(req ctlRequest) ctlReply { return hubFault(lab.Lookup, req, log) }})
-}
-
 // listenControl serves the control protocol on the unix socket path (any
-// socket there is taken to be stale) with the handlers in s (lab or proxy,
-// log, status, setFault).
+// socket there is taken to be stale) with the handlers in s (log, status,
+// setFault, exec).
 func listenControl(path string, s *controlServer) (*controlServer, error) {
 	os.Remove(path)
 	ln, err := net.Listen("unix", path)
@@ -459,11 +447,7 @@ func (s *controlServer) handle(c net.Conn) {
 	case "fault":
 		enc.Encode(s.setFault(req))
 	case "exec":
-		if s.proxy != nil {
-			s.proxy(s.ctx, c, sc, enc, req)
-			return
-		}
-		s.exec(c, sc, enc, req)
+		s.exec(s.ctx, c, sc, enc, req)
 	default:
 		enc.Encode(ctlReply{Error: fmt.Sprintf("op %q must follow an exec", req.Op), Code: 2})
 	}
@@ -511,132 +495,4 @@ func localDockerFault(fault string) string {
 		return msg + ": --uncut (or --restore) joins it again"
 	}
 	return msg + " (start the lab with --docker for it)"
-}
-
-// outQueue carries a command's output from the ExeUnit's reader goroutine
-// (which must never block) to the connection's writer. Past maxQueued
-// bytes, output is dropped and the client told so.
-type outQueue struct {
-	mu      sync.Mutex
-	items   []ctlReply
-	bytes   int
-	dropped int
-	ready   chan struct{}
-}
-
-const maxQueued = 32 << 20
-
-func (q *outQueue) push(stdout, stderr []byte) {
-	q.mu.Lock()
-	if q.bytes+len(stdout)+len(stderr) > maxQueued {
-		q.dropped += len(stdout) + len(stderr)
-	} else {
-		q.items = append(q.items, ctlReply{Stdout: stdout, Stderr: stderr})
-		q.bytes += len(stdout) + len(stderr)
-	}
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
-}
-
-func (q *outQueue) take() ([]ctlReply, int) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	items, dropped := q.items, q.dropped
-	q.items, q.bytes, q.dropped = nil, 0, 0
-	return items, dropped
-}
-
-func (s *controlServer) exec(c net.Conn, sc *bufio.Scanner, enc *json.Encoder, req ctlRequest) {
-	n, err := s.lab.Lookup(req.Node)
-	if err != nil {
-		enc.Encode(ctlReply{Error: err.Error(), Code: 2})
-		return
-	}
-	if n.ExeUnit == nil || n.ExeUnit.Exited() {
-		enc.Encode(ctlReply{Error: fmt.Sprintf("node %s: its runtime is not running", n.Name), Code: 1})
-		return
-	}
-	q := &outQueue{ready: make(chan struct{}, 1)}
-	p, err := n.ExeUnit.SpawnStream(s.ctx, q.push, req.Argv[0], req.Argv[1:]...)
-	if err != nil {
-		code, msg := 1, err.Error()
-		var ce *golemnet.CallError
-		if errors.As(err, &ce) {
-			msg = ce.Message
-			if ce.Code == api.Response_NOT_FOUND {
-				code = 127 // as a shell says "command not found"
-			}
-		}
-		enc.Encode(ctlReply{Error: fmt.Sprintf("%s: %s", n.Name, msg), Code: code})
-		return
-	}
-	log := s.log.WithFields(logrus.Fields{"node": n.Name, "pid": p.Pid, "argv": req.Argv})
-	log.Info("exec started")
-
-	exited := make(chan golemnet.Result, 1)
-	go func() {
-		r, _ := p.Wait(s.ctx)
-		exited <- r
-	}()
-	// The client's later lines are signals; its going away kills the
-	// command, as a terminal closing would.
-	clientGone := make(chan struct{})
-	go func() {
-		defer close(clientGone)
-		for sc.Scan() {
-			r, err := decodeRequest(sc.Bytes())
-			if err != nil || r.Op != "signal" {
-				continue
-			}
-			if err := n.ExeUnit.KillProcess(s.ctx, p.Pid, syscall.Signal(r.Signal)); err != nil {
-				log.WithError(err).Debug("signal not delivered")
-			}
-		}
-	}()
-	flush := func() bool {
-		items, dropped := q.take()
-		for _, it := range items {
-			if enc.Encode(it) != nil {
-				return false
-			}
-		}
-		if dropped > 0 {
-			msg := fmt.Sprintf("[gvpn-lab: %d bytes of output dropped: the client reads too slowly]\n", dropped)
-			return enc.Encode(ctlReply{Stderr: []byte(msg)}) == nil
-		}
-		return true
-	}
-	for {
-		select {
-		case <-q.ready:
-			if !flush() {
-				s.kill(n, p.Pid)
-			}
-		case <-clientGone:
-			clientGone = nil
-			if !p.Exited() {
-				log.Info("client went away: killing the command")
-				s.kill(n, p.Pid)
-			}
-		case r := <-exited:
-			flush()
-			if s.ctx.Err() != nil && !p.Exited() {
-				enc.Encode(ctlReply{Error: "the lab is shutting down", Code: 1})
-				return
-			}
-			rc := r.ReturnCode
-			log.WithField("rc", rc).Info("exec finished")
-			enc.Encode(ctlReply{Exit: &rc})
-			return
-		}
-	}
-}
-
-func (s *controlServer) kill(n *golemnet.LabNode, pid uint64) {
-	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-	defer cancel()
-	n.ExeUnit.KillProcess(ctx, pid, syscall.SIGKILL)
 }

@@ -5,12 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
-	"text/tabwriter"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -103,97 +98,8 @@ func newDockerLabConfig(cfg golemnet.LabConfig, f *dockerFlags, subnet netip.Pre
 		net = netip.MustParsePrefix(golemnet.DefaultLabNet)
 	}
 	return dockerLabConfig{
-		ID: id, Names: names, IPs: vpnAddrs(net, len(names)), Net: net.Masked(), Gateway: cfg.Gateway,
+		ID: id, Names: names, IPs: vpnAddrs(net, len(names)), Net: net.Masked(), Gateway: cfg.Gateway, NoHosts: cfg.NoHosts,
 		Subnet: subnet, Image: image, Dir: filepath.Join(stateDir, "docker", id), AgentNodes: f.agentNodes,
 		SandboxPrefix: cfg.SandboxPrefix, RuntimeArgs: cfg.RuntimeArgs, Log: log,
 	}
-}
-
-func upDocker(cfg golemnet.LabConfig, lf *labFlags, f *dockerFlags, subnet netip.Prefix, log *logrus.Entry, stdout, stderr io.Writer) int {
-	lock, err := lockStateDir(lf.stateDir)
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-	defer lock.Close()
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	d := dockerlab.CLI{}
-	image, err := f.dockerImage(ctx, d, stderr)
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-	dc := newDockerLabConfig(cfg, f, subnet, lf.stateDir, image, log)
-	dc.Progress = func(node, step string) {
-		if node != "" {
-			log.WithFields(logrus.Fields{"node": node, "step": step}).Debug("bring-up")
-		}
-	}
-	fmt.Fprintf(stderr, "gvpn-lab: starting %d node container%s and the hub on Docker network %s (%s) …\n",
-		len(dc.Names), pluralS(len(dc.Names)), dc.ID, subnet)
-	bringUp, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	lab, err := newDockerLab(bringUp, d, dc)
-	cancel()
-	if err != nil {
-		return fail(stderr, "up", err)
-	}
-	srv, err := listenControl(socketPath(lf.stateDir), &controlServer{log: log,
-		status:   func() StatusJSON { return lab.status(context.Background()) },
-		setFault: func(req ctlRequest) ctlReply { return lab.fault(context.Background(), req) },
-		proxy:    lab.proxyExec,
-	})
-	if err != nil {
-		lab.Close()
-		return fail(stderr, "up", err)
-	}
-	printDockerBanner(stdout, lab, lf.stateDir)
-
-	<-ctx.Done()
-	stop()
-	fmt.Fprintln(stderr, "gvpn-lab: stopping the lab (docker stop, then removing containers and network) …")
-	srv.Close()
-	if err := lab.Close(); err != nil {
-		return fail(stderr, "up", fmt.Errorf("teardown: %w", err))
-	}
-	os.RemoveAll(dc.Dir)
-	fmt.Fprintln(stderr, "gvpn-lab: lab stopped; no container or network left")
-	return 0
-}
-
-func printDockerBanner(w io.Writer, lab *dockerLab, stateDir string) {
-	prog := progName()
-	sd := ""
-	if stateDir != DefaultStateDir {
-		sd = " --state-dir " + stateDir
-	}
-	fmt.Fprintf(w, "gvpn-lab: %d node%s up in containers on %s (Docker network %s, %s) — Ctrl-C to stop\n\n",
-		len(lab.nodes), pluralS(len(lab.nodes)), lab.cfg.Net, lab.network, lab.cfg.Subnet)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  NODE\tIP\tCONTAINER\tDOCKER ADDRESS\tKIND\tREADY AFTER")
-	for _, n := range lab.nodes {
-		kind := "privileged node"
-		if n.Agent {
-			kind = "payload in " + n.Payload
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%.1fs\n", n.Name, n.IP, n.Container, n.Addr, kind, n.Ready.Seconds())
-	}
-	fmt.Fprintf(tw, "  hub\t-\t%s\t%s\tGolem Net\t\n", lab.hub.Container, lab.hub.Addr)
-	tw.Flush()
-	a, b := lab.nodes[0].Name, lab.nodes[0].Name
-	if len(lab.nodes) > 1 {
-		b = lab.nodes[1].Name
-	}
-	fmt.Fprintln(w, "\nTry, in another terminal:")
-	tw = tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
-	for _, l := range [][2]string{
-		{fmt.Sprintf("exec%s %s -- ping -c 3 %s", sd, b, a), ""},
-		{fmt.Sprintf("fault%s %s --partition", sd, a), "# --heal, --pause, --unpause, --kill, --restart"},
-		{fmt.Sprintf("status%s", sd), ""},
-	} {
-		fmt.Fprintf(tw, "  %s %s\t%s\n", prog, l[0], l[1])
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "  docker ps --filter label=%s=%s\n", dockerlab.LabelLab, lab.cfg.ID)
-	fmt.Fprintf(w, "  docker exec -it %s bash\n", lab.nodes[0].Container)
-	fmt.Fprintf(w, "\nRuntime logs: %s/<node>/logs\n", lab.cfg.Dir)
 }
