@@ -21,7 +21,7 @@ import (
 // TestVMNode: a payload VM with no task package (the guest runs from its
 // initramfs, busybox) and a netns node, joined by the hub.
 func TestVMNode(t *testing.T) {
-	kernel, initrd := requireVM(t)
+	kernel, initrd := privtest.VMGuest(t)
 	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd}, busyboxTools)
 }
 
@@ -216,7 +216,7 @@ func vmScenario(t *testing.T, vmOpts nodeOpts, tools guestTools) {
 // TestVMNodeVsock: the same over a vsock bridge (QEMU's vhost-vsock-pci),
 // where the host has vhost_vsock.
 func TestVMNodeVsock(t *testing.T) {
-	kernel, initrd := requireVM(t)
+	kernel, initrd := privtest.VMGuest(t)
 	if f, err := os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0); err != nil {
 		t.Skipf("skipped: no usable /dev/vhost-vsock here (%v; modprobe vhost_vsock on a host that has it); the VM tests run over virtio-serial", err)
 	} else {
@@ -253,7 +253,7 @@ func TestDeployRefusesNonSquashfs(t *testing.T) {
 // of a Debian minbase root that the test builds (and caches beside the
 // guest image), so the payload runs Debian's tools in the guest.
 func TestVMNodeSquashfsRoot(t *testing.T) {
-	kernel, initrd := requireVM(t)
+	kernel, initrd := privtest.VMGuest(t)
 	root := debianRoot(t)
 	vmScenario(t, nodeOpts{vm: true, kernel: kernel, initrd: initrd, taskPackage: root}, debianTools)
 }
@@ -262,7 +262,7 @@ func TestVMNodeSquashfsRoot(t *testing.T) {
 // appended, as gvmkit-build writes it) boots, its Volumes are listed by
 // deploy, and the payload gets its Env, WorkingDir and User.
 func TestVMNodeGVMISettings(t *testing.T) {
-	kernel, initrd := requireVM(t)
+	kernel, initrd := privtest.VMGuest(t)
 	sq, err := os.ReadFile(debianRoot(t))
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +295,7 @@ func TestVMNodeGVMISettings(t *testing.T) {
 // CreateNetwork at once with the end of the guest's console, and Shutdown
 // still leaves nothing behind.
 func TestVMGuestNeverComesUp(t *testing.T) {
-	kernel, _ := requireVM(t)
+	kernel, _ := privtest.VMGuest(t)
 	bad := filepath.Join(t.TempDir(), "initrd.img")
 	if err := os.WriteFile(bad, bytes.Repeat([]byte("not an initramfs "), 4096), 0o644); err != nil {
 		t.Fatal(err)
