@@ -68,10 +68,12 @@ var kinds = []kind{
 		prepare: func(t *testing.T) func(*testing.T, *node) launch {
 			privtest.RequireRoot(t)
 			return func(t *testing.T, n *node) launch {
-				n.payloadNS = agentNamespace(t)
+				// A namespace the test makes stands for the payload's machine.
+				ns, hosts := privtest.NewNetnsWithHosts(t, sandboxPrefix)
+				n.payloadNS = ns
 				return launch{args: []string{"--sandbox", "agent", "--agent-timeout", "20s",
-					"--agent-command", strings.Join([]string{"exec ip netns exec", n.payloadNS, agentBin,
-						"--hosts-file", filepath.Join("/etc/netns", n.payloadNS, "hosts"), "--log-level debug"}, " ")}}
+					"--agent-command", strings.Join([]string{"exec ip netns exec", ns, agentBin,
+						"--hosts-file", hosts, "--log-level debug"}, " ")}}
 			}
 		},
 		ping:        []string{"/bin/ping"},
@@ -104,26 +106,6 @@ var kinds = []kind{
 		ping:    []string{"/bin/gvpn-lab", "ping"},
 		volumes: true,
 	},
-}
-
-// agentNamespace makes the network namespace that stands for an agent
-// kind's payload machine, with the hosts file `ip netns exec` binds over
-// /etc/hosts there, and returns its name.
-func agentNamespace(t *testing.T) string {
-	t.Helper()
-	name, _ := privtest.NewNetns(t, sandboxPrefix)
-	dir := filepath.Join("/etc/netns", name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.RemoveAll(dir)
-		os.Remove("/etc/netns") // only if empty: others may use it
-	})
-	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1\tlocalhost\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return name
 }
 
 // busyboxGVMI builds a requestor's image as gvmkit-build would, offline: a

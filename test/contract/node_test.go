@@ -3,7 +3,6 @@ package contract
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
@@ -166,19 +165,11 @@ func (n *node) run(t *testing.T, ctx context.Context, bin string, args ...string
 	return out
 }
 
-// stats returns the latest VPN counters the node's runtime reported.
+// stats returns the latest VPN counters the node's runtime reported (zero
+// before the first report).
 func (n *node) stats(t *testing.T) api.VPNStats {
 	t.Helper()
-	var st api.VPNStats
-	states := n.eu.States()
-	for i := len(states) - 1; i >= 0; i-- {
-		if s := states[i].GetState(); s != nil && s.GetName() == "gvpn.vpn" {
-			if err := json.Unmarshal(s.GetValue(), &st); err != nil {
-				t.Fatalf("gvpn.vpn state is not JSON: %v", err)
-			}
-			return st
-		}
-	}
+	st, _ := n.eu.VPNStats()
 	return st
 }
 

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -128,19 +127,11 @@ func (n *vpnNode) run(t *testing.T, ctx context.Context, bin string, args ...str
 	return out
 }
 
-// stats returns the latest VPN counters the node's runtime reported.
+// stats returns the latest VPN counters the node's runtime reported (zero
+// before the first report).
 func (n *vpnNode) stats(t *testing.T) api.VPNStats {
 	t.Helper()
-	var st api.VPNStats
-	states := n.eu.States()
-	for i := len(states) - 1; i >= 0; i-- {
-		if s := states[i].GetState(); s != nil && s.GetName() == "gvpn.vpn" {
-			if err := json.Unmarshal(s.GetValue(), &st); err != nil {
-				t.Fatalf("gvpn.vpn state is not JSON: %v", err)
-			}
-			return st
-		}
-	}
+	st, _ := n.eu.VPNStats()
 	return st
 }
 
