@@ -186,7 +186,7 @@ func spoof(t *testing.T, ctx context.Context, k kind, a, b *node) {
 		t.Logf("in the payload's namespace: %v %s", err, out)
 	}
 	var st api.VPNStats
-	waitFor(t, a.name+"'s gvpn.vpn to count egress "+reason, func() bool {
+	privtest.WaitFor(t, a.name+"'s gvpn.vpn to count egress "+reason, func() bool {
 		st = a.stats(t)
 		return st.Egress.Drops[reason] > before
 	})

@@ -173,19 +173,6 @@ func (n *node) stats(t *testing.T) api.VPNStats {
 	return st
 }
 
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // checkGone checks that nothing of the node is left on the host after its
 // Shutdown: no namespace, socket directory, mount or cgroup of its
 // sandbox, no process that names it (QEMU names its socket directory), and

@@ -194,16 +194,3 @@ func (n *node) checkGone(t *testing.T) {
 		t.Errorf("%s: an interface named after the sandbox is left on the host:\n%s", n.name, out)
 	}
 }
-
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

@@ -134,7 +134,7 @@ func vmScenario(t *testing.T, vmOpts nodeOpts, tools guestTools) {
 	if r, err := sleeper.Wait(ctx); err != nil || r.ReturnCode != -1 {
 		t.Fatalf("process in the killed VM: rc %d err %v, want -1", r.ReturnCode, err)
 	}
-	waitFor(t, "the runtime's log to report QEMU's end", func() bool {
+	privtest.WaitFor(t, "the runtime's log to report QEMU's end", func() bool {
 		return strings.Contains(golemnet.RuntimeLog(vm.workdir), "QEMU exited")
 	})
 	if got := strings.TrimSpace(vm.run(t, ctx, "uname", "-r")); got != guest {
