@@ -22,19 +22,18 @@ import (
 	"github.com/gvpn/gvpn/vsock"
 )
 
-// TestAgentNodesTalk: two nodes whose VPN interfaces are made by gvpn-agent
-// inside their own namespaces reach each other through their runtimes and
-// the hub: ping and HTTP both ways, by address and by hostname; RunProcess
-// through the agent behaves as in the netns sandbox; Shutdown leaves
-// nothing behind.
+// TestAgentNodesTalk: what the agent kind does beyond the contract every
+// kind keeps (test/contract, which checks vpn0, ping and TCP both ways,
+// RunProcess, KillProcess, the agent's drops in gvpn.vpn and a clean
+// Shutdown): the payload runs in the agent's namespace, names resolve
+// through the agent's hosts file and PATH, large outputs arrive whole,
+// an unknown pid is NOT_FOUND, and the host's /etc/hosts is untouched.
 func TestAgentNodesTalk(t *testing.T) {
 	before := hostsHash(t)
 	_, nodes := twoNodes(t, nodeOpts{})
 	a, b := nodes[0], nodes[1]
 	ctx := privtest.Context(t, 90*time.Second)
 
-	// The payload runs in the agent's namespace, where vpn0 is what Golem
-	// VPN peers expect.
 	nsFile, err := os.Stat(filepath.Join("/run/netns", a.ns.name))
 	if err != nil {
 		t.Fatal(err)
@@ -43,30 +42,8 @@ func TestAgentNodesTalk(t *testing.T) {
 	if got := strings.TrimSpace(a.run(t, ctx, "/bin/readlink", "/proc/self/ns/net")); got != fmt.Sprintf("net:[%d]", ino) {
 		t.Fatalf("payload process in %s, want the agent's namespace net:[%d]", got, ino)
 	}
-	link := a.run(t, ctx, "/sbin/ip", "-o", "link", "show", "vpn0")
-	if !strings.Contains(link, "mtu 1220") || !strings.Contains(link, "90:13:c0:a8:07:02") || !strings.Contains(link, "UP") {
-		t.Fatalf("vpn0: %s", link)
-	}
-	if addr := a.run(t, ctx, "/sbin/ip", "-o", "-4", "addr", "show", "vpn0"); !strings.Contains(addr, "192.168.7.2/24") {
-		t.Fatalf("vpn0 address: %s", addr)
-	}
-
-	a.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.7.3")
-	b.run(t, ctx, "/bin/ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.7.2")
 	if out := b.run(t, ctx, "/bin/ping", "-c", "1", "-W", "2", "node-a"); !strings.Contains(out, "192.168.7.2") {
 		t.Fatalf("ping node-a did not resolve through the agent's hosts file: %s", out)
-	}
-
-	// HTTP both ways, by hostname, checked by hash.
-	httpBothWays(t, ctx, a, b, 4<<20)
-
-	// RunProcess semantics are the netns sandbox's.
-	res, err := a.eu.Run(ctx, "/bin/sh", "-c", "echo hi; echo err >&2; exit 3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(res.Stdout) != "hi\n" || string(res.Stderr) != "err\n" || res.ReturnCode != 3 {
-		t.Fatalf("got stdout %q stderr %q rc %d; want \"hi\\n\" \"err\\n\" 3", res.Stdout, res.Stderr, res.ReturnCode)
 	}
 	if out := a.run(t, ctx, "echo", "bare", "name"); out != "bare name\n" {
 		t.Fatalf("bare program name through PATH: %q", out)
@@ -76,25 +53,13 @@ func TestAgentNodesTalk(t *testing.T) {
 		t.Fatalf("300000 bytes of output arrived as %d bytes", len(big))
 	}
 	var ce *golemnet.CallError
-	if _, err := a.eu.Spawn(ctx, "/no/such/program"); !errors.As(err, &ce) || ce.Code != api.Response_NOT_FOUND {
-		t.Fatalf("missing program: %v, want a NOT_FOUND error", err)
-	}
 	if err := a.eu.KillProcess(ctx, 999999, syscall.SIGTERM); !errors.As(err, &ce) || ce.Code != api.Response_NOT_FOUND {
 		t.Fatalf("kill of an unknown pid: %v, want NOT_FOUND", err)
-	}
-
-	st := a.stats(t)
-	if !st.Up || st.Egress.Frames == 0 || st.Ingress.Frames == 0 {
-		t.Fatalf("node-a counters: %+v", st)
 	}
 	for _, n := range nodes {
 		if err := n.eu.ProtocolError(); err != nil {
 			t.Fatal(err)
 		}
-	}
-
-	// Shutdown as the ExeUnit does it; the cleanups check what is left.
-	for _, n := range nodes {
 		if err := n.eu.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}

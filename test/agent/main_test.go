@@ -3,7 +3,10 @@
 // --sandbox agent and an --agent-command that starts gvpn-agent inside a
 // network namespace the test made, bridged over unix sockets, the runtimes
 // joined through the local Golem Net hub. Payload traffic is the kernel's
-// own: ping, curl, UDP sockets.
+// own: ping, curl, UDP sockets. The contract every sandbox kind keeps is
+// test/contract's; this package keeps what is the agent's own: its
+// namespace and hosts file, bridge reconnects, superframes, refusals,
+// limits.
 package agent
 
 import (

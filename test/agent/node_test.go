@@ -3,7 +3,6 @@ package agent
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -53,19 +52,7 @@ type payloadNS struct {
 
 func newPayloadNS(t *testing.T) payloadNS {
 	t.Helper()
-	name, _ := privtest.NewNetns(t, nsPrefix)
-	dir := filepath.Join("/etc/netns", name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.RemoveAll(dir)
-		os.Remove("/etc/netns") // only if empty: others may use it
-	})
-	hosts := filepath.Join(dir, "hosts")
-	if err := os.WriteFile(hosts, []byte("127.0.0.1\tlocalhost\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	name, hosts := privtest.NewNetnsWithHosts(t, nsPrefix)
 	return payloadNS{name: name, hosts: hosts}
 }
 
@@ -206,19 +193,11 @@ func (n *node) sh(t *testing.T, ctx context.Context, script string) string {
 	return n.run(t, ctx, "/bin/sh", "-c", script)
 }
 
-// stats returns the latest VPN counters the node's runtime reported.
+// stats returns the latest VPN counters the node's runtime reported (zero
+// before the first report).
 func (n *node) stats(t *testing.T) api.VPNStats {
 	t.Helper()
-	var st api.VPNStats
-	states := n.eu.States()
-	for i := len(states) - 1; i >= 0; i-- {
-		if s := states[i].GetState(); s != nil && s.GetName() == "gvpn.vpn" {
-			if err := json.Unmarshal(s.GetValue(), &st); err != nil {
-				t.Fatalf("gvpn.vpn state is not JSON: %v", err)
-			}
-			return st
-		}
-	}
+	st, _ := n.eu.VPNStats()
 	return st
 }
 

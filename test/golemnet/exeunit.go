@@ -352,6 +352,23 @@ func (e *ExeUnit) States() []*api.Response_RuntimeStatus {
 	return append([]*api.Response_RuntimeStatus(nil), e.states...)
 }
 
+// VPNStats returns the latest VPN counters the runtime reported (the
+// api.VPNStateName state event, sent with --debug-state-events); it is an
+// error when none came yet or the event is not their JSON.
+func (e *ExeUnit) VPNStats() (api.VPNStats, error) {
+	var st api.VPNStats
+	states := e.States()
+	for i := len(states) - 1; i >= 0; i-- {
+		if s := states[i].GetState(); s != nil && s.GetName() == api.VPNStateName {
+			if err := json.Unmarshal(s.GetValue(), &st); err != nil {
+				return st, fmt.Errorf("%s state is not JSON: %w", api.VPNStateName, err)
+			}
+			return st, nil
+		}
+	}
+	return st, fmt.Errorf("the runtime reported no VPN counters (%s) yet", api.VPNStateName)
+}
+
 // ErrRuntimeGone means the runtime's stdout ended before the reply.
 var ErrRuntimeGone = errors.New("runtime exited before replying")
 

@@ -3,7 +3,6 @@ package image
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -60,12 +59,10 @@ func makeRoot(t *testing.T) string {
 	for _, d := range []string{"bin", "etc", "app", "data", "golem/work", "proc", "sys", "dev", "tmp"} {
 		must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
 	}
-	for src, dst := range map[string]string{bb: "busybox", labBin: "gvpn-lab"} {
-		b, err := os.ReadFile(src)
-		must(t, err)
-		must(t, os.WriteFile(filepath.Join(root, "bin", dst), b, 0o755))
-	}
-	for _, a := range []string{"sh", "cat", "id", "pwd", "env", "wget", "sha256sum", "httpd", "sleep", "ip", "ls", "echo", "head"} {
+	b, err := os.ReadFile(bb)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(root, "bin", "busybox"), b, 0o755))
+	for _, a := range []string{"sh", "cat", "id", "pwd", "env", "sleep", "ls", "echo"} {
 		must(t, os.Symlink("busybox", filepath.Join(root, "bin", a)))
 	}
 	must(t, os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte(fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\ngolem:x:%d:%d::/app:/bin/sh\n", imageUID, imageGID)), 0o644))
@@ -155,8 +152,9 @@ func ociArchive(t *testing.T, dockerSave string) string {
 
 // TestImagePayload: a GVMI and an OCI archive, each deployed and started
 // as the ExeUnit does, are the payload's root with the image's settings,
-// in a user namespace; two nodes move a file over the VPN; broken packages
-// are refused at deploy.
+// in a user namespace; broken packages are refused at deploy. (Two nodes
+// talking over the VPN from inside an image is the contract every kind
+// keeps: test/contract's image kind.)
 func TestImagePayload(t *testing.T) {
 	privtest.RequireRoot(t)
 	root := makeRoot(t)
@@ -220,7 +218,7 @@ func checkPackage(t *testing.T, pkg string) {
 		t.Errorf("deploy vols %v, want /data and /golem/work", paths)
 	}
 
-	lab, err := golemnet.NewLab(ctx, golemnet.LabConfig{Runtime: runtimeBin, Nodes: 2, TaskPackage: pkg,
+	lab, err := golemnet.NewLab(ctx, golemnet.LabConfig{Runtime: runtimeBin, Nodes: 1, TaskPackage: pkg,
 		SandboxPrefix: privtest.UniqueName("gvpn-img-"), Log: privtest.Log(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +228,7 @@ func checkPackage(t *testing.T, pkg string) {
 			t.Errorf("lab close: %v", err)
 		}
 	})
-	a, b := lab.Nodes()[0], lab.Nodes()[1]
+	a := lab.Nodes()[0]
 	sh := func(node string, script string) string {
 		t.Helper()
 		r, err := lab.Exec(ctx, node, "sh", "-c", script)
@@ -289,29 +287,6 @@ func checkPackage(t *testing.T, pkg string) {
 	}
 	_ = a.ExeUnit.KillProcess(ctx, sleeper.Pid, 9)
 	sleeper.Wait(ctx)
-
-	// Two nodes over the VPN: ping, then a file served from node-a's
-	// volume, fetched by node-b by name and checked by hash.
-	// (gvpn-lab's ping, not busybox's: that needs a raw socket, which
-	// an image's payload does not get.)
-	t.Log(sh(b.Name, "gvpn-lab ping -c 3 "+a.IP.String()))
-	t.Log(sh(a.Name, "gvpn-lab ping -c 3 "+b.Name))
-	content := bytes.Repeat([]byte("gvpn image payload "), 50000)
-	hostDir, volPath, err := lab.Volume(a.Name)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(hostDir, "file.bin"), content, 0o644))
-	srv, err := lab.Spawn(ctx, a.Name, "httpd", "-f", "-p", "8080", "-h", volPath)
-	must(t, err)
-	defer func() {
-		_ = a.ExeUnit.KillProcess(ctx, srv.Pid, 15)
-		srv.Wait(ctx)
-	}()
-	must(t, lab.WaitListening(ctx, a.Name, 8080))
-	sum := sha256.Sum256(content)
-	got := strings.Fields(sh(b.Name, "wget -q -O - http://"+a.Name+":8080/file.bin | sha256sum"))
-	if len(got) == 0 || got[0] != hex.EncodeToString(sum[:]) {
-		t.Errorf("node-b fetched %v, want sha256 %x", got, sum)
-	}
 }
 
 func fileSum(t *testing.T, p string) [32]byte {

@@ -27,9 +27,9 @@ func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
 // frame is dropped and counted by reason, and the VPN keeps working.
 func TestBadFramesAreDroppedCountedAndHarmless(t *testing.T) {
 	// The payload plays an attacker with root in its own VM: it changes
-	// its interface's address and MAC, which needs CAP_NET_ADMIN, so
+	// its interface's MAC, which needs CAP_NET_ADMIN, so
 	// this test alone runs payloads as root.
-	_, nodes := twoNodes(t, "", "--payload-root")
+	_, nodes := twoNodes(t, "--payload-root")
 	a, b := nodes[0], nodes[1]
 	ctx := privtest.Context(t, 60*time.Second)
 	a.run(t, ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.0.3")
@@ -63,11 +63,9 @@ func TestBadFramesAreDroppedCountedAndHarmless(t *testing.T) {
 			t.Fatalf("inject %s: %v", name, err)
 		}
 	}
-	// The payload speaks as another node: another IPv4 source, then
-	// another MAC. ExeUnits would learn wrong routes from these.
-	a.run(t, ctx, "/sbin/ip", "addr", "add", "192.168.0.99/32", "dev", "vpn0")
-	a.eu.Run(ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "192.168.0.99", "192.168.0.3")
-	a.run(t, ctx, "/sbin/ip", "addr", "del", "192.168.0.99/32", "dev", "vpn0")
+	// The payload speaks with another MAC: ExeUnits would learn wrong
+	// routes from it. (Another IPv4 source is every kind's contract, in
+	// test/contract.)
 	a.run(t, ctx, "/sbin/ip", "link", "set", "vpn0", "address", "02:00:00:00:00:01")
 	a.eu.Run(ctx, "/bin/ping", "-c", "2", "-i", "0.2", "-W", "1", "192.168.0.3")
 	a.run(t, ctx, "/sbin/ip", "link", "set", "vpn0", "address", "90:13:c0:a8:00:02")
@@ -75,7 +73,7 @@ func TestBadFramesAreDroppedCountedAndHarmless(t *testing.T) {
 	st := a.waitStats(t, "every drop reason", func(s api.VPNStats) bool {
 		in, out := s.Ingress.Drops, s.Egress.Drops
 		return in["short"] >= 2 && in["malformed"] >= 1 && in["oversize"] >= 1 && in["ipv6"] >= 1 &&
-			in["ethertype"] >= 1 && out["spoofed_ip"] >= 1 && out["spoofed_mac"] >= 1
+			in["ethertype"] >= 1 && out["spoofed_mac"] >= 1
 	})
 	t.Logf("node-a drops: ingress %v egress %v", st.Ingress.Drops, st.Egress.Drops)
 	if !st.Up {

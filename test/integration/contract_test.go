@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -178,6 +177,10 @@ func sandboxGone(t *testing.T, workdir string) {
 	}
 }
 
+// TestServiceModeAsTheExeUnitDrivesIt: what the netns sandbox does beyond
+// the contract every kind keeps (test/contract): the payload's own
+// namespace, pipelined requests, an unknown command, a CreateNetwork the
+// runtime cannot serve.
 func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 	privtest.RequireRoot(t)
 	cfg, _ := exeunitConfig(t, "svc")
@@ -191,16 +194,8 @@ func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 	}
 	defer eu.Kill()
 
-	res, err := eu.Run(ctx, "/bin/sh", "-c", "echo hi; echo err >&2; exit 3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(res.Stdout) != "hi\n" || string(res.Stderr) != "err\n" || res.ReturnCode != 3 {
-		t.Fatalf("got stdout %q stderr %q rc %d; want \"hi\\n\" \"err\\n\" 3", res.Stdout, res.Stderr, res.ReturnCode)
-	}
-
 	// The payload runs inside its own network namespace with its own hosts file.
-	res, err = eu.Run(ctx, "/bin/sh", "-c", "readlink /proc/self/ns/net; ip -o link | wc -l")
+	res, err := eu.Run(ctx, "/bin/sh", "-c", "readlink /proc/self/ns/net; ip -o link | wc -l")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,26 +235,9 @@ func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 	if err == nil || resp.GetError() == nil {
 		t.Fatalf("empty command: resp %v err %v", resp, err)
 	}
-	// KillProcess of a server started with RunProcess.
-	srv, err := eu.Spawn(ctx, "/bin/sleep", "1000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := eu.KillProcess(ctx, srv.Pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if r, err := srv.Wait(ctx); err != nil || r.ReturnCode != 128+15 {
-		t.Fatalf("killed process: rc %d err %v", r.ReturnCode, err)
-	}
 	// A CreateNetwork without --vpn-endpoint is refused, not a crash.
 	if _, err := eu.CreateNetwork(ctx, golemnet.VPNNetwork{Addr: "192.168.0.0", Mask: "255.255.255.0", IfAddr: "192.168.0.2"}, nil); err == nil {
 		t.Fatal("CreateNetwork without a VPN endpoint succeeded")
-	}
-
-	// A daemon that outlives its command must not outlive the activity.
-	// A duration no other program on a shared machine uses, for pgrep.
-	if _, err := eu.Run(ctx, "/bin/sh", "-c", "setsid sleep 1000.314 >/dev/null 2>&1 &"); err != nil {
-		t.Fatal(err)
 	}
 	if err := eu.Shutdown(ctx); err != nil {
 		t.Fatal(err)
@@ -268,9 +246,6 @@ func TestServiceModeAsTheExeUnitDrivesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	sandboxGone(t, cfg.Workdir)
-	if out, _ := exec.Command("pgrep", "-f", "sleep 1000.314").Output(); len(out) > 0 {
-		t.Fatalf("payload processes survived Shutdown: %s", out)
-	}
 }
 
 func TestStdinEOFTearsDownAndExitsZero(t *testing.T) {

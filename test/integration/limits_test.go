@@ -27,7 +27,7 @@ func TestAgreementLimits(t *testing.T) {
 	if un := limits.Check(limits.Limits{CPUCores: 1, MemBytes: 1, Pids: 1, StorageBytes: 1}); len(un) > 0 {
 		t.Skipf("this host cannot enforce the limits: %s", limits.Describe(un))
 	}
-	_, nodes := twoNodes(t, "", agreementArgs...)
+	_, nodes := twoNodes(t, agreementArgs...)
 	a, b := nodes[0], nodes[1]
 	ctx := privtest.Context(t, 120*time.Second)
 	name := netns.NameFor(testPrefix, a.dir)

@@ -1,7 +1,9 @@
 // Package integration drives the real gvpn binaries the way yagna's ExeUnit
 // does: spawned with pipes, spoken to in ya-runtime-api, their payloads
 // reaching each other through the local Golem Net hub with the kernel's own
-// ping, HTTP and UDP.
+// ping, HTTP and UDP. The contract every sandbox kind keeps is
+// test/contract's; this package keeps what is the netns sandbox's and the
+// CLI's own.
 package integration
 
 import (

@@ -19,7 +19,7 @@ import (
 // argv[0] prepended, empty work_dir — and attacks them the way a
 // requestor's payload or a crash would.
 func TestSafeByDefault(t *testing.T) {
-	_, nodes := startNodes(t, "", false)
+	_, nodes := startNodes(t, false)
 	a, b := nodes[0], nodes[1]
 	ctx := privtest.Context(t, 120*time.Second)
 

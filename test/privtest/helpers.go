@@ -18,6 +18,20 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
+// WaitFor polls cond until it holds, failing the test, saying what it
+// waited for, after a deadline generous enough for a loaded machine (it
+// bounds a wait; it asserts nothing about how long things take).
+func WaitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // OpenFDs returns how many file descriptors the test process has open, to
 // check that a teardown closed everything it opened.
 func OpenFDs(t testing.TB) int {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -55,4 +56,27 @@ func NewNetns(t testing.TB, prefix string) (name string, h netns.NsHandle) {
 		}
 	})
 	return name, h
+}
+
+// NewNetnsWithHosts is NewNetns for a namespace that stands for a
+// payload's own machine: it also has its own hosts file, which `ip netns
+// exec` binds over /etc/hosts there (/etc/netns/NAME/hosts, holding only
+// localhost at first), removed with the namespace. It returns the
+// namespace's name and the hosts file's path.
+func NewNetnsWithHosts(t testing.TB, prefix string) (name, hosts string) {
+	t.Helper()
+	name, _ = NewNetns(t, prefix)
+	dir := filepath.Join("/etc/netns", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		os.RemoveAll(dir)
+		os.Remove("/etc/netns") // only if empty: others may use it
+	})
+	hosts = filepath.Join(dir, "hosts")
+	if err := os.WriteFile(hosts, []byte("127.0.0.1\tlocalhost\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return name, hosts
 }

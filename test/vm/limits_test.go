@@ -21,7 +21,7 @@ import (
 // without loss meanwhile. After Shutdown, and after SIGKILL plus a sweep,
 // no cgroup and no mount is left. Lean: one boot, busybox's tools.
 func TestVMLimits(t *testing.T) {
-	kernel, initrd := requireVM(t)
+	kernel, initrd := privtest.VMGuest(t)
 	if un := limits.Check(limits.Limits{CPUCores: 1, MemBytes: 1, Pids: 1, StorageBytes: 1}); len(un) > 0 {
 		t.Skipf("this host cannot enforce the limits: %s", limits.Describe(un))
 	}

@@ -2,8 +2,9 @@
 // launched the way yagna's ExeUnit launches it, with --sandbox vm, boots a
 // real QEMU guest (Debian's kernel, the initramfs from make vm-image), in
 // which gvpn-agent makes vpn0; the guest's payload reaches a netns node
-// through the local Golem Net hub with busybox's ping, wget and httpd and
-// the host's ping and curl.
+// through the local Golem Net hub. What every sandbox kind must do, two VM
+// nodes included, is test/contract's; this package keeps what is the VM's
+// own: its roots, its limits, a guest that dies or never boots.
 package vm
 
 import (

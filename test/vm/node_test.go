@@ -20,35 +20,6 @@ import (
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
-// guestDir holds the guest kernel and initramfs: $GVPN_VM_DIR, else vm/
-// beside prebuilt binaries, else the repository's bin/vm (make vm-image).
-func guestDir() string {
-	if d := os.Getenv("GVPN_VM_DIR"); d != "" {
-		return d
-	}
-	if d := os.Getenv(privtest.BinDirEnv); d != "" {
-		return filepath.Join(d, "vm")
-	}
-	return filepath.Join("..", "..", "bin", "vm")
-}
-
-// requireVM skips unless this machine can boot the payload VM.
-func requireVM(t *testing.T) (kernel, initrd string) {
-	t.Helper()
-	privtest.RequireRoot(t)
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86, or make vm-deps)")
-	}
-	dir, _ := filepath.Abs(guestDir())
-	kernel, initrd = filepath.Join(dir, "vmlinuz"), filepath.Join(dir, "initrd.img")
-	for _, f := range []string{kernel, initrd} {
-		if _, err := os.Stat(f); err != nil {
-			t.Skipf("no guest image (%v): run make vm-image", err)
-		}
-	}
-	return kernel, initrd
-}
-
 // node is one provider node: an ExeUnit stand-in driving a gvpn-runtime.
 type node struct {
 	name, ip string
@@ -221,18 +192,5 @@ func (n *node) checkGone(t *testing.T) {
 	}
 	if out, _ := exec.Command("ip", "-o", "link", "show").Output(); strings.Contains(string(out), name) {
 		t.Errorf("%s: an interface named after the sandbox is left on the host:\n%s", n.name, out)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after a generous
-// deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/gvpn/gvpn/test/privtest"
 )
 
 // debianTop are the packages of the test's task package, with everything
@@ -34,7 +36,7 @@ func debianRoot(t *testing.T) string {
 			t.Skipf("%s is not installed (make vm-deps installs squashfs-tools; apt and dpkg are Debian's)", c)
 		}
 	}
-	dir, _ := filepath.Abs(guestDir())
+	dir, _ := filepath.Abs(privtest.VMDir())
 	img := filepath.Join(dir, "debian-root.squashfs")
 	if _, err := os.Stat(img); err == nil {
 		return img
