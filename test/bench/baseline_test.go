@@ -31,7 +31,7 @@ func TestRecordedCommit(t *testing.T) {
 		{measuredLine("2026-12-06 04:00 UTC", "0701e7c4a7e3a8b0d6f1c2e9b8a7d6c5e4f3a2b1"), "0701e7c4a7e3a8b0d6f1c2e9b8a7d6c5e4f3a2b1", false, true},
 		{measuredLine("2026-12-01 23:53 UTC", ""), "", false, false},
 		{"Measured 2026-12-02 00:19 UTC with `make bench-docker`, on commit abcdef0 of the lab.\n", "", false, false},
-		{"Measured x on commit main.\n", "", false, false}, // a branch is not a recorded commit
+		{"Measured x on commit main.\n", "", false, false},  // a branch is not a recorded commit
 		{"Measured x on commit abc12.\n", "", false, false}, // too short to be a --short hash
 		{"", "", false, false},
 	} {
