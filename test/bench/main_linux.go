@@ -155,22 +155,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var cmp *comparison
 	var baseCfg config
 	if o.base != "" {
-		cmp = o.comparison()
-		cmp.Tree = commit
-		if cmp.Base, cmp.BaseNote, err = resolveBase(ctx, ".", o.base, o.out); err == nil {
-			cfg.logf("building the baseline, commit %s (%s)", cmp.Base, cmp.BaseNote)
-			var binDir string
-			var cleanup func()
-			if binDir, cleanup, err = buildBaseline(ctx, ".", cmp.Base); err == nil {
-				defer cleanup()
-				baseCfg = cfg
-				baseCfg.Runtime, baseCfg.Agent = filepath.Join(binDir, "gvpn-runtime"), filepath.Join(binDir, "gvpn-agent")
-			}
-		}
+		var cleanup func()
+		cmp, baseCfg, cleanup, err = prepareBaseline(ctx, o, cfg, commit)
 		if err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
 			return 1
 		}
+		defer cleanup()
 	}
 
 	rep, err := runAll(ctx, &cfg, o.scenarios())
@@ -198,6 +189,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.logf("wrote %s", o.out)
 	}
 	return 0
+}
+
+// prepareBaseline resolves -base and builds its binaries: the comparison
+// to fill, the config that runs the baseline's binaries, and the cleanup
+// that removes them.
+func prepareBaseline(ctx context.Context, o options, cfg config, commit string) (*comparison, config, func(), error) {
+	cmp := o.comparison()
+	cmp.Tree = commit
+	if commit == "" {
+		cmp.Tree = "(this tree, commit unknown)"
+	}
+	var err error
+	if cmp.Base, cmp.BaseNote, err = resolveBase(ctx, ".", o.base, o.out); err != nil {
+		return nil, cfg, nil, err
+	}
+	cfg.logf("building the baseline, commit %s (%s)", cmp.Base, cmp.BaseNote)
+	start := time.Now()
+	binDir, cleanup, err := buildBaseline(ctx, ".", cmp.Base)
+	if err != nil {
+		return nil, cfg, nil, err
+	}
+	cfg.logf("built the baseline's %v in %.0f s", baselineBinaries, time.Since(start).Seconds())
+	cfg.Runtime, cfg.Agent = filepath.Join(binDir, "gvpn-runtime"), filepath.Join(binDir, "gvpn-agent")
+	return cmp, cfg, cleanup, nil
 }
 
 // preflight fails early, with one clear message, when this machine cannot
