@@ -210,7 +210,7 @@ func prepareBaseline(ctx context.Context, o options, cfg config, commit string) 
 	if err != nil {
 		return nil, cfg, nil, err
 	}
-	cfg.logf("built the baseline's %v in %.0f s", baselineBinaries, time.Since(start).Seconds())
+	cfg.logf("built the baseline's %v in %.1f s", baselineBinaries, time.Since(start).Seconds())
 	cfg.Runtime, cfg.Agent = filepath.Join(binDir, "gvpn-runtime"), filepath.Join(binDir, "gvpn-agent")
 	return cmp, cfg, cleanup, nil
 }
