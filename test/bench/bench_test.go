@@ -74,12 +74,33 @@ func TestQuickRunEndToEnd(t *testing.T) {
 	if len(rep.Scenarios["gvpn"].Pids) != 2 || len(rep.Scenarios["veth"].Netns) != 2 || len(rep.Scenarios["naive"].Netns) != 2 {
 		t.Errorf("leftover bookkeeping incomplete: %+v", rep.Scenarios)
 	}
+
+	// The comparison's machinery, with these binaries as their own
+	// baseline (nothing is built from git here: TestBuildBaseline covers
+	// that) and one short round of the gvpn testbed only, to stay cheap.
+	cmp := &comparison{Base: "base", Tree: "tree", BaseNote: "the test's", Rounds: 1, Duration: time.Second, Pings: 20}
+	base := cfg
+	if err := runComparison(ctx, &cfg, &base, cmp, []string{"gvpn"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(cmp.Metrics) != 3 {
+		t.Fatalf("comparison metrics %+v, want TCP, TCP -R and RTT of gvpn", cmp.Metrics)
+	}
+	for _, m := range cmp.Metrics {
+		if m.Scenario != "gvpn" || len(m.Base) != 1 || len(m.Tree) != 1 || m.Base[0] <= 0 || m.Tree[0] <= 0 {
+			t.Errorf("comparison metric %+v", m)
+		}
+	}
+	if v := cmp.overall(); v != verdictInconclusive {
+		t.Errorf("one round judged %v, want inconclusive", v)
+	}
+	rep.Compare = cmp
 	if after := gvbNetns(t); len(after) != len(before) {
 		t.Errorf("%s* namespaces before %v, after %v", namePrefix, before, after)
 	}
 
 	md := rep.markdown()
-	for _, want := range []string{"## Machine", "## Method", "RTT overhead vs veth: ", "node-to-node throughput: ", "## gvpn counters"} {
+	for _, want := range []string{"## Machine", "## Method", "RTT overhead vs veth: ", "node-to-node throughput: ", "## gvpn counters", "## Against the baseline base"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -262,6 +283,22 @@ func TestFlags(t *testing.T) {
 	o, _ = parseFlags([]string{"-runtime", "x"}, &errOut)
 	if c := o.config(); c.Reps != 3 || c.Duration != 10*time.Second || c.Pings != 200 {
 		t.Errorf("default config %+v", c)
+	}
+	if o.base != "" {
+		t.Errorf("the tool compares with %q by default; only make bench names a baseline", o.base)
+	}
+	if c := o.comparison(); c.Rounds != 4 || c.Duration != 3*time.Second || c.Pings != 100 {
+		t.Errorf("default comparison %+v", c)
+	}
+	if _, err := parseFlags([]string{"-runtime", "x", "-base", "HEAD", "-only", "veth,naive"}, &errOut); err == nil || !strings.Contains(err.Error(), "-only runs none") {
+		t.Errorf("-base without gvpn or agent: %v", err)
+	}
+	if _, err := parseFlags([]string{"-runtime", "x", "-base", "HEAD", "-rounds", "0"}, &errOut); err == nil {
+		t.Error("-rounds 0 accepted")
+	}
+	o, err = parseFlags([]string{"-runtime", "x", "-base", "recorded", "-only", "agent", "-rounds", "6", "-round-time", "5s"}, &errOut)
+	if c := o.comparison(); err != nil || o.base != recordedBase || c.Rounds != 6 || c.Duration != 5*time.Second {
+		t.Errorf("-base recorded -rounds 6 -round-time 5s: %+v, %v", c, err)
 	}
 }
 

@@ -4,9 +4,16 @@
 // the same measurements over a veth pair (the kernel's ceiling) and over a
 // naive in-process TAP↔TAP pump (the TAP path's ceiling), at MTU 1220.
 //
-// It must run as root (namespaces, TAPs). `make bench` runs it:
+// With -base REV it also rebuilds another commit's binaries (the baseline,
+// by default the commit the report it replaces measured) and measures the
+// gvpn and agent testbeds on both, interleaved, in the same run: the
+// verdict "no loss / loss / inconclusive" against the baseline comes from
+// that, never from numbers of another day.
 //
-//	go run ./test/bench -runtime bin/gvpn-runtime -out docs/BENCHMARKS.md
+// It must run as root (namespaces, TAPs), in the repository (git). `make
+// bench` runs it:
+//
+//	go run ./test/bench -runtime bin/gvpn-runtime -out docs/BENCHMARKS.md -base recorded
 //
 // Progress goes to stderr, the summary table to stdout. Everything it
 // creates (namespaces named gvb-…, runtime processes, TAPs) is removed at
@@ -40,6 +47,11 @@ type options struct {
 	reps     int
 	quick    bool
 	only     string
+	// The comparison with a baseline: the revision ("" none), its rounds,
+	// the iperf3 run length of each.
+	base      string
+	rounds    int
+	roundTime time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -52,8 +64,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of each throughput measurement")
 	fs.BoolVar(&o.quick, "quick", false, "smoke test: 1 repetition of 3 s and 50 pings")
 	fs.StringVar(&o.only, "only", "", "comma-separated subset of scenarios to run: gvpn,agent,veth,naive (default all)")
+	fs.StringVar(&o.base, "base", "", "git revision to rebuild and compare with, interleaved (\""+recordedBase+"\" = the commit -out records; \"\" = no comparison)")
+	fs.IntVar(&o.rounds, "rounds", 4, "interleaved rounds of the comparison with -base")
+	fs.DurationVar(&o.roundTime, "round-time", 3*time.Second, "length of each iperf3 run of the comparison (whole seconds)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bench -runtime PATH [-out FILE] [-time 10s] [-reps 3] [-quick] [-only gvpn,agent,veth,naive]\n\n")
+		fmt.Fprintf(stderr, "usage: bench -runtime PATH [-out FILE] [-time 10s] [-reps 3] [-quick] [-only gvpn,agent,veth,naive] [-base REV|recorded] [-rounds 4] [-round-time 3s]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -65,13 +80,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.runtime == "" {
 		return o, errors.New("-runtime is required (e.g. -runtime bin/gvpn-runtime after `make build`)")
 	}
-	if o.reps < 1 || o.duration < time.Second {
-		return o, errors.New("-reps must be ≥ 1 and -time ≥ 1s")
+	if o.reps < 1 || o.duration < time.Second || o.rounds < 1 || o.roundTime < time.Second {
+		return o, errors.New("-reps and -rounds must be ≥ 1, -time and -round-time ≥ 1s")
 	}
 	for _, s := range o.scenarios() {
 		if !slices.Contains(scenarioOrder, s) {
 			return o, fmt.Errorf("-only: unknown scenario %q (want gvpn, agent, veth, naive)", s)
 		}
+	}
+	if o.base != "" && !slices.ContainsFunc(o.scenarios(), func(s string) bool { return slices.Contains(compareScenarios, s) }) {
+		return o, fmt.Errorf("-base compares the %v scenarios and -only runs none of them", compareScenarios)
 	}
 	return o, nil
 }
@@ -93,6 +111,15 @@ func (o options) config() config {
 	c := config{Duration: o.duration, Reps: o.reps, Pings: 200, Port: 5201}
 	if o.quick {
 		c.Duration, c.Reps, c.Pings = 3*time.Second, 1, 50
+	}
+	return c
+}
+
+// comparison returns the comparison's parameters, without its commits.
+func (o options) comparison() *comparison {
+	c := &comparison{Rounds: o.rounds, Duration: o.roundTime, Pings: 100}
+	if o.quick {
+		c.Rounds, c.Duration, c.Pings = 1, 2*time.Second, 50
 	}
 	return c
 }
@@ -119,7 +146,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// The commits first, and the baseline built, so that a bad revision
+	// fails before minutes of measuring.
+	commit, err := treeCommit(ctx, ".", o.out)
+	if err != nil {
+		cfg.logf("WARNING: the report cannot name the measured commit: %v", err)
+	}
+	var cmp *comparison
+	var baseCfg config
+	if o.base != "" {
+		var cleanup func()
+		cmp, baseCfg, cleanup, err = prepareBaseline(ctx, o, cfg, commit)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		defer cleanup()
+	}
+
 	rep, err := runAll(ctx, &cfg, o.scenarios())
+	if err == nil && cmp != nil {
+		cfg.logf("comparing with the baseline %s: %d rounds", cmp.Base, cmp.Rounds)
+		err = runComparison(ctx, &cfg, &baseCfg, cmp, o.scenarios())
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "bench: FAILED:", err)
 		if o.out != "" {
@@ -127,7 +176,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	rep.Commit, rep.Compare = commit, cmp
 	fmt.Fprint(stdout, rep.table())
+	if cmp != nil {
+		fmt.Fprint(stdout, "\n"+cmp.summary())
+	}
 	if o.out != "" {
 		if err := writeFileAtomic(o.out, []byte(rep.markdown()+keptSections(o.out))); err != nil {
 			fmt.Fprintln(stderr, "bench:", err)
@@ -136,6 +189,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.logf("wrote %s", o.out)
 	}
 	return 0
+}
+
+// prepareBaseline resolves -base and builds its binaries: the comparison
+// to fill, the config that runs the baseline's binaries, and the cleanup
+// that removes them.
+func prepareBaseline(ctx context.Context, o options, cfg config, commit string) (*comparison, config, func(), error) {
+	cmp := o.comparison()
+	cmp.Tree = commit
+	if commit == "" {
+		cmp.Tree = "(this tree, commit unknown)"
+	}
+	var err error
+	if cmp.Base, cmp.BaseNote, err = resolveBase(ctx, ".", o.base, o.out); err != nil {
+		return nil, cfg, nil, err
+	}
+	cfg.logf("building the baseline, commit %s (%s)", cmp.Base, cmp.BaseNote)
+	start := time.Now()
+	binDir, cleanup, err := buildBaseline(ctx, ".", cmp.Base)
+	if err != nil {
+		return nil, cfg, nil, err
+	}
+	cfg.logf("built the baseline's %v in %.1f s", baselineBinaries, time.Since(start).Seconds())
+	cfg.Runtime, cfg.Agent = filepath.Join(binDir, "gvpn-runtime"), filepath.Join(binDir, "gvpn-agent")
+	return cmp, cfg, cleanup, nil
 }
 
 // preflight fails early, with one clear message, when this machine cannot

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gvpn/gvpn/test/golemnet/labcli"
 )
@@ -242,6 +243,17 @@ func summarize(vs []float64) spread {
 	return spread{Median: med, Min: s[0], Max: s[n-1], N: n}
 }
 
+// fmtSpread renders s as "median (min–max)".
+func fmtSpread(s spread) string {
+	if s.N == 0 {
+		return "n/a"
+	}
+	if s.N == 1 {
+		return fmt.Sprintf("%.3f", s.Median)
+	}
+	return fmt.Sprintf("%.3f (%.3f–%.3f)", s.Median, s.Min, s.Max)
+}
+
 // medianIndex returns the index in vs of the run whose value is the median
 // (the lower middle one for an even count), so that the CPU figures shown
 // belong to a real run.
@@ -263,6 +275,11 @@ func medianIndex(vs []float64) int {
 		return 0
 	})
 	return idx[(len(idx)-1)/2]
+}
+
+// wholeSeconds rounds d to whole seconds, at least 1: iperf3's -t.
+func wholeSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second/2)/time.Second))
 }
 
 func tail(b []byte, n int) string {

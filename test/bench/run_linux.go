@@ -419,7 +419,7 @@ func startServer(ctx context.Context, cfg *config, tb testbed, port string) (bac
 
 // iperfSeconds is iperf3's -t: the run length in whole seconds.
 func iperfSeconds(cfg *config) int {
-	return max(1, int((cfg.Duration+time.Second/2)/time.Second))
+	return wholeSeconds(cfg.Duration)
 }
 
 // waitListening polls ss on node B until the iperf3 server listens.
