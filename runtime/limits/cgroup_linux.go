@@ -5,6 +5,7 @@ package limits
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -107,6 +108,14 @@ func missingV1() map[cgroup1.Name]bool {
 	return miss
 }
 
+// sameHierarchy reports whether the v1 controllers a and b are mounted
+// together (cpu and cpuacct usually are: /sys/fs/cgroup/cpu,cpuacct).
+func sameHierarchy(a, b cgroup1.Name) bool {
+	pa, errA := filepath.EvalSymlinks(filepath.Join(cgroupRoot, string(a)))
+	pb, errB := filepath.EvalSymlinks(filepath.Join(cgroupRoot, string(b)))
+	return errA == nil && errB == nil && pa == pb
+}
+
 // unenforced lists l's limits that missing reports unenforced, each
 // with its controller and why.
 func unenforced(l Limits, missing func(string) bool, why string) []Unenforced {
@@ -124,11 +133,11 @@ func unenforced(l Limits, missing func(string) bool, why string) []Unenforced {
 }
 
 // v1Subsystems are the library's handles of the v1 controllers not in
-// miss.
-func v1Subsystems(miss map[cgroup1.Name]bool) []cgroup1.Subsystem {
+// skip.
+func v1Subsystems(skip map[cgroup1.Name]bool) []cgroup1.Subsystem {
 	var subs []cgroup1.Subsystem
 	for _, c := range v1Controllers {
-		if miss[c] {
+		if skip[c] {
 			continue
 		}
 		switch c {
@@ -148,7 +157,20 @@ func v1Subsystems(miss map[cgroup1.Name]bool) []cgroup1.Subsystem {
 func (g *Group) create1() ([]Unenforced, error) {
 	miss := missingV1()
 	un := unenforced(g.limits, func(c string) bool { return miss[cgroup1.Name(c)] }, " (cgroup v1)")
-	subs := v1Subsystems(miss)
+	skip := maps.Clone(miss)
+	if g.limits.CPUCores == 0 {
+		// A group in the cpu hierarchy is one scheduling entity: all the
+		// payload's threads together weigh what one host thread does. That
+		// is the point with a quota; without one it only slows the payload
+		// (a quarter of the agent path's throughput, make bench). The cpu
+		// controller then stays out, and so does cpuacct where it shares
+		// cpu's hierarchy (cpu,cpuacct): the usage then has no CPU time.
+		skip[cgroup1.Cpu] = true
+		if sameHierarchy(cgroup1.Cpu, cgroup1.Cpuacct) {
+			skip[cgroup1.Cpuacct] = true
+		}
+	}
+	subs := v1Subsystems(skip)
 	if len(subs) == 0 {
 		return un, nil
 	}
@@ -403,14 +425,13 @@ func removeGroup(name string) error {
 			dirs = append(dirs, filepath.Join(cgroupRoot, string(c), Parent, name))
 		}
 	}
+	// The parent, /gvpn, stays: removing it once empty raced with another
+	// runtime creating its group in it (ENOENT from its mkdir).
 	var errs []error
 	for _, d := range dirs {
 		if err := killAndRmdir(d); err != nil {
 			errs = append(errs, err)
 		}
-		// The parent goes too once empty; another activity's group
-		// keeps it (EBUSY), which is fine.
-		_ = os.Remove(filepath.Dir(d))
 	}
 	return errors.Join(errs...)
 }
@@ -487,7 +508,14 @@ func UsageOf(name string) (Usage, error) {
 		}
 		return usage2(st), nil
 	}
-	subs := v1Subsystems(missingV1())
+	// The group's hierarchies: those it was made in (see create1).
+	skip := missingV1()
+	for _, c := range v1Controllers {
+		if _, err := os.Stat(filepath.Join(cgroupRoot, string(c), Parent, name)); err != nil {
+			skip[c] = true
+		}
+	}
+	subs := v1Subsystems(skip)
 	cg, err := cgroup1.Load(cgroup1.StaticPath(groupPath(name)),
 		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
 	if err != nil {

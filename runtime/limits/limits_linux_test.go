@@ -84,6 +84,39 @@ func TestGroupJoinUsageRemove(t *testing.T) {
 	}
 }
 
+// On cgroup v1 a group joins the cpu hierarchy only with a CPU limit: a
+// group there is one scheduling entity, which without a quota only slows
+// the payload. Its other controllers and UsageOf work either way.
+func TestGroupInCPUHierarchyOnlyWithACPULimit(t *testing.T) {
+	needRoot(t)
+	if Version() != 1 || missingV1()["cpu"] {
+		t.Skip("needs the cgroup v1 cpu controller")
+	}
+	for _, c := range []struct {
+		l     Limits
+		inCPU bool
+	}{{Limits{Pids: 16}, false}, {Limits{CPUCores: 1, Pids: 16}, true}} {
+		name := "test-" + t.Name() + strconv.FormatBool(c.inCPU)
+		g, _, err := New(name, c.l)
+		if err != nil || g == nil {
+			t.Fatalf("New(%+v): %v %v", c.l, g, err)
+		}
+		_, err = os.Stat(filepath.Join(cgroupRoot, "cpu", Parent, name))
+		if inCPU := err == nil; inCPU != c.inCPU {
+			t.Errorf("limits %+v: group in the cpu hierarchy: %v, want %v", c.l, inCPU, c.inCPU)
+		}
+		if _, err := os.Stat(filepath.Join(cgroupRoot, "pids", Parent, name)); err != nil {
+			t.Errorf("limits %+v: no pids group: %v", c.l, err)
+		}
+		if _, err := UsageOf(name); err != nil {
+			t.Errorf("limits %+v: UsageOf: %v", c.l, err)
+		}
+		if err := g.Remove(); err != nil || Exists(name) {
+			t.Fatalf("Remove: %v, left: %v", err, Exists(name))
+		}
+	}
+}
+
 // waitIn waits until pid is listed in every cgroup.procs of g.
 func waitIn(t *testing.T, g *Group, pid int) {
 	t.Helper()
