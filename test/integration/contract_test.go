@@ -150,7 +150,8 @@ func TestSelfTest(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("test failed on a host that can run VPN: %s", stderr)
 	}
-	if !strings.Contains(stderr, "all 5 checks passed") || !strings.Contains(stderr, "ok   payloads run as uid 65534") {
+	if !strings.Contains(stderr, "all 6 checks passed") || !strings.Contains(stderr, "ok   payloads run as uid 65534") ||
+		!strings.Contains(stderr, "ok   no host user or subordinate id range in the payloads' host ids") {
 		t.Fatalf("stderr %q", stderr)
 	}
 }
