@@ -1,15 +1,13 @@
 package contract
 
 import (
-	"bytes"
-	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/gvpn/gvpn/runtime/image"
+	"github.com/gvpn/gvpn/test/golemnet"
 	"github.com/gvpn/gvpn/test/privtest"
 )
 
@@ -108,51 +106,25 @@ var kinds = []kind{
 	},
 }
 
-// busyboxGVMI builds a requestor's image as gvmkit-build would, offline: a
-// squashfs of a root that holds the host's static busybox with its applets
-// and gvpn-lab, with a container config appended.
+// busyboxGVMI builds a requestor's image as gvpn-lab mkimage --busybox
+// does (what gvmkit-build would make, offline): the host's static busybox
+// with its applets, and gvpn-lab for its ping.
 func busyboxGVMI(t *testing.T) string {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("skipped: busybox is not installed (make vm-deps installs busybox-static)")
-	}
-	if out, _ := exec.Command("file", "-L", bb).Output(); !bytes.Contains(out, []byte("statically linked")) {
-		t.Skipf("skipped: %s is not static (install busybox-static)", bb)
-	}
-	if _, err := exec.LookPath("mksquashfs"); err != nil {
-		t.Skip("skipped: mksquashfs is not installed (make vm-deps installs squashfs-tools)")
+	for _, tool := range []string{"busybox", "mksquashfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipped: %s is not installed (make vm-deps installs busybox-static and squashfs-tools)", tool)
+		}
 	}
 	root := filepath.Join(t.TempDir(), "root")
-	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "tmp", "golem/work"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(filepath.Join(root, "tmp"), 0o1777); err != nil {
+	if err := golemnet.BusyboxRoot(root); err != nil {
 		t.Fatal(err)
 	}
-	for src, dst := range map[string]string{bb: busybox, labBin: "/bin/gvpn-lab"} {
-		if out, err := exec.Command("cp", src, filepath.Join(root, dst)).CombinedOutput(); err != nil {
-			t.Fatalf("cp %s: %v %s", src, err, out)
-		}
-	}
-	if out, err := exec.Command("chroot", root, busybox, "--install", "-s", "/bin").CombinedOutput(); err != nil {
-		t.Fatalf("busybox --install in the image's root: %v %s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644); err != nil {
-		t.Fatal(err)
+	if out, err := exec.Command("cp", labBin, filepath.Join(root, "bin", "gvpn-lab")).CombinedOutput(); err != nil {
+		t.Fatalf("cp %s: %v %s", labBin, err, out)
 	}
 	pkg := filepath.Join(t.TempDir(), "busybox.gvmi")
-	if out, err := exec.Command("mksquashfs", root, pkg, "-noappend", "-quiet", "-no-progress").CombinedOutput(); err != nil {
-		t.Fatalf("mksquashfs: %v\n%s", err, out)
-	}
-	sq, err := os.ReadFile(pkg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := json.Marshal(map[string]any{"Env": []string{"PATH=/bin"}, "Cmd": []string{"/bin/sh"}})
-	if err := os.WriteFile(pkg, image.AppendTrailer(sq, cfg), 0o644); err != nil {
+	if _, err := golemnet.MakeGVMI(root, pkg, image.Config{Env: []string{"PATH=/bin"}, Cmd: []string{"/bin/sh"}}); err != nil {
 		t.Fatal(err)
 	}
 	return pkg

@@ -35,12 +35,12 @@ const (
 
 // imageConfig is the container config of the test image, as gvmkit-build
 // writes it into a GVMI.
-var imageConfig = map[string]any{
-	"Env":        []string{"PATH=/bin", envLine},
-	"WorkingDir": workDir,
-	"User":       "golem",
-	"Volumes":    map[string]struct{}{"/data": {}},
-	"Cmd":        []string{"/bin/sh"},
+var imageConfig = image.Config{
+	Env:        []string{"PATH=/bin", envLine},
+	WorkingDir: workDir,
+	User:       "golem",
+	Volumes:    map[string]struct{}{"/data": {}},
+	Cmd:        []string{"/bin/sh"},
 }
 
 // makeRoot writes the image's tree: busybox with the applets the test
@@ -82,21 +82,16 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// makeGVMI is what gvmkit-build makes, offline: mksquashfs of the root,
-// then the config trailer.
+// makeGVMI is what gvmkit-build makes, offline (gvpn-lab mkimage --root):
+// mksquashfs of the root, then the config trailer.
 func makeGVMI(t *testing.T, root string) string {
 	t.Helper()
 	if _, err := exec.LookPath("mksquashfs"); err != nil {
 		t.Skip("mksquashfs is not installed (make vm-deps installs squashfs-tools)")
 	}
 	p := filepath.Join(t.TempDir(), "test.gvmi")
-	if out, err := exec.Command("mksquashfs", root, p, "-noappend", "-quiet", "-no-progress").CombinedOutput(); err != nil {
-		t.Fatalf("mksquashfs: %v\n%s", err, out)
-	}
-	sq, err := os.ReadFile(p)
+	_, err := golemnet.MakeGVMI(root, p, imageConfig)
 	must(t, err)
-	cfg, _ := json.Marshal(imageConfig)
-	must(t, os.WriteFile(p, image.AppendTrailer(sq, cfg), 0o644))
 	return p
 }
 

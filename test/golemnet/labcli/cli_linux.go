@@ -56,6 +56,8 @@ var commands = []command{
 `, faultCmd},
 	{"images", `  gvpn-lab images                           build the Docker lab's images offline
 `, imagesCmd},
+	{"mkimage", `  gvpn-lab mkimage --out F --busybox|--root D  make a GVMI task package offline (no Docker)
+`, mkimageCmd},
 	{"bench-docker", `  gvpn-lab bench-docker                     Docker lab vs local lab numbers for BENCHMARKS.md
 `, benchDocker},
 	{"serve-http", "", serveHTTP},

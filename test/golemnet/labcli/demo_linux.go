@@ -53,6 +53,7 @@ deploys and starts with --task-package FILE: the payloads run in the image,
 with its tools. It needs busybox's sh, wget, sha256sum and ip in the image;
 the HTTP server and the pinger are gvpn-lab's, uploaded to /golem/work (an
 image's payload gets no raw socket for busybox's ping); step 4 is skipped.
+gvpn-lab mkimage --busybox --out app.gvmi makes such an image offline.
 
 Flags:
 `
