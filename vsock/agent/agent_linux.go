@@ -242,24 +242,19 @@ func (a *agent) teardown() {
 
 func (a *agent) logCounters(msg string) {
 	c := a.counters()
-	off := a.gate.offloadStats()
 	f := logrus.Fields{
 		"egress_frames":  c.Egress.Frames,
 		"egress_drops":   c.Egress.Drops,
 		"ingress_frames": c.Ingress.Frames,
 		"ingress_drops":  c.Ingress.Drops,
 		"superframes":    a.gate.superframes.Load(),
-		// Superframes the agent itself cut for, and glued from, a plain
-		// bridge, named apart from the runtime's: always there, zero
-		// while the bridge carries superframes.
-		"tap_split_superframes":     off.SplitSuperframes,
-		"tap_coalesced_superframes": off.CoalescedSuperframes,
 	}
 	if len(c.Egress.KernelDrops) > 0 || len(c.Ingress.KernelDrops) > 0 {
 		f["egress_kernel_drops"], f["ingress_kernel_drops"] = c.Egress.KernelDrops, c.Ingress.KernelDrops
 	}
-	// Events: bridge reconnections, and the gate's offload counts again
-	// as link events (what the runtime shows as agent_…).
+	// Events: bridge reconnections, and what the gate's offload link cut
+	// for and glued from a plain bridge (superframes_split and
+	// superframes_coalesced; the runtime shows them as agent_…).
 	for name, n := range c.Events {
 		f[name] = n
 	}

@@ -131,15 +131,6 @@ func (g *gate) canCarrySuperframes() bool {
 	return dev != nil && dev.VNetHdr()
 }
 
-// offloadStats returns what the gate's own offload.Link did: superframes
-// it split for a plain bridge and glued from one.
-func (g *gate) offloadStats() offload.Stats {
-	if g.dev.Load() == nil || g.off == nil {
-		return offload.Stats{}
-	}
-	return g.off.Stats()
-}
-
 // Unconfigured is the number of frames dropped because no interface was
 // configured yet.
 func (g *gate) Unconfigured() uint64 { return g.unconfigured.Load() }
