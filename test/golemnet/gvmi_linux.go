@@ -32,11 +32,14 @@ func MakeGVMI(root, out string, cfg image.Config) (*image.Image, error) {
 	if b, err := exec.Command("mksquashfs", root, tmp, "-noappend", "-quiet", "-no-progress").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("mksquashfs %s: %v: %s", root, err, bytes.TrimSpace(b))
 	}
-	sq, err := os.ReadFile(tmp)
+	// The trailer goes after the squashfs in place: the image may be
+	// large, and nothing of it needs reading back.
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(tmp, image.AppendTrailer(sq, js), 0o644); err != nil {
+	_, err = f.Write(image.AppendTrailer(nil, js))
+	if err := errors.Join(err, f.Close()); err != nil {
 		return nil, err
 	}
 	im, err := image.Open(tmp)
