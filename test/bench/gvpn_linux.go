@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -239,7 +238,7 @@ func (b *gvpnBed) Finish(ctx context.Context, res *scenarioResult) error {
 	c := &gvpnCounters{}
 	hub := b.hub.Stats()
 	for i, n := range b.nodes {
-		st, err := lastStats(n.eu)
+		st, err := n.eu.VPNStats()
 		if err != nil {
 			return fmt.Errorf("%s: %w", n.name, err)
 		}
@@ -260,21 +259,6 @@ func (b *gvpnBed) Finish(ctx context.Context, res *scenarioResult) error {
 	c.UDPRcvbufErrors = rb - b.rcvbuf0
 	res.GVPN = c
 	return nil
-}
-
-// lastStats returns the newest gvpn.vpn counters a runtime reported.
-func lastStats(eu *golemnet.ExeUnit) (api.VPNStats, error) {
-	var st api.VPNStats
-	states := eu.States()
-	for i := len(states) - 1; i >= 0; i-- {
-		if s := states[i].GetState(); s != nil && s.GetName() == "gvpn.vpn" {
-			if err := json.Unmarshal(s.GetValue(), &st); err != nil {
-				return st, fmt.Errorf("gvpn.vpn state is not JSON: %w", err)
-			}
-			return st, nil
-		}
-	}
-	return st, errors.New("the runtime never reported its VPN counters (gvpn.vpn)")
 }
 
 // Close implements testbed: Shutdown each runtime as the ExeUnit does (then
